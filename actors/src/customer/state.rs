@@ -1,0 +1,236 @@
+//! A customer's state and how events change it, free of actors and I/O so that
+//! the live actor, crash recovery and offline jobs all run the same code.
+
+use crate::event::{CustomerId, EventKind, LoggedEvent, SessionId};
+use crate::features::profile::{ProfileAccumulator, ProfileFeatures, SessionSummary};
+use crate::features::session::{SessionAccumulator, ShoppersFeatures};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Why a session closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The shop sent `session_end`.
+    SessionEnd,
+    /// No event for longer than the session gap.
+    Inactivity,
+    /// The customer's next event belonged to another session.
+    NewSession,
+}
+
+impl CloseReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::SessionEnd => "session_end",
+            CloseReason::Inactivity => "inactivity",
+            CloseReason::NewSession => "new_session",
+        }
+    }
+}
+
+/// A finished session as the customer keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClosedSession {
+    pub summary: SessionSummary,
+    pub features: ShoppersFeatures,
+    pub cart_adds: u32,
+    pub close_reason: CloseReason,
+}
+
+/// Everything a `CustomerSession` actor knows; serialized whole as its snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerState {
+    pub customer_id: CustomerId,
+    /// Log position of the last event applied.
+    pub last_seq: i64,
+    pub profile: ProfileAccumulator,
+    pub open: Option<SessionAccumulator>,
+    /// Most recent closed sessions, newest last.
+    pub recent: VecDeque<ClosedSession>,
+}
+
+/// Tuning that changes how events fold into state.
+#[derive(Clone, Copy, Debug)]
+pub struct StateRules {
+    /// Event-time gap after which the open session is closed.
+    pub session_gap: Duration,
+    /// Closed sessions kept in `recent`.
+    pub recent_cap: usize,
+}
+
+/// What one `apply` changed, for persistence and telemetry.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub applied: u64,
+    pub skipped: u64,
+    /// Sessions closed by these events, oldest first.
+    pub closed: Vec<ClosedSession>,
+}
+
+impl CustomerState {
+    pub fn new(customer_id: CustomerId) -> Self {
+        CustomerState { customer_id, last_seq: 0, profile: ProfileAccumulator::default(), open: None, recent: VecDeque::new() }
+    }
+
+    /// Applies one event from the log unless it was applied before.
+    pub fn apply(&mut self, logged: &LoggedEvent, rules: StateRules, changes: &mut Changes) {
+        if logged.seq <= self.last_seq {
+            changes.skipped += 1;
+            return;
+        }
+        self.last_seq = logged.seq;
+        changes.applied += 1;
+        let ev = &logged.event;
+        self.profile.note_event_time(ev.time);
+
+        if let Some(sid) = &ev.session_id {
+            // A session ends when the customer moves to another session or
+            // comes back after the gap; the new event then opens a new one.
+            if let Some(open) = &self.open {
+                if open.session_id() != sid {
+                    self.close_open(CloseReason::NewSession, rules, changes);
+                } else if ev.time - open.last_event_at() > rules.session_gap {
+                    self.close_open(CloseReason::Inactivity, rules, changes);
+                }
+            }
+            let late = self.open.is_none() && self.recent.iter().any(|c| &c.summary.session_id == sid);
+            if !late {
+                let acc = self.open.get_or_insert_with(|| SessionAccumulator::new(sid.clone(), ev.time));
+                acc.apply(ev);
+            }
+        }
+
+        match &ev.kind {
+            EventKind::Purchase(p) => self.profile.apply_purchase(ev.time, p),
+            EventKind::AddToCart(c) => self.profile.apply_cart(ev.time, true, c),
+            EventKind::RemoveFromCart(c) => self.profile.apply_cart(ev.time, false, c),
+            EventKind::SessionEnd => {
+                if self.open.as_ref().map(|o| Some(o.session_id()) == ev.session_id.as_ref()).unwrap_or(false) {
+                    self.close_open(CloseReason::SessionEnd, rules, changes);
+                }
+            }
+            EventKind::PageView(_) => {}
+        }
+    }
+
+    /// Closes the open session, if any, folding it into the profile.
+    pub fn close_open(&mut self, reason: CloseReason, rules: StateRules, changes: &mut Changes) {
+        if let Some(acc) = self.open.take() {
+            let summary = SessionSummary::from_accumulator(&acc, None);
+            self.profile.apply_closed_session(&summary);
+            let closed = ClosedSession { summary, features: acc.features(), cart_adds: acc.cart_adds(), close_reason: reason };
+            self.recent.push_back(closed.clone());
+            while self.recent.len() > rules.recent_cap.max(1) {
+                self.recent.pop_front();
+            }
+            changes.closed.push(closed);
+        }
+    }
+
+    /// The read model of this customer.
+    pub fn view(&self, as_of: DateTime<Utc>) -> CustomerView {
+        CustomerView {
+            customer_id: self.customer_id.clone(),
+            last_seq: self.last_seq,
+            profile: self.profile.features(as_of),
+            profile_as_of: as_of,
+            first_seen: self.profile.first_seen(),
+            last_seen: self.profile.last_seen(),
+            open_session: self.open.as_ref().map(|o| SessionView::open(&self.customer_id, o)),
+            recent_sessions: self.recent.iter().rev().map(|c| SessionView::closed(&self.customer_id, c)).collect(),
+        }
+    }
+
+    /// The session with this id, if this customer still holds it.
+    pub fn session(&self, id: &SessionId) -> Option<SessionView> {
+        if let Some(o) = &self.open {
+            if o.session_id() == id {
+                return Some(SessionView::open(&self.customer_id, o));
+            }
+        }
+        self.recent.iter().find(|c| &c.summary.session_id == id).map(|c| SessionView::closed(&self.customer_id, c))
+    }
+}
+
+/// A customer as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CustomerView {
+    pub customer_id: CustomerId,
+    pub last_seq: i64,
+    pub profile: ProfileFeatures,
+    /// The time recency and the 90-day windows are measured from.
+    pub profile_as_of: DateTime<Utc>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub open_session: Option<SessionView>,
+    /// Newest first.
+    pub recent_sessions: Vec<SessionView>,
+}
+
+/// A session as the API shows it (and as the sessions table stores it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    pub session_id: SessionId,
+    pub customer_id: CustomerId,
+    /// `open` or `closed`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub n_events: u32,
+    pub purchased: bool,
+    pub cart_adds: u32,
+    pub close_reason: Option<CloseReason>,
+    /// The 17 UCI Online Shoppers features under the file's column names.
+    pub features: serde_json::Map<String, serde_json::Value>,
+    /// Predicted purchase intent (filled in by the model issue).
+    pub score: Option<f64>,
+    pub model_version: Option<String>,
+}
+
+impl SessionView {
+    fn open(customer: &CustomerId, o: &SessionAccumulator) -> Self {
+        SessionView {
+            session_id: o.session_id().clone(),
+            customer_id: customer.clone(),
+            status: "open".into(),
+            started_at: o.started_at(),
+            last_event_at: o.last_event_at(),
+            n_events: o.n_events(),
+            purchased: o.purchased(),
+            cart_adds: o.cart_adds(),
+            close_reason: None,
+            features: o.features().to_uci_json(),
+            score: None,
+            model_version: None,
+        }
+    }
+
+    fn closed(customer: &CustomerId, c: &ClosedSession) -> Self {
+        SessionView {
+            session_id: c.summary.session_id.clone(),
+            customer_id: customer.clone(),
+            status: "closed".into(),
+            started_at: c.summary.started_at,
+            last_event_at: c.summary.ended_at,
+            n_events: c.summary.n_events,
+            purchased: c.summary.purchased,
+            cart_adds: c.cart_adds,
+            close_reason: Some(c.close_reason),
+            features: c.features.to_uci_json(),
+            score: c.summary.score,
+            model_version: None,
+        }
+    }
+
+    /// The view of a closed session (for persisting it).
+    pub fn of_closed(customer: &CustomerId, c: &ClosedSession) -> Self {
+        Self::closed(customer, c)
+    }
+
+    /// The view of an open session (for persisting it).
+    pub fn of_open(customer: &CustomerId, o: &SessionAccumulator) -> Self {
+        Self::open(customer, o)
+    }
+}

@@ -1,0 +1,230 @@
+//! Typed events: what the rest of the system sees after ingest has parsed and
+//! validated the wire format. The serde form of [`Event`] is also the form kept
+//! in the durable event log, so it must stay backwards compatible.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps an id that has already been validated (see [`validate_id`]).
+            pub fn new_unchecked(s: impl Into<String>) -> Self {
+                Self(s.into())
+            }
+            /// Validates and wraps an id.
+            pub fn parse(s: &str) -> Result<Self, String> {
+                validate_id(s)?;
+                Ok(Self(s.to_owned()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// Globally unique id chosen by the producer; the de-duplication key.
+    EventId
+);
+id_newtype!(
+    /// The shop's id for a customer (or a visitor cookie).
+    CustomerId
+);
+id_newtype!(
+    /// The shop's id for one browsing session of one customer.
+    SessionId
+);
+
+/// Longest id we accept, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Ids are 1..=128 bytes of printable ASCII without spaces, so they are safe in
+/// URLs, logs and metric-free labels alike.
+pub fn validate_id(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(format!("longer than {MAX_ID_LEN} bytes ({} bytes)", s.len()));
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic() || *c == '/' || *c == '?' || *c == '#' || *c == '%') {
+        return Err(format!(
+            "contains {c:?}; ids are printable ASCII without spaces, '/', '?', '#' or '%'"
+        ));
+    }
+    Ok(())
+}
+
+/// One validated event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: EventId,
+    pub customer_id: CustomerId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    /// When it happened at the shop (not when we received it).
+    pub time: DateTime<Utc>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    PageView(PageView),
+    AddToCart(CartChange),
+    RemoveFromCart(CartChange),
+    Purchase(Purchase),
+    SessionEnd,
+}
+
+impl EventKind {
+    /// The wire name of the event type (also a low-cardinality metric label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::PageView(_) => "page_view",
+            EventKind::AddToCart(_) => "add_to_cart",
+            EventKind::RemoveFromCart(_) => "remove_from_cart",
+            EventKind::Purchase(_) => "purchase",
+            EventKind::SessionEnd => "session_end",
+        }
+    }
+}
+
+/// The kind of page, as in the UCI Online Shoppers data. `Other` pages (a home
+/// page, a search page) count towards the session's bounce/exit/value means but
+/// towards none of the three page counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageKind {
+    Administrative,
+    Informational,
+    Product,
+    Other,
+}
+
+/// The visitor type, as in the UCI Online Shoppers data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VisitorType {
+    Returning,
+    New,
+    #[default]
+    Other,
+}
+
+impl VisitorType {
+    /// The spelling used in the UCI file's `VisitorType` column.
+    pub fn uci_name(self) -> &'static str {
+        match self {
+            VisitorType::Returning => "Returning_Visitor",
+            VisitorType::New => "New_Visitor",
+            VisitorType::Other => "Other",
+        }
+    }
+}
+
+/// A page view with the page's analytics metrics (Google-Analytics style) and
+/// the device/traffic context of the visit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PageView {
+    pub page_kind: PageKind,
+    /// Seconds spent on the page; `None` when the shop could not measure it.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// The page's bounce rate, 0..=1.
+    pub bounce_rate: f64,
+    /// The page's exit rate, 0..=1.
+    pub exit_rate: f64,
+    /// The page's value (average revenue attributed to the page), >= 0.
+    pub page_value: f64,
+    /// Closeness of the visit to a special day (Mother's day, …), 0..=1.
+    #[serde(default)]
+    pub special_day: f64,
+    #[serde(default)]
+    pub os: u16,
+    #[serde(default)]
+    pub browser: u16,
+    #[serde(default)]
+    pub region: u16,
+    #[serde(default)]
+    pub traffic_type: u16,
+    #[serde(default)]
+    pub visitor_type: VisitorType,
+}
+
+/// Adding a product to (or removing it from) the cart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CartChange {
+    pub sku: String,
+    pub quantity: u32,
+    /// Unit price, when known (always given for `add_to_cart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<f64>,
+}
+
+/// A completed order (an invoice) or, with `cancellation`, the cancellation of
+/// (part of) an earlier one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Purchase {
+    pub invoice: String,
+    pub lines: Vec<OrderLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub cancellation: bool,
+}
+
+impl Purchase {
+    /// Sum of quantity × unit price over the lines (always >= 0; a cancellation's
+    /// value is what it takes back).
+    pub fn value(&self) -> f64 {
+        self.lines.iter().map(|l| l.quantity as f64 * l.unit_price).sum()
+    }
+    /// Number of items over all lines.
+    pub fn items(&self) -> u64 {
+        self.lines.iter().map(|l| l.quantity as u64).sum()
+    }
+}
+
+/// One invoice line. Quantities are positive; for a cancellation they are the
+/// quantities taken back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// An event as read back from the durable log: its position and the event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// Position in the log; increases with commit order. Actors apply an event
+    /// only if its `seq` is above the last one they applied, which is what makes
+    /// redelivery after a crash harmless.
+    pub seq: i64,
+    pub event: Event,
+}

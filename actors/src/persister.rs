@@ -1,0 +1,143 @@
+//! The persister: one actor that turns the stream of actor snapshots into a
+//! few batched transactions. Snapshots of the same customer (or session)
+//! coalesce while they wait, so a busy customer costs one row per batch.
+
+use crate::customer::state::SessionView;
+use crate::event::{CustomerId, SessionId};
+use crate::messages::lifecycle::{FlushNow, Snapshot};
+use crate::store;
+use crate::telemetry::{ActorEvent, ActorMetrics};
+use crate::RuntimeError;
+use actix::prelude::*;
+use sea_orm::DatabaseConnection;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How often queued snapshots are written when the batch is not full.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+pub struct Persister {
+    db: DatabaseConnection,
+    metrics: ActorMetrics,
+    max_batch: usize,
+    customers: HashMap<CustomerId, Snapshot>,
+    sessions: HashMap<SessionId, SessionView>,
+    writing: bool,
+    waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
+    last_error: Option<String>,
+}
+
+impl Persister {
+    pub fn new(db: DatabaseConnection, metrics: ActorMetrics, max_batch: usize) -> Self {
+        Persister {
+            db,
+            metrics,
+            max_batch: max_batch.max(1),
+            customers: HashMap::new(),
+            sessions: HashMap::new(),
+            writing: false,
+            waiters: Vec::new(),
+            last_error: None,
+        }
+    }
+
+    fn write(&mut self, ctx: &mut Context<Self>) {
+        if self.writing {
+            return;
+        }
+        if self.customers.is_empty() && self.sessions.is_empty() {
+            for w in self.waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            return;
+        }
+        self.writing = true;
+        let customers: Vec<Snapshot> = std::mem::take(&mut self.customers).into_values().collect();
+        let sessions: Vec<SessionView> = std::mem::take(&mut self.sessions).into_values().collect();
+        let db = self.db.clone();
+        let started = Instant::now();
+        let fut = async move {
+            let r = store::write_snapshots(&db, &customers, &sessions).await;
+            (r, customers, sessions)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(r, customers, sessions), act, ctx| {
+            act.writing = false;
+            match r {
+                Ok(()) => {
+                    act.last_error = None;
+                    act.metrics.record(ActorEvent::Persisted {
+                        customers: customers.len(),
+                        sessions: sessions.len(),
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    act.metrics.record(ActorEvent::PersistFailed { error: &msg });
+                    act.last_error = Some(msg.clone());
+                    // Put the rows back unless a newer version arrived meanwhile.
+                    for s in customers {
+                        act.customers.entry(s.customer_id.clone()).or_insert(s);
+                    }
+                    for s in sessions {
+                        act.sessions.entry(s.session_id.clone()).or_insert(s);
+                    }
+                    for w in act.waiters.drain(..) {
+                        let _ = w.send(Err(RuntimeError::Database(msg.clone())));
+                    }
+                    return;
+                }
+            }
+            let full = act.customers.len() + act.sessions.len() >= act.max_batch;
+            if full || !act.waiters.is_empty() {
+                act.write(ctx);
+            }
+        }));
+    }
+}
+
+impl Actor for Persister {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Snapshots are fire-and-forget for the actors; never refuse them.
+        ctx.set_mailbox_capacity(1 << 20);
+        ctx.run_interval(FLUSH_EVERY, |act, ctx| act.write(ctx));
+    }
+}
+
+impl Handler<Snapshot> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: Snapshot, ctx: &mut Self::Context) {
+        for s in msg.sessions.drain(..) {
+            match self.sessions.get(&s.session_id) {
+                Some(old) if old.n_events > s.n_events => {}
+                _ => {
+                    self.sessions.insert(s.session_id.clone(), s);
+                }
+            }
+        }
+        match self.customers.get(&msg.customer_id) {
+            Some(old) if old.last_seq > msg.last_seq => {}
+            _ => {
+                self.customers.insert(msg.customer_id.clone(), msg);
+            }
+        }
+        if self.customers.len() + self.sessions.len() >= self.max_batch {
+            self.write(ctx);
+        }
+    }
+}
+
+impl Handler<FlushNow> for Persister {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
+
+    fn handle(&mut self, _msg: FlushNow, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        self.write(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(RuntimeError::Stopped)) })
+    }
+}

@@ -1,0 +1,144 @@
+//! The runtime as the rest of the service sees it: starts the persister and
+//! the shards (each on its own arbiter thread), routes committed events and
+//! reads to the right shard, and drains everything on shutdown.
+
+use crate::customer::state::StateRules;
+use crate::event::{CustomerId, LoggedEvent};
+use crate::messages::delivery::Deliver;
+use crate::messages::lifecycle::{FlushNow, FlushShard};
+use crate::messages::query::{Answer, Ask, Query};
+use crate::persister::Persister;
+use crate::shard::{Shard, ShardConfig};
+use crate::telemetry::ActorMetrics;
+use crate::RuntimeError;
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the runtime needs to know.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    pub shards: usize,
+    pub rules: StateRules,
+    pub passivate_after: Duration,
+    pub snapshot_every_events: u32,
+    pub snapshot_max_delay: Duration,
+    pub persist_max_batch: usize,
+}
+
+/// Handle to the running core; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    shards: Arc<Vec<Addr<Shard>>>,
+    persister: Addr<Persister>,
+    watermark_ms: Arc<AtomicI64>,
+    metrics: ActorMetrics,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+    cfg: Arc<ShardConfig>,
+}
+
+/// Stable partition of a customer id (FNV-1a): the same on every replica and
+/// every run, because stream partitions are derived from it too.
+pub fn partition(customer: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in customer.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
+impl Runtime {
+    /// Starts the persister and the shards. Must run inside an actix system.
+    pub fn start(db: DatabaseConnection, settings: RuntimeSettings, metrics: ActorMetrics) -> Runtime {
+        let watermark_ms = Arc::new(AtomicI64::new(0));
+        let cfg = Arc::new(ShardConfig {
+            rules: settings.rules,
+            passivate_after: settings.passivate_after,
+            snapshot_every_events: settings.snapshot_every_events.max(1),
+            snapshot_max_delay: settings.snapshot_max_delay,
+            watermark_ms: watermark_ms.clone(),
+            inflight: Arc::new(AtomicI64::new(0)),
+        });
+        let mut arbiters = Vec::new();
+        let persister_arbiter = Arbiter::new();
+        let (pdb, pm, pmax) = (db.clone(), metrics.clone(), settings.persist_max_batch);
+        let persister = Persister::start_in_arbiter(&persister_arbiter.handle(), move |_| Persister::new(pdb, pm, pmax));
+        arbiters.push(persister_arbiter.handle());
+        let mut shards = Vec::new();
+        for _ in 0..settings.shards.max(1) {
+            let arbiter = Arbiter::new();
+            let (sdb, sp, sm, scfg) = (db.clone(), persister.clone(), metrics.clone(), cfg.clone());
+            shards.push(Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(sdb, sp, sm, scfg)));
+            arbiters.push(arbiter.handle());
+        }
+        Runtime { shards: Arc::new(shards), persister, watermark_ms, metrics, arbiters: Arc::new(arbiters), cfg }
+    }
+
+    /// Hands committed events (in log order) to their customers' actors.
+    pub fn deliver(&self, events: Vec<LoggedEvent>) {
+        let n = self.shards.len();
+        self.cfg.inflight.fetch_add(events.len() as i64, Ordering::Relaxed);
+        let mut max_ms = i64::MIN;
+        let mut per_shard: Vec<HashMap<CustomerId, Vec<LoggedEvent>>> = (0..n).map(|_| HashMap::new()).collect();
+        for e in events {
+            max_ms = max_ms.max(e.event.time.timestamp_millis());
+            let p = partition(e.event.customer_id.as_str(), n);
+            per_shard[p].entry(e.event.customer_id.clone()).or_default().push(e);
+        }
+        if max_ms > i64::MIN {
+            self.watermark_ms.fetch_max(max_ms, Ordering::Relaxed);
+        }
+        for (i, m) in per_shard.into_iter().enumerate() {
+            if !m.is_empty() {
+                self.shards[i].do_send(Deliver { batch: m.into_iter().collect() });
+            }
+        }
+    }
+
+    /// Raises the "now" of profiles (e.g. from the log at start-up).
+    pub fn raise_watermark(&self, t: DateTime<Utc>) {
+        self.watermark_ms.fetch_max(t.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// The time profiles are computed as of.
+    pub fn as_of(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.watermark_ms.load(Ordering::Relaxed)).unwrap_or_else(Utc::now)
+    }
+
+    /// Reads live state; `None` if the customer has never been seen.
+    pub async fn ask(&self, customer: CustomerId, query: Query) -> Result<Option<Answer>, RuntimeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let p = partition(customer.as_str(), self.shards.len());
+        self.shards[p].do_send(Ask { customer, query, as_of: self.as_of(), reply: tx });
+        rx.await.map_err(|_| RuntimeError::Stopped)?
+    }
+
+    /// Events delivered but not yet processed by their actors.
+    pub fn inflight(&self) -> usize {
+        self.cfg.inflight.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    pub fn metrics(&self) -> &ActorMetrics {
+        &self.metrics
+    }
+
+    /// Snapshots every actor and waits until the persister has written it all.
+    pub async fn drain(&self) -> Result<(), RuntimeError> {
+        for s in self.shards.iter() {
+            s.send(FlushShard).await.map_err(|_| RuntimeError::Stopped)?;
+        }
+        self.persister.send(FlushNow).await.map_err(|_| RuntimeError::Stopped)?
+    }
+
+    /// Stops the arbiter threads (after [`Runtime::drain`]).
+    pub fn stop(&self) {
+        for a in self.arbiters.iter() {
+            a.stop();
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! A shard: one actor per arbiter thread that owns the customers hashed to it.
+//! It starts `CustomerSession` actors on demand, loading many customers'
+//! snapshots and log tails in one round trip, and buffers their messages
+//! while they load so every customer sees its messages in order.
+
+use crate::customer::state::{Changes, CustomerState, StateRules};
+use crate::customer::CustomerSession;
+use crate::event::{CustomerId, LoggedEvent};
+use crate::messages::delivery::{Apply, Deliver};
+use crate::messages::lifecycle::{FlushShard, FlushState, IdleReport};
+use crate::messages::query::{Ask, Inspect};
+use crate::persister::Persister;
+use crate::store;
+use crate::telemetry::{ActorEvent, ActorMetrics};
+use crate::RuntimeError;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings shared by a shard and its actors.
+#[derive(Debug)]
+pub struct ShardConfig {
+    pub rules: StateRules,
+    pub passivate_after: Duration,
+    pub snapshot_every_events: u32,
+    pub snapshot_max_delay: Duration,
+    /// Latest event time committed anywhere (ms since epoch): "now" for the
+    /// profile's recency, which must work for live traffic and for replays of
+    /// old data alike.
+    pub watermark_ms: Arc<AtomicI64>,
+    /// Events handed to shards and not yet processed by an actor: the
+    /// committer's back-pressure signal.
+    pub inflight: Arc<AtomicI64>,
+}
+
+impl ShardConfig {
+    pub fn as_of(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.watermark_ms.load(Ordering::Relaxed)).unwrap_or_else(Utc::now)
+    }
+}
+
+/// Most customers loaded in one round trip.
+const LOAD_BATCH: usize = 2_000;
+
+enum Pending {
+    Events(Vec<LoggedEvent>),
+    Ask(Inspect),
+}
+
+enum Slot {
+    Active { addr: Addr<CustomerSession>, forwarded: u64 },
+    Loading { pending: Vec<Pending> },
+}
+
+pub struct Shard {
+    db: DatabaseConnection,
+    persister: Addr<Persister>,
+    metrics: ActorMetrics,
+    cfg: Arc<ShardConfig>,
+    slots: HashMap<CustomerId, Slot>,
+    queue: Vec<CustomerId>,
+    loading: bool,
+}
+
+impl Shard {
+    pub fn new(db: DatabaseConnection, persister: Addr<Persister>, metrics: ActorMetrics, cfg: Arc<ShardConfig>) -> Self {
+        Shard { db, persister, metrics, cfg, slots: HashMap::new(), queue: Vec::new(), loading: false }
+    }
+
+    fn route(&mut self, customer: CustomerId, item: Pending) {
+        match self.slots.get_mut(&customer) {
+            Some(Slot::Active { addr, forwarded }) => {
+                *forwarded += 1;
+                send(addr, item);
+            }
+            Some(Slot::Loading { pending }) => pending.push(item),
+            None => {
+                self.slots.insert(customer.clone(), Slot::Loading { pending: vec![item] });
+                self.queue.push(customer);
+            }
+        }
+    }
+
+    fn kick_load(&mut self, ctx: &mut Context<Self>) {
+        if self.loading || self.queue.is_empty() {
+            return;
+        }
+        self.loading = true;
+        let n = self.queue.len().min(LOAD_BATCH);
+        let ids: Vec<CustomerId> = self.queue.drain(..n).collect();
+        let db = self.db.clone();
+        let fut = async move {
+            let r = store::load(&db, &ids).await;
+            (ids, r)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(ids, r), act, ctx| {
+            act.loading = false;
+            match r {
+                Ok(mut stored) => {
+                    for id in ids {
+                        let s = stored.remove(&id).unwrap_or_default();
+                        act.activate(id, s, ctx);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    act.metrics.record(ActorEvent::LoadFailed { error: &msg });
+                    for id in &ids {
+                        // Reads fail now; events wait (they are in the log).
+                        if let Some(Slot::Loading { pending }) = act.slots.get_mut(id) {
+                            let mut keep = Vec::with_capacity(pending.len());
+                            for p in pending.drain(..) {
+                                match p {
+                                    Pending::Ask(a) => {
+                                        let _ = a.reply.send(Err(RuntimeError::Database(msg.clone())));
+                                    }
+                                    events => keep.push(events),
+                                }
+                            }
+                            *pending = keep;
+                        }
+                    }
+                    act.queue.extend(ids);
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.kick_load(ctx));
+                    return;
+                }
+            }
+            act.kick_load(ctx);
+        }));
+    }
+
+    fn activate(&mut self, id: CustomerId, stored: store::Stored, ctx: &mut Context<Self>) {
+        let Some(Slot::Loading { pending }) = self.slots.remove(&id) else {
+            return;
+        };
+        let has_events = pending.iter().any(|p| matches!(p, Pending::Events(e) if !e.is_empty()));
+        if stored.snapshot.is_none() && stored.tail.is_empty() && !has_events {
+            // Never seen: answer reads with "not found" without an actor.
+            for p in pending {
+                if let Pending::Ask(a) = p {
+                    let _ = a.reply.send(Ok(None));
+                }
+            }
+            return;
+        }
+        let recovered = !stored.tail.is_empty();
+        let mut state = stored.snapshot.unwrap_or_else(|| CustomerState::new(id.clone()));
+        let mut changes = Changes::default();
+        for e in &stored.tail {
+            state.apply(e, self.cfg.rules, &mut changes);
+        }
+        if changes.applied > 0 {
+            self.metrics.record(ActorEvent::Applied { n: changes.applied });
+        }
+        self.metrics.record(ActorEvent::Activated { customer: id.as_str(), replayed: stored.tail.len() });
+        let actor = CustomerSession::new(
+            state,
+            self.cfg.clone(),
+            ctx.address(),
+            self.persister.clone(),
+            self.metrics.clone(),
+            recovered,
+        );
+        let addr = actor.start();
+        let mut forwarded = 0;
+        for p in pending {
+            forwarded += 1;
+            send(&addr, p);
+        }
+        self.slots.insert(id, Slot::Active { addr, forwarded });
+    }
+}
+
+fn send(addr: &Addr<CustomerSession>, item: Pending) {
+    match item {
+        Pending::Events(e) => addr.do_send(Apply(e)),
+        Pending::Ask(a) => addr.do_send(a),
+    }
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1 << 20);
+    }
+}
+
+impl Handler<Deliver> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        for (customer, events) in msg.batch {
+            self.route(customer, Pending::Events(events));
+        }
+        self.kick_load(ctx);
+    }
+}
+
+impl Handler<Ask> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ask, ctx: &mut Self::Context) {
+        let inspect = Inspect { query: msg.query, as_of: msg.as_of, reply: msg.reply };
+        self.route(msg.customer, Pending::Ask(inspect));
+        self.kick_load(ctx);
+    }
+}
+
+impl Handler<IdleReport> for Shard {
+    type Result = bool;
+
+    fn handle(&mut self, msg: IdleReport, _ctx: &mut Self::Context) -> bool {
+        match self.slots.get(&msg.customer) {
+            Some(Slot::Active { addr, forwarded }) if *addr == msg.addr && *forwarded == msg.processed => {
+                self.slots.remove(&msg.customer);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Handler<FlushShard> for Shard {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: FlushShard, _ctx: &mut Self::Context) -> Self::Result {
+        let mut waits = Vec::new();
+        for slot in self.slots.values_mut() {
+            if let Slot::Active { addr, forwarded } = slot {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                *forwarded += 1;
+                addr.do_send(FlushState { done: tx });
+                waits.push(rx);
+            }
+        }
+        Box::pin(async move {
+            for w in waits {
+                let _ = w.await;
+            }
+        })
+    }
+}
+

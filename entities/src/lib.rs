@@ -1,0 +1,7 @@
+//! sea-orm entities of cartpulse, one module per table.
+
+pub mod api_key;
+pub mod customer;
+pub mod event;
+pub mod prelude;
+pub mod session;

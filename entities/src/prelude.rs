@@ -1,0 +1,6 @@
+//! The entity types under short names.
+
+pub use crate::api_key::Entity as ApiKey;
+pub use crate::customer::Entity as Customer;
+pub use crate::event::Entity as Event;
+pub use crate::session::Entity as Session;

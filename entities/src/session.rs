@@ -1,0 +1,30 @@
+//! Sessions: one row per session id, created when its first event commits (so a
+//! session can be found before its actor flushes) and filled in by snapshots.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "sessions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub session_id: String,
+    pub customer_id: String,
+    /// `open` or `closed`.
+    pub status: String,
+    pub started_at: Option<ChronoDateTimeUtc>,
+    pub ended_at: Option<ChronoDateTimeUtc>,
+    pub n_events: i32,
+    pub purchased: bool,
+    /// The 17 UCI features as JSON (file column names), when known.
+    pub features: Option<String>,
+    /// Why the session closed: `session_end`, `inactivity`, `new_session`.
+    pub close_reason: Option<String>,
+    pub score: Option<f64>,
+    pub model_version: Option<String>,
+    pub updated_at: ChronoDateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,15 @@
+//! Database migrations of cartpulse. Applied on `serve` start and by
+//! `cartpulse migrate`; also runnable as the `migration` CLI.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_core_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_create_core_tables::Migration)]
+    }
+}

@@ -1,0 +1,240 @@
+//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo`.
+
+use crate::config::{Overrides, Settings};
+use crate::keys::Scope;
+use clap::{Args, Parser, Subcommand};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "cartpulse", version, about = "Real-time e-commerce analytics: events in, live customer features out")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every command understands (each also has a `CARTPULSE_*` env form).
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// TOML config file (default: ./cartpulse.toml when present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://FILE?mode=rwc (default) or postgres://… [env: CARTPULSE_DATABASE_URL]
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Redis URL for the multi-replica roles (used by the stream issue) [env: CARTPULSE_REDIS_URL]
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
+    /// Model store: a directory or s3://bucket/prefix [env: CARTPULSE_MODEL_STORE]
+    #[arg(long, global = true)]
+    pub model_store: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API and run the session actors.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080, env: CARTPULSE_LISTEN]
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Send a data file (or synthetic traffic) to a running service.
+    Replay(ReplayArgs),
+    /// Benchmarks; each prints its figures as JSON on the last stdout line.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Serve and feed the service its own traffic; prints where to look.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// UCI Online Shoppers CSV to replay (synthetic traffic if absent).
+        #[arg(long, default_value = "../shared/data/online_shoppers_intention.csv")]
+        file: PathBuf,
+        /// Synthetic sessions to send when the file is absent.
+        #[arg(long, default_value_t = 5_000)]
+        synthetic: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key and print it (the only time it is shown).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// ingest, read or admin.
+        #[arg(long)]
+        scope: String,
+    },
+    /// List keys (ids, names, scopes; never secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Input format.
+    #[arg(long, value_enum, default_value = "shoppers")]
+    pub format: ReplayFormatArg,
+    /// Data file (required unless --synthetic).
+    #[arg(long, required_unless_present = "synthetic")]
+    pub file: Option<PathBuf>,
+    /// Generate N synthetic sessions instead of reading a file.
+    #[arg(long, conflicts_with = "file")]
+    pub synthetic: Option<u64>,
+    /// Base URL of the service, e.g. http://127.0.0.1:8080
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: url::Url,
+    /// Ingest (or admin) key [env: CARTPULSE_API_KEY]
+    #[arg(long, env = "CARTPULSE_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// Events per second (unlimited when absent).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Events per request.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Seed for synthetic traffic.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ReplayFormatArg {
+    Shoppers,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Ingest throughput and acknowledgement latency against a release server.
+    Ingest(BenchIngestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchIngestArgs {
+    /// Events to send.
+    #[arg(long, default_value_t = 300_000)]
+    pub events: u64,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
+    /// Events per request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch_size: usize,
+    /// Drive an already running server instead of starting one.
+    #[arg(long, requires = "api_key")]
+    pub target: Option<url::Url>,
+    /// Key for --target.
+    #[arg(long, env = "CARTPULSE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+impl GlobalArgs {
+    fn overrides(&self, listen: Option<String>) -> Overrides {
+        Overrides {
+            listen,
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            model_store: self.model_store.clone(),
+        }
+    }
+
+    /// Reads the settings with these flags on top.
+    pub fn settings(&self, listen: Option<String>) -> anyhow::Result<Settings> {
+        Settings::load(self.config.as_deref(), &self.overrides(listen))
+    }
+}
+
+/// Runs a command to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { listen } => {
+            let settings = cli.global.settings(listen)?;
+            crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
+            actix_web::rt::System::new().block_on(serve(settings))
+        }
+        Command::Migrate => {
+            let settings = cli.global.settings(None)?;
+            crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
+            tokio_rt()?.block_on(async {
+                let db = crate::db::connect(&settings).await?;
+                crate::db::migrate(&db).await?;
+                eprintln!("migrations applied");
+                Ok(())
+            })
+        }
+        Command::Keys { command } => {
+            let settings = cli.global.settings(None)?;
+            crate::telemetry::init_logging("warn", false);
+            tokio_rt()?.block_on(keys(settings, command))
+        }
+        Command::Replay(args) => {
+            crate::telemetry::init_logging("warn", false);
+            tokio_rt()?.block_on(crate::commands::replay(args))
+        }
+        Command::Bench { command: BenchCommand::Ingest(args) } => {
+            crate::telemetry::init_logging("warn", false);
+            tokio_rt()?.block_on(crate::commands::bench_ingest(cli.global, args))
+        }
+        Command::Demo { listen, file, synthetic } => {
+            let settings = cli.global.settings(Some(listen))?;
+            crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
+            actix_web::rt::System::new().block_on(crate::commands::demo(settings, file, synthetic))
+        }
+    }
+}
+
+fn tokio_rt() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if settings.redis_url.is_some() {
+        tracing::info!("redis_url is set; the single-process mode does not use it yet");
+    }
+    let app = crate::startup::Application::build(settings).await?;
+    app.run_until_stopped().await
+}
+
+async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let db = crate::db::connect(&settings).await?;
+    crate::db::migrate(&db).await?;
+    match command {
+        KeysCommand::Create { name, scope } => {
+            let scope: Scope = scope.parse().map_err(anyhow::Error::msg)?;
+            let k = crate::keys::create(&db, &name, scope).await?;
+            eprintln!("created {} key {:?} (id {}); store it now, it is not shown again:", scope.as_str(), name, k.id);
+            println!("{}", k.key.expose_secret());
+        }
+        KeysCommand::List => {
+            for k in crate::keys::list(&db).await? {
+                let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}\t{}\t{}\t{}\t{}", k.id, k.scope, state, k.created_at.to_rfc3339(), k.name);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            anyhow::ensure!(crate::keys::revoke(&db, &id).await?, "no key with id {id}");
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Typed, layered configuration, read once at start-up.
+//!
+//! Layers, later wins: built-in defaults → a TOML file (`--config FILE`, or
+//! `cartpulse.toml` in the working directory if present) → `CARTPULSE_*`
+//! environment variables (nested keys with `__`, e.g.
+//! `CARTPULSE_INGEST__MAX_BODY_BYTES`) → command-line flags.
+//! Secrets (database and Redis URLs can carry passwords) are `SecretString`s,
+//! so they cannot end up in logs or `Debug` output by accident.
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Everything the service can be told.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Address the HTTP server binds, e.g. `127.0.0.1:8080` (port 0 picks one).
+    pub listen: String,
+    /// `sqlite://FILE?mode=rwc` (default, embedded) or `postgres://…`.
+    pub database_url: SecretString,
+    /// Redis for the multi-replica roles; accepted now, used by the stream issue.
+    pub redis_url: Option<SecretString>,
+    /// Where trained models live: a directory, or `s3://bucket/prefix` later.
+    pub model_store: String,
+    pub database: DatabaseSettings,
+    pub ingest: IngestSettings,
+    pub actors: ActorSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// SQLite `synchronous` pragma: `full` (default: a commit survives power
+    /// loss) or `normal` (survives a process crash only).
+    pub sqlite_synchronous: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestSettings {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_events_per_request: usize,
+    /// Most events the group committer puts in one transaction.
+    pub commit_max_events: usize,
+    /// How long the committer waits for more events before committing a
+    /// non-full batch, in milliseconds (0 = commit as soon as the previous
+    /// commit is done, which is what group commit needs under load).
+    pub commit_max_wait_ms: u64,
+    /// Events waiting for commit beyond which requests get 503.
+    pub queue_max_events: usize,
+    /// Events stamped further than this in the future are rejected.
+    pub max_future_skew_s: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActorSettings {
+    /// Number of shards (each an actor on its own arbiter thread); 0 = one per CPU.
+    pub shards: usize,
+    /// A session closes when the customer is inactive this long (event time
+    /// between two events, or wall time with no event at all).
+    pub session_gap_s: i64,
+    /// An actor with no message for this long flushes its state and stops.
+    pub passivate_after_s: u64,
+    /// Snapshot an actor's state after this many applied events …
+    pub snapshot_every_events: u32,
+    /// … or this many milliseconds after its first unsnapshotted change.
+    pub snapshot_max_delay_ms: u64,
+    /// Closed sessions an actor keeps in memory for reads.
+    pub recent_sessions: usize,
+    /// Persister: most rows written in one transaction.
+    pub persist_max_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `tracing` filter, e.g. `info` or `cartpulse=debug,info`; `CARTPULSE_LOG`
+    /// also sets it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+/// Command-line overrides; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub model_store: Option<String>,
+}
+
+impl Settings {
+    /// Reads the layers. `file` is an explicit `--config`; when absent,
+    /// `cartpulse.toml` in the working directory is used if it exists.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let mut b = config::Config::builder()
+            .set_default("listen", "127.0.0.1:8080")?
+            .set_default("database_url", "sqlite://cartpulse.db?mode=rwc")?
+            .set_default("model_store", "./models")?
+            .set_default("database.max_connections", 8)?
+            .set_default("database.sqlite_synchronous", "full")?
+            .set_default("ingest.max_body_bytes", 16 * 1024 * 1024)?
+            .set_default("ingest.max_events_per_request", 10_000)?
+            .set_default("ingest.commit_max_events", 8_000)?
+            .set_default("ingest.commit_max_wait_ms", 0)?
+            .set_default("ingest.queue_max_events", 200_000)?
+            .set_default("ingest.max_future_skew_s", 86_400)?
+            .set_default("actors.shards", 0)?
+            .set_default("actors.session_gap_s", 1800)?
+            .set_default("actors.passivate_after_s", 300)?
+            .set_default("actors.snapshot_every_events", 500)?
+            .set_default("actors.snapshot_max_delay_ms", 1000)?
+            .set_default("actors.recent_sessions", 20)?
+            .set_default("actors.persist_max_batch", 2000)?
+            .set_default("log.level", "info")?
+            .set_default("log.format", "text")?;
+        let default_file = PathBuf::from("cartpulse.toml");
+        match file {
+            Some(f) => {
+                anyhow::ensure!(f.exists(), "config file {} does not exist", f.display());
+                b = b.add_source(config::File::from(f));
+            }
+            None if default_file.exists() => {
+                b = b.add_source(config::File::from(default_file));
+            }
+            None => {}
+        }
+        // CARTPULSE_LOG is the conventional shorthand for log.level; it must not
+        // reach the env source, which would read it as the whole `log` table.
+        let env: std::collections::HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("CARTPULSE_") && k != "CARTPULSE_LOG")
+            .collect();
+        b = b.add_source(
+            config::Environment::with_prefix("CARTPULSE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        if let Ok(level) = std::env::var("CARTPULSE_LOG") {
+            b = b.set_override("log.level", level)?;
+        }
+        if let Some(v) = &overrides.listen {
+            b = b.set_override("listen", v.as_str())?;
+        }
+        if let Some(v) = &overrides.database_url {
+            b = b.set_override("database_url", v.as_str())?;
+        }
+        if let Some(v) = &overrides.redis_url {
+            b = b.set_override("redis_url", v.as_str())?;
+        }
+        if let Some(v) = &overrides.model_store {
+            b = b.set_override("model_store", v.as_str())?;
+        }
+        let s: Settings = b
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = self.database_url.expose_secret();
+        anyhow::ensure!(
+            url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "database_url must start with sqlite: or postgres:// (got a URL with scheme {:?})",
+            url.split(':').next().unwrap_or("")
+        );
+        anyhow::ensure!(
+            matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal"),
+            "database.sqlite_synchronous must be full or normal"
+        );
+        anyhow::ensure!(self.ingest.max_events_per_request > 0, "ingest.max_events_per_request must be > 0");
+        anyhow::ensure!(self.ingest.commit_max_events > 0, "ingest.commit_max_events must be > 0");
+        anyhow::ensure!(self.actors.session_gap_s > 0, "actors.session_gap_s must be > 0");
+        anyhow::ensure!(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format must be text or json"
+        );
+        Ok(())
+    }
+
+    /// True when the database is SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.expose_secret().starts_with("sqlite:")
+    }
+
+    /// Number of shards to run.
+    pub fn shard_count(&self) -> usize {
+        if self.actors.shards > 0 {
+            self.actors.shards
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Authentication extractors: a handler that takes `Auth<ReadScope>` (etc.)
+//! only runs for a request carrying a key with that scope.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::keys::{AuthError, Scope};
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use secrecy::SecretString;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+pub trait NeededScope {
+    const SCOPE: Scope;
+}
+pub struct IngestScope;
+pub struct ReadScope;
+pub struct AdminScope;
+impl NeededScope for IngestScope {
+    const SCOPE: Scope = Scope::Ingest;
+}
+impl NeededScope for ReadScope {
+    const SCOPE: Scope = Scope::Read;
+}
+impl NeededScope for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+/// Proof that the request carried a key allowing `S`.
+pub struct Auth<S: NeededScope> {
+    pub scope: Scope,
+    _s: PhantomData<S>,
+}
+
+fn presented(req: &HttpRequest) -> Result<SecretString, AuthError> {
+    let h = req.headers().get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let s = h.to_str().map_err(|_| AuthError::Invalid)?;
+    let key = s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")).ok_or(AuthError::Invalid)?;
+    Ok(SecretString::from(key.trim().to_owned()))
+}
+
+impl<S: NeededScope + 'static> FromRequest for Auth<S> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let key = presented(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+            let key = key?;
+            let scope = state.keys.verify(&key, S::SCOPE).await?;
+            Ok(Auth { scope, _s: PhantomData })
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! Reading customers and sessions. Reads go through the customer's actor, in
+//! order with its events, so they see every acknowledged event.
+
+use super::auth::{Auth, ReadScope};
+use super::error::ApiError;
+use super::AppState;
+use actix_web::{web, HttpResponse};
+use actors::event::{CustomerId, SessionId};
+use actors::messages::query::{Answer, Query};
+use entities::session;
+use sea_orm::EntityTrait;
+
+fn parse_id(s: &str, what: &str) -> Result<(), ApiError> {
+    actors::event::validate_id(s).map_err(|r| ApiError::BadRequest(format!("{what} id {r}")))
+}
+
+/// `GET /v1/customers/{id}`: profile features, open session, recent sessions.
+pub async fn get_customer(
+    _auth: Auth<ReadScope>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    parse_id(&id, "customer")?;
+    match state.runtime.ask(CustomerId::new_unchecked(id), Query::Customer).await? {
+        Some(Answer::Customer(view)) => Ok(HttpResponse::Ok().json(view)),
+        _ => Err(ApiError::NotFound("no such customer".into())),
+    }
+}
+
+/// `GET /v1/sessions/{id}`: the session's 17 features under the UCI file's
+/// column names, its status, counts and (later) score.
+pub async fn get_session(
+    _auth: Auth<ReadScope>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    parse_id(&id, "session")?;
+    let row = session::Entity::find_by_id(id.clone())
+        .one(&state.db)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "session lookup failed");
+            ApiError::unavailable("database unavailable")
+        })?
+        .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
+    let customer = CustomerId::new_unchecked(row.customer_id.clone());
+    if let Some(Answer::Session(Some(view))) =
+        state.runtime.ask(customer, Query::Session(SessionId::new_unchecked(id))).await?
+    {
+        return Ok(HttpResponse::Ok().json(view));
+    }
+    // Older than what the actor keeps in memory: serve the stored row.
+    let features: serde_json::Value = row
+        .features
+        .as_deref()
+        .and_then(|f| serde_json::from_str(f).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "session_id": row.session_id,
+        "customer_id": row.customer_id,
+        "status": row.status,
+        "started_at": row.started_at,
+        "last_event_at": row.ended_at,
+        "n_events": row.n_events,
+        "purchased": row.purchased,
+        "close_reason": row.close_reason,
+        "features": features,
+        "score": row.score,
+        "model_version": row.model_version,
+    })))
+}

@@ -1,0 +1,129 @@
+//! `POST /v1/events`: a batch of events in, a per-batch verdict out.
+//!
+//! Status codes: 200 when at least one event was accepted or was a duplicate
+//! (the body lists any rejected ones); 422 when every event was rejected; 400
+//! for a body that is not JSON / NDJSON or holds no events; 413 for a body
+//! over the byte limit or with too many events; 415 for another content type;
+//! 401/403 for a missing/wrong key; 503 (+ `Retry-After`) when nothing could
+//! be committed — then nothing of the batch was acknowledged.
+
+use super::auth::{Auth, IngestScope};
+use super::error::ApiError;
+use super::AppState;
+use crate::ingest::committer::Prepared;
+use crate::ingest::parse::{parse_body, BodyError, BodyFormat, ParseLimits, Rejection};
+use crate::telemetry::IngestEvent;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct BatchReply {
+    accepted: usize,
+    duplicates: usize,
+    rejected: Vec<Rejection>,
+}
+
+fn body_format(req: &HttpRequest) -> Result<BodyFormat, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .ok_or_else(|| {
+            ApiError::UnsupportedMediaType("missing Content-Type; use application/json or application/x-ndjson".into())
+        })?;
+    match ct.as_str() {
+        "application/json" => Ok(BodyFormat::JsonArray),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+            Ok(BodyFormat::Ndjson)
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "unsupported Content-Type {:?}; use application/json or application/x-ndjson",
+            other.chars().take(60).collect::<String>()
+        ))),
+    }
+}
+
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("body larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+pub async fn post_events(
+    _auth: Auth<IngestScope>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let result = handle(&state, &req, payload).await;
+    if let Err(e) = &result {
+        use actix_web::ResponseError;
+        let status = e.status_code().as_u16();
+        if status != 503 {
+            state.metrics.record(IngestEvent::BodyRefused { status });
+        }
+    }
+    result
+}
+
+async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let format = body_format(req)?;
+    let body = read_body(req, payload, state.ingest.max_body_bytes).await?;
+    let limits = ParseLimits {
+        max_events: state.ingest.max_events_per_request,
+        latest_time: chrono::Utc::now() + chrono::Duration::seconds(state.ingest.max_future_skew_s),
+    };
+    // Parsing a large body is CPU work: keep it off the I/O thread.
+    let parsed = web::block(move || parse_body(&body, format, limits))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("parse task failed: {e}")))?
+        .map_err(|e| match e {
+            BodyError::TooManyEvents { .. } => ApiError::PayloadTooLarge(e.to_string()),
+            other => ApiError::BadRequest(other.to_string()),
+        })?;
+    if !parsed.rejected.is_empty() {
+        state.metrics.record(IngestEvent::Rejected { n: parsed.rejected.len() });
+    }
+    if parsed.events.is_empty() {
+        if parsed.rejected.is_empty() {
+            return Err(ApiError::BadRequest("the body holds no events".into()));
+        }
+        return Ok(HttpResponse::UnprocessableEntity().json(BatchReply {
+            accepted: 0,
+            duplicates: 0,
+            rejected: parsed.rejected,
+        }));
+    }
+    let mut prepared = Vec::with_capacity(parsed.events.len());
+    for (_, event) in parsed.events {
+        let body = serde_json::to_string(&event).map_err(|e| ApiError::Internal(e.into()))?;
+        prepared.push(Prepared { event, body });
+    }
+    let outcome = state.committer.submit(prepared).await.inspect_err(|e| {
+        if matches!(e, crate::ingest::committer::CommitError::Overloaded) {
+            state.metrics.record(IngestEvent::Overloaded);
+        }
+    })?;
+    Ok(HttpResponse::Ok().json(BatchReply {
+        accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
+        rejected: parsed.rejected,
+    }))
+}

@@ -1,0 +1,82 @@
+//! The HTTP API (actix-web): routes, shared state, request metrics.
+
+pub mod auth;
+pub mod customers;
+pub mod error;
+pub mod events;
+pub mod health;
+
+use crate::config::IngestSettings;
+use crate::ingest::committer::Committer;
+use crate::keys::KeyVerifier;
+use crate::telemetry::Metrics;
+use actix_web::dev::Service;
+use actix_web::web;
+use actors::runtime::Runtime;
+use sea_orm::DatabaseConnection;
+use std::time::Instant;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub keys: KeyVerifier,
+    pub committer: Committer,
+    pub runtime: Runtime,
+    pub metrics: Metrics,
+    pub ingest: IngestSettings,
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::scope("/v1")
+                .route("/events", web::post().to(events::post_events))
+                .route("/customers/{id}", web::get().to(customers::get_customer))
+                .route("/sessions/{id}", web::get().to(customers::get_session)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
+    Err(error::ApiError::NotFound("no such endpoint".into()))
+}
+
+/// Wraps the app so every request's latency lands in the HTTP histogram,
+/// labelled by route pattern (bounded), never by raw path.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    actix_web::App::new()
+        .app_data(state)
+        // Bodies are read by the handlers with their own limits.
+        .app_data(web::PayloadConfig::new(usize::MAX))
+        .configure(routes)
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let method = req.method().as_str().to_owned();
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let metrics = metrics.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await;
+                let status = match &res {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => e.as_response_error().status_code().as_u16(),
+                };
+                metrics.http(&method, &route, status, started.elapsed().as_secs_f64());
+                res
+            }
+        })
+}

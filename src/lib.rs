@@ -1,0 +1,13 @@
+//! cartpulse: real-time e-commerce analytics. The binary is a thin shell over
+//! this library; see `startup::Application` for how the parts are wired and
+//! `../shared/DESIGN.md` for the map.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod ingest;
+pub mod keys;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,119 @@
+//! Wiring: `Application::build` connects and migrates the database, starts
+//! the runtime core, the group committer and the HTTP server (binding port 0
+//! in tests), and `run_until_stopped` serves until a signal or `stop`, then
+//! drains: in-flight requests finish, the committer empties, every actor
+//! snapshots and the persister writes it all.
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::ingest::committer::{Committer, CommitterSettings};
+use crate::keys::KeyVerifier;
+use crate::telemetry::Metrics;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, HttpServer};
+use actors::customer::state::StateRules;
+use actors::runtime::{Runtime, RuntimeSettings};
+use actors::telemetry::ActorMetrics;
+use anyhow::Context;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QuerySelect};
+use std::net::TcpListener;
+use std::time::Duration;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    runtime: Runtime,
+    committer_task: tokio::task::JoinHandle<()>,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Builds everything; must be called inside an actix system.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let db = crate::db::connect(&settings).await?;
+        crate::db::migrate(&db).await?;
+        let metrics = Metrics::new().context("creating metrics")?;
+        let actor_metrics = ActorMetrics::register(&metrics.registry).context("registering runtime metrics")?;
+        let runtime = Runtime::start(
+            db.clone(),
+            RuntimeSettings {
+                shards: settings.shard_count(),
+                rules: StateRules {
+                    session_gap: chrono::Duration::seconds(settings.actors.session_gap_s),
+                    recent_cap: settings.actors.recent_sessions,
+                },
+                passivate_after: Duration::from_secs(settings.actors.passivate_after_s),
+                snapshot_every_events: settings.actors.snapshot_every_events,
+                snapshot_max_delay: Duration::from_millis(settings.actors.snapshot_max_delay_ms),
+                persist_max_batch: settings.actors.persist_max_batch,
+            },
+            actor_metrics,
+        );
+        if let Some(t) = latest_event_time(&db).await? {
+            runtime.raise_watermark(t);
+        }
+        let (committer, committer_task) = Committer::start(
+            db.clone(),
+            runtime.clone(),
+            metrics.clone(),
+            CommitterSettings {
+                max_events: settings.ingest.commit_max_events,
+                max_wait: Duration::from_millis(settings.ingest.commit_max_wait_ms),
+                queue_max_events: settings.ingest.queue_max_events,
+            },
+        );
+        let state = web::Data::new(AppState {
+            keys: KeyVerifier::new(db.clone()),
+            db,
+            committer,
+            runtime: runtime.clone(),
+            metrics,
+            ingest: settings.ingest.clone(),
+        });
+        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || http::app(app_state.clone()))
+            .listen(listener)?
+            .shutdown_timeout(30)
+            .run();
+        tracing::info!(port, "cartpulse listening");
+        Ok(Application { port, server, runtime, committer_task, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (graceful with `stop(true)`).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped, then drains and flushes everything.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application { server, runtime, committer_task, state, .. } = self;
+        server.await.context("HTTP server failed")?;
+        tracing::info!("HTTP stopped; draining");
+        // The server and its workers are gone; dropping the last handle to the
+        // committer ends its loop once the queue is empty.
+        drop(state);
+        let _ = tokio::time::timeout(Duration::from_secs(30), committer_task).await;
+        runtime.drain().await.context("flushing actor state")?;
+        runtime.stop();
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn latest_event_time(db: &DatabaseConnection) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    use entities::event;
+    let t: Option<Option<chrono::DateTime<chrono::Utc>>> = event::Entity::find()
+        .select_only()
+        .column_as(event::Column::EventTime.max(), "t")
+        .into_tuple()
+        .one(db)
+        .await
+        .context("reading the event log")?;
+    Ok(t.flatten())
+}

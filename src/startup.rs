@@ -76,6 +76,8 @@ impl Application {
         let server = HttpServer::new(move || http::app(app_state.clone()))
             .listen(listener)?
             .shutdown_timeout(30)
+            // Signals are ours: the drain below must run before the system stops.
+            .disable_signals()
             .run();
         tracing::info!(port, "cartpulse listening");
         Ok(Application { port, server, runtime, committer_task, state })
@@ -93,7 +95,14 @@ impl Application {
     /// Serves until stopped, then drains and flushes everything.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application { server, runtime, committer_task, state, .. } = self;
+        let handle = server.handle();
+        let signals = actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; stopping gracefully");
+            handle.stop(true).await;
+        });
         server.await.context("HTTP server failed")?;
+        signals.abort();
         tracing::info!("HTTP stopped; draining");
         // The server and its workers are gone; dropping the last handle to the
         // committer ends its loop once the queue is empty.
@@ -116,4 +125,27 @@ async fn latest_event_time(db: &DatabaseConnection) -> anyhow::Result<Option<chr
         .await
         .context("reading the event log")?;
     Ok(t.flatten())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -25,4 +25,6 @@ pub enum RuntimeError {
     Database(String),
     #[error("the runtime is stopping")]
     Stopped,
+    #[error("an actor is unreachable: {0}")]
+    Unreachable(String),
 }

@@ -129,10 +129,10 @@ impl Runtime {
 
     /// Snapshots every actor and waits until the persister has written it all.
     pub async fn drain(&self) -> Result<(), RuntimeError> {
-        for s in self.shards.iter() {
-            s.send(FlushShard).await.map_err(|_| RuntimeError::Stopped)?;
+        for (i, s) in self.shards.iter().enumerate() {
+            s.send(FlushShard).await.map_err(|e| RuntimeError::Unreachable(format!("shard {i}: {e}")))?;
         }
-        self.persister.send(FlushNow).await.map_err(|_| RuntimeError::Stopped)?
+        self.persister.send(FlushNow).await.map_err(|e| RuntimeError::Unreachable(format!("persister: {e}")))?
     }
 
     /// Stops the arbiter threads (after [`Runtime::drain`]).

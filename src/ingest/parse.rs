@@ -166,18 +166,26 @@ struct WireLine {
 }
 
 fn parse_event(raw: &str, limits: ParseLimits) -> Result<Event, FieldError> {
+    // serde would also read a struct from a JSON array, positionally; an
+    // event must be an object with named fields.
+    if !raw.trim_start().starts_with('{') {
+        return Err(bad("", "an event must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_str(raw);
     let w: WireEvent = match serde_path_to_error::deserialize(&mut de) {
         Ok(w) => w,
         Err(e) => {
             let path = e.path().to_string();
             let field = if path == "." { String::new() } else { path };
-            return Err(FieldError { field, reason: e.into_inner().to_string() });
+            let inner = e.into_inner();
+            let reason = if inner.is_syntax() || inner.is_eof() {
+                format!("invalid JSON (NaN and Infinity are not JSON): {inner}")
+            } else {
+                inner.to_string()
+            };
+            return Err(FieldError { field, reason });
         }
     };
-    if !raw.trim_start().starts_with('{') {
-        return Err(bad("", "an event must be a JSON object"));
-    }
     let kind_name = w.kind.as_deref().ok_or_else(|| bad("type", "is required"))?;
     let event_id = EventId::parse(req(&w.event_id, "event_id")?).map_err(|r| bad("event_id", r))?;
     let customer_id = CustomerId::parse(req(&w.customer_id, "customer_id")?).map_err(|r| bad("customer_id", r))?;

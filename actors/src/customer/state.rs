@@ -89,12 +89,14 @@ impl CustomerState {
             // A session ends when the customer moves to another session or
             // comes back after the gap; the new event then opens a new one.
             if let Some(open) = &self.open {
-                if open.session_id() != sid {
-                    self.close_open(CloseReason::NewSession, rules, changes);
-                } else if ev.time - open.last_event_at() > rules.session_gap {
+                if ev.time - open.last_event_at() > rules.session_gap {
                     self.close_open(CloseReason::Inactivity, rules, changes);
+                } else if open.session_id() != sid {
+                    self.close_open(CloseReason::NewSession, rules, changes);
                 }
             }
+            // A closed session id is not reopened: its late events still count
+            // in the profile (orders, cart) but not in the closed session.
             let late = self.open.is_none() && self.recent.iter().any(|c| &c.summary.session_id == sid);
             if !late {
                 let acc = self.open.get_or_insert_with(|| SessionAccumulator::new(sid.clone(), ev.time));

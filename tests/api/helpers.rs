@@ -1,0 +1,254 @@
+//! `TestApp`: a real server on port 0 over a fresh database (a SQLite file in
+//! a temp dir, or a new database on the Postgres at 127.0.0.1:5432), with keys
+//! of every scope and a method per endpoint. Logs only when `TEST_LOG` is set.
+
+use cartpulse::config::{Overrides, Settings};
+use cartpulse::startup::Application;
+use serde_json::Value;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+static LOGGING: Once = Once::new();
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn pg_admin_url() -> String {
+    std::env::var("CARTPULSE_TEST_PG_ADMIN_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_owned())
+}
+
+/// A fresh, empty database; returns its URL.
+pub async fn fresh_database(db: Db, dir: &std::path::Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+        Db::Postgres => {
+            use sea_orm::{ConnectionTrait, Database};
+            let name = format!("cp_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+            let admin = Database::connect(pg_admin_url()).await.unwrap_or_else(|e| {
+                panic!("Postgres must be running on 127.0.0.1:5432 for this test (.ci/run starts it): {e}")
+            });
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            let base = pg_admin_url();
+            let (prefix, _) = base.rsplit_once('/').expect("admin URL has a database part");
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
+/// Settings for tests: port 0, small timers.
+pub fn test_settings(database_url: &str) -> Settings {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        database_url: Some(database_url.into()),
+        ..Default::default()
+    };
+    let mut s = Settings::load(None, &overrides)
+        .expect("test settings");
+    s.actors.shards = 2;
+    s.actors.snapshot_max_delay_ms = 100;
+    s.database.sqlite_synchronous = "normal".into();
+    s
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub ingest_key: String,
+    pub read_key: String,
+    pub handle: actix_web::dev::ServerHandle,
+    pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+    pub dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// Starts an app over a fresh database, letting the test adjust settings.
+pub async fn spawn_app_with(db: Db, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let url = fresh_database(db, dir.path()).await;
+    let mut settings = test_settings(&url);
+    adjust(&mut settings);
+    start(settings, dir, None).await
+}
+
+/// Starts an app with these settings; reuses the keys of `keys_from` if given
+/// (a restart over the same database).
+pub async fn start(settings: Settings, dir: std::sync::Arc<tempfile::TempDir>, keys_from: Option<&TestApp>) -> TestApp {
+    LOGGING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            cartpulse::telemetry::init_logging("info", false);
+        }
+    });
+    let database_url = secrecy::ExposeSecret::expose_secret(&settings.database_url).to_owned();
+    let app = Application::build(settings).await.expect("build app");
+    let port = app.port();
+    let handle = app.handle();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = app.run_until_stopped().await {
+            eprintln!("app stopped with error: {e:#}");
+        }
+        let _ = tx.send(());
+    });
+    let (admin_key, ingest_key, read_key) = match keys_from {
+        Some(a) => (a.admin_key.clone(), a.ingest_key.clone(), a.read_key.clone()),
+        None => {
+            let s = test_settings(&database_url);
+            let db = cartpulse::db::connect(&s).await.expect("connect for keys");
+            let k = |scope| {
+                let db = db.clone();
+                async move {
+                    let key = cartpulse::keys::create(&db, "test", scope).await.expect("create key");
+                    secrecy::ExposeSecret::expose_secret(&key.key).to_owned()
+                }
+            };
+            use cartpulse::keys::Scope;
+            (k(Scope::Admin).await, k(Scope::Ingest).await, k(Scope::Read).await)
+        }
+    };
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+
+        database_url,
+        client: reqwest::Client::new(),
+        admin_key,
+        ingest_key,
+        read_key,
+        handle,
+        stopped: Some(rx),
+        dir,
+    }
+}
+
+impl TestApp {
+    /// Graceful stop: waits until the app has drained and flushed.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(rx) = self.stopped.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        }
+    }
+
+    /// Stops and starts a new app over the same database and keys.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let settings = test_settings(&self.database_url);
+        start(settings, self.dir.clone(), Some(&self)).await
+    }
+
+    pub async fn post_events_raw(&self, key: Option<&str>, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let mut r = self.client.post(format!("{}/v1/events", self.address)).body(body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(ct) = content_type {
+            r = r.header("Content-Type", ct);
+        }
+        r.send().await.expect("POST /v1/events")
+    }
+
+    /// Posts events as a JSON array with the ingest key; returns (status, body).
+    pub async fn post_events(&self, events: &Value) -> (u16, Value) {
+        let r = self.post_events_raw(Some(&self.ingest_key), Some("application/json"), events.to_string()).await;
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_customer(&self, id: &str) -> (u16, Value) {
+        self.get_json(&format!("/v1/customers/{id}"), Some(&self.read_key.clone())).await
+    }
+
+    pub async fn get_session(&self, id: &str) -> (u16, Value) {
+        self.get_json(&format!("/v1/sessions/{id}"), Some(&self.read_key.clone())).await
+    }
+
+    pub async fn get_json(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        let mut r = self.client.get(format!("{}{}", self.address, path));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let r = r.send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        self.client.get(format!("{}/metrics", self.address)).send().await.expect("metrics").text().await.expect("text")
+    }
+
+    /// Value of a counter/gauge without labels (0 if absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics_text().await, name)
+    }
+
+    /// Waits until `name` reaches at least `at_least`.
+    pub async fn wait_metric(&self, name: &str, at_least: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(name).await;
+            if v >= at_least {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{name} stayed at {v}, expected >= {at_least}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Builds a page-view event.
+pub fn page_view(event_id: &str, customer: &str, session: &str, time: &str, kind: &str) -> Value {
+    serde_json::json!({
+        "type": "page_view", "event_id": event_id, "customer_id": customer, "session_id": session, "time": time,
+        "page_kind": kind, "duration_s": 10.0, "bounce_rate": 0.02, "exit_rate": 0.05, "page_value": 1.5,
+        "os": 2, "browser": 2, "region": 1, "traffic_type": 3, "visitor_type": "returning"
+    })
+}
+
+/// Builds a purchase event.
+pub fn purchase(event_id: &str, customer: &str, session: Option<&str>, time: &str, invoice: &str, qty: i64, price: f64) -> Value {
+    let mut v = serde_json::json!({
+        "type": "purchase", "event_id": event_id, "customer_id": customer, "time": time, "invoice": invoice,
+        "country": "United Kingdom", "lines": [{"sku": "SKU-1", "quantity": qty, "unit_price": price}]
+    });
+    if let Some(s) = session {
+        v["session_id"] = Value::String(s.into());
+    }
+    v
+}
+
+/// Runs the test body on SQLite and on Postgres as two tests.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[actix_web::test]
+            async fn sqlite() {
+                $name(Db::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                $name(Db::Postgres).await
+            }
+        }
+    };
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: a real server on port 0 over SQLite and over the real
+//! Postgres on 127.0.0.1:5432, spoken to over HTTP.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod health;
+mod ingest;
+mod lifecycle;

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod crash;
 mod health;
 mod ingest;
 mod lifecycle;

@@ -1,14 +1,42 @@
 //! Commands that drive the service from outside: replay, benchmarks, demo.
 
-use crate::cli::{BenchIngestArgs, GlobalArgs, ReplayArgs};
+use crate::cli::{BenchIngestArgs, GlobalArgs, ReplayArgs, ReplayFormatArg};
 use crate::config::Settings;
+use secrecy::SecretString;
 
-pub async fn replay(_args: ReplayArgs) -> anyhow::Result<()> {
-    anyhow::bail!("replay: not wired yet")
+/// `cartpulse replay`: prints the summary as JSON on the last stdout line.
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let opts = crate::replay::ReplayOptions {
+        format: match args.format {
+            ReplayFormatArg::Shoppers => crate::replay::ReplayFormat::Shoppers,
+        },
+        file: args.file,
+        synthetic: args.synthetic,
+        target: args.target,
+        api_key: SecretString::from(args.api_key),
+        rate: args.rate,
+        batch_size: args.batch_size,
+        concurrency: args.concurrency,
+        seed: args.seed,
+        progress: !args.quiet,
+    };
+    println!("{}", serde_json::to_string(&crate::replay::run(opts).await?)?);
+    Ok(())
 }
 
-pub async fn bench_ingest(_global: GlobalArgs, _args: BenchIngestArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench: not wired yet")
+/// `cartpulse bench ingest`: the bench prints its own JSON line.
+pub async fn bench_ingest(global: GlobalArgs, args: BenchIngestArgs) -> anyhow::Result<()> {
+    crate::bench::ingest::run(crate::bench::ingest::IngestBenchOptions {
+        database_url: global.database_url.map(SecretString::from),
+        events: args.events,
+        producers: args.producers,
+        batch_size: args.batch_size,
+        target: args.target,
+        api_key: args.api_key.map(SecretString::from),
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
 }
 
 pub async fn demo(_settings: Settings, _file: std::path::PathBuf, _synthetic: u64) -> anyhow::Result<()> {

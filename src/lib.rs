@@ -2,6 +2,7 @@
 //! this library; see `startup::Application` for how the parts are wired and
 //! `../shared/DESIGN.md` for the map.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -9,5 +10,6 @@ pub mod db;
 pub mod http;
 pub mod ingest;
 pub mod keys;
+pub mod replay;
 pub mod startup;
 pub mod telemetry;

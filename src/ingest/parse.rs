@@ -426,7 +426,7 @@ mod tests {
     fn cancellation_keeps_magnitude() {
         let body = br#"{"type":"purchase","event_id":"e3","customer_id":"c1","time":"2025-03-01T10:00:02Z","invoice":"C1","cancellation":true,
            "lines":[{"sku":"X","quantity":-2,"unit_price":1.5}]}"#;
-        let b = parse_body(body, BodyFormat::Ndjson, limits()).unwrap();
+        let b = parse_body(body, BodyFormat::JsonArray, limits()).unwrap();
         match &b.events[0].1.kind {
             EventKind::Purchase(p) => assert_eq!(p.lines[0].quantity, 2),
             k => panic!("unexpected {k:?}"),

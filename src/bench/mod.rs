@@ -1,0 +1,8 @@
+//! `cartpulse bench`: measurements of the running system, each printing a
+//! small human table to stderr and one JSON object as the last stdout line, so
+//! that scripts and CI can record the numbers.
+//!
+//! - [`ingest`]: sustained ingest throughput (events acknowledged and applied
+//!   by the session actors per second) and acknowledgement latency.
+
+pub mod ingest;

@@ -1,0 +1,167 @@
+//! `cartpulse replay`: turns a data set (or synthetic traffic of our own) into
+//! typed events and sends them to a running server through `POST /v1/events`,
+//! the same way a shop would. It is how real data reaches the live actors, so
+//! that online features and scores can be checked against offline ones, and it
+//! doubles as a load generator.
+//!
+//! - [`shoppers`]: every row of the UCI Online Shoppers file as one session of
+//!   page views whose live features equal the row's.
+//! - [`synthetic`]: deterministic, seeded traffic with returning customers,
+//!   carts and purchases.
+//! - [`sender`]: the HTTP sender (batching, per-customer ordering, retries,
+//!   pacing, latency), shared with `cartpulse bench`.
+
+pub mod sender;
+pub mod shoppers;
+pub mod synthetic;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actors::event::{CustomerId, Event, SessionId};
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use sender::{plan_batches, Sender, SenderConfig};
+
+/// The events of one session of one customer, in the order they must be sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionEvents {
+    pub customer: CustomerId,
+    pub session: SessionId,
+    pub events: Vec<Event>,
+}
+
+/// The layout of the file given with `--file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayFormat {
+    /// UCI Online Shoppers Purchasing Intention CSV (see [`shoppers`]).
+    Shoppers,
+}
+
+/// What to replay and where to.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub format: ReplayFormat,
+    /// The data file to replay (exclusive with `synthetic`).
+    pub file: Option<PathBuf>,
+    /// Replay this many synthetic sessions instead of a file.
+    pub synthetic: Option<u64>,
+    /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
+    pub target: url::Url,
+    /// A key with `ingest` scope.
+    pub api_key: SecretString,
+    /// Pace the sending to about this many events per second.
+    pub rate: Option<u32>,
+    /// Most events per request (default 500).
+    pub batch_size: usize,
+    /// Most requests in flight (default 4).
+    pub concurrency: usize,
+    /// Seed of the synthetic generator.
+    pub seed: u64,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Batch size used when the CLI is not told otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+/// Requests in flight when the CLI is not told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// What a replay did, printed as JSON by the CLI.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplaySummary {
+    pub sessions: u64,
+    pub events_sent: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub elapsed_s: f64,
+    pub events_per_s: f64,
+}
+
+/// Loads (or generates) the sessions, sends them and sums up the server's
+/// acknowledgements. Fails on a missing or bad input file, on a refused key or
+/// request, and when the server stays unavailable past the retry budget.
+pub async fn run(opts: ReplayOptions) -> anyhow::Result<ReplaySummary> {
+    let sessions = load_sessions(&opts).await?;
+    let n_sessions = sessions.len() as u64;
+    let total_events: u64 = sessions.iter().map(|s| s.events.len() as u64).sum();
+
+    let batches = plan_batches(sessions, opts.batch_size)?;
+    let progress = if opts.progress {
+        Some(progress_bar(total_events)?)
+    } else {
+        None
+    };
+    let mut config = SenderConfig::new(opts.target.clone(), opts.api_key.clone());
+    config.concurrency = opts.concurrency;
+    config.rate = opts.rate;
+    config.progress = progress.clone();
+    let sender = Sender::new(config)?;
+
+    let started = Instant::now();
+    let result = sender.send(batches).await;
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    let report = result?;
+    let elapsed = started.elapsed();
+    Ok(ReplaySummary {
+        sessions: n_sessions,
+        events_sent: report.events_sent,
+        accepted: report.accepted,
+        duplicates: report.duplicates,
+        rejected: report.rejected,
+        elapsed_s: elapsed.as_secs_f64(),
+        events_per_s: per_second(report.events_sent, elapsed),
+    })
+}
+
+async fn load_sessions(opts: &ReplayOptions) -> anyhow::Result<Vec<SessionEvents>> {
+    match (&opts.file, opts.synthetic) {
+        (Some(_), Some(_)) => bail!("give either a file or --synthetic N, not both"),
+        (None, None) => bail!("nothing to replay: give a file (--file PATH) or --synthetic N"),
+        (None, Some(n)) => {
+            let cfg = synthetic::SyntheticConfig::new(n, opts.seed);
+            // Generation is CPU-bound; keep it off the async workers.
+            tokio::task::spawn_blocking(move || synthetic::generate(&cfg))
+                .await
+                .context("synthetic generator panicked")
+        }
+        (Some(path), None) => {
+            let path = path.clone();
+            match opts.format {
+                ReplayFormat::Shoppers => {
+                    tokio::task::spawn_blocking(move || shoppers::expand_file(&path))
+                        .await
+                        .context("shoppers reader panicked")?
+                }
+            }
+        }
+    }
+}
+
+/// A stderr progress bar counting acknowledged events.
+pub(crate) fn progress_bar(total_events: u64) -> anyhow::Result<ProgressBar> {
+    let pb = ProgressBar::new(total_events);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} events  {per_sec}  ETA {eta}",
+        )
+        .context("progress bar template")?,
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    Ok(pb)
+}
+
+pub(crate) fn per_second(n: u64, elapsed: Duration) -> f64 {
+    let s = elapsed.as_secs_f64();
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        0.0
+    }
+}

@@ -73,6 +73,9 @@ pub struct ActorSettings {
     pub recent_sessions: usize,
     /// Persister: most rows written in one transaction.
     pub persist_max_batch: usize,
+    /// How often every actor's state is made durable and the checkpoint
+    /// moved; after a crash, the log since the checkpoint is replayed.
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +119,7 @@ impl Settings {
             .set_default("actors.snapshot_max_delay_ms", 1000)?
             .set_default("actors.recent_sessions", 20)?
             .set_default("actors.persist_max_batch", 2000)?
+            .set_default("actors.checkpoint_interval_ms", 5000)?
             .set_default("log.level", "info")?
             .set_default("log.format", "text")?;
         let default_file = PathBuf::from("cartpulse.toml");

@@ -24,6 +24,7 @@ pub struct Application {
     server: Server,
     runtime: Runtime,
     committer_task: tokio::task::JoinHandle<()>,
+    checkpoints: actix_web::rt::task::JoinHandle<()>,
     state: web::Data<AppState>,
 }
 
@@ -52,6 +53,28 @@ impl Application {
         if let Some(t) = latest_event_time(&db).await? {
             runtime.raise_watermark(t);
         }
+        // The log after the last checkpoint goes to the actors before any new
+        // event can, so every customer sees its events in log order.
+        let replayed = runtime.recover().await.context("replaying the event log after the checkpoint")?;
+        if replayed > 0 {
+            tracing::info!(events = replayed, "recovered events after the last checkpoint");
+        }
+        let checkpoints = {
+            let runtime = runtime.clone();
+            let every = Duration::from_millis(settings.actors.checkpoint_interval_ms.max(100));
+            actix_web::rt::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match runtime.checkpoint().await {
+                        Ok(seq) => tracing::debug!(seq, "checkpoint"),
+                        Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
+                    }
+                }
+            })
+        };
         let (committer, committer_task) = Committer::start(
             db.clone(),
             runtime.clone(),
@@ -80,7 +103,7 @@ impl Application {
             .disable_signals()
             .run();
         tracing::info!(port, "cartpulse listening");
-        Ok(Application { port, server, runtime, committer_task, state })
+        Ok(Application { port, server, runtime, committer_task, checkpoints, state })
     }
 
     pub fn port(&self) -> u16 {
@@ -94,7 +117,7 @@ impl Application {
 
     /// Serves until stopped, then drains and flushes everything.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { server, runtime, committer_task, state, .. } = self;
+        let Application { server, runtime, committer_task, checkpoints, state, .. } = self;
         let handle = server.handle();
         let signals = actix_web::rt::spawn(async move {
             wait_for_signal().await;
@@ -108,6 +131,7 @@ impl Application {
         // committer ends its loop once the queue is empty.
         drop(state);
         let _ = tokio::time::timeout(Duration::from_secs(30), committer_task).await;
+        checkpoints.abort();
         runtime.drain().await.context("flushing actor state")?;
         runtime.stop();
         tracing::info!("stopped cleanly");

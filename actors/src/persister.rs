@@ -4,13 +4,14 @@
 
 use crate::customer::state::SessionView;
 use crate::event::{CustomerId, SessionId};
-use crate::messages::lifecycle::{FlushNow, Snapshot};
+use crate::messages::lifecycle::{FlushNow, Lookup, Snapshot};
 use crate::store;
 use crate::telemetry::{ActorEvent, ActorMetrics};
 use crate::RuntimeError;
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -24,6 +25,8 @@ pub struct Persister {
     customers: HashMap<CustomerId, Snapshot>,
     sessions: HashMap<SessionId, SessionView>,
     writing: bool,
+    /// The batch being written, readable by `Lookup` until it is durable.
+    in_flight: Option<(Arc<Vec<Snapshot>>, HashMap<CustomerId, usize>)>,
     waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
     last_error: Option<String>,
 }
@@ -37,6 +40,7 @@ impl Persister {
             customers: HashMap::new(),
             sessions: HashMap::new(),
             writing: false,
+            in_flight: None,
             waiters: Vec::new(),
             last_error: None,
         }
@@ -53,8 +57,10 @@ impl Persister {
             return;
         }
         self.writing = true;
-        let customers: Vec<Snapshot> = std::mem::take(&mut self.customers).into_values().collect();
+        let customers: Arc<Vec<Snapshot>> = Arc::new(std::mem::take(&mut self.customers).into_values().collect());
         let sessions: Vec<SessionView> = std::mem::take(&mut self.sessions).into_values().collect();
+        let index = customers.iter().enumerate().map(|(i, s)| (s.customer_id.clone(), i)).collect();
+        self.in_flight = Some((customers.clone(), index));
         let db = self.db.clone();
         let started = Instant::now();
         let fut = async move {
@@ -63,6 +69,8 @@ impl Persister {
         };
         ctx.spawn(fut.into_actor(self).map(move |(r, customers, sessions), act, ctx| {
             act.writing = false;
+            act.in_flight = None;
+            let customers = Arc::try_unwrap(customers).unwrap_or_else(|shared| (*shared).clone());
             match r {
                 Ok(()) => {
                     act.last_error = None;
@@ -139,5 +147,23 @@ impl Handler<FlushNow> for Persister {
         self.waiters.push(tx);
         self.write(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(RuntimeError::Stopped)) })
+    }
+}
+
+impl Handler<Lookup> for Persister {
+    type Result = MessageResult<Lookup>;
+
+    fn handle(&mut self, msg: Lookup, _ctx: &mut Self::Context) -> Self::Result {
+        let mut out = HashMap::new();
+        for id in msg.ids {
+            if let Some(s) = self.customers.get(&id) {
+                out.insert(id, s.state_json.clone());
+            } else if let Some((batch, index)) = &self.in_flight {
+                if let Some(i) = index.get(&id) {
+                    out.insert(id, batch[*i].state_json.clone());
+                }
+            }
+        }
+        MessageResult(out)
     }
 }

@@ -5,10 +5,11 @@
 use crate::customer::state::StateRules;
 use crate::event::{CustomerId, LoggedEvent};
 use crate::messages::delivery::Deliver;
-use crate::messages::lifecycle::{FlushNow, FlushShard};
+use crate::messages::lifecycle::{Barrier, FlushNow};
 use crate::messages::query::{Answer, Ask, Query};
 use crate::persister::Persister;
 use crate::shard::{Shard, ShardConfig};
+use crate::store;
 use crate::telemetry::ActorMetrics;
 use crate::RuntimeError;
 use actix::prelude::*;
@@ -39,6 +40,9 @@ pub struct Runtime {
     metrics: ActorMetrics,
     arbiters: Arc<Vec<ArbiterHandle>>,
     cfg: Arc<ShardConfig>,
+    db: DatabaseConnection,
+    /// Highest log position handed to the shards.
+    delivered_max: Arc<AtomicI64>,
 }
 
 /// Stable partition of a customer id (FNV-1a): the same on every replica and
@@ -65,6 +69,7 @@ impl Runtime {
             inflight: Arc::new(AtomicI64::new(0)),
         });
         let mut arbiters = Vec::new();
+        let runtime_db = db.clone();
         let persister_arbiter = Arbiter::new();
         let (pdb, pm, pmax) = (db.clone(), metrics.clone(), settings.persist_max_batch);
         let persister = Persister::start_in_arbiter(&persister_arbiter.handle(), move |_| Persister::new(pdb, pm, pmax));
@@ -76,7 +81,16 @@ impl Runtime {
             shards.push(Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(sdb, sp, sm, scfg)));
             arbiters.push(arbiter.handle());
         }
-        Runtime { shards: Arc::new(shards), persister, watermark_ms, metrics, arbiters: Arc::new(arbiters), cfg }
+        Runtime {
+            shards: Arc::new(shards),
+            persister,
+            watermark_ms,
+            metrics,
+            arbiters: Arc::new(arbiters),
+            cfg,
+            db: runtime_db,
+            delivered_max: Arc::new(AtomicI64::new(0)),
+        }
     }
 
     /// Hands committed events (in log order) to their customers' actors.
@@ -84,6 +98,7 @@ impl Runtime {
         let n = self.shards.len();
         self.cfg.inflight.fetch_add(events.len() as i64, Ordering::Relaxed);
         let mut max_ms = i64::MIN;
+        let max_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
         let mut per_shard: Vec<HashMap<CustomerId, Vec<LoggedEvent>>> = (0..n).map(|_| HashMap::new()).collect();
         for e in events {
             max_ms = max_ms.max(e.event.time.timestamp_millis());
@@ -98,6 +113,42 @@ impl Runtime {
                 self.shards[i].do_send(Deliver { batch: m.into_iter().collect() });
             }
         }
+        // Only after the events are in the shards' mailboxes: a checkpoint
+        // that reads this sends its barrier behind them.
+        self.delivered_max.fetch_max(max_seq, Ordering::SeqCst);
+    }
+
+    /// Recovery: hands the log after the checkpoint to the actors, in order.
+    /// Must finish before new events are delivered. Returns the number of
+    /// events replayed.
+    pub async fn recover(&self) -> Result<u64, RuntimeError> {
+        let db_err = |e: sea_orm::DbErr| RuntimeError::Database(e.to_string());
+        let mut after = store::read_checkpoint(&self.db).await.map_err(db_err)?;
+        let mut n = 0u64;
+        loop {
+            let events = store::log_after(&self.db, after, 20_000).await.map_err(db_err)?;
+            let Some(last) = events.last() else { break };
+            after = last.seq;
+            n += events.len() as u64;
+            self.deliver(events);
+        }
+        self.delivered_max.fetch_max(after, Ordering::SeqCst);
+        Ok(n)
+    }
+
+    /// Makes every delivered event durable in snapshots and records the log
+    /// position up to which that holds; recovery starts there. Returns it.
+    pub async fn checkpoint(&self) -> Result<i64, RuntimeError> {
+        let delivered = self.delivered_max.load(Ordering::SeqCst);
+        let mut lowest_pending = i64::MAX;
+        for (i, s) in self.shards.iter().enumerate() {
+            let p = s.send(Barrier).await.map_err(|e| RuntimeError::Unreachable(format!("shard {i}: {e}")))?;
+            lowest_pending = lowest_pending.min(p);
+        }
+        self.persister.send(FlushNow).await.map_err(|e| RuntimeError::Unreachable(format!("persister: {e}")))??;
+        let upto = delivered.min(lowest_pending.saturating_sub(1));
+        store::write_checkpoint(&self.db, upto).await.map_err(|e| RuntimeError::Database(e.to_string()))?;
+        Ok(upto)
     }
 
     /// Raises the "now" of profiles (e.g. from the log at start-up).
@@ -127,12 +178,10 @@ impl Runtime {
         &self.metrics
     }
 
-    /// Snapshots every actor and waits until the persister has written it all.
+    /// Snapshots every actor, waits until the persister has written it all and
+    /// moves the checkpoint (graceful shutdown).
     pub async fn drain(&self) -> Result<(), RuntimeError> {
-        for (i, s) in self.shards.iter().enumerate() {
-            s.send(FlushShard).await.map_err(|e| RuntimeError::Unreachable(format!("shard {i}: {e}")))?;
-        }
-        self.persister.send(FlushNow).await.map_err(|e| RuntimeError::Unreachable(format!("persister: {e}")))?
+        self.checkpoint().await.map(|_| ())
     }
 
     /// Stops the arbiter threads (after [`Runtime::drain`]).

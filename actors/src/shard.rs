@@ -1,13 +1,14 @@
 //! A shard: one actor per arbiter thread that owns the customers hashed to it.
 //! It starts `CustomerSession` actors on demand, loading many customers'
-//! snapshots and log tails in one round trip, and buffers their messages
+//! snapshots at once (from the persister when the newest one is still on its
+//! way to the database, else from the database), and buffers their messages
 //! while they load so every customer sees its messages in order.
 
-use crate::customer::state::{Changes, CustomerState, StateRules};
+use crate::customer::state::{CustomerState, StateRules};
 use crate::customer::CustomerSession;
 use crate::event::{CustomerId, LoggedEvent};
 use crate::messages::delivery::{Apply, Deliver};
-use crate::messages::lifecycle::{FlushShard, FlushState, IdleReport};
+use crate::messages::lifecycle::{Barrier, FlushState, IdleReport, Lookup};
 use crate::messages::query::{Ask, Inspect};
 use crate::persister::Persister;
 use crate::store;
@@ -94,17 +95,35 @@ impl Shard {
         let n = self.queue.len().min(LOAD_BATCH);
         let ids: Vec<CustomerId> = self.queue.drain(..n).collect();
         let db = self.db.clone();
+        // Sent now, so it is behind any final snapshot of an actor this shard
+        // has already let go.
+        let lookup = self.persister.send(Lookup { ids: ids.clone() });
         let fut = async move {
-            let r = store::load(&db, &ids).await;
+            let mut found: HashMap<CustomerId, CustomerState> = HashMap::new();
+            if let Ok(pending) = lookup.await {
+                for (id, json) in pending {
+                    match serde_json::from_str(&json) {
+                        Ok(state) => {
+                            found.insert(id, state);
+                        }
+                        Err(e) => tracing::error!(error = %e, "unreadable queued snapshot"),
+                    }
+                }
+            }
+            let missing: Vec<CustomerId> = ids.iter().filter(|id| !found.contains_key(*id)).cloned().collect();
+            let r = store::load_snapshots(&db, &missing).await.map(|from_db| {
+                found.extend(from_db);
+                found
+            });
             (ids, r)
         };
         ctx.spawn(fut.into_actor(self).map(|(ids, r), act, ctx| {
             act.loading = false;
             match r {
-                Ok(mut stored) => {
+                Ok(mut found) => {
                     for id in ids {
-                        let s = stored.remove(&id).unwrap_or_default();
-                        act.activate(id, s, ctx);
+                        let snapshot = found.remove(&id);
+                        act.activate(id, snapshot, ctx);
                     }
                 }
                 Err(e) => {
@@ -134,12 +153,12 @@ impl Shard {
         }));
     }
 
-    fn activate(&mut self, id: CustomerId, stored: store::Stored, ctx: &mut Context<Self>) {
+    fn activate(&mut self, id: CustomerId, snapshot: Option<CustomerState>, ctx: &mut Context<Self>) {
         let Some(Slot::Loading { pending }) = self.slots.remove(&id) else {
             return;
         };
         let has_events = pending.iter().any(|p| matches!(p, Pending::Events(e) if !e.is_empty()));
-        if stored.snapshot.is_none() && stored.tail.is_empty() && !has_events {
+        if snapshot.is_none() && !has_events {
             // Never seen: answer reads with "not found" without an actor.
             for p in pending {
                 if let Pending::Ask(a) = p {
@@ -148,23 +167,14 @@ impl Shard {
             }
             return;
         }
-        let recovered = !stored.tail.is_empty();
-        let mut state = stored.snapshot.unwrap_or_else(|| CustomerState::new(id.clone()));
-        let mut changes = Changes::default();
-        for e in &stored.tail {
-            state.apply(e, self.cfg.rules, &mut changes);
-        }
-        if changes.applied > 0 {
-            self.metrics.record(ActorEvent::Applied { n: changes.applied });
-        }
-        self.metrics.record(ActorEvent::Activated { customer: id.as_str(), replayed: stored.tail.len() });
+        let state = snapshot.unwrap_or_else(|| CustomerState::new(id.clone()));
+        self.metrics.record(ActorEvent::Activated { customer: id.as_str() });
         let actor = CustomerSession::new(
             state,
             self.cfg.clone(),
             ctx.address(),
             self.persister.clone(),
             self.metrics.clone(),
-            recovered,
         );
         let addr = actor.start();
         let mut forwarded = 0;
@@ -226,24 +236,36 @@ impl Handler<IdleReport> for Shard {
     }
 }
 
-impl Handler<FlushShard> for Shard {
-    type Result = ResponseFuture<()>;
+impl Handler<Barrier> for Shard {
+    type Result = ResponseFuture<i64>;
 
-    fn handle(&mut self, _msg: FlushShard, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: Barrier, _ctx: &mut Self::Context) -> Self::Result {
         let mut waits = Vec::new();
+        let mut lowest_pending = i64::MAX;
         for slot in self.slots.values_mut() {
-            if let Slot::Active { addr, forwarded } = slot {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                *forwarded += 1;
-                addr.do_send(FlushState { done: tx });
-                waits.push(rx);
+            match slot {
+                Slot::Active { addr, forwarded } => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    *forwarded += 1;
+                    addr.do_send(FlushState { done: tx });
+                    waits.push(rx);
+                }
+                Slot::Loading { pending } => {
+                    for p in pending.iter() {
+                        if let Pending::Events(e) = p {
+                            if let Some(first) = e.first() {
+                                lowest_pending = lowest_pending.min(first.seq);
+                            }
+                        }
+                    }
+                }
             }
         }
         Box::pin(async move {
             for w in waits {
                 let _ = w.await;
             }
+            lowest_pending
         })
     }
 }
-

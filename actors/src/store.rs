@@ -1,11 +1,11 @@
-//! Database access of the runtime core: loading customer snapshots with the
-//! log tail after them, and writing snapshot batches.
+//! Database access of the runtime core: loading customer snapshots, writing
+//! snapshot batches, the runtime checkpoint and reading the log after it.
 
 use crate::customer::state::{CustomerState, SessionView};
 use crate::event::{CustomerId, Event, LoggedEvent};
 use crate::messages::lifecycle::Snapshot;
 use chrono::Utc;
-use entities::{customer, event, session};
+use entities::{checkpoint, customer, event, session};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -13,62 +13,79 @@ use sea_orm::{
 };
 use std::collections::HashMap;
 
-/// What the database holds for one customer: the last snapshot (if any) and
-/// the logged events after it, in log order.
-#[derive(Debug, Default)]
-pub struct Stored {
-    pub snapshot: Option<CustomerState>,
-    pub tail: Vec<LoggedEvent>,
-}
-
 /// Most ids in one `IN (…)` list.
 const LOAD_CHUNK: usize = 400;
 
-/// Loads snapshots and tails for many customers with a few queries.
-pub async fn load(db: &DatabaseConnection, ids: &[CustomerId]) -> Result<HashMap<CustomerId, Stored>, DbErr> {
-    let mut out: HashMap<CustomerId, Stored> = HashMap::with_capacity(ids.len());
+/// Loads the snapshots of many customers with a few queries. A snapshot that
+/// cannot be read is logged and left out (the customer then starts empty and
+/// the log replay after the checkpoint rebuilds what it can).
+pub async fn load_snapshots(db: &DatabaseConnection, ids: &[CustomerId]) -> Result<HashMap<CustomerId, CustomerState>, DbErr> {
+    let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(LOAD_CHUNK) {
         let keys: Vec<&str> = chunk.iter().map(|c| c.as_str()).collect();
-        let snaps = customer::Entity::find()
-            .filter(customer::Column::CustomerId.is_in(keys.clone()))
-            .all(db)
-            .await?;
-        let mut min_seq = i64::MAX;
-        let mut after: HashMap<String, i64> = HashMap::new();
-        for row in snaps {
-            match serde_json::from_str::<CustomerState>(&row.state) {
-                Ok(state) => {
-                    after.insert(row.customer_id.clone(), state.last_seq);
-                    out.entry(CustomerId::new_unchecked(row.customer_id)).or_default().snapshot = Some(state);
-                }
-                Err(e) => {
-                    // A snapshot we cannot read is rebuilt from the log.
-                    tracing::error!(customer = %row.customer_id, error = %e, "unreadable snapshot; rebuilding from the event log");
-                }
-            }
-        }
-        for k in &keys {
-            min_seq = min_seq.min(after.get(*k).copied().unwrap_or(0));
-        }
-        let rows: Vec<(i64, String, String)> = event::Entity::find()
+        let rows: Vec<(String, String)> = customer::Entity::find()
             .select_only()
-            .column(event::Column::Seq)
-            .column(event::Column::CustomerId)
-            .column(event::Column::Body)
-            .filter(event::Column::CustomerId.is_in(keys.clone()))
-            .filter(event::Column::Seq.gt(min_seq))
-            .order_by_asc(event::Column::Seq)
+            .column(customer::Column::CustomerId)
+            .column(customer::Column::State)
+            .filter(customer::Column::CustomerId.is_in(keys))
             .into_tuple()
             .all(db)
             .await?;
-        for (seq, cid, body) in rows {
-            if seq <= after.get(&cid).copied().unwrap_or(0) {
-                continue;
+        for (cid, state) in rows {
+            match serde_json::from_str::<CustomerState>(&state) {
+                Ok(s) => {
+                    out.insert(CustomerId::new_unchecked(cid), s);
+                }
+                Err(e) => tracing::error!(customer = %cid, error = %e, "unreadable snapshot; ignored"),
             }
-            match serde_json::from_str::<Event>(&body) {
-                Ok(event) => out.entry(CustomerId::new_unchecked(cid)).or_default().tail.push(LoggedEvent { seq, event }),
-                Err(e) => tracing::error!(seq, error = %e, "unreadable event in the log; skipped"),
-            }
+        }
+    }
+    Ok(out)
+}
+
+/// Name of the runtime's checkpoint row.
+const RUNTIME_CHECKPOINT: &str = "runtime";
+
+/// The log position up to which every event is in a durable snapshot.
+pub async fn read_checkpoint(db: &DatabaseConnection) -> Result<i64, DbErr> {
+    Ok(checkpoint::Entity::find_by_id(RUNTIME_CHECKPOINT.to_owned()).one(db).await?.map(|c| c.seq).unwrap_or(0))
+}
+
+/// Raises the checkpoint (never lowers it).
+pub async fn write_checkpoint(db: &DatabaseConnection, seq: i64) -> Result<(), DbErr> {
+    let mut q = Query::insert();
+    q.into_table(checkpoint::Entity)
+        .columns([checkpoint::Column::Name, checkpoint::Column::Seq, checkpoint::Column::UpdatedAt])
+        .values([RUNTIME_CHECKPOINT.into(), seq.into(), Utc::now().into()])
+        .map_err(|e| DbErr::Custom(e.to_string()))?
+        .on_conflict(
+            OnConflict::column(checkpoint::Column::Name)
+                .update_columns([checkpoint::Column::Seq, checkpoint::Column::UpdatedAt])
+                .action_and_where(Expr::cust("checkpoints.seq <= excluded.seq"))
+                .to_owned(),
+        );
+    db.execute(db.get_database_backend().build(&q)).await?;
+    Ok(())
+}
+
+/// Up to `limit` logged events after `after`, in log order (a primary-key
+/// range scan).
+pub async fn log_after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Vec<LoggedEvent>, DbErr> {
+    let rows: Vec<(i64, String)> = event::Entity::find()
+        .select_only()
+        .column(event::Column::Seq)
+        .column(event::Column::Body)
+        .filter(event::Column::Seq.gt(after))
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, body) in rows {
+        match serde_json::from_str::<Event>(&body) {
+            Ok(event) => out.push(LoggedEvent { seq, event }),
+            Err(e) => tracing::error!(seq, error = %e, "unreadable event in the log; skipped"),
         }
     }
     Ok(out)

@@ -11,8 +11,8 @@ pub enum ActorEvent<'a> {
     /// Events received again that an actor had already applied (after a
     /// reload or a redelivery); skipped.
     Skipped { n: u64 },
-    /// An actor started (loaded from snapshot + log tail).
-    Activated { customer: &'a str, replayed: usize },
+    /// An actor started (from its snapshot, or empty).
+    Activated { customer: &'a str },
     /// An idle actor flushed and stopped.
     Passivated { customer: &'a str },
     /// A session closed; `reason` is a fixed label.
@@ -88,8 +88,8 @@ impl ActorMetrics {
                 tracing::debug!(n, "skipped events already applied");
                 self.skipped.inc_by(n)
             }
-            ActorEvent::Activated { customer, replayed } => {
-                tracing::trace!(customer, replayed, "actor activated");
+            ActorEvent::Activated { customer } => {
+                tracing::trace!(customer, "actor activated");
                 self.active.inc();
                 self.activations.inc();
             }

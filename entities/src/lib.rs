@@ -1,6 +1,7 @@
 //! sea-orm entities of cartpulse, one module per table.
 
 pub mod api_key;
+pub mod checkpoint;
 pub mod customer;
 pub mod event;
 pub mod prelude;

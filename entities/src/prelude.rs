@@ -1,6 +1,7 @@
 //! The entity types under short names.
 
 pub use crate::api_key::Entity as ApiKey;
+pub use crate::checkpoint::Entity as Checkpoint;
 pub use crate::customer::Entity as Customer;
 pub use crate::event::Entity as Event;
 pub use crate::session::Entity as Session;

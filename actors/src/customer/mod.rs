@@ -43,7 +43,6 @@ impl CustomerSession {
         shard: Addr<Shard>,
         persister: Addr<Persister>,
         metrics: ActorMetrics,
-        recovered: bool,
     ) -> Self {
         CustomerSession {
             state,
@@ -54,10 +53,9 @@ impl CustomerSession {
             processed: 0,
             last_message: Instant::now(),
             unsaved_events: 0,
-            // State rebuilt from the log tail is written back soon.
-            unsaved_since: recovered.then(Instant::now),
+            unsaved_since: None,
             unsaved_closed: Vec::new(),
-            open_changed: recovered,
+            open_changed: false,
             reporting_idle: false,
         }
     }
@@ -125,6 +123,9 @@ impl CustomerSession {
         }
         if idle >= self.cfg.passivate_after && !self.reporting_idle {
             self.reporting_idle = true;
+            // The final snapshot goes out before the shard can let go of this
+            // actor, so a successor's lookup at the persister finds it.
+            self.snapshot();
             let report = IdleReport { customer: self.state.customer_id.clone(), addr: ctx.address(), processed: self.processed };
             self.shard
                 .send(report)
@@ -132,7 +133,6 @@ impl CustomerSession {
                 .map(|agreed, act, ctx| {
                     act.reporting_idle = false;
                     if matches!(agreed, Ok(true)) {
-                        act.snapshot();
                         ctx.stop();
                     }
                 })

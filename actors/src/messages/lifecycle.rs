@@ -4,6 +4,7 @@ use crate::customer::state::SessionView;
 use crate::customer::CustomerSession;
 use crate::event::CustomerId;
 use actix::{Addr, Message};
+use std::collections::HashMap;
 use tokio::sync::oneshot;
 
 /// Actor → shard: "I have been idle; I have processed `processed` messages".
@@ -24,14 +25,9 @@ pub struct FlushState {
     pub done: oneshot::Sender<()>,
 }
 
-/// To a shard: flush every actor (answers when all snapshots are queued at
-/// the persister).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FlushShard;
 
 /// Actor → persister: the customer's state as of `last_seq`.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Snapshot {
     pub customer_id: CustomerId,
@@ -46,3 +42,20 @@ pub struct Snapshot {
 #[derive(Message)]
 #[rtype(result = "Result<(), crate::RuntimeError>")]
 pub struct FlushNow;
+
+/// Shard → persister: the newest snapshots it holds that are not yet in the
+/// database (queued or being written), as state JSON. An actor that starts
+/// must see the final snapshot of its previous incarnation even if that is
+/// still on its way to the database.
+#[derive(Message)]
+#[rtype(result = "HashMap<CustomerId, String>")]
+pub struct Lookup {
+    pub ids: Vec<CustomerId>,
+}
+
+/// To a shard: flush every actor; answers with the lowest log position still
+/// waiting in a loading buffer (not yet applied, so not in any snapshot), or
+/// `i64::MAX`.
+#[derive(Message)]
+#[rtype(result = "i64")]
+pub struct Barrier;

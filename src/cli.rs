@@ -135,7 +135,7 @@ pub struct BenchIngestArgs {
     #[arg(long, default_value_t = 300_000)]
     pub events: u64,
     /// Concurrent producers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub producers: usize,
     /// Events per request.
     #[arg(long, default_value_t = 1_000)]

@@ -14,6 +14,7 @@ use actix_web::{web, HttpServer};
 use actors::customer::state::StateRules;
 use actors::runtime::{Runtime, RuntimeSettings};
 use actors::telemetry::ActorMetrics;
+use actors::WriteGate;
 use anyhow::Context;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QuerySelect};
 use std::net::TcpListener;
@@ -35,6 +36,7 @@ impl Application {
         crate::db::migrate(&db).await?;
         let metrics = Metrics::new().context("creating metrics")?;
         let actor_metrics = ActorMetrics::register(&metrics.registry).context("registering runtime metrics")?;
+        let gate = if settings.is_sqlite() { WriteGate::serial() } else { WriteGate::open() };
         let runtime = Runtime::start(
             db.clone(),
             RuntimeSettings {
@@ -47,6 +49,7 @@ impl Application {
                 snapshot_every_events: settings.actors.snapshot_every_events,
                 snapshot_max_delay: Duration::from_millis(settings.actors.snapshot_max_delay_ms),
                 persist_max_batch: settings.actors.persist_max_batch,
+                write_gate: gate.clone(),
             },
             actor_metrics,
         );
@@ -77,6 +80,7 @@ impl Application {
         };
         let (committer, committer_task) = Committer::start(
             db.clone(),
+            gate,
             runtime.clone(),
             metrics.clone(),
             CommitterSettings {

@@ -28,3 +28,30 @@ pub enum RuntimeError {
     #[error("an actor is unreachable: {0}")]
     Unreachable(String),
 }
+
+/// Serializes write transactions on a single-writer database (SQLite): the
+/// committer, the persister and checkpoints take turns through a fair async
+/// lock instead of colliding on SQLite's lock, whose busy handler sleeps in
+/// steps of milliseconds. `None` (Postgres) lets them write concurrently.
+#[derive(Clone, Debug, Default)]
+pub struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl WriteGate {
+    /// A gate that serializes writers.
+    pub fn serial() -> Self {
+        WriteGate(Some(std::sync::Arc::new(tokio::sync::Mutex::new(()))))
+    }
+
+    /// A gate that lets every writer through.
+    pub fn open() -> Self {
+        WriteGate(None)
+    }
+
+    /// Waits for this writer's turn; the turn ends when the guard drops.
+    pub async fn enter(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.0 {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        }
+    }
+}

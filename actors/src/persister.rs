@@ -7,7 +7,7 @@ use crate::event::{CustomerId, SessionId};
 use crate::messages::lifecycle::{FlushNow, Lookup, Snapshot};
 use crate::store;
 use crate::telemetry::{ActorEvent, ActorMetrics};
-use crate::RuntimeError;
+use crate::{RuntimeError, WriteGate};
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use std::collections::HashMap;
@@ -29,10 +29,11 @@ pub struct Persister {
     in_flight: Option<(Arc<Vec<Snapshot>>, HashMap<CustomerId, usize>)>,
     waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
     last_error: Option<String>,
+    gate: WriteGate,
 }
 
 impl Persister {
-    pub fn new(db: DatabaseConnection, metrics: ActorMetrics, max_batch: usize) -> Self {
+    pub fn new(db: DatabaseConnection, metrics: ActorMetrics, max_batch: usize, gate: WriteGate) -> Self {
         Persister {
             db,
             metrics,
@@ -43,6 +44,7 @@ impl Persister {
             in_flight: None,
             waiters: Vec::new(),
             last_error: None,
+            gate,
         }
     }
 
@@ -63,8 +65,11 @@ impl Persister {
         self.in_flight = Some((customers.clone(), index));
         let db = self.db.clone();
         let started = Instant::now();
+        let gate = self.gate.clone();
         let fut = async move {
+            let turn = gate.enter().await;
             let r = store::write_snapshots(&db, &customers, &sessions).await;
+            drop(turn);
             (r, customers, sessions)
         };
         ctx.spawn(fut.into_actor(self).map(move |(r, customers, sessions), act, ctx| {

@@ -11,7 +11,7 @@ use crate::persister::Persister;
 use crate::shard::{Shard, ShardConfig};
 use crate::store;
 use crate::telemetry::ActorMetrics;
-use crate::RuntimeError;
+use crate::{RuntimeError, WriteGate};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
@@ -29,6 +29,7 @@ pub struct RuntimeSettings {
     pub snapshot_every_events: u32,
     pub snapshot_max_delay: Duration,
     pub persist_max_batch: usize,
+    pub write_gate: WriteGate,
 }
 
 /// Handle to the running core; cheap to clone.
@@ -43,6 +44,7 @@ pub struct Runtime {
     db: DatabaseConnection,
     /// Highest log position handed to the shards.
     delivered_max: Arc<AtomicI64>,
+    write_gate: WriteGate,
 }
 
 /// Stable partition of a customer id (FNV-1a): the same on every replica and
@@ -71,8 +73,9 @@ impl Runtime {
         let mut arbiters = Vec::new();
         let runtime_db = db.clone();
         let persister_arbiter = Arbiter::new();
-        let (pdb, pm, pmax) = (db.clone(), metrics.clone(), settings.persist_max_batch);
-        let persister = Persister::start_in_arbiter(&persister_arbiter.handle(), move |_| Persister::new(pdb, pm, pmax));
+        let (pdb, pm, pmax, pgate) = (db.clone(), metrics.clone(), settings.persist_max_batch, settings.write_gate.clone());
+        let persister =
+            Persister::start_in_arbiter(&persister_arbiter.handle(), move |_| Persister::new(pdb, pm, pmax, pgate));
         arbiters.push(persister_arbiter.handle());
         let mut shards = Vec::new();
         for _ in 0..settings.shards.max(1) {
@@ -89,6 +92,7 @@ impl Runtime {
             arbiters: Arc::new(arbiters),
             cfg,
             db: runtime_db,
+            write_gate: settings.write_gate.clone(),
             delivered_max: Arc::new(AtomicI64::new(0)),
         }
     }
@@ -147,6 +151,7 @@ impl Runtime {
         }
         self.persister.send(FlushNow).await.map_err(|e| RuntimeError::Unreachable(format!("persister: {e}")))??;
         let upto = delivered.min(lowest_pending.saturating_sub(1));
+        let _turn = self.write_gate.enter().await;
         store::write_checkpoint(&self.db, upto).await.map_err(|e| RuntimeError::Database(e.to_string()))?;
         Ok(upto)
     }

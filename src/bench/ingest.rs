@@ -48,7 +48,7 @@ pub struct IngestBenchOptions {
     pub database_url: Option<SecretString>,
     /// Events to send (default 300,000).
     pub events: u64,
-    /// Concurrent producers, each with its own customers (default 4).
+    /// Concurrent producers, each with its own customers (default 8).
     pub producers: usize,
     /// Events per request (default 1,000).
     pub batch_size: usize,
@@ -69,7 +69,7 @@ impl Default for IngestBenchOptions {
         Self {
             database_url: None,
             events: 300_000,
-            producers: 4,
+            producers: 8,
             batch_size: 1_000,
             target: None,
             api_key: None,

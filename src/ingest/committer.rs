@@ -9,10 +9,11 @@
 use crate::telemetry::{IngestEvent, Metrics};
 use actors::event::{Event, LoggedEvent};
 use actors::runtime::Runtime;
+use actors::WriteGate;
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+use chrono::DateTime;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait};
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,13 +72,14 @@ impl Committer {
     /// Starts the commit loop on the current runtime.
     pub fn start(
         db: DatabaseConnection,
+        gate: WriteGate,
         runtime: Runtime,
         metrics: Metrics,
         settings: CommitterSettings,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(run(db, runtime.clone(), metrics, settings, rx, queued.clone()));
+        let task = tokio::spawn(run(db, gate, runtime.clone(), metrics, settings, rx, queued.clone()));
         (Committer { tx, queued, settings, runtime }, task)
     }
 
@@ -101,6 +103,7 @@ impl Committer {
 
 async fn run(
     db: DatabaseConnection,
+    gate: WriteGate,
     runtime: Runtime,
     metrics: Metrics,
     settings: CommitterSettings,
@@ -128,11 +131,11 @@ async fn run(
         }
         queued.fetch_sub(n, Ordering::Relaxed);
         metrics.queue_events.set(queued.load(Ordering::Relaxed) as i64);
-        commit_group(&db, &runtime, &metrics, jobs).await;
+        commit_group(&db, &gate, &runtime, &metrics, jobs).await;
     }
 }
 
-async fn commit_group(db: &DatabaseConnection, runtime: &Runtime, metrics: &Metrics, jobs: Vec<Job>) {
+async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runtime, metrics: &Metrics, jobs: Vec<Job>) {
     let started = Instant::now();
     // First occurrence of each id in the group is the one that may be new.
     let mut first: HashMap<&str, (usize, usize)> = HashMap::new();
@@ -145,7 +148,10 @@ async fn commit_group(db: &DatabaseConnection, runtime: &Runtime, metrics: &Metr
     unique.sort_unstable();
     drop(first);
 
-    match write(db, &jobs, &unique).await {
+    let turn = gate.enter().await;
+    let written = write(db, &jobs, &unique).await;
+    drop(turn);
+    match written {
         Ok(seqs) => {
             let total: usize = jobs.iter().map(|j| j.events.len()).sum();
             let mut logged = Vec::with_capacity(seqs.len());
@@ -190,88 +196,27 @@ async fn commit_group(db: &DatabaseConnection, runtime: &Runtime, metrics: &Metr
 
 /// Inserts the group's distinct events in one transaction; returns the log
 /// position of every event that was new, keyed by (job, index).
-///
-/// The rows travel as one JSON parameter that the database expands itself
-/// (`json_each` on SQLite, `json_to_recordset` on Postgres): binding seven
-/// values per event costs far more than the insert.
 async fn write(db: &DatabaseConnection, jobs: &[Job], unique: &[(usize, usize)]) -> Result<HashMap<(usize, usize), i64>, DbErr> {
     let backend = db.get_database_backend();
     let now = Utc::now();
     let txn = db.begin().await?;
-    let mut seq_of: HashMap<(usize, usize), i64> = HashMap::with_capacity(unique.len());
     let mut by_id: HashMap<&str, (usize, usize)> = HashMap::with_capacity(unique.len());
     for &(j, i) in unique {
         by_id.insert(jobs[j].events[i].event.event_id.as_str(), (j, i));
     }
-    let events_sql = match backend {
-        DbBackend::Postgres => {
-            "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
-             SELECT x.e, x.c, x.s, x.t, x.ts, $2, x.b::text \
-             FROM json_to_recordset($1::json) AS x(e text, c text, s text, t text, ts timestamptz, b json) \
-             ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id"
-        }
-        _ => {
-            // `WHERE true` resolves SQLite's parsing ambiguity of INSERT … SELECT … ON CONFLICT.
-            "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
-             SELECT j.value->>'e', j.value->>'c', j.value->>'s', j.value->>'t', j.value->>'ts', ?2, \
-                    CAST(substr(?3, j.value->>'o', j.value->>'l') AS TEXT) \
-             FROM json_each(?1) AS j WHERE true \
-             ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id"
-        }
+    let rows: Vec<&Prepared> = unique.iter().map(|&(j, i)| &jobs[j].events[i]).collect();
+    let inserted = match backend {
+        DbBackend::Postgres => insert_events_postgres(&txn, &rows, now).await?,
+        _ => insert_events_sqlite(&txn, &rows, now).await?,
     };
-    let received: sea_orm::Value = if backend == DbBackend::Postgres { now.into() } else { now.to_rfc3339().into() };
-    let sqlite = backend != DbBackend::Postgres;
-    for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-        let mut rows = Vec::with_capacity(chunk.len() * if sqlite { 160 } else { 512 });
-        // On SQLite the bodies travel in one blob, sliced by offset: handing
-        // json_each a row object with the body inside makes it re-render every
-        // body as text, which cost more than the insert itself.
-        let mut bodies: Vec<u8> = Vec::new();
-        rows.push(b'[');
-        for (k, &(j, i)) in chunk.iter().enumerate() {
-            let p = &jobs[j].events[i];
-            let e = &p.event;
-            if k > 0 {
-                rows.push(b',');
-            }
-            rows.extend_from_slice(b"{\"e\":");
-            json_str(&mut rows, e.event_id.as_str());
-            rows.extend_from_slice(b",\"c\":");
-            json_str(&mut rows, e.customer_id.as_str());
-            rows.extend_from_slice(b",\"s\":");
-            match &e.session_id {
-                Some(s) => json_str(&mut rows, s.as_str()),
-                None => rows.extend_from_slice(b"null"),
-            }
-            rows.extend_from_slice(b",\"t\":");
-            json_str(&mut rows, e.kind.name());
-            rows.extend_from_slice(b",\"ts\":");
-            json_str(&mut rows, &e.time.to_rfc3339());
-            if sqlite {
-                let _ = write!(rows, ",\"o\":{},\"l\":{}}}", bodies.len() + 1, p.body.len());
-                bodies.extend_from_slice(p.body.as_bytes());
-            } else {
-                // The body is already JSON; it is embedded as is.
-                rows.extend_from_slice(b",\"b\":");
-                rows.extend_from_slice(p.body.as_bytes());
-                rows.push(b'}');
-            }
-        }
-        rows.push(b']');
-        let rows = String::from_utf8(rows).map_err(|e| DbErr::Custom(e.to_string()))?;
-        let stmt = if sqlite {
-            Statement::from_sql_and_values(backend, events_sql, [rows.into(), received.clone(), bodies.into()])
-        } else {
-            Statement::from_sql_and_values(backend, events_sql, [rows.into(), received.clone()])
-        };
-        for row in txn.query_all(stmt).await? {
-            let seq: i64 = row.try_get("", "seq")?;
-            let id: String = row.try_get("", "event_id")?;
-            if let Some(pos) = by_id.get(id.as_str()) {
-                seq_of.insert(*pos, seq);
-            }
+
+    let mut seq_of: HashMap<(usize, usize), i64> = HashMap::with_capacity(unique.len());
+    for (seq, id) in inserted {
+        if let Some(pos) = by_id.get(id.as_str()) {
+            seq_of.insert(*pos, seq);
         }
     }
+    let received: sea_orm::Value = if backend == DbBackend::Postgres { now.into() } else { now.to_rfc3339().into() };
     // Register new sessions so they can be found by id before their actor's
     // first snapshot.
     let mut seen = HashSet::new();
@@ -320,4 +265,103 @@ async fn write(db: &DatabaseConnection, jobs: &[Job], unique: &[(usize, usize)])
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // Writing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// SQLite: prepared multi-row `INSERT … VALUES` statements of 256, 128, …, 1
+/// rows (so at most nine distinct statements, all cached). Binding is cheap
+/// in SQLite; its JSON functions, by contrast, cost more than the insert.
+async fn insert_events_sqlite(
+    txn: &DatabaseTransaction,
+    rows: &[&Prepared],
+    now: DateTime<Utc>,
+) -> Result<Vec<(i64, String)>, DbErr> {
+    let received = now.to_rfc3339();
+    let mut out = Vec::with_capacity(rows.len());
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = SQLITE_CHUNKS.iter().copied().find(|c| *c <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(n * 7);
+        for p in chunk {
+            let e = &p.event;
+            values.push(e.event_id.as_str().into());
+            values.push(e.customer_id.as_str().into());
+            values.push(e.session_id.as_ref().map(|s| s.as_str().to_owned()).into());
+            values.push(e.kind.name().into());
+            values.push(e.time.to_rfc3339().into());
+            values.push(received.as_str().into());
+            values.push(p.body.as_str().into());
+        }
+        let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sqlite_insert_sql(n), values);
+        for row in txn.query_all(stmt).await? {
+            out.push((row.try_get("", "seq")?, row.try_get("", "event_id")?));
+        }
+    }
+    Ok(out)
+}
+
+const SQLITE_CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+fn sqlite_insert_sql(n: usize) -> String {
+    let mut sql = String::with_capacity(200 + n * 24);
+    sql.push_str(
+        "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) VALUES ",
+    );
+    for k in 0..n {
+        if k > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?)");
+    }
+    sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id");
+    sql
+}
+
+/// Postgres: the rows travel as one JSON parameter expanded by
+/// `json_to_recordset`, one round trip for the whole group.
+async fn insert_events_postgres(
+    txn: &DatabaseTransaction,
+    rows: &[&Prepared],
+    now: DateTime<Utc>,
+) -> Result<Vec<(i64, String)>, DbErr> {
+    const SQL: &str = "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
+         SELECT x.e, x.c, x.s, x.t, x.ts, $2, x.b::text \
+         FROM json_to_recordset($1::json) AS x(e text, c text, s text, t text, ts timestamptz, b json) \
+         ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id";
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut json = Vec::with_capacity(chunk.len() * 400);
+        json.push(b'[');
+        for (k, p) in chunk.iter().enumerate() {
+            let e = &p.event;
+            if k > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(b"{\"e\":");
+            json_str(&mut json, e.event_id.as_str());
+            json.extend_from_slice(b",\"c\":");
+            json_str(&mut json, e.customer_id.as_str());
+            json.extend_from_slice(b",\"s\":");
+            match &e.session_id {
+                Some(s) => json_str(&mut json, s.as_str()),
+                None => json.extend_from_slice(b"null"),
+            }
+            json.extend_from_slice(b",\"t\":");
+            json_str(&mut json, e.kind.name());
+            json.extend_from_slice(b",\"ts\":");
+            json_str(&mut json, &e.time.to_rfc3339());
+            // The body is already JSON; it is embedded as is.
+            json.extend_from_slice(b",\"b\":");
+            json.extend_from_slice(p.body.as_bytes());
+            json.push(b'}');
+        }
+        json.push(b']');
+        let json = String::from_utf8(json).map_err(|e| DbErr::Custom(e.to_string()))?;
+        let stmt = Statement::from_sql_and_values(DbBackend::Postgres, SQL, [json.into(), now.into()]);
+        for row in txn.query_all(stmt).await? {
+            out.push((row.try_get("", "seq")?, row.try_get("", "event_id")?));
+        }
+    }
+    Ok(out)
 }

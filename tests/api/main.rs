@@ -9,3 +9,4 @@ mod crash;
 mod health;
 mod ingest;
 mod lifecycle;
+mod replay;

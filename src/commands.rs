@@ -39,6 +39,63 @@ pub async fn bench_ingest(global: GlobalArgs, args: BenchIngestArgs) -> anyhow::
     Ok(())
 }
 
-pub async fn demo(_settings: Settings, _file: std::path::PathBuf, _synthetic: u64) -> anyhow::Result<()> {
-    anyhow::bail!("demo: not wired yet")
+/// `cartpulse demo`: serves, creates keys, replays the UCI file (or
+/// synthetic traffic) into itself on a separate thread, keeps serving.
+pub async fn demo(settings: Settings, file: std::path::PathBuf, synthetic: u64) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let db = crate::db::connect(&settings).await?;
+    crate::db::migrate(&db).await?;
+    let ingest = crate::keys::create(&db, "demo-ingest", crate::keys::Scope::Ingest).await?;
+    let read = crate::keys::create(&db, "demo-read", crate::keys::Scope::Read).await?;
+    drop(db);
+    let app = crate::startup::Application::build(settings).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let use_file = file.exists();
+    let read_key = read.key.expose_secret().to_owned();
+    eprintln!();
+    eprintln!("cartpulse demo is serving on {base}");
+    eprintln!("  read key:  {read_key}");
+    eprintln!("  try:       curl -H 'Authorization: Bearer {read_key}' {base}/v1/sessions/{}", if use_file { "osi-s1" } else { "syn-s1" });
+    eprintln!("             curl -H 'Authorization: Bearer {read_key}' {base}/v1/customers/{}", if use_file { "osi-c1" } else { "syn-c1" });
+    eprintln!("             curl {base}/metrics");
+    if use_file {
+        eprintln!("  feeding:   {} (every row becomes a session)", file.display());
+    } else {
+        eprintln!("  feeding:   {synthetic} synthetic sessions ({} not found)", file.display());
+    }
+    eprintln!("  stop:      Ctrl-C");
+    eprintln!();
+    println!("{read_key}");
+    let target: url::Url = base.parse()?;
+    let opts = crate::replay::ReplayOptions {
+        format: crate::replay::ReplayFormat::Shoppers,
+        file: use_file.then_some(file),
+        synthetic: (!use_file).then_some(synthetic),
+        target,
+        api_key: SecretString::from(ingest.key.expose_secret().to_owned()),
+        rate: None,
+        batch_size: 500,
+        concurrency: 4,
+        seed: 42,
+        progress: true,
+    };
+    // The feeder gets its own runtime so it never competes with the server's
+    // arbiters for a thread.
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("demo feeder could not start: {e}");
+                return;
+            }
+        };
+        match rt.block_on(crate::replay::run(opts)) {
+            Ok(s) => eprintln!(
+                "demo feed done: {} sessions, {} events accepted, {} duplicates ({:.0} events/s); still serving, Ctrl-C to stop",
+                s.sessions, s.accepted, s.duplicates, s.events_per_s
+            ),
+            Err(e) => eprintln!("demo feed failed: {e:#}"),
+        }
+    });
+    app.run_until_stopped().await
 }

@@ -2,9 +2,9 @@
 //! snapshot batches, the runtime checkpoint and reading the log after it.
 
 use crate::customer::state::{CustomerState, SessionView};
-use crate::event::{CustomerId, Event, LoggedEvent};
+use crate::event::{CustomerId, Event, EventId, EventKind, LoggedEvent, SessionId};
 use crate::messages::lifecycle::Snapshot;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entities::{checkpoint, customer, event, session};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
@@ -71,9 +71,14 @@ pub async fn write_checkpoint(db: &DatabaseConnection, seq: i64) -> Result<(), D
 /// Up to `limit` logged events after `after`, in log order (a primary-key
 /// range scan).
 pub async fn log_after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Vec<LoggedEvent>, DbErr> {
-    let rows: Vec<(i64, String)> = event::Entity::find()
+    type Row = (i64, String, String, Option<String>, DateTime<Utc>, String);
+    let rows: Vec<Row> = event::Entity::find()
         .select_only()
         .column(event::Column::Seq)
+        .column(event::Column::EventId)
+        .column(event::Column::CustomerId)
+        .column(event::Column::SessionId)
+        .column(event::Column::EventTime)
         .column(event::Column::Body)
         .filter(event::Column::Seq.gt(after))
         .order_by_asc(event::Column::Seq)
@@ -82,9 +87,18 @@ pub async fn log_after(db: &DatabaseConnection, after: i64, limit: u64) -> Resul
         .all(db)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (seq, body) in rows {
-        match serde_json::from_str::<Event>(&body) {
-            Ok(event) => out.push(LoggedEvent { seq, event }),
+    for (seq, event_id, customer_id, session_id, time, body) in rows {
+        match serde_json::from_str::<EventKind>(&body) {
+            Ok(kind) => out.push(LoggedEvent {
+                seq,
+                event: Event {
+                    event_id: EventId::new_unchecked(event_id),
+                    customer_id: CustomerId::new_unchecked(customer_id),
+                    session_id: session_id.map(SessionId::new_unchecked),
+                    time,
+                    kind,
+                },
+            }),
             Err(e) => tracing::error!(seq, error = %e, "unreadable event in the log; skipped"),
         }
     }

@@ -16,7 +16,8 @@ pub struct Model {
     pub event_type: String,
     pub event_time: ChronoDateTimeUtc,
     pub received_at: ChronoDateTimeUtc,
-    /// The validated event as JSON (`actors::event::Event`).
+    /// The event's payload as JSON (`actors::event::EventKind`, tagged by
+    /// `type`); ids and time are in the columns above.
     pub body: String,
 }
 

@@ -113,7 +113,7 @@ async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> R
     }
     let mut prepared = Vec::with_capacity(parsed.events.len());
     for (_, event) in parsed.events {
-        let body = serde_json::to_string(&event).map_err(|e| ApiError::Internal(e.into()))?;
+        let body = serde_json::to_string(&event.kind).map_err(|e| ApiError::Internal(e.into()))?;
         prepared.push(Prepared { event, body });
     }
     let outcome = state.committer.submit(prepared).await.inspect_err(|e| {

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// An event ready for the log: validated, with its canonical JSON.
+/// An event ready for the log: validated, with the JSON of its payload (the
+/// ids and the time are columns of their own, so they are not repeated).
 pub struct Prepared {
     pub event: Event,
     pub body: String,

@@ -1,4 +1,4 @@
-//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo`.
+//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo | train | predict`.
 
 use crate::config::{Overrides, Settings};
 use crate::keys::Scope;
@@ -53,6 +53,30 @@ pub enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Train the purchase-intent model with stratified k-fold CV; last stdout line is JSON.
+    Train {
+        #[arg(long, default_value = "../shared/data/online_shoppers_intention.csv")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value = "models/purchase-intent")]
+        out: PathBuf,
+        /// Also write ROC, calibration and confusion data to this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Score every row of a UCI-format CSV with a trained model (CSV `row,probability`).
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Output file (stdout when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Serve and feed the service its own traffic; prints where to look.
     Demo {
@@ -195,6 +219,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init_logging("warn", false);
             tokio_rt()?.block_on(crate::commands::bench_ingest(cli.global, args))
         }
+        Command::Train { data, folds, seed, out, report } => {
+            crate::telemetry::init_logging("warn", false);
+            let r = crate::train::run(crate::train::TrainOptions {
+                data,
+                folds,
+                seed,
+                out,
+                report,
+                config: Default::default(),
+                progress: true,
+            })?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Command::Predict { model, data, out } => crate::train::predict(&model, &data, out.as_deref()),
         Command::Demo { listen, file, synthetic } => {
             let settings = cli.global.settings(Some(listen))?;
             crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");

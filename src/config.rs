@@ -115,8 +115,8 @@ impl Settings {
             .set_default("actors.shards", 0)?
             .set_default("actors.session_gap_s", 1800)?
             .set_default("actors.passivate_after_s", 300)?
-            .set_default("actors.snapshot_every_events", 500)?
-            .set_default("actors.snapshot_max_delay_ms", 1000)?
+            .set_default("actors.snapshot_every_events", 2000)?
+            .set_default("actors.snapshot_max_delay_ms", 5000)?
             .set_default("actors.recent_sessions", 20)?
             .set_default("actors.persist_max_batch", 2000)?
             .set_default("actors.checkpoint_interval_ms", 5000)?

@@ -13,3 +13,4 @@ pub mod keys;
 pub mod replay;
 pub mod startup;
 pub mod telemetry;
+pub mod train;

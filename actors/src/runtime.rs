@@ -3,7 +3,7 @@
 //! reads to the right shard, and drains everything on shutdown.
 
 use crate::customer::state::StateRules;
-use crate::event::{CustomerId, LoggedEvent};
+use crate::event::{CustomerId, LoggedEvent, SessionId};
 use crate::messages::delivery::Deliver;
 use crate::messages::lifecycle::{Barrier, FlushNow};
 use crate::messages::query::{Answer, Ask, Query};
@@ -45,6 +45,39 @@ pub struct Runtime {
     /// Highest log position handed to the shards.
     delivered_max: Arc<AtomicI64>,
     write_gate: WriteGate,
+    sessions: Arc<SessionIndex>,
+}
+
+/// Which customer a recently seen session belongs to, so a session can be read
+/// before its row reaches the database. Two generations bound the memory:
+/// when the current one is full it becomes the previous one.
+#[derive(Default)]
+struct SessionIndex {
+    inner: std::sync::Mutex<(HashMap<SessionId, CustomerId>, HashMap<SessionId, CustomerId>)>,
+}
+
+/// Sessions remembered per generation.
+const SESSION_INDEX_GENERATION: usize = 500_000;
+
+impl SessionIndex {
+    fn note(&self, events: &[LoggedEvent]) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        for e in events {
+            if let Some(s) = &e.event.session_id {
+                if !g.0.contains_key(s) {
+                    if g.0.len() >= SESSION_INDEX_GENERATION {
+                        g.1 = std::mem::take(&mut g.0);
+                    }
+                    g.0.insert(s.clone(), e.event.customer_id.clone());
+                }
+            }
+        }
+    }
+
+    fn owner(&self, s: &SessionId) -> Option<CustomerId> {
+        let g = self.inner.lock().ok()?;
+        g.0.get(s).or_else(|| g.1.get(s)).cloned()
+    }
 }
 
 /// Stable partition of a customer id (FNV-1a): the same on every replica and
@@ -93,6 +126,7 @@ impl Runtime {
             cfg,
             db: runtime_db,
             write_gate: settings.write_gate.clone(),
+            sessions: Arc::default(),
             delivered_max: Arc::new(AtomicI64::new(0)),
         }
     }
@@ -101,6 +135,7 @@ impl Runtime {
     pub fn deliver(&self, events: Vec<LoggedEvent>) {
         let n = self.shards.len();
         self.cfg.inflight.fetch_add(events.len() as i64, Ordering::Relaxed);
+        self.sessions.note(&events);
         let mut max_ms = i64::MIN;
         let max_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
         let mut per_shard: Vec<HashMap<CustomerId, Vec<LoggedEvent>>> = (0..n).map(|_| HashMap::new()).collect();
@@ -154,6 +189,12 @@ impl Runtime {
         let _turn = self.write_gate.enter().await;
         store::write_checkpoint(&self.db, upto).await.map_err(|e| RuntimeError::Database(e.to_string()))?;
         Ok(upto)
+    }
+
+    /// The customer of a session seen since start-up (older sessions are
+    /// found in the database).
+    pub fn session_owner(&self, session: &SessionId) -> Option<CustomerId> {
+        self.sessions.owner(session)
     }
 
     /// Raises the "now" of profiles (e.g. from the log at start-up).

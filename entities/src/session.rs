@@ -1,5 +1,4 @@
-//! Sessions: one row per session id, created when its first event commits (so a
-//! session can be found before its actor flushes) and filled in by snapshots.
+//! Sessions: one row per session id, written by the actors' snapshots.
 
 use sea_orm::entity::prelude::*;
 

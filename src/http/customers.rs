@@ -37,20 +37,30 @@ pub async fn get_session(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     parse_id(&id, "session")?;
-    let row = session::Entity::find_by_id(id.clone())
-        .one(&state.db)
-        .await
-        .map_err(|e| {
+    let sid = SessionId::new_unchecked(id.clone());
+    let stored = || async {
+        session::Entity::find_by_id(id.clone()).one(&state.db).await.map_err(|e| {
             tracing::warn!(error = %e, "session lookup failed");
             ApiError::unavailable("database unavailable")
-        })?
-        .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
-    let customer = CustomerId::new_unchecked(row.customer_id.clone());
-    if let Some(Answer::Session(Some(view))) =
-        state.runtime.ask(customer, Query::Session(SessionId::new_unchecked(id))).await?
-    {
+        })
+    };
+    let mut row = None;
+    let customer = match state.runtime.session_owner(&sid) {
+        Some(c) => c,
+        None => {
+            let r = stored().await?.ok_or_else(|| ApiError::NotFound("no such session".into()))?;
+            let c = CustomerId::new_unchecked(r.customer_id.clone());
+            row = Some(r);
+            c
+        }
+    };
+    if let Some(Answer::Session(Some(view))) = state.runtime.ask(customer, Query::Session(sid)).await? {
         return Ok(HttpResponse::Ok().json(view));
     }
+    let row = match row {
+        Some(r) => r,
+        None => stored().await?.ok_or_else(|| ApiError::NotFound("no such session".into()))?,
+    };
     // Older than what the actor keeps in memory: serve the stored row.
     let features: serde_json::Value = row
         .features

@@ -13,7 +13,7 @@ use actors::WriteGate;
 use chrono::Utc;
 use chrono::DateTime;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,47 +216,6 @@ async fn write(db: &DatabaseConnection, jobs: &[Job], unique: &[(usize, usize)])
         if let Some(pos) = by_id.get(id.as_str()) {
             seq_of.insert(*pos, seq);
         }
-    }
-    let received: sea_orm::Value = if backend == DbBackend::Postgres { now.into() } else { now.to_rfc3339().into() };
-    // Register new sessions so they can be found by id before their actor's
-    // first snapshot.
-    let mut seen = HashSet::new();
-    let sessions: Vec<(&str, &str)> = seq_of
-        .keys()
-        .filter_map(|&(j, i)| {
-            let e = &jobs[j].events[i].event;
-            e.session_id.as_ref().map(|s| (s.as_str(), e.customer_id.as_str()))
-        })
-        .filter(|(s, _)| seen.insert(*s))
-        .collect();
-    if !sessions.is_empty() {
-        let sql = match backend {
-            DbBackend::Postgres => {
-                "INSERT INTO sessions (session_id, customer_id, status, n_events, purchased, updated_at) \
-                 SELECT x.s, x.c, 'open', 0, false, $2 FROM json_to_recordset($1::json) AS x(s text, c text) \
-                 ON CONFLICT (session_id) DO NOTHING"
-            }
-            _ => {
-                "INSERT INTO sessions (session_id, customer_id, status, n_events, purchased, updated_at) \
-                 SELECT j.value->>'s', j.value->>'c', 'open', 0, false, ?2 FROM json_each(?1) AS j WHERE true \
-                 ON CONFLICT (session_id) DO NOTHING"
-            }
-        };
-        let mut rows = Vec::with_capacity(sessions.len() * 64);
-        rows.push(b'[');
-        for (k, (s, c)) in sessions.iter().enumerate() {
-            if k > 0 {
-                rows.push(b',');
-            }
-            rows.extend_from_slice(b"{\"s\":");
-            json_str(&mut rows, s);
-            rows.extend_from_slice(b",\"c\":");
-            json_str(&mut rows, c);
-            rows.push(b'}');
-        }
-        rows.push(b']');
-        let rows = String::from_utf8(rows).map_err(|e| DbErr::Custom(e.to_string()))?;
-        txn.execute(Statement::from_sql_and_values(backend, sql, [rows.into(), received])).await?;
     }
     txn.commit().await?;
     Ok(seq_of)

@@ -11,6 +11,7 @@
 //! actor snapshots and must give bit-identical features after a reload, which is
 //! why the crate enables serde_json's `float_roundtrip` feature.
 
+pub mod encode;
 pub mod profile;
 pub mod session;
 

@@ -1,0 +1,355 @@
+//! The one numeric encoding of a session's [`ShoppersFeatures`] for the
+//! purchase-intent model, shared by offline training and online serving so the
+//! two can never drift apart (no training/serving skew).
+//!
+//! An [`Encoder`] is *fitted* on training rows only (the statistics it keeps are
+//! part of the model and are serialized into the model manifest), then turns any
+//! session into a fixed-length `Vec<f32>`:
+//!
+//! - counts, durations and page values: `log1p` (they are heavy-tailed: a few
+//!   sessions last hours), then standardized with the training mean and std;
+//! - bounce rate, exit rate, special day: standardized as they are (bounded 0..=1);
+//! - a `page_values > 0` flag: most buying sessions saw a valued page, and the
+//!   log of a mostly-zero feature hides that jump from a small net;
+//! - month, OS, browser, region, traffic type, visitor type: one-hot over the
+//!   levels seen at least [`MIN_LEVEL_COUNT`] times in training, with one extra
+//!   "other" slot for rare and unseen levels (a new browser code in production
+//!   must still encode);
+//! - weekend: 0/1.
+
+use super::session::ShoppersFeatures;
+use crate::event::VisitorType;
+use serde::{Deserialize, Serialize};
+
+/// Levels seen fewer times than this in training share the "other" slot: a
+/// one-hot weight fitted on a handful of rows is noise.
+pub const MIN_LEVEL_COUNT: usize = 10;
+
+/// Version of the encoding scheme itself; bump when `encode` changes meaning so
+/// an old manifest is refused rather than silently mis-encoded.
+pub const ENCODING_VERSION: u32 = 1;
+
+/// How a numeric input is transformed before standardization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// `ln(1 + max(x, 0))` (durations of `-1` mean "unknown" and count as 0).
+    Log1p,
+    /// The value as it is.
+    Identity,
+    /// `1` when the value is `> 0`, else `0`.
+    Positive,
+}
+
+impl Transform {
+    fn apply(self, x: f64) -> f64 {
+        match self {
+            Transform::Log1p => x.max(0.0).ln_1p(),
+            Transform::Identity => x,
+            Transform::Positive => f64::from(u8::from(x > 0.0)),
+        }
+    }
+}
+
+/// One standardized numeric input: `(transform(x) - mean) / std`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NumericColumn {
+    /// UCI column name the value comes from.
+    pub column: String,
+    pub transform: Transform,
+    pub mean: f64,
+    /// Never 0: a constant column gets std 1 so it encodes to 0.
+    pub std: f64,
+}
+
+/// One one-hot encoded categorical field: a slot per kept level, then "other".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CategoricalColumn {
+    /// UCI column name.
+    pub column: String,
+    /// Kept level codes, ascending; slot `i` is `levels[i]`, slot `levels.len()`
+    /// is "other".
+    pub levels: Vec<u16>,
+}
+
+impl CategoricalColumn {
+    fn width(&self) -> usize {
+        self.levels.len() + 1
+    }
+
+    fn slot(&self, code: u16) -> usize {
+        self.levels.binary_search(&code).unwrap_or(self.levels.len())
+    }
+}
+
+/// The fitted encoding: what the model's input vector means and how to build it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Encoder {
+    pub encoding_version: u32,
+    pub numeric: Vec<NumericColumn>,
+    pub categorical: Vec<CategoricalColumn>,
+}
+
+/// The numeric inputs, in encoded order.
+const NUMERIC: [(&str, Transform); 11] = [
+    ("Administrative", Transform::Log1p),
+    ("Administrative_Duration", Transform::Log1p),
+    ("Informational", Transform::Log1p),
+    ("Informational_Duration", Transform::Log1p),
+    ("ProductRelated", Transform::Log1p),
+    ("ProductRelated_Duration", Transform::Log1p),
+    ("BounceRates", Transform::Identity),
+    ("ExitRates", Transform::Identity),
+    ("PageValues", Transform::Log1p),
+    ("SpecialDay", Transform::Identity),
+    ("PageValues", Transform::Positive),
+];
+
+/// The categorical inputs, in encoded order.
+const CATEGORICAL: [&str; 7] = [
+    "Month",
+    "OperatingSystems",
+    "Browser",
+    "Region",
+    "TrafficType",
+    "VisitorType",
+    "Weekend",
+];
+
+fn numeric_value(f: &ShoppersFeatures, column: &str) -> f64 {
+    match column {
+        "Administrative" => f64::from(f.administrative),
+        "Administrative_Duration" => f.administrative_duration,
+        "Informational" => f64::from(f.informational),
+        "Informational_Duration" => f.informational_duration,
+        "ProductRelated" => f64::from(f.product_related),
+        "ProductRelated_Duration" => f.product_related_duration,
+        "BounceRates" => f.bounce_rates,
+        "ExitRates" => f.exit_rates,
+        "PageValues" => f.page_values,
+        "SpecialDay" => f.special_day,
+        _ => 0.0,
+    }
+}
+
+fn category_code(f: &ShoppersFeatures, column: &str) -> u16 {
+    match column {
+        "Month" => u16::from(f.month),
+        "OperatingSystems" => f.operating_systems,
+        "Browser" => f.browser,
+        "Region" => f.region,
+        "TrafficType" => f.traffic_type,
+        "VisitorType" => match f.visitor_type {
+            VisitorType::Returning => 0,
+            VisitorType::New => 1,
+            VisitorType::Other => 2,
+        },
+        "Weekend" => u16::from(f.weekend),
+        _ => 0,
+    }
+}
+
+impl Encoder {
+    /// Fits the statistics on `rows` (training rows only). An empty slice gives
+    /// an encoder with no kept levels and unit scaling, which still encodes.
+    pub fn fit(rows: &[ShoppersFeatures]) -> Encoder {
+        let n = rows.len().max(1) as f64;
+        let numeric = NUMERIC
+            .iter()
+            .map(|&(column, transform)| {
+                let values = rows.iter().map(|r| transform.apply(numeric_value(r, column)));
+                let mean = values.clone().sum::<f64>() / n;
+                let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+                let std = var.sqrt();
+                NumericColumn {
+                    column: column.to_owned(),
+                    transform,
+                    mean,
+                    std: if std > 1e-12 { std } else { 1.0 },
+                }
+            })
+            .collect();
+        let categorical = CATEGORICAL
+            .iter()
+            .map(|&column| {
+                let mut counts = std::collections::BTreeMap::<u16, usize>::new();
+                for r in rows {
+                    *counts.entry(category_code(r, column)).or_default() += 1;
+                }
+                CategoricalColumn {
+                    column: column.to_owned(),
+                    levels: counts
+                        .into_iter()
+                        .filter(|&(_, c)| c >= MIN_LEVEL_COUNT)
+                        .map(|(code, _)| code)
+                        .collect(),
+                }
+            })
+            .collect();
+        Encoder {
+            encoding_version: ENCODING_VERSION,
+            numeric,
+            categorical,
+        }
+    }
+
+    /// Length of every encoded vector.
+    pub fn dim(&self) -> usize {
+        self.numeric.len() + self.categorical.iter().map(CategoricalColumn::width).sum::<usize>()
+    }
+
+    /// Encodes one session; always returns [`Encoder::dim`] finite values.
+    pub fn encode(&self, f: &ShoppersFeatures) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.dim());
+        self.encode_into(f, &mut out);
+        out
+    }
+
+    /// Appends the encoding of `f` to `out` (batch building without a
+    /// per-row allocation).
+    pub fn encode_into(&self, f: &ShoppersFeatures, out: &mut Vec<f32>) {
+        for c in &self.numeric {
+            let z = (c.transform.apply(numeric_value(f, &c.column)) - c.mean) / c.std;
+            // Inputs are finite by construction, but a NaN reaching the net
+            // would poison the whole batch, so it is pinned to the mean.
+            out.push(if z.is_finite() { z as f32 } else { 0.0 });
+        }
+        for c in &self.categorical {
+            let start = out.len();
+            out.resize(start + c.width(), 0.0);
+            out[start + c.slot(category_code(f, &c.column))] = 1.0;
+        }
+    }
+
+    /// Names of the encoded inputs, in order (`PageValues:log1p`, `Month=11`,
+    /// `Browser=other`, …), for the manifest's feature schema.
+    pub fn input_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .numeric
+            .iter()
+            .map(|c| format!("{}:{}", c.column, serde_json::to_value(c.transform).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()))
+            .collect();
+        for c in &self.categorical {
+            names.extend(c.levels.iter().map(|l| format!("{}={l}", c.column)));
+            names.push(format!("{}=other", c.column));
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pv: f64, browser: u16, month: u8) -> ShoppersFeatures {
+        ShoppersFeatures {
+            administrative: 2,
+            administrative_duration: -1.0,
+            informational: 0,
+            informational_duration: 0.0,
+            product_related: 10,
+            product_related_duration: 300.0,
+            bounce_rates: 0.01,
+            exit_rates: 0.03,
+            page_values: pv,
+            special_day: 0.0,
+            month,
+            operating_systems: 2,
+            browser,
+            region: 1,
+            traffic_type: 3,
+            visitor_type: VisitorType::Returning,
+            weekend: false,
+        }
+    }
+
+    fn training_rows() -> Vec<ShoppersFeatures> {
+        (0..40)
+            .map(|i| row(f64::from(i), if i < 30 { 1 } else { 2 }, 11))
+            .collect()
+    }
+
+    #[test]
+    fn dim_matches_encoding_and_names() {
+        let enc = Encoder::fit(&training_rows());
+        let v = enc.encode(&row(3.0, 1, 11));
+        assert_eq!(v.len(), enc.dim());
+        assert_eq!(enc.input_names().len(), enc.dim());
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn training_numeric_columns_are_standardized() {
+        let rows = training_rows();
+        let enc = Encoder::fit(&rows);
+        let encoded: Vec<Vec<f32>> = rows.iter().map(|r| enc.encode(r)).collect();
+        // PageValues:log1p is numeric column 8 and varies in the rows.
+        let col: Vec<f64> = encoded.iter().map(|v| f64::from(v[8])).collect();
+        let mean = col.iter().sum::<f64>() / col.len() as f64;
+        let var = col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / col.len() as f64;
+        assert!(mean.abs() < 1e-5, "mean {mean}");
+        assert!((var - 1.0).abs() < 1e-4, "var {var}");
+        // A constant column encodes to exactly 0.
+        assert_eq!(encoded[0][9], 0.0);
+    }
+
+    #[test]
+    fn rare_and_unseen_levels_use_the_other_slot() {
+        let mut rows = training_rows();
+        rows.push(row(0.0, 7, 11)); // browser 7 seen once: rare
+        let enc = Encoder::fit(&rows);
+        let browser = &enc.categorical[2];
+        assert_eq!(browser.column, "Browser");
+        assert_eq!(browser.levels, vec![1, 2]);
+        assert_eq!(browser.slot(7), 2);
+        assert_eq!(browser.slot(99), 2);
+        let names = enc.input_names();
+        let v = enc.encode(&row(0.0, 99, 3)); // unseen browser and month
+        let hot: Vec<&str> = names
+            .iter()
+            .zip(&v)
+            .filter(|(n, x)| n.contains('=') && **x == 1.0)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(
+            hot,
+            vec![
+                "Month=other",
+                "OperatingSystems=2",
+                "Browser=other",
+                "Region=1",
+                "TrafficType=3",
+                "VisitorType=0",
+                "Weekend=0"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_duration_counts_as_zero_and_flag_marks_page_value() {
+        let enc = Encoder::fit(&training_rows());
+        let a = enc.encode(&row(0.0, 1, 11));
+        let mut r = row(0.0, 1, 11);
+        r.administrative_duration = 0.0;
+        assert_eq!(a, enc.encode(&r));
+        let b = enc.encode(&row(5.0, 1, 11));
+        assert!(b[10] > a[10]);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let enc = Encoder::fit(&training_rows());
+        let json = serde_json::to_string(&enc).unwrap();
+        let back: Encoder = serde_json::from_str(&json).unwrap();
+        assert_eq!(enc, back);
+        assert_eq!(enc.encode(&row(4.0, 2, 11)), back.encode(&row(4.0, 2, 11)));
+    }
+
+    #[test]
+    fn empty_fit_still_encodes() {
+        let enc = Encoder::fit(&[]);
+        let v = enc.encode(&row(1.0, 1, 1));
+        assert_eq!(v.len(), enc.dim());
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+}

@@ -1,0 +1,189 @@
+//! Binary-classification metrics for the purchase-intent model: ROC AUC by the
+//! rank statistic, and the confusion-matrix figures at a decision threshold.
+
+use serde::Serialize;
+
+/// ROC AUC as the Mann–Whitney rank statistic: the probability that a random
+/// positive scores above a random negative, ties counting one half (average
+/// ranks). Exact and O(n log n); `None` when a class is absent.
+pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let n_pos = labels.iter().filter(|&&l| l).count();
+    let n_neg = labels.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 || scores.len() != labels.len() {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut rank_sum_pos = 0.0f64;
+    let mut i = 0;
+    while i < order.len() {
+        // A run of tied scores shares the mean of the ranks it spans.
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let mean_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum_pos += mean_rank * order[i..=j].iter().filter(|&&k| labels[k]).count() as f64;
+        i = j + 1;
+    }
+    let (p, n) = (n_pos as f64, n_neg as f64);
+    Some((rank_sum_pos - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// Counts of the confusion matrix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Confusion {
+    pub tp: usize,
+    pub fp: usize,
+    pub tn: usize,
+    pub r#fn: usize,
+}
+
+impl Confusion {
+    /// Predicts positive when `score >= threshold`.
+    pub fn at(scores: &[f32], labels: &[bool], threshold: f32) -> Confusion {
+        let mut c = Confusion::default();
+        for (&s, &l) in scores.iter().zip(labels) {
+            match (s >= threshold, l) {
+                (true, true) => c.tp += 1,
+                (true, false) => c.fp += 1,
+                (false, false) => c.tn += 1,
+                (false, true) => c.r#fn += 1,
+            }
+        }
+        c
+    }
+
+    pub fn total(&self) -> usize {
+        self.tp + self.fp + self.tn + self.r#fn
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        ratio(self.tp + self.tn, self.total())
+    }
+
+    /// 0 when nothing is predicted positive.
+    pub fn precision(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fp)
+    }
+
+    /// 0 when there are no positives.
+    pub fn recall(&self) -> f64 {
+        ratio(self.tp, self.tp + self.r#fn)
+    }
+
+    pub fn f1(&self) -> f64 {
+        ratio(2 * self.tp, 2 * self.tp + self.fp + self.r#fn)
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// The threshold that maximizes accuracy on (`scores`, `labels`): the midpoint
+/// between two consecutive distinct scores, so it does not sit on a training
+/// score. Among equally accurate cut points the one nearest the median of the
+/// best range is taken, which is less sensitive to where exactly the
+/// validation scores happened to fall. 0.5 for empty input.
+pub fn best_accuracy_threshold(scores: &[f32], labels: &[bool]) -> f32 {
+    if scores.is_empty() {
+        return 0.5;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Threshold below everything: all predicted positive.
+    let mut correct: i64 = labels.iter().filter(|&&l| l).count() as i64;
+    let mut best = correct;
+    let mut best_cuts: Vec<f32> = vec![scores[order[0]] - 1e-6];
+    let mut i = 0;
+    while i < order.len() {
+        let s = scores[order[i]];
+        while i < order.len() && scores[order[i]] == s {
+            // Moving the cut above this score flips it to negative.
+            correct += if labels[order[i]] { -1 } else { 1 };
+            i += 1;
+        }
+        let cut = match order.get(i) {
+            Some(&next) => (s + scores[next]) / 2.0,
+            None => s + 1e-6,
+        };
+        if correct > best {
+            best = correct;
+            best_cuts.clear();
+            best_cuts.push(cut);
+        } else if correct == best {
+            best_cuts.push(cut);
+        }
+    }
+    best_cuts[best_cuts.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_perfect_inverted_and_ties() {
+        let labels = [false, false, true, true];
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &labels), Some(1.0));
+        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &labels), Some(0.0));
+        assert_eq!(roc_auc(&[0.5; 4], &labels), Some(0.5));
+        assert_eq!(roc_auc(&[0.5; 2], &[true, true]), None);
+    }
+
+    #[test]
+    fn auc_matches_pair_counting() {
+        let scores = [0.3, 0.7, 0.7, 0.1, 0.9, 0.3, 0.5, 0.7];
+        let labels = [false, true, false, false, true, true, false, true];
+        let mut num = 0.0;
+        let mut den = 0.0;
+        for i in 0..scores.len() {
+            for j in 0..scores.len() {
+                if labels[i] && !labels[j] {
+                    den += 1.0;
+                    num += if scores[i] > scores[j] {
+                        1.0
+                    } else if scores[i] == scores[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        let auc = roc_auc(&scores, &labels).unwrap();
+        assert!((auc - num / den).abs() < 1e-12);
+    }
+
+    #[test]
+    fn confusion_figures() {
+        let scores = [0.9, 0.8, 0.4, 0.2, 0.6];
+        let labels = [true, false, true, false, false];
+        let c = Confusion::at(&scores, &labels, 0.5);
+        assert_eq!(c, Confusion { tp: 1, fp: 2, tn: 1, r#fn: 1 });
+        assert!((c.accuracy() - 0.4).abs() < 1e-12);
+        assert!((c.precision() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((c.recall() - 0.5).abs() < 1e-12);
+        assert!((c.f1() - 0.4).abs() < 1e-12);
+        let none = Confusion::at(&scores, &labels, 2.0);
+        assert_eq!(none.precision(), 0.0);
+        assert_eq!(none.f1(), 0.0);
+    }
+
+    #[test]
+    fn threshold_maximizes_accuracy() {
+        let scores = [0.1, 0.2, 0.3, 0.6, 0.7, 0.35];
+        let labels = [false, false, false, true, true, false];
+        let t = best_accuracy_threshold(&scores, &labels);
+        assert!(t > 0.35 && t < 0.6, "{t}");
+        assert_eq!(Confusion::at(&scores, &labels, t).accuracy(), 1.0);
+        // All negative: the cut goes above every score.
+        let t = best_accuracy_threshold(&[0.2, 0.4], &[false, false]);
+        assert!(t > 0.4);
+    }
+}

@@ -135,3 +135,33 @@ async fn quiet_sessions_close_on_wall_clock() {
     assert_eq!(sess["status"], "closed", "{sess}");
     assert_eq!(sess["close_reason"], "inactivity");
 }
+
+#[actix_web::test]
+async fn old_sessions_are_served_from_the_database() {
+    let app = spawn_app_with(Db::Sqlite, |s| {
+        s.actors.recent_sessions = 1;
+        s.actors.snapshot_max_delay_ms = 50;
+    })
+    .await;
+    let mut events = Vec::new();
+    for k in 0..3 {
+        let t = format!("2025-08-0{}T10:00:00Z", k + 1);
+        let t_end = format!("2025-08-0{}T10:05:00Z", k + 1);
+        events.push(page_view(&format!("o{k}a"), "co", &format!("so{k}"), &t, "product"));
+        events.push(json!({"type": "session_end", "event_id": format!("o{k}e"), "customer_id": "co", "session_id": format!("so{k}"), "time": t_end}));
+    }
+    let (s, _) = app.post_events(&Value::Array(events)).await;
+    assert_eq!(s, 200);
+    // The actor keeps only the newest closed session; the first one must
+    // come from its stored row once the snapshot is written.
+    app.wait_metric("cartpulse_persisted_rows_total{table=\"sessions\"}", 3.0, Duration::from_secs(10)).await;
+    let (s, sess) = app.get_session("so0").await;
+    assert_eq!(s, 200, "{sess}");
+    assert_eq!(sess["status"], "closed");
+    assert_eq!(sess["n_events"], 2);
+    assert_eq!(sess["close_reason"], "session_end");
+    assert_eq!(sess["features"]["ProductRelated"], 1);
+    let (_, c) = app.get_customer("co").await;
+    assert_eq!(c["recent_sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(c["profile"]["sessions"], 3.0);
+}

@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 /// How often queued snapshots are written when the batch is not full.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
+/// A batch being written and where each customer sits in it.
+type InFlight = (Arc<Vec<Snapshot>>, HashMap<CustomerId, usize>);
+
 pub struct Persister {
     db: DatabaseConnection,
     metrics: ActorMetrics,
@@ -26,7 +29,7 @@ pub struct Persister {
     sessions: HashMap<SessionId, SessionView>,
     writing: bool,
     /// The batch being written, readable by `Lookup` until it is durable.
-    in_flight: Option<(Arc<Vec<Snapshot>>, HashMap<CustomerId, usize>)>,
+    in_flight: Option<InFlight>,
     waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
     last_error: Option<String>,
     gate: WriteGate,

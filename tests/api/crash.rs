@@ -14,8 +14,18 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start_server(db_url: &str, port: u16) -> Child {
-    Command::new(BIN)
+/// Kills the server when the test ends, also when an assertion fails.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(db_url: &str, port: u16) -> Server {
+    Server(Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db_url])
         .env("CARTPULSE_LOG", "warn")
         // Snapshots lag on purpose, so recovery must come from the log.
@@ -24,7 +34,7 @@ fn start_server(db_url: &str, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
         .spawn()
-        .expect("spawn cartpulse serve")
+        .expect("spawn cartpulse serve"))
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
@@ -101,15 +111,15 @@ async fn sigkill_mid_replay_loses_no_acknowledged_event_and_counts_none_twice() 
         assert!(Instant::now() < deadline, "replay made no progress");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    server.kill().expect("SIGKILL");
-    server.wait().unwrap();
+    server.0.kill().expect("SIGKILL");
+    server.0.wait().unwrap();
     for p in producers {
         let _ = p.await;
     }
     let acked_before: Vec<usize> = acked.lock().unwrap().clone();
     assert!(acked_before.len() < N, "the kill came too late to test anything");
 
-    let mut server = start_server(&db_url, port);
+    let server = start_server(&db_url, port);
     wait_ready(&client, &base).await;
     let get = |id: String| {
         let (client, base, key) = (client.clone(), base.clone(), key.clone());
@@ -147,8 +157,7 @@ async fn sigkill_mid_replay_loses_no_acknowledged_event_and_counts_none_twice() 
         assert_eq!(c["profile"]["sessions"], 1.0, "k{i}");
         assert_eq!(c["recent_sessions"][0]["n_events"], expected_events(i), "k{i}");
     }
-    server.kill().unwrap();
-    let _ = server.wait();
+    drop(server);
     // The log holds every event exactly once.
     let settings = test_settings(&db_url);
     let db = cartpulse::db::connect(&settings).await.unwrap();

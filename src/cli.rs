@@ -128,6 +128,9 @@ pub struct ReplayArgs {
     /// Events per second (unlimited when absent).
     #[arg(long)]
     pub rate: Option<u32>,
+    /// Replay at X times real time by the events' timestamps (as fast as possible when absent).
+    #[arg(long, value_name = "X")]
+    pub speedup: Option<f64>,
     /// Events per request.
     #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
@@ -145,6 +148,7 @@ pub struct ReplayArgs {
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum ReplayFormatArg {
     Shoppers,
+    Retail,
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,12 +9,14 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let opts = crate::replay::ReplayOptions {
         format: match args.format {
             ReplayFormatArg::Shoppers => crate::replay::ReplayFormat::Shoppers,
+            ReplayFormatArg::Retail => crate::replay::ReplayFormat::Retail,
         },
         file: args.file,
         synthetic: args.synthetic,
         target: args.target,
         api_key: SecretString::from(args.api_key),
         rate: args.rate,
+        speedup: args.speedup,
         batch_size: args.batch_size,
         concurrency: args.concurrency,
         seed: args.seed,
@@ -74,6 +76,7 @@ pub async fn demo(settings: Settings, file: std::path::PathBuf, synthetic: u64) 
         target,
         api_key: SecretString::from(ingest.key.expose_secret().to_owned()),
         rate: None,
+        speedup: None,
         batch_size: 500,
         concurrency: 4,
         seed: 42,

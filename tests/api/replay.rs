@@ -68,6 +68,7 @@ async fn replayed_sessions_equal_their_rows(db: Db) {
         target: app.address.parse().unwrap(),
         api_key: secrecy::SecretString::from(app.ingest_key.clone()),
         rate: None,
+        speedup: None,
         batch_size: 500,
         concurrency: 4,
         seed: 1,

@@ -213,8 +213,9 @@ pub fn predict(model_dir: &Path, data_csv: &Path, out: Option<&Path>) -> anyhow:
     Ok(())
 }
 
-/// Writes the evaluation data behind the report figures: ROC points and
-/// calibration bins of the out-of-fold scores, and the summed confusion matrix.
+/// Writes the report: ROC points and calibration bins of the out-of-fold
+/// scores and the summed confusion matrix, as CSV/JSON and as PNG figures
+/// (`roc.png`, `calibration.png`, `confusion.png`, see [`super::plots`]).
 pub(super) fn write_evaluation(dir: &Path, oof: &[f32], labels: &[bool], report: &TrainReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut scores = String::from("row,label,score\n");
@@ -226,11 +227,14 @@ pub(super) fn write_evaluation(dir: &Path, oof: &[f32], labels: &[bool], report:
     order.sort_by(|&a, &b| oof[b].total_cmp(&oof[a]));
     let (p, n) = labels.iter().fold((0usize, 0usize), |(p, n), &y| if y { (p + 1, n) } else { (p, n + 1) });
     let mut roc = String::from("fpr,tpr\n0,0\n");
+    let mut roc_points = vec![(0f64, 0f64)];
     let (mut tp, mut fp) = (0usize, 0usize);
     for (k, &i) in order.iter().enumerate() {
         if labels[i] { tp += 1 } else { fp += 1 }
         if order.get(k + 1).is_none_or(|&j| oof[j] != oof[i]) {
-            roc += &format!("{},{}\n", fp as f64 / n.max(1) as f64, tp as f64 / p.max(1) as f64);
+            let point = (fp as f64 / n.max(1) as f64, tp as f64 / p.max(1) as f64);
+            roc += &format!("{},{}\n", point.0, point.1);
+            roc_points.push(point);
         }
     }
     std::fs::write(dir.join("roc.csv"), roc)?;
@@ -242,9 +246,12 @@ pub(super) fn write_evaluation(dir: &Path, oof: &[f32], labels: &[bool], report:
         bins[b].2 += usize::from(y);
     }
     let mut cal = String::from("bin,mean_predicted,observed_rate,rows\n");
+    let mut cal_points = Vec::new();
     for (b, (sum, count, pos)) in bins.iter().enumerate() {
         if *count > 0 {
-            cal += &format!("{b},{},{},{count}\n", sum / *count as f64, *pos as f64 / *count as f64);
+            let (mean, rate) = (sum / *count as f64, *pos as f64 / *count as f64);
+            cal += &format!("{b},{mean},{rate},{count}\n");
+            cal_points.push((mean, rate, *count));
         }
     }
     std::fs::write(dir.join("calibration.csv"), cal)?;
@@ -256,5 +263,7 @@ pub(super) fn write_evaluation(dir: &Path, oof: &[f32], labels: &[bool], report:
         acc
     });
     std::fs::write(dir.join("confusion.json"), serde_json::to_vec_pretty(&total)?)?;
+    let auc = super::metrics::roc_auc(oof, labels).unwrap_or(f64::NAN);
+    super::plots::write_all(dir, &roc_points, auc, &cal_points, &total)?;
     Ok(())
 }

@@ -13,11 +13,13 @@
 //! - [`model`]: the candle network, its training loop and the ensemble;
 //! - [`metrics`]: AUC, accuracy, precision, recall, F1, threshold choice;
 //! - [`split`]: seeded stratified folds;
-//! - [`artifact`]: the model directory (write, load, predict).
+//! - [`artifact`]: the model directory (write, load, predict);
+//! - [`plots`]: the `--report` figures (ROC, calibration, confusion matrix).
 
 pub mod artifact;
 pub mod metrics;
 pub mod model;
+pub mod plots;
 pub mod split;
 
 use actors::features::encode::Encoder;
@@ -41,6 +43,12 @@ pub struct ModelConfig {
     /// training rows, so the members' out-of-fold scores cover every training
     /// row and the threshold is chosen on all of them.
     pub members: usize,
+    /// Inner folds (0 = as many as members); member m validates on fold m % k.
+    pub inner_folds: usize,
+    /// Each member trains on a bootstrap resample of its inner training rows.
+    pub bootstrap: bool,
+    /// Extra rank-transformed numeric inputs.
+    pub rank_inputs: bool,
     pub net: NetConfig,
 }
 
@@ -48,6 +56,9 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             members: 5,
+            inner_folds: 0,
+            bootstrap: false,
+            rank_inputs: true,
             net: NetConfig::default(),
         }
     }
@@ -173,7 +184,7 @@ pub fn fit(
     seed: u64,
     on_epoch: &dyn Fn(u64),
 ) -> anyhow::Result<Fitted> {
-    let encoder = Encoder::fit(rows);
+    let encoder = Encoder::fit_with(rows, config.rank_inputs);
     let dim = encoder.dim();
     let mut x = Vec::with_capacity(rows.len() * dim);
     for r in rows {
@@ -181,16 +192,27 @@ pub fn fit(
     }
     let members = config.members.max(1);
     // With one member there is no inner k-fold; hold out a fifth instead.
-    let inner = split::stratified_folds(labels, members.max(2), seed ^ 0x5EED_1AAE);
+    let k = if config.inner_folds == 0 { members.max(2) } else { config.inner_folds.max(2) };
+    let inner = split::stratified_folds(labels, k, seed ^ 0x5EED_1AAE);
+    let mut oof_sum = vec![0f32; rows.len()];
+    let mut oof_n = vec![0u32; rows.len()];
     let mut oof = vec![f32::NAN; rows.len()];
     let mut nets = Vec::new();
     let mut best_epochs = 0.0;
     for m in 0..members {
-        let (train, val) = split::fold_indices(&inner, m);
+        let (mut train, val) = split::fold_indices(&inner, m % k);
+        if config.bootstrap {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(0xB007 + m as u64));
+            let n = train.len();
+            train = (0..n).map(|_| train[rng.random_range(0..n)]).collect();
+        }
         let (net, stats) = model::train_net(&x, labels, dim, &train, &val, &config.net, seed.wrapping_add(1 + m as u64), on_epoch)?;
         let p = net.predict(&gather(&x, dim, &val), dim)?;
         for (&i, p) in val.iter().zip(p) {
-            oof[i] = p;
+            oof_sum[i] += p;
+            oof_n[i] += 1;
+            oof[i] = oof_sum[i] / oof_n[i] as f32;
         }
         best_epochs += stats.best_epoch as f64;
         nets.push(net);
@@ -429,6 +451,7 @@ mod tests {
             config: ModelConfig {
                 members: 2,
                 net: NetConfig { hidden: vec![16], max_epochs: 40, patience: 8, learning_rate: 1e-2, ..NetConfig::default() },
+                ..ModelConfig::default()
             },
             progress: false,
         }
@@ -449,6 +472,7 @@ mod tests {
         assert_eq!(a.folds.len(), 3);
         assert!(a.auc > 0.7, "auc {}", a.auc);
         assert!(dir.path().join("report/roc.csv").exists());
+        assert!(dir.path().join("report/confusion.png").exists());
 
         // The reloaded model scores exactly as the in-memory one did.
         let opts = options(dir.path(), data.clone());

@@ -35,6 +35,14 @@ pub struct NetConfig {
     pub pos_weight: f32,
     /// Learning rate is multiplied by this at each epoch.
     pub lr_decay: f64,
+    /// Adds a linear ("wide") path from the inputs straight to the logit.
+    pub wide: bool,
+    /// Weights kept are the mean of the last `swa` epochs' weights up to the best one.
+    pub swa: usize,
+    /// Targets become `y(1-ε) + ε/2`.
+    pub label_smoothing: f32,
+    /// Cosine learning-rate schedule over `max_epochs`.
+    pub cosine: bool,
 }
 
 impl Default for NetConfig {
@@ -50,6 +58,10 @@ impl Default for NetConfig {
             patience: 10,
             pos_weight: 1.0,
             lr_decay: 1.0,
+            wide: false,
+            swa: 5,
+            label_smoothing: 0.0,
+            cosine: false,
         }
     }
 }
@@ -64,11 +76,13 @@ struct Layer {
 /// One MLP: `dim → hidden… → 1` logit.
 pub struct Net {
     layers: Vec<Layer>,
+    /// `[in, 1]` linear path added to the logit, if any.
+    wide: Option<Var>,
 }
 
 impl Net {
     /// He-uniform weights (suited to ReLU), zero biases.
-    fn init(dims: &[usize], rng: &mut StdRng) -> anyhow::Result<Net> {
+    fn init(dims: &[usize], wide: bool, rng: &mut StdRng) -> anyhow::Result<Net> {
         let mut layers = Vec::new();
         for pair in dims.windows(2) {
             let (fan_in, fan_out) = (pair[0], pair[1]);
@@ -79,11 +93,18 @@ impl Net {
                 b: Var::zeros(fan_out, DType::F32, &Device::Cpu)?,
             });
         }
-        Ok(Net { layers })
+        let wide = if wide {
+            Some(Var::zeros((dims[0], 1), DType::F32, &Device::Cpu)?)
+        } else {
+            None
+        };
+        Ok(Net { layers, wide })
     }
 
     fn vars(&self) -> Vec<Var> {
-        self.layers.iter().flat_map(|l| [l.w.clone(), l.b.clone()]).collect()
+        let mut v: Vec<Var> = self.layers.iter().flat_map(|l| [l.w.clone(), l.b.clone()]).collect();
+        v.extend(self.wide.clone());
+        v
     }
 
     fn snapshot(&self) -> anyhow::Result<Vec<Tensor>> {
@@ -104,6 +125,10 @@ impl Net {
         if let Some((cfg, rng)) = dropout.as_mut() {
             h = apply_dropout(&h, cfg.input_dropout, rng)?;
         }
+        let wide = match &self.wide {
+            Some(w) => Some(x.matmul(w.as_tensor())?),
+            None => None,
+        };
         let last = self.layers.len().saturating_sub(1);
         for (i, l) in self.layers.iter().enumerate() {
             h = h.matmul(l.w.as_tensor())?.broadcast_add(l.b.as_tensor())?;
@@ -113,6 +138,9 @@ impl Net {
                     h = apply_dropout(&h, cfg.dropout, rng)?;
                 }
             }
+        }
+        if let Some(w) = wide {
+            h = (h + w)?;
         }
         Ok(h.squeeze(1)?)
     }
@@ -132,6 +160,9 @@ impl Net {
             out.insert(format!("{prefix}.layer{j}.weight"), l.w.as_tensor().clone());
             out.insert(format!("{prefix}.layer{j}.bias"), l.b.as_tensor().clone());
         }
+        if let Some(w) = &self.wide {
+            out.insert(format!("{prefix}.wide.weight"), w.as_tensor().clone());
+        }
     }
 
     fn load_from(prefix: &str, n_layers: usize, dims: &[usize], map: &HashMap<String, Tensor>) -> anyhow::Result<Net> {
@@ -150,7 +181,12 @@ impl Net {
                 b: Var::from_tensor(&b.to_dtype(DType::F32)?)?,
             });
         }
-        Ok(Net { layers })
+        let wide = match map.get(&format!("{prefix}.wide.weight")) {
+            Some(w) if w.dims() == [dims[0], 1] => Some(Var::from_tensor(&w.to_dtype(DType::F32)?)?),
+            Some(w) => bail!("{prefix}.wide has shape {:?}, expected [{}, 1]", w.dims(), dims[0]),
+            None => None,
+        };
+        Ok(Net { layers, wide })
     }
 }
 
@@ -183,6 +219,22 @@ fn log_loss(p: &[f32], y: &[bool]) -> f64 {
         })
         .sum();
     total / p.len().max(1) as f64
+}
+
+/// Element-wise mean of weight snapshots.
+fn average(snaps: &std::collections::VecDeque<Vec<Tensor>>) -> anyhow::Result<Vec<Tensor>> {
+    let n = snaps.len().max(1) as f64;
+    let mut out: Vec<Tensor> = Vec::new();
+    for (k, s) in snaps.iter().enumerate() {
+        if k == 0 {
+            out = s.clone();
+        } else {
+            for (o, t) in out.iter_mut().zip(s) {
+                *o = (&*o + t)?;
+            }
+        }
+    }
+    Ok(out.into_iter().map(|t| t / n).collect::<Result<_, _>>()?)
 }
 
 /// What happened while training one net.
@@ -221,7 +273,7 @@ pub fn train_net(
     let mut dims = vec![dim];
     dims.extend(&cfg.hidden);
     dims.push(1);
-    let net = Net::init(&dims, &mut rng)?;
+    let net = Net::init(&dims, cfg.wide, &mut rng)?;
     let mut opt = AdamW::new(
         net.vars(),
         ParamsAdamW {
@@ -234,6 +286,7 @@ pub fn train_net(
     let y_val: Vec<bool> = val.iter().map(|&i| y[i]).collect();
     let mut order = train.to_vec();
     let mut best = (f64::INFINITY, 0usize, net.snapshot()?);
+    let mut recent: std::collections::VecDeque<Vec<Tensor>> = std::collections::VecDeque::new();
     let mut epochs = 0;
     let batch = cfg.batch_size.max(1);
     for epoch in 0..cfg.max_epochs {
@@ -244,7 +297,8 @@ pub fn train_net(
                 continue;
             }
             let xb = Tensor::from_vec(gather(x, dim, chunk), (chunk.len(), dim), &Device::Cpu)?;
-            let yv: Vec<f32> = chunk.iter().map(|&i| f32::from(u8::from(y[i]))).collect();
+            let eps = cfg.label_smoothing;
+            let yv: Vec<f32> = chunk.iter().map(|&i| f32::from(u8::from(y[i])) * (1.0 - eps) + eps / 2.0).collect();
             let wv: Vec<f32> = chunk.iter().map(|&i| if y[i] { cfg.pos_weight } else { 1.0 }).collect();
             let yb = Tensor::from_vec(yv, chunk.len(), &Device::Cpu)?;
             let wb = Tensor::from_vec(wv, chunk.len(), &Device::Cpu)?;
@@ -252,11 +306,33 @@ pub fn train_net(
             let loss = bce_with_logits(&z, &yb, &wb)?;
             opt.backward_step(&loss)?;
         }
-        opt.set_learning_rate(opt.learning_rate() * cfg.lr_decay);
+        if cfg.cosine {
+            let t = epochs as f64 / cfg.max_epochs.max(1) as f64;
+            opt.set_learning_rate(cfg.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()));
+        } else {
+            opt.set_learning_rate(opt.learning_rate() * cfg.lr_decay);
+        }
         on_epoch(1);
+        let swa = cfg.swa.max(1);
+        recent.push_back(net.snapshot()?);
+        if recent.len() > swa {
+            recent.pop_front();
+        }
+        let candidate = if swa > 1 { Some(average(&recent)?) } else { None };
+        let live = match &candidate {
+            Some(c) => {
+                let l = net.snapshot()?;
+                net.restore(c)?;
+                Some(l)
+            }
+            None => None,
+        };
         let val_loss = if val.is_empty() { 0.0 } else { log_loss(&net.predict(&x_val, dim)?, &y_val) };
+        if let Some(l) = &live {
+            net.restore(l)?;
+        }
         if val_loss < best.0 {
-            best = (val_loss, epochs, net.snapshot()?);
+            best = (val_loss, epochs, candidate.map_or_else(|| net.snapshot(), Ok)?);
         } else if epochs - best.1 >= cfg.patience {
             on_epoch((cfg.max_epochs - epochs) as u64);
             break;

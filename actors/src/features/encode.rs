@@ -15,7 +15,12 @@
 //!   levels seen at least [`MIN_LEVEL_COUNT`] times in training, with one extra
 //!   "other" slot for rare and unseen levels (a new browser code in production
 //!   must still encode);
-//! - weekend: 0/1.
+//! - weekend: 0/1;
+//! - optionally ([`Encoder::fit_with`], used by the purchase model) a rank
+//!   input for the heavy-tailed columns in `RANKED`: the empirical CDF of the
+//!   raw value over 101 training quantiles, linearly interpolated, then
+//!   standardized. It spreads the dense low end (many near-zero page values
+//!   and exit rates) that `log1p` still compresses.
 
 use super::session::ShoppersFeatures;
 use crate::event::VisitorType;
@@ -39,6 +44,8 @@ pub enum Transform {
     Identity,
     /// `1` when the value is `> 0`, else `0`.
     Positive,
+    /// Empirical CDF over the column's fitted knots (training quantiles), in 0..=1.
+    Rank,
 }
 
 impl Transform {
@@ -47,6 +54,7 @@ impl Transform {
             Transform::Log1p => x.max(0.0).ln_1p(),
             Transform::Identity => x,
             Transform::Positive => f64::from(u8::from(x > 0.0)),
+            Transform::Rank => x,
         }
     }
 }
@@ -60,7 +68,48 @@ pub struct NumericColumn {
     pub mean: f64,
     /// Never 0: a constant column gets std 1 so it encodes to 0.
     pub std: f64,
+    /// For [`Transform::Rank`]: ascending training quantiles; the value is the
+    /// interpolated fraction of knots below x.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knots: Vec<f64>,
 }
+
+impl NumericColumn {
+    fn value(&self, f: &ShoppersFeatures) -> f64 {
+        let x = self.transform.apply(numeric_value(f, &self.column));
+        if self.transform != Transform::Rank || self.knots.len() < 2 {
+            return x;
+        }
+        let k = &self.knots;
+        let lo = k.partition_point(|&q| q < x);
+        let hi = k.partition_point(|&q| q <= x);
+        // Ties: the middle of the run of equal knots; between knots: linear.
+        let pos = if hi > lo {
+            (lo + hi - 1) as f64 / 2.0
+        } else if lo == 0 {
+            0.0
+        } else if lo >= k.len() {
+            (k.len() - 1) as f64
+        } else {
+            let (a, b) = (k[lo - 1], k[lo]);
+            (lo - 1) as f64 + (x - a) / (b - a)
+        };
+        pos / (k.len() - 1) as f64
+    }
+}
+
+/// Quantile knots of a rank-transformed column.
+const RANK_KNOTS: usize = 101;
+
+/// Numeric columns that also get a rank input when asked for.
+const RANKED: [&str; 6] = [
+    "PageValues",
+    "ExitRates",
+    "BounceRates",
+    "ProductRelated_Duration",
+    "ProductRelated",
+    "Administrative_Duration",
+];
 
 /// One one-hot encoded categorical field: a slot per kept level, then "other".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -153,19 +202,35 @@ impl Encoder {
     /// Fits the statistics on `rows` (training rows only). An empty slice gives
     /// an encoder with no kept levels and unit scaling, which still encodes.
     pub fn fit(rows: &[ShoppersFeatures]) -> Encoder {
+        Encoder::fit_with(rows, false)
+    }
+
+    /// [`Encoder::fit`], with extra rank inputs when `rank` is set.
+    pub fn fit_with(rows: &[ShoppersFeatures], rank: bool) -> Encoder {
         let n = rows.len().max(1) as f64;
-        let numeric = NUMERIC
+        let mut specs: Vec<(&str, Transform)> = NUMERIC.to_vec();
+        if rank {
+            specs.extend(RANKED.iter().map(|&c| (c, Transform::Rank)));
+        }
+        let numeric = specs
             .iter()
             .map(|&(column, transform)| {
-                let values = rows.iter().map(|r| transform.apply(numeric_value(r, column)));
+                let knots = if transform == Transform::Rank && !rows.is_empty() {
+                    let mut v: Vec<f64> = rows.iter().map(|r| numeric_value(r, column)).collect();
+                    v.sort_by(f64::total_cmp);
+                    (0..RANK_KNOTS).map(|q| v[q * (v.len() - 1) / (RANK_KNOTS - 1)]).collect()
+                } else {
+                    Vec::new()
+                };
+                let probe = NumericColumn { column: column.to_owned(), transform, mean: 0.0, std: 1.0, knots };
+                let values = rows.iter().map(|r| probe.value(r));
                 let mean = values.clone().sum::<f64>() / n;
                 let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
                 let std = var.sqrt();
                 NumericColumn {
-                    column: column.to_owned(),
-                    transform,
                     mean,
                     std: if std > 1e-12 { std } else { 1.0 },
+                    ..probe
                 }
             })
             .collect();
@@ -209,7 +274,7 @@ impl Encoder {
     /// per-row allocation).
     pub fn encode_into(&self, f: &ShoppersFeatures, out: &mut Vec<f32>) {
         for c in &self.numeric {
-            let z = (c.transform.apply(numeric_value(f, &c.column)) - c.mean) / c.std;
+            let z = (c.value(f) - c.mean) / c.std;
             // Inputs are finite by construction, but a NaN reaching the net
             // would poison the whole batch, so it is pinned to the mean.
             out.push(if z.is_finite() { z as f32 } else { 0.0 });
@@ -343,6 +408,24 @@ mod tests {
         let back: Encoder = serde_json::from_str(&json).unwrap();
         assert_eq!(enc, back);
         assert_eq!(enc.encode(&row(4.0, 2, 11)), back.encode(&row(4.0, 2, 11)));
+    }
+
+    #[test]
+    fn rank_inputs_follow_training_quantiles() {
+        let rows = training_rows(); // PageValues 0..39
+        let enc = Encoder::fit_with(&rows, true);
+        assert_eq!(enc.dim(), Encoder::fit(&rows).dim() + RANKED.len());
+        let pv = enc.numeric.iter().find(|c| c.transform == Transform::Rank && c.column == "PageValues").unwrap();
+        assert_eq!(pv.knots.len(), RANK_KNOTS);
+        // Monotone, clamped to 0..=1 outside the training range.
+        let v = |x: f64| pv.value(&row(x, 1, 11));
+        assert_eq!(v(-5.0), 0.0);
+        assert_eq!(v(1000.0), 1.0);
+        assert!(v(10.0) < v(10.5) && v(10.5) < v(30.0));
+        assert!((v(19.5) - 0.5).abs() < 0.02, "{}", v(19.5));
+        let json = serde_json::to_string(&enc).unwrap();
+        let back: Encoder = serde_json::from_str(&json).unwrap();
+        assert_eq!(enc.encode(&row(7.3, 2, 11)), back.encode(&row(7.3, 2, 11)));
     }
 
     #[test]

@@ -57,8 +57,14 @@ pub async fn demo(settings: Settings, file: std::path::PathBuf, synthetic: u64) 
     eprintln!();
     eprintln!("cartpulse demo is serving on {base}");
     eprintln!("  read key:  {read_key}");
-    eprintln!("  try:       curl -H 'Authorization: Bearer {read_key}' {base}/v1/sessions/{}", if use_file { "osi-s1" } else { "syn-s1" });
-    eprintln!("             curl -H 'Authorization: Bearer {read_key}' {base}/v1/customers/{}", if use_file { "osi-c1" } else { "syn-c1" });
+    eprintln!(
+        "  try:       curl -H 'Authorization: Bearer {read_key}' {base}/v1/sessions/{}",
+        if use_file { "osi-s1" } else { "syn-s1" }
+    );
+    eprintln!(
+        "             curl -H 'Authorization: Bearer {read_key}' {base}/v1/customers/{}",
+        if use_file { "osi-c1" } else { "syn-c1" }
+    );
     eprintln!("             curl {base}/metrics");
     if use_file {
         eprintln!("  feeding:   {} (every row becomes a session)", file.display());

@@ -135,9 +135,8 @@ impl Settings {
         }
         // CARTPULSE_LOG is the conventional shorthand for log.level; it must not
         // reach the env source, which would read it as the whole `log` table.
-        let env: std::collections::HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("CARTPULSE_") && k != "CARTPULSE_LOG")
-            .collect();
+        let env: std::collections::HashMap<String, String> =
+            std::env::vars().filter(|(k, _)| k.starts_with("CARTPULSE_") && k != "CARTPULSE_LOG").collect();
         b = b.add_source(
             config::Environment::with_prefix("CARTPULSE")
                 .prefix_separator("_")
@@ -160,11 +159,8 @@ impl Settings {
         if let Some(v) = &overrides.model_store {
             b = b.set_override("model_store", v.as_str())?;
         }
-        let s: Settings = b
-            .build()
-            .context("reading configuration")?
-            .try_deserialize()
-            .context("invalid configuration")?;
+        let s: Settings =
+            b.build().context("reading configuration")?.try_deserialize().context("invalid configuration")?;
         s.validate()?;
         Ok(s)
     }
@@ -183,10 +179,7 @@ impl Settings {
         anyhow::ensure!(self.ingest.max_events_per_request > 0, "ingest.max_events_per_request must be > 0");
         anyhow::ensure!(self.ingest.commit_max_events > 0, "ingest.commit_max_events must be > 0");
         anyhow::ensure!(self.actors.session_gap_s > 0, "actors.session_gap_s must be > 0");
-        anyhow::ensure!(
-            matches!(self.log.format.as_str(), "text" | "json"),
-            "log.format must be text or json"
-        );
+        anyhow::ensure!(matches!(self.log.format.as_str(), "text" | "json"), "log.format must be text or json");
         Ok(())
     }
 

@@ -49,12 +49,18 @@ impl Metrics {
         let m = Metrics {
             ingested: IntCounter::new("cartpulse_events_ingested_total", "Events committed to the log (acknowledged)")?,
             rejected: IntCounter::new("cartpulse_events_rejected_total", "Events rejected at ingest")?,
-            duplicates: IntCounter::new("cartpulse_events_duplicate_total", "Events already in the log (same event_id)")?,
+            duplicates: IntCounter::new(
+                "cartpulse_events_duplicate_total",
+                "Events already in the log (same event_id)",
+            )?,
             refused: IntCounterVec::new(
                 Opts::new("cartpulse_ingest_requests_refused_total", "Ingest requests refused whole, by status"),
                 &["status"],
             )?,
-            overloaded: IntCounter::new("cartpulse_ingest_overloaded_total", "Ingest requests answered 503 because the queue was full")?,
+            overloaded: IntCounter::new(
+                "cartpulse_ingest_overloaded_total",
+                "Ingest requests answered 503 because the queue was full",
+            )?,
             commit_failures: IntCounter::new("cartpulse_commit_failures_total", "Group commits that failed")?,
             commit_batch: Histogram::with_opts(
                 HistogramOpts::new("cartpulse_commit_batch_events", "Events per group commit")

@@ -68,9 +68,7 @@ pub fn validate_id(s: &str) -> Result<(), String> {
         return Err(format!("longer than {MAX_ID_LEN} bytes ({} bytes)", s.len()));
     }
     if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic() || *c == '/' || *c == '?' || *c == '#' || *c == '%') {
-        return Err(format!(
-            "contains {c:?}; ids are printable ASCII without spaces, '/', '?', '#' or '%'"
-        ));
+        return Err(format!("contains {c:?}; ids are printable ASCII without spaces, '/', '?', '#' or '%'"));
     }
     Ok(())
 }

@@ -106,7 +106,8 @@ impl Runtime {
         let mut arbiters = Vec::new();
         let runtime_db = db.clone();
         let persister_arbiter = Arbiter::new();
-        let (pdb, pm, pmax, pgate) = (db.clone(), metrics.clone(), settings.persist_max_batch, settings.write_gate.clone());
+        let (pdb, pm, pmax, pgate) =
+            (db.clone(), metrics.clone(), settings.persist_max_batch, settings.write_gate.clone());
         let persister =
             Persister::start_in_arbiter(&persister_arbiter.handle(), move |_| Persister::new(pdb, pm, pmax, pgate));
         arbiters.push(persister_arbiter.handle());

@@ -69,7 +69,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(db: DatabaseConnection, persister: Addr<Persister>, metrics: ActorMetrics, cfg: Arc<ShardConfig>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        persister: Addr<Persister>,
+        metrics: ActorMetrics,
+        cfg: Arc<ShardConfig>,
+    ) -> Self {
         Shard { db, persister, metrics, cfg, slots: HashMap::new(), queue: Vec::new(), loading: false }
     }
 
@@ -169,13 +174,8 @@ impl Shard {
         }
         let state = snapshot.unwrap_or_else(|| CustomerState::new(id.clone()));
         self.metrics.record(ActorEvent::Activated { customer: id.as_str() });
-        let actor = CustomerSession::new(
-            state,
-            self.cfg.clone(),
-            ctx.address(),
-            self.persister.clone(),
-            self.metrics.clone(),
-        );
+        let actor =
+            CustomerSession::new(state, self.cfg.clone(), ctx.address(), self.persister.clone(), self.metrics.clone());
         let addr = actor.start();
         let mut forwarded = 0;
         for p in pending {

@@ -19,7 +19,10 @@ const LOAD_CHUNK: usize = 400;
 /// Loads the snapshots of many customers with a few queries. A snapshot that
 /// cannot be read is logged and left out (the customer then starts empty and
 /// the log replay after the checkpoint rebuilds what it can).
-pub async fn load_snapshots(db: &DatabaseConnection, ids: &[CustomerId]) -> Result<HashMap<CustomerId, CustomerState>, DbErr> {
+pub async fn load_snapshots(
+    db: &DatabaseConnection,
+    ids: &[CustomerId],
+) -> Result<HashMap<CustomerId, CustomerState>, DbErr> {
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(LOAD_CHUNK) {
         let keys: Vec<&str> = chunk.iter().map(|c| c.as_str()).collect();

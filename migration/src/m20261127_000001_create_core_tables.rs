@@ -86,13 +86,7 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(Events::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(Events::Seq)
-                        .big_integer()
-                        .not_null()
-                        .auto_increment()
-                        .primary_key(),
-                )
+                .col(ColumnDef::new(Events::Seq).big_integer().not_null().auto_increment().primary_key())
                 .col(ColumnDef::new(Events::EventId).string().not_null().unique_key())
                 .col(ColumnDef::new(Events::CustomerId).string().not_null())
                 .col(ColumnDef::new(Events::SessionId).string().null())

@@ -31,9 +31,7 @@ use serde::Serialize;
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
-use crate::replay::sender::{
-    plan_batches, resolve, Batch, SendReport, Sender, SenderConfig, MAX_EVENTS_PER_REQUEST,
-};
+use crate::replay::sender::{plan_batches, resolve, Batch, SendReport, Sender, SenderConfig, MAX_EVENTS_PER_REQUEST};
 use crate::replay::synthetic::{generate_events, SyntheticConfig};
 use crate::replay::{per_second, progress_bar};
 
@@ -119,10 +117,7 @@ pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchReport> 
         Ok(()) = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     print_table(&report);
-    println!(
-        "{}",
-        serde_json::to_string(&report).context("encoding the report")?
-    );
+    println!("{}", serde_json::to_string(&report).context("encoding the report")?);
     Ok(report)
 }
 
@@ -196,20 +191,14 @@ async fn drive(
     key: &SecretString,
     server: Option<&mut LocalServer>,
 ) -> anyhow::Result<(SendReport, Duration)> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")?;
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the HTTP client")?;
     let ready_wait = if server.is_some() { 120 } else { 15 };
     wait_ready(&client, target, server, Duration::from_secs(ready_wait)).await?;
     let metrics = resolve(target, "metrics")?;
     let baseline = applied_total(&client, &metrics, key).await?.unwrap_or(0.0);
 
-    let progress = if opts.progress {
-        Some(progress_bar(events)?)
-    } else {
-        None
-    };
+    let progress = if opts.progress { Some(progress_bar(events)?) } else { None };
     let mut config = SenderConfig::new(target.clone(), key.clone());
     config.concurrency = 1;
     config.progress = progress.clone();
@@ -277,10 +266,7 @@ async fn applied_total(
     if !status.is_success() {
         bail!("GET {metrics} answered {status}");
     }
-    let text = response
-        .text()
-        .await
-        .with_context(|| format!("reading {metrics}"))?;
+    let text = response.text().await.with_context(|| format!("reading {metrics}"))?;
     Ok(parse_metric_sum(&text, APPLIED_METRIC))
 }
 
@@ -302,11 +288,7 @@ fn parse_metric_sum(text: &str, name: &str) -> Option<f64> {
             // Another metric sharing the prefix (e.g. `…_total_created`).
             continue;
         };
-        if let Some(v) = value_part
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        {
+        if let Some(v) = value_part.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
             *total.get_or_insert(0.0) += v;
         }
     }
@@ -351,30 +333,18 @@ struct LocalServer {
 
 impl LocalServer {
     async fn start(database_url: Option<&SecretString>) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()
-            .context("cannot locate the cartpulse executable to start a server")?;
+        let exe = std::env::current_exe().context("cannot locate the cartpulse executable to start a server")?;
         let dir = tempfile::Builder::new()
             .prefix("cartpulse-bench-")
             .tempdir()
             .context("creating a temporary directory for the bench database")?;
         let db_url = match database_url {
             Some(u) => u.clone(),
-            None => SecretString::from(format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("bench.db").display()
-            )),
+            None => SecretString::from(format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display())),
         };
 
         let out = Command::new(&exe)
-            .args([
-                "keys",
-                "create",
-                "--name",
-                "bench",
-                "--scope",
-                "admin",
-                "--database-url",
-            ])
+            .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url"])
             .arg(db_url.expose_secret())
             .env("CARTPULSE_LOG", "warn")
             .stdin(Stdio::null())
@@ -382,11 +352,7 @@ impl LocalServer {
             .await
             .with_context(|| format!("running {} keys create", exe.display()))?;
         if !out.status.success() {
-            bail!(
-                "`cartpulse keys create` failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("`cartpulse keys create` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let key = stdout
@@ -415,12 +381,7 @@ impl LocalServer {
             });
         }
         let url = url::Url::parse(&format!("http://{listen}")).context("server URL")?;
-        Ok(Self {
-            child,
-            url,
-            key,
-            _dir: dir,
-        })
+        Ok(Self { child, url, key, _dir: dir })
     }
 
     async fn stop(mut self) {
@@ -447,10 +408,7 @@ fn database_label(url: Option<&SecretString>, local: bool) -> String {
 }
 
 fn print_table(r: &IngestBenchReport) {
-    eprintln!(
-        "ingest bench: {} database, {} producers, batches of {}",
-        r.database, r.producers, r.batch_size
-    );
+    eprintln!("ingest bench: {} database, {} producers, batches of {}", r.database, r.producers, r.batch_size);
     eprintln!("  {:<14} {:>12}", "events", r.events);
     eprintln!("  {:<14} {:>12}", "accepted", r.accepted);
     eprintln!("  {:<14} {:>12}", "duplicates", r.duplicates);
@@ -474,14 +432,8 @@ mod tests {
                     cartpulse_events_applied_total_created 1.7e9\n\
                     cartpulse_other_total 99\n";
         assert_eq!(parse_metric_sum(text, APPLIED_METRIC), Some(15.0));
-        assert_eq!(
-            parse_metric_sum("cartpulse_events_applied_total 3\n", APPLIED_METRIC),
-            Some(3.0)
-        );
-        assert_eq!(
-            parse_metric_sum("cartpulse_other_total 1\n", APPLIED_METRIC),
-            None
-        );
+        assert_eq!(parse_metric_sum("cartpulse_events_applied_total 3\n", APPLIED_METRIC), Some(3.0));
+        assert_eq!(parse_metric_sum("cartpulse_other_total 1\n", APPLIED_METRIC), None);
     }
 
     #[test]
@@ -494,30 +446,16 @@ mod tests {
 
     #[tokio::test]
     async fn prepared_events_are_unique_per_run_and_split_over_producers() {
-        let opts = IngestBenchOptions {
-            events: 2_001,
-            producers: 3,
-            batch_size: 100,
-            ..IngestBenchOptions::default()
-        };
+        let opts = IngestBenchOptions { events: 2_001, producers: 3, batch_size: 100, ..IngestBenchOptions::default() };
         let a = prepare(&opts).await.unwrap();
         let b = prepare(&opts).await.unwrap();
         assert_eq!(a.len(), 3);
         let total: usize = a.iter().flatten().map(Batch::len).sum();
         assert_eq!(total, 2_001);
         // Producers never share a customer.
-        let customers: Vec<std::collections::HashSet<_>> = a
-            .iter()
-            .map(|bs| {
-                bs.iter()
-                    .flat_map(|b| b.customers.iter().cloned())
-                    .collect()
-            })
-            .collect();
+        let customers: Vec<std::collections::HashSet<_>> =
+            a.iter().map(|bs| bs.iter().flat_map(|b| b.customers.iter().cloned()).collect()).collect();
         assert!(customers[0].is_disjoint(&customers[1]) && customers[1].is_disjoint(&customers[2]));
-        assert_ne!(
-            a[0][0].event_ids[0], b[0][0].event_ids[0],
-            "a fresh nonce per run"
-        );
+        assert_ne!(a[0][0].event_ids[0], b[0][0].event_ids[0], "a fresh nonce per run");
     }
 }

@@ -62,11 +62,8 @@ pub async fn get_session(
         None => stored().await?.ok_or_else(|| ApiError::NotFound("no such session".into()))?,
     };
     // Older than what the actor keeps in memory: serve the stored row.
-    let features: serde_json::Value = row
-        .features
-        .as_deref()
-        .and_then(|f| serde_json::from_str(f).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let features: serde_json::Value =
+        row.features.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or(serde_json::Value::Null);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "session_id": row.session_id,
         "customer_id": row.customer_id,

@@ -83,7 +83,9 @@ impl From<AuthError> for ApiError {
 impl From<CommitError> for ApiError {
     fn from(e: CommitError) -> Self {
         match e {
-            CommitError::Overloaded => ApiError::unavailable("ingest is over capacity; nothing was stored, retry shortly"),
+            CommitError::Overloaded => {
+                ApiError::unavailable("ingest is over capacity; nothing was stored, retry shortly")
+            }
             CommitError::Database(cause) => {
                 tracing::warn!(error = %cause, "commit failed");
                 ApiError::unavailable("the database is unavailable; nothing was stored, retry shortly")

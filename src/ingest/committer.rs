@@ -10,9 +10,11 @@ use crate::telemetry::{IngestEvent, Metrics};
 use actors::event::{Event, LoggedEvent};
 use actors::runtime::Runtime;
 use actors::WriteGate;
-use chrono::Utc;
 use chrono::DateTime;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait};
+use chrono::Utc;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -197,7 +199,11 @@ async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runti
 
 /// Inserts the group's distinct events in one transaction; returns the log
 /// position of every event that was new, keyed by (job, index).
-async fn write(db: &DatabaseConnection, jobs: &[Job], unique: &[(usize, usize)]) -> Result<HashMap<(usize, usize), i64>, DbErr> {
+async fn write(
+    db: &DatabaseConnection,
+    jobs: &[Job],
+    unique: &[(usize, usize)],
+) -> Result<HashMap<(usize, usize), i64>, DbErr> {
     let backend = db.get_database_backend();
     let now = Utc::now();
     let txn = db.begin().await?;
@@ -285,7 +291,8 @@ async fn insert_events_postgres(
     rows: &[&Prepared],
     now: DateTime<Utc>,
 ) -> Result<Vec<(i64, String)>, DbErr> {
-    const SQL: &str = "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
+    const SQL: &str =
+        "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
          SELECT x.e, x.c, x.s, x.t, x.ts, $2, x.b::text \
          FROM json_to_recordset($1::json) AS x(e text, c text, s text, t text, ts timestamptz, b json) \
          ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id";

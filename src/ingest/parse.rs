@@ -4,8 +4,8 @@
 //! (not UTF-8, not a JSON array, too many events) fails as a whole.
 
 use actors::event::{
-    validate_id, CartChange, CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView,
-    Purchase, SessionId, VisitorType,
+    validate_id, CartChange, CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView, Purchase, SessionId,
+    VisitorType,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -203,7 +203,11 @@ fn parse_event(raw: &str, limits: ParseLimits) -> Result<Event, FieldError> {
         "add_to_cart" => {
             needs_session()?;
             let price = unit(req_num(w.unit_price, "unit_price")?, "unit_price")?;
-            EventKind::AddToCart(CartChange { sku: text(&w.sku, "sku")?, quantity: qty(w.quantity, "quantity")?, unit_price: Some(price) })
+            EventKind::AddToCart(CartChange {
+                sku: text(&w.sku, "sku")?,
+                quantity: qty(w.quantity, "quantity")?,
+                unit_price: Some(price),
+            })
         }
         "remove_from_cart" => {
             needs_session()?;
@@ -211,22 +215,24 @@ fn parse_event(raw: &str, limits: ParseLimits) -> Result<Event, FieldError> {
                 Some(p) => Some(unit(p, "unit_price")?),
                 None => None,
             };
-            EventKind::RemoveFromCart(CartChange { sku: text(&w.sku, "sku")?, quantity: qty(w.quantity, "quantity")?, unit_price: price })
+            EventKind::RemoveFromCart(CartChange {
+                sku: text(&w.sku, "sku")?,
+                quantity: qty(w.quantity, "quantity")?,
+                unit_price: price,
+            })
         }
         "purchase" => EventKind::Purchase(purchase(&w)?),
         "session_end" => {
             needs_session()?;
             EventKind::SessionEnd
         }
-        other => {
-            return Err(bad(
-                "type",
-                format!(
-                    "unknown event type {:?}; expected page_view, add_to_cart, remove_from_cart, purchase or session_end",
-                    truncate(other)
-                ),
-            ))
-        }
+        other => return Err(bad(
+            "type",
+            format!(
+                "unknown event type {:?}; expected page_view, add_to_cart, remove_from_cart, purchase or session_end",
+                truncate(other)
+            ),
+        )),
     };
     Ok(Event { event_id, customer_id, session_id, time, kind })
 }
@@ -306,14 +312,22 @@ fn page_view(w: &WireEvent) -> Result<PageView, FieldError> {
         other => {
             return Err(bad(
                 "page_kind",
-                format!("unknown page kind {:?}; expected administrative, informational, product or other", truncate(other)),
+                format!(
+                    "unknown page kind {:?}; expected administrative, informational, product or other",
+                    truncate(other)
+                ),
             ))
         }
     };
     let duration_s = match w.duration_s {
         None => None,
         Some(d) if (0.0..=MAX_DURATION_S).contains(&d) => Some(d),
-        Some(d) => return Err(bad("duration_s", format!("must be between 0 and {MAX_DURATION_S} seconds, or null when unknown (got {d})"))),
+        Some(d) => {
+            return Err(bad(
+                "duration_s",
+                format!("must be between 0 and {MAX_DURATION_S} seconds, or null when unknown (got {d})"),
+            ))
+        }
     };
     let page_value = req_num(w.page_value, "page_value")?;
     if !(0.0..=MAX_PRICE).contains(&page_value) {
@@ -324,7 +338,10 @@ fn page_view(w: &WireEvent) -> Result<PageView, FieldError> {
         Some("returning") => VisitorType::Returning,
         Some("new") => VisitorType::New,
         Some(other) => {
-            return Err(bad("visitor_type", format!("unknown visitor type {:?}; expected returning, new or other", truncate(other))))
+            return Err(bad(
+                "visitor_type",
+                format!("unknown visitor type {:?}; expected returning, new or other", truncate(other)),
+            ))
         }
     };
     Ok(PageView {

@@ -115,11 +115,7 @@ pub async fn run(opts: ReplayOptions) -> anyhow::Result<ReplaySummary> {
     let n_sessions = sessions.len() as u64;
     let total_events: u64 = sessions.iter().map(|s| s.events.len() as u64).sum();
 
-    let progress = if opts.progress {
-        Some(progress_bar(total_events)?)
-    } else {
-        None
-    };
+    let progress = if opts.progress { Some(progress_bar(total_events)?) } else { None };
     let mut config = SenderConfig::new(opts.target.clone(), opts.api_key.clone());
     config.concurrency = opts.concurrency;
     config.rate = opts.rate;
@@ -209,9 +205,7 @@ async fn send_paced(
 }
 
 /// The sessions to send, and the retail reader's counts for that format.
-async fn load_sessions(
-    opts: &ReplayOptions,
-) -> anyhow::Result<(Vec<SessionEvents>, Option<retail::RetailStats>)> {
+async fn load_sessions(opts: &ReplayOptions) -> anyhow::Result<(Vec<SessionEvents>, Option<retail::RetailStats>)> {
     match (&opts.file, opts.synthetic) {
         (Some(_), Some(_)) => bail!("give either a file or --synthetic N, not both"),
         (None, None) => bail!("nothing to replay: give a file (--file PATH) or --synthetic N"),
@@ -227,17 +221,15 @@ async fn load_sessions(
             let path = path.clone();
             match opts.format {
                 ReplayFormat::Shoppers => {
-                    let sessions =
-                        tokio::task::spawn_blocking(move || shoppers::expand_file(&path))
-                            .await
-                            .context("shoppers reader panicked")??;
+                    let sessions = tokio::task::spawn_blocking(move || shoppers::expand_file(&path))
+                        .await
+                        .context("shoppers reader panicked")??;
                     Ok((sessions, None))
                 }
                 ReplayFormat::Retail => {
-                    let (sessions, stats) =
-                        tokio::task::spawn_blocking(move || retail::expand_file(&path))
-                            .await
-                            .context("retail reader panicked")??;
+                    let (sessions, stats) = tokio::task::spawn_blocking(move || retail::expand_file(&path))
+                        .await
+                        .context("retail reader panicked")??;
                     Ok((sessions, Some(stats)))
                 }
             }

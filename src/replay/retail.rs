@@ -73,9 +73,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use actors::event::{
-    validate_id, CustomerId, Event, EventId, EventKind, OrderLine, Purchase, SessionId,
-};
+use actors::event::{validate_id, CustomerId, Event, EventId, EventKind, OrderLine, Purchase, SessionId};
 use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
@@ -83,16 +81,8 @@ use serde::Serialize;
 use super::SessionEvents;
 
 /// The columns the file must have, in this order.
-pub const COLUMNS: [&str; 8] = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-];
+pub const COLUMNS: [&str; 8] =
+    ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"];
 
 // The server's limits (src/ingest/parse.rs); a line beyond them would be
 // rejected, so we skip it here and say why instead.
@@ -134,12 +124,8 @@ impl SkipReason {
     /// A phrase for the printed summary.
     pub fn describe(self) -> &'static str {
         match self {
-            SkipReason::StockWriteOff => {
-                "stock write-offs (negative quantity on a non-cancellation invoice)"
-            }
-            SkipReason::ZeroValueGuestInvoice => {
-                "stock corrections (guest invoices priced 0 throughout)"
-            }
+            SkipReason::StockWriteOff => "stock write-offs (negative quantity on a non-cancellation invoice)",
+            SkipReason::ZeroValueGuestInvoice => "stock corrections (guest invoices priced 0 throughout)",
             SkipReason::BadDebtAdjustment => "bad-debt adjustments (A invoices)",
             SkipReason::NegativePrice => "negative unit price",
             SkipReason::ZeroQuantity => "zero quantity",
@@ -269,11 +255,8 @@ pub fn expand_reader<R: Read>(
         // rather than ending the run.
         .flexible(true)
         .from_reader(reader);
-    check_header(
-        csv.headers()
-            .with_context(|| format!("{source}: cannot read the header"))?,
-    )
-    .with_context(|| format!("{source}: not an Online Retail CSV"))?;
+    check_header(csv.headers().with_context(|| format!("{source}: cannot read the header"))?)
+        .with_context(|| format!("{source}: not an Online Retail CSV"))?;
 
     let mut stats = RetailStats::default();
     let mut invoices: Vec<Invoice> = Vec::new();
@@ -302,11 +285,7 @@ pub fn expand_reader<R: Read>(
         let k = match by_number.get(number) {
             Some(&k) => k,
             None => {
-                invoices.push(Invoice {
-                    number: number.to_owned(),
-                    rows: Vec::new(),
-                    early_skips: Vec::new(),
-                });
+                invoices.push(Invoice { number: number.to_owned(), rows: Vec::new(), early_skips: Vec::new() });
                 by_number.insert(number.to_owned(), invoices.len() - 1);
                 invoices.len() - 1
             }
@@ -351,9 +330,8 @@ fn parse_row(r: &csv::StringRecord, now: DateTime<Utc>) -> Result<Row, SkipReaso
     if !unit_price.is_finite() {
         return Err(SkipReason::Unreadable);
     }
-    let time = NaiveDateTime::parse_from_str(field(4).trim(), DATE_FORMAT)
-        .map_err(|_| SkipReason::Unreadable)?
-        .and_utc();
+    let time =
+        NaiveDateTime::parse_from_str(field(4).trim(), DATE_FORMAT).map_err(|_| SkipReason::Unreadable)?.and_utc();
     if time.timestamp() < 0 || time > now {
         return Err(SkipReason::BadTime);
     }
@@ -383,11 +361,7 @@ fn text_ok(s: &str) -> bool {
 /// Turns one invoice into its event(s), or `None` when nothing of it can be
 /// sent; updates the counts either way.
 fn invoice_events(invoice: Invoice, stats: &mut RetailStats) -> Option<SessionEvents> {
-    let Invoice {
-        number,
-        rows,
-        early_skips,
-    } = invoice;
+    let Invoice { number, rows, early_skips } = invoice;
     let mut first_skip = early_skips.first().copied();
     for &reason in &early_skips {
         skip_rows(stats, reason, 1);
@@ -483,11 +457,7 @@ fn invoice_events(invoice: Invoice, stats: &mut RetailStats) -> Option<SessionEv
         part += 1;
         let chunk: Vec<OrderLine> = rest.by_ref().take(MAX_LINES).collect();
         stats.lines_sent += chunk.len() as u64;
-        let event_id = if parts == 1 {
-            base_id.clone()
-        } else {
-            format!("{base_id}-{part}")
-        };
+        let event_id = if parts == 1 { base_id.clone() } else { format!("{base_id}-{part}") };
         events.push(Event {
             event_id: EventId::new_unchecked(event_id),
             customer_id: customer.clone(),
@@ -526,8 +496,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    const HEADER: &str =
-        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country";
+    const HEADER: &str = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country";
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
@@ -551,11 +520,7 @@ mod tests {
     }
 
     fn skipped(stats: &RetailStats, reason: SkipReason) -> (u64, u64) {
-        stats
-            .skipped
-            .get(&reason)
-            .map(|c| (c.rows, c.invoices))
-            .unwrap_or((0, 0))
+        stats.skipped.get(&reason).map(|c| (c.rows, c.invoices)).unwrap_or((0, 0))
     }
 
     /// One row of every kind of dirt in the real file, in file order.
@@ -614,10 +579,7 @@ mod tests {
         assert_eq!(g.customer_id.as_str(), "guest-536544");
         let gp = purchase(g);
         assert_eq!(gp.lines.len(), 2);
-        assert_eq!(
-            gp.lines[0].description.as_deref(),
-            Some("DECORATIVE ROSE BATHROOM BOTTLE, TALL")
-        );
+        assert_eq!(gp.lines[0].description.as_deref(), Some("DECORATIVE ROSE BATHROOM BOTTLE, TALL"));
 
         // Cancellations: flag set, magnitudes.
         let c = purchase(events[2]);
@@ -659,10 +621,7 @@ mod tests {
         let (sessions, _) = run(DIRTY);
         let events: Vec<Event> = sessions.into_iter().flat_map(|s| s.events).collect();
         let body = serde_json::to_vec(&events).unwrap();
-        let limits = ParseLimits {
-            max_events: 100,
-            latest_time: now(),
-        };
+        let limits = ParseLimits { max_events: 100, latest_time: now() };
         let parsed = parse_body(&body, BodyFormat::JsonArray, limits).unwrap();
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
         let back: Vec<Event> = parsed.events.into_iter().map(|(_, e)| e).collect();

@@ -64,16 +64,8 @@ impl Batch {
             );
         }
         let mut seen = HashSet::new();
-        let customers = events
-            .iter()
-            .filter(|e| seen.insert(&e.customer_id))
-            .map(|e| e.customer_id.clone())
-            .collect();
-        Ok(Self {
-            customers,
-            event_ids: events.into_iter().map(|e| e.event_id).collect(),
-            body: Bytes::from(body),
-        })
+        let customers = events.iter().filter(|e| seen.insert(&e.customer_id)).map(|e| e.customer_id.clone()).collect();
+        Ok(Self { customers, event_ids: events.into_iter().map(|e| e.event_id).collect(), body: Bytes::from(body) })
     }
 
     pub fn len(&self) -> usize {
@@ -187,19 +179,14 @@ impl Scheduler {
                 break;
             }
             let cs = &self.customers[i];
-            if cs
-                .iter()
-                .any(|c| self.busy.contains(c) || blocked.contains(c))
-            {
+            if cs.iter().any(|c| self.busy.contains(c) || blocked.contains(c)) {
                 blocked.extend(cs.iter().copied());
                 continue;
             }
             self.busy.extend(cs.iter().copied());
             self.state[i] = BatchState::InFlight;
             self.in_flight += 1;
-            while self.first_pending < self.state.len()
-                && self.state[self.first_pending] != BatchState::Pending
-            {
+            while self.first_pending < self.state.len() && self.state[self.first_pending] != BatchState::Pending {
                 self.first_pending += 1;
             }
             return Some(i);
@@ -300,9 +287,7 @@ impl SendReport {
         self.duplicates += other.duplicates;
         self.rejected += other.rejected;
         self.retries += other.retries;
-        self.ack_latency_us
-            .add(&other.ack_latency_us)
-            .map_err(|e| anyhow!("merging latency histograms: {e}"))
+        self.ack_latency_us.add(&other.ack_latency_us).map_err(|e| anyhow!("merging latency histograms: {e}"))
     }
 
     /// Latency quantile (0..=1) in milliseconds; 0 without samples.
@@ -341,24 +326,12 @@ struct Inner {
 impl Sender {
     pub fn new(config: SenderConfig) -> anyhow::Result<Self> {
         if config.target.scheme() != "http" {
-            bail!(
-                "target {} is not http://: this build's HTTP client speaks plain HTTP only",
-                config.target
-            );
+            bail!("target {} is not http://: this build's HTTP client speaks plain HTTP only", config.target);
         }
         let endpoint = resolve(&config.target, "v1/events")?;
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                client,
-                endpoint,
-                config,
-                rejections_shown: AtomicUsize::new(0),
-            }),
-        })
+        let client =
+            reqwest::Client::builder().timeout(config.request_timeout).build().context("building the HTTP client")?;
+        Ok(Self { inner: Arc::new(Inner { client, endpoint, config, rejections_shown: AtomicUsize::new(0) }) })
     }
 
     /// Sends every batch and returns the summed acknowledgements. Stops at the
@@ -380,8 +353,7 @@ impl Sender {
                     break;
                 };
                 if let Some(rate) = cfg.rate.filter(|r| *r > 0) {
-                    let due = started
-                        + Duration::from_secs_f64(dispatched_events as f64 / f64::from(rate));
+                    let due = started + Duration::from_secs_f64(dispatched_events as f64 / f64::from(rate));
                     tokio::time::sleep_until(due).await;
                 }
                 dispatched_events += batches[i].len() as u64;
@@ -402,25 +374,18 @@ impl Sender {
                     i + 1,
                     batches.len(),
                     batches[i].len(),
-                    batches[i]
-                        .event_ids
-                        .first()
-                        .map(|id| id.as_str())
-                        .unwrap_or("-")
+                    batches[i].event_ids.first().map(|id| id.as_str()).unwrap_or("-")
                 )
             })?;
             scheduler.complete(i);
-            self.inner
-                .report_rejections(&batches[i], &acked.ack.rejected);
+            self.inner.report_rejections(&batches[i], &acked.ack.rejected);
             report.batches += 1;
             report.events_sent += batches[i].len() as u64;
             report.accepted += acked.ack.accepted;
             report.duplicates += acked.ack.duplicates;
             report.rejected += acked.ack.rejected.len() as u64;
             report.retries += acked.retries;
-            report
-                .ack_latency_us
-                .saturating_record(acked.latency.as_micros().try_into().unwrap_or(u64::MAX));
+            report.ack_latency_us.saturating_record(acked.latency.as_micros().try_into().unwrap_or(u64::MAX));
             if let Some(pb) = &cfg.progress {
                 pb.inc(batches[i].len() as u64);
             }
@@ -437,8 +402,7 @@ pub fn resolve(base: &url::Url, path: &str) -> anyhow::Result<url::Url> {
         let with_slash = format!("{}/", base.path());
         base.set_path(&with_slash);
     }
-    base.join(path)
-        .with_context(|| format!("cannot resolve {path} against {base}"))
+    base.join(path).with_context(|| format!("cannot resolve {path} against {base}"))
 }
 
 /// The server's reply to an ingest request (200, and 422 when all rejected).
@@ -471,11 +435,7 @@ enum SendError {
     #[error("connection error: {0}")]
     Transport(#[source] reqwest::Error),
     #[error("server unavailable ({status}): {message}")]
-    Unavailable {
-        status: StatusCode,
-        retry_after: Option<Duration>,
-        message: String,
-    },
+    Unavailable { status: StatusCode, retry_after: Option<Duration>, message: String },
     #[error("{0}")]
     Fatal(String),
 }
@@ -507,10 +467,7 @@ impl Inner {
             let delay = match err {
                 // Up to a quarter more than asked, so that producers told the
                 // same Retry-After do not all come back in the same instant.
-                SendError::Unavailable {
-                    retry_after: Some(d),
-                    ..
-                } => d.mul_f64(1.0 + 0.25 * rand::random::<f64>()),
+                SendError::Unavailable { retry_after: Some(d), .. } => d.mul_f64(1.0 + 0.25 * rand::random::<f64>()),
                 _ => backoff_delay?,
             };
             // Never sleep past the budget; the final attempt still gets made.
@@ -518,11 +475,7 @@ impl Inner {
         })
         .await;
         match result {
-            Ok(ack) => Ok(Acked {
-                ack,
-                latency: first_attempt.elapsed(),
-                retries: attempts.saturating_sub(1),
-            }),
+            Ok(ack) => Ok(Acked { ack, latency: first_attempt.elapsed(), retries: attempts.saturating_sub(1) }),
             Err(e) if e.is_retryable() => Err(SendError::Fatal(format!(
                 "gave up after {:.0} s and {attempts} attempts; last error: {e}",
                 first_attempt.elapsed().as_secs_f64()
@@ -546,33 +499,23 @@ impl Inner {
         let body = response.bytes().await.map_err(SendError::Transport)?;
         match status {
             StatusCode::OK | StatusCode::UNPROCESSABLE_ENTITY => serde_json::from_slice::<Ack>(&body).map_err(|e| {
-                SendError::Fatal(format!(
-                    "server replied {status} with an unexpected body ({e}): {}",
-                    snippet(&body)
-                ))
+                SendError::Fatal(format!("server replied {status} with an unexpected body ({e}): {}", snippet(&body)))
             }),
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => Err(SendError::Unavailable {
-                status,
-                retry_after,
-                message: error_message(&body),
-            }),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                Err(SendError::Unavailable { status, retry_after, message: error_message(&body) })
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(SendError::Fatal(format!(
                 "the server refused the API key ({status}): {}; it needs a key with ingest scope",
                 error_message(&body)
             ))),
-            s if s.is_server_error() => Err(SendError::Unavailable {
-                status,
-                retry_after,
-                message: error_message(&body),
-            }),
+            s if s.is_server_error() => {
+                Err(SendError::Unavailable { status, retry_after, message: error_message(&body) })
+            }
             StatusCode::PAYLOAD_TOO_LARGE => Err(SendError::Fatal(format!(
                 "the server refused the request as too large ({status}): {}; use a smaller batch size",
                 error_message(&body)
             ))),
-            _ => Err(SendError::Fatal(format!(
-                "the server refused the request ({status}): {}",
-                error_message(&body)
-            ))),
+            _ => Err(SendError::Fatal(format!("the server refused the request ({status}): {}", error_message(&body)))),
         }
     }
 
@@ -585,16 +528,9 @@ impl Inner {
                 }
                 return;
             }
-            let id = batch
-                .event_ids
-                .get(r.index)
-                .map(|id| id.as_str())
-                .unwrap_or("?");
+            let id = batch.event_ids.get(r.index).map(|id| id.as_str()).unwrap_or("?");
             let field = r.field.as_deref().filter(|f| !f.is_empty()).unwrap_or("-");
-            self.print(&format!(
-                "rejected: #{} → {id}: field {field}: {}",
-                r.index, r.reason
-            ));
+            self.print(&format!("rejected: #{} → {id}: field {field}: {}", r.index, r.reason));
         }
     }
 
@@ -659,11 +595,7 @@ mod tests {
                 kind: EventKind::SessionEnd,
             })
             .collect();
-        SessionEvents {
-            customer,
-            session,
-            events,
-        }
+        SessionEvents { customer, session, events }
     }
 
     fn ids(b: &Batch) -> Vec<&str> {
@@ -703,11 +635,7 @@ mod tests {
 
     #[test]
     fn small_sessions_share_batches() {
-        let sessions = vec![
-            session("a", "s1", 2),
-            session("b", "s2", 2),
-            session("c", "s3", 2),
-        ];
+        let sessions = vec![session("a", "s1", 2), session("b", "s2", 2), session("c", "s3", 2)];
         let batches = plan_batches(sessions, 4).unwrap();
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[0].customers.len(), 2);
@@ -741,27 +669,17 @@ mod tests {
                     let Some(i) = sched.next_ready() else { break };
                     for c in &batches[i].customers {
                         for &j in &in_flight {
-                            assert!(
-                                !batches[j].customers.contains(c),
-                                "customer {c} in batches {i} and {j}"
-                            );
+                            assert!(!batches[j].customers.contains(c), "customer {c} in batches {i} and {j}");
                         }
                         if let Some(&prev) = last_sent.get(c) {
                             assert!(prev < i, "customer {c}: batch {i} after {prev}");
-                            assert!(
-                                acked.contains(&prev),
-                                "customer {c}: batch {i} before {prev} was acked"
-                            );
+                            assert!(acked.contains(&prev), "customer {c}: batch {i} before {prev} was acked");
                         }
                         last_sent.insert(c, i);
                     }
                     // Every earlier batch of these customers was already sent.
                     for j in 0..i {
-                        if batches[j]
-                            .customers
-                            .iter()
-                            .any(|c| batches[i].customers.contains(c))
-                        {
+                        if batches[j].customers.iter().any(|c| batches[i].customers.contains(c)) {
                             assert!(acked.contains(&j), "batch {i} overtook batch {j}");
                         }
                     }
@@ -780,21 +698,14 @@ mod tests {
             assert!(sched.is_finished(), "seed {seed}: every batch sent");
             assert_eq!(order.len(), batches.len());
             if concurrency > 1 {
-                assert!(
-                    max_in_flight > 1,
-                    "seed {seed}: the scheduler never sent in parallel"
-                );
+                assert!(max_in_flight > 1, "seed {seed}: the scheduler never sent in parallel");
             }
         }
     }
 
     #[test]
     fn unrelated_batches_overtake_a_blocked_one() {
-        let sessions = vec![
-            session("a", "s1", 4),
-            session("a", "s2", 4),
-            session("b", "s3", 4),
-        ];
+        let sessions = vec![session("a", "s1", 4), session("a", "s2", 4), session("b", "s3", 4)];
         let batches = plan_batches(sessions, 4).unwrap();
         let mut sched = Scheduler::new(&batches);
         assert_eq!(sched.next_ready(), Some(0));
@@ -811,15 +722,9 @@ mod tests {
     #[test]
     fn endpoint_keeps_a_path_prefix() {
         let u = url::Url::parse("http://h:1/prefix").unwrap();
-        assert_eq!(
-            resolve(&u, "v1/events").unwrap().as_str(),
-            "http://h:1/prefix/v1/events"
-        );
+        assert_eq!(resolve(&u, "v1/events").unwrap().as_str(), "http://h:1/prefix/v1/events");
         let u = url::Url::parse("http://h:1").unwrap();
-        assert_eq!(
-            resolve(&u, "v1/events").unwrap().as_str(),
-            "http://h:1/v1/events"
-        );
+        assert_eq!(resolve(&u, "v1/events").unwrap().as_str(), "http://h:1/v1/events");
     }
 
     #[test]
@@ -857,9 +762,7 @@ mod tests {
                 let len: usize = head
                     .lines()
                     .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
                     })
                     .unwrap_or(0);
                 while buf.len() < head_end + len {
@@ -889,72 +792,45 @@ mod tests {
         let (url, seen) = mock(vec![
             (503, "Retry-After: 0\r\n", r#"{"error":"busy"}"#),
             (500, "", "oops"),
-            (200, "", r#"{"accepted":1,"duplicates":1,"rejected":[{"index":2,"field":"time","reason":"too far ahead"}]}"#),
+            (
+                200,
+                "",
+                r#"{"accepted":1,"duplicates":1,"rejected":[{"index":2,"field":"time","reason":"too far ahead"}]}"#,
+            ),
         ])
         .await;
         let batches = plan_batches(vec![session("a", "s1", 3)], 10).unwrap();
-        let report = sender(url, Duration::from_secs(30))
-            .send(batches)
-            .await
-            .unwrap();
-        assert_eq!(
-            (report.accepted, report.duplicates, report.rejected),
-            (1, 1, 1)
-        );
-        assert_eq!(
-            (report.batches, report.events_sent, report.retries),
-            (1, 3, 2)
-        );
+        let report = sender(url, Duration::from_secs(30)).send(batches).await.unwrap();
+        assert_eq!((report.accepted, report.duplicates, report.rejected), (1, 1, 1));
+        assert_eq!((report.batches, report.events_sent, report.retries), (1, 3, 2));
         assert_eq!(report.ack_latency_us.len(), 1);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 3);
         assert!(seen[0].0.starts_with("POST /v1/events "), "{}", seen[0].0);
-        assert!(seen[0]
-            .0
-            .to_ascii_lowercase()
-            .contains("authorization: bearer k-123"));
-        assert!(
-            seen.iter().all(|(_, body)| body == &seen[0].1),
-            "the same batch is resent"
-        );
+        assert!(seen[0].0.to_ascii_lowercase().contains("authorization: bearer k-123"));
+        assert!(seen.iter().all(|(_, body)| body == &seen[0].1), "the same batch is resent");
     }
 
     #[tokio::test]
     async fn refused_key_is_fatal_and_clear() {
         let (url, seen) = mock(vec![(401, "", r#"{"error":"unknown key"}"#)]).await;
         let batches = plan_batches(vec![session("a", "s1", 1)], 10).unwrap();
-        let err = sender(url, Duration::from_secs(30))
-            .send(batches)
-            .await
-            .unwrap_err();
+        let err = sender(url, Duration::from_secs(30)).send(batches).await.unwrap_err();
         let msg = format!("{err:#}");
-        assert!(
-            msg.contains("API key") && msg.contains("unknown key"),
-            "{msg}"
-        );
+        assert!(msg.contains("API key") && msg.contains("unknown key"), "{msg}");
         assert_eq!(seen.lock().unwrap().len(), 1, "no retry on 401");
     }
 
     #[tokio::test]
     async fn unreachable_server_gives_up_after_the_budget() {
         // Bind then drop: nothing listens on the port afterwards.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let batches = plan_batches(vec![session("a", "s1", 1)], 10).unwrap();
         let t = Instant::now();
-        let err = sender(url, Duration::from_millis(600))
-            .send(batches)
-            .await
-            .unwrap_err();
+        let err = sender(url, Duration::from_millis(600)).send(batches).await.unwrap_err();
         let msg = format!("{err:#}");
-        assert!(
-            msg.contains("gave up") && msg.contains("connection error"),
-            "{msg}"
-        );
+        assert!(msg.contains("gave up") && msg.contains("connection error"), "{msg}");
         assert!(t.elapsed() < Duration::from_secs(10));
     }
 }

@@ -34,20 +34,14 @@ pub fn expand_file(path: &Path) -> anyhow::Result<Vec<SessionEvents>> {
 
 /// As [`expand_file`], from any reader; `source` names it in errors.
 pub fn expand_reader<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<SessionEvents>> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(reader);
-    check_header(
-        csv.headers()
-            .with_context(|| format!("{source}: cannot read the header"))?,
-    )
-    .with_context(|| format!("{source}: not an Online Shoppers CSV"))?;
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+    check_header(csv.headers().with_context(|| format!("{source}: cannot read the header"))?)
+        .with_context(|| format!("{source}: not an Online Shoppers CSV"))?;
 
     let mut sessions = Vec::new();
     for (i, record) in csv.records().enumerate() {
         let row = i + 1;
-        let record = record
-            .with_context(|| format!("{source}: row {row} (line {}): unreadable CSV", row + 1))?;
+        let record = record.with_context(|| format!("{source}: row {row} (line {}): unreadable CSV", row + 1))?;
         let fields: Vec<&str> = record.iter().collect();
         // No field of this file spans lines, so data row N is line N + 1.
         let (features, _revenue) = ShoppersFeatures::from_uci_record(&fields)
@@ -75,29 +69,14 @@ pub fn session_for_row(row: usize, features: &ShoppersFeatures) -> SessionEvents
     let mut events = Vec::with_capacity(pages.len() + 1);
     let n_pages = pages.len();
     for (k, page) in pages.into_iter().enumerate() {
-        events.push(event(
-            format!("osi-s{row}-p{}", k + 1),
-            k,
-            EventKind::PageView(page),
-        ));
+        events.push(event(format!("osi-s{row}-p{}", k + 1), k, EventKind::PageView(page)));
     }
-    events.push(event(
-        format!("osi-s{row}-end"),
-        n_pages,
-        EventKind::SessionEnd,
-    ));
-    SessionEvents {
-        customer,
-        session,
-        events,
-    }
+    events.push(event(format!("osi-s{row}-end"), n_pages, EventKind::SessionEnd));
+    SessionEvents { customer, session, events }
 }
 
 fn check_header(header: &csv::StringRecord) -> anyhow::Result<()> {
-    let expected = ShoppersFeatures::UCI_COLUMNS
-        .iter()
-        .copied()
-        .chain([REVENUE]);
+    let expected = ShoppersFeatures::UCI_COLUMNS.iter().copied().chain([REVENUE]);
     let got: Vec<&str> = header.iter().map(str::trim).collect();
     if got.len() != ShoppersFeatures::UCI_COLUMNS.len() + 1 {
         anyhow::bail!(
@@ -149,28 +128,14 @@ mod tests {
 
         let s2 = &sessions[1];
         let ids: Vec<&str> = s2.events.iter().map(|e| e.event_id.as_str()).collect();
-        assert_eq!(
-            ids,
-            [
-                "osi-s2-p1",
-                "osi-s2-p2",
-                "osi-s2-p3",
-                "osi-s2-p4",
-                "osi-s2-p5",
-                "osi-s2-p6",
-                "osi-s2-end"
-            ]
-        );
+        assert_eq!(ids, ["osi-s2-p1", "osi-s2-p2", "osi-s2-p3", "osi-s2-p4", "osi-s2-p5", "osi-s2-p6", "osi-s2-end"]);
         let start = session_start_for(11, true, 2);
         for (k, e) in s2.events.iter().enumerate() {
             assert_eq!(e.time, start + TimeDelta::seconds(k as i64), "event {k}");
             assert_eq!(e.customer_id.as_str(), "osi-c2");
             assert_eq!(e.session_id.as_ref().map(|s| s.as_str()), Some("osi-s2"));
         }
-        assert!(matches!(
-            s2.events.last().map(|e| &e.kind),
-            Some(EventKind::SessionEnd)
-        ));
+        assert!(matches!(s2.events.last().map(|e| &e.kind), Some(EventKind::SessionEnd)));
         let kinds: Vec<PageKind> = s2
             .events
             .iter()
@@ -179,20 +144,8 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(
-            kinds
-                .iter()
-                .filter(|k| **k == PageKind::Administrative)
-                .count(),
-            2
-        );
-        assert_eq!(
-            kinds
-                .iter()
-                .filter(|k| **k == PageKind::Informational)
-                .count(),
-            1
-        );
+        assert_eq!(kinds.iter().filter(|k| **k == PageKind::Administrative).count(), 2);
+        assert_eq!(kinds.iter().filter(|k| **k == PageKind::Informational).count(), 1);
         assert_eq!(kinds.iter().filter(|k| **k == PageKind::Product).count(), 3);
     }
 
@@ -202,10 +155,7 @@ mod tests {
             "0,0,0,0,1,0,0.2,0.2,0,0,Feb,1,1,1,1,Returning_Visitor,FALSE,FALSE",
             "0,0,0,0,1,0,0.2,0.2,0,0,Smarch,1,1,1,1,Returning_Visitor,FALSE,FALSE",
         ]);
-        let err = format!(
-            "{:#}",
-            expand_reader(text.as_bytes(), "inline").unwrap_err()
-        );
+        let err = format!("{:#}", expand_reader(text.as_bytes(), "inline").unwrap_err());
         assert!(err.contains("row 2"), "{err}");
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("Month"), "{err}");
@@ -213,18 +163,9 @@ mod tests {
 
     #[test]
     fn wrong_header_and_missing_file_are_clear() {
-        let err = format!(
-            "{:#}",
-            expand_reader("a,b\n1,2\n".as_bytes(), "x.csv").unwrap_err()
-        );
-        assert!(
-            err.contains("x.csv") && err.contains("Online Shoppers"),
-            "{err}"
-        );
-        let err = format!(
-            "{:#}",
-            expand_file(Path::new("/nonexistent/shoppers.csv")).unwrap_err()
-        );
+        let err = format!("{:#}", expand_reader("a,b\n1,2\n".as_bytes(), "x.csv").unwrap_err());
+        assert!(err.contains("x.csv") && err.contains("Online Shoppers"), "{err}");
+        let err = format!("{:#}", expand_file(Path::new("/nonexistent/shoppers.csv")).unwrap_err());
         assert!(err.contains("/nonexistent/shoppers.csv"), "{err}");
     }
 
@@ -251,52 +192,17 @@ mod tests {
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
             assert_eq!(
                 (got.administrative, got.informational, got.product_related),
-                (
-                    want.administrative,
-                    want.informational,
-                    want.product_related
-                )
+                (want.administrative, want.informational, want.product_related)
             );
-            assert!(
-                close(got.administrative_duration, want.administrative_duration),
-                "{got:?} vs {want:?}"
-            );
-            assert!(
-                close(got.informational_duration, want.informational_duration),
-                "{got:?} vs {want:?}"
-            );
-            assert!(
-                close(got.product_related_duration, want.product_related_duration),
-                "{got:?} vs {want:?}"
-            );
-            assert!(
-                close(got.bounce_rates, want.bounce_rates)
-                    && close(got.exit_rates, want.exit_rates)
-            );
-            assert!(
-                close(got.page_values, want.page_values)
-                    && close(got.special_day, want.special_day)
-            );
+            assert!(close(got.administrative_duration, want.administrative_duration), "{got:?} vs {want:?}");
+            assert!(close(got.informational_duration, want.informational_duration), "{got:?} vs {want:?}");
+            assert!(close(got.product_related_duration, want.product_related_duration), "{got:?} vs {want:?}");
+            assert!(close(got.bounce_rates, want.bounce_rates) && close(got.exit_rates, want.exit_rates));
+            assert!(close(got.page_values, want.page_values) && close(got.special_day, want.special_day));
+            assert_eq!((got.month, got.weekend), (want.month, want.weekend), "row {row}");
             assert_eq!(
-                (got.month, got.weekend),
-                (want.month, want.weekend),
-                "row {row}"
-            );
-            assert_eq!(
-                (
-                    got.operating_systems,
-                    got.browser,
-                    got.region,
-                    got.traffic_type,
-                    got.visitor_type
-                ),
-                (
-                    want.operating_systems,
-                    want.browser,
-                    want.region,
-                    want.traffic_type,
-                    want.visitor_type
-                )
+                (got.operating_systems, got.browser, got.region, got.traffic_type, got.visitor_type),
+                (want.operating_systems, want.browser, want.region, want.traffic_type, want.visitor_type)
             );
         }
     }
@@ -304,8 +210,7 @@ mod tests {
     /// The real file, when present (it is not part of the repository).
     #[test]
     fn real_file_expands_when_present() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data/online_shoppers_intention.csv");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/online_shoppers_intention.csv");
         if !path.exists() {
             eprintln!("skipped: {} not present", path.display());
             return;

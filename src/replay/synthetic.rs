@@ -22,8 +22,7 @@
 //! prefix is `syn`.
 
 use actors::event::{
-    CartChange, CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView, Purchase,
-    SessionId, VisitorType,
+    CartChange, CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView, Purchase, SessionId, VisitorType,
 };
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use rand::rngs::StdRng;
@@ -84,10 +83,7 @@ pub fn generate_events(cfg: &SyntheticConfig, target: u64) -> Vec<SessionEvents>
     // bigger if the seed was unusually terse.
     let mut sessions = target / 10 + 1;
     loop {
-        let all = generate(&SyntheticConfig {
-            sessions,
-            ..cfg.clone()
-        });
+        let all = generate(&SyntheticConfig { sessions, ..cfg.clone() });
         let total: u64 = all.iter().map(|s| s.events.len() as u64).sum();
         if total >= target {
             return truncate_to(all, target);
@@ -139,9 +135,7 @@ struct Generator<'a> {
 const OS_WEIGHTS: [u32; 8] = [26, 53, 21, 4, 1, 1, 1, 1];
 const BROWSER_WEIGHTS: [u32; 13] = [20, 65, 1, 6, 4, 1, 1, 1, 1, 1, 1, 1, 1];
 const REGION_WEIGHTS: [u32; 9] = [39, 9, 20, 10, 3, 7, 6, 4, 4];
-const TRAFFIC_WEIGHTS: [u32; 20] = [
-    20, 32, 17, 9, 2, 4, 1, 3, 1, 4, 2, 1, 6, 1, 1, 1, 1, 1, 1, 1,
-];
+const TRAFFIC_WEIGHTS: [u32; 20] = [20, 32, 17, 9, 2, 4, 1, 3, 1, 4, 2, 1, 6, 1, 1, 1, 1, 1, 1, 1];
 const COUNTRIES: [(&str, u32); 8] = [
     ("United Kingdom", 80),
     ("Germany", 5),
@@ -157,9 +151,7 @@ impl<'a> Generator<'a> {
     fn new(cfg: &'a SyntheticConfig) -> Self {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         // Squaring skews the catalogue towards cheap items, as in gift shops.
-        let prices = (0..CATALOGUE_SIZE)
-            .map(|_| round2(0.5 + 49.5 * rng.random::<f64>().powi(2)))
-            .collect();
+        let prices = (0..CATALOGUE_SIZE).map(|_| round2(0.5 + 49.5 * rng.random::<f64>().powi(2))).collect();
         let pool = cfg.customers.unwrap_or(cfg.sessions / 3).max(1);
         let customers = (1..=pool)
             .map(|k| Customer {
@@ -176,13 +168,7 @@ impl<'a> Generator<'a> {
             .collect();
         let span_ms = cfg.span.num_milliseconds().max(0);
         let step_ms = span_ms / i64::try_from(cfg.sessions.max(1)).unwrap_or(i64::MAX);
-        Self {
-            cfg,
-            rng,
-            prices,
-            customers,
-            step_ms,
-        }
+        Self { cfg, rng, prices, customers, step_ms }
     }
 
     fn session(&mut self, n: u64) -> SessionEvents {
@@ -235,12 +221,8 @@ impl<'a> Generator<'a> {
         let lines = if buys { self.order_lines() } else { Vec::new() };
         let cart = self.cart_changes(&lines, buys);
         // Cart changes happen right after product pages, in cart order.
-        let product_positions: Vec<usize> = kinds
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| **k == PageKind::Product)
-            .map(|(i, _)| i)
-            .collect();
+        let product_positions: Vec<usize> =
+            kinds.iter().enumerate().filter(|(_, k)| **k == PageKind::Product).map(|(i, _)| i).collect();
         let mut slots: Vec<usize> = cart
             .iter()
             .map(|_| match product_positions.len() {
@@ -287,11 +269,7 @@ impl<'a> Generator<'a> {
         let c = &mut self.customers[ci];
         c.visits += 1;
         c.busy_until = events.last().map(|e| e.time);
-        SessionEvents {
-            customer,
-            session,
-            events,
-        }
+        SessionEvents { customer, session, events }
     }
 
     /// A customer who is not mid-session at `start`; a few tries, then anyone
@@ -309,11 +287,8 @@ impl<'a> Generator<'a> {
     }
 
     fn page_kinds(&mut self, buys: bool) -> Vec<PageKind> {
-        let product = if buys {
-            3 + geometric(&mut self.rng, 22.0, 300)
-        } else {
-            1 + geometric(&mut self.rng, 11.0, 300)
-        };
+        let product =
+            if buys { 3 + geometric(&mut self.rng, 22.0, 300) } else { 1 + geometric(&mut self.rng, 11.0, 300) };
         let admin = geometric(&mut self.rng, if buys { 3.0 } else { 1.8 }, 30);
         let info = geometric(&mut self.rng, 0.5, 20);
         let mut kinds: Vec<PageKind> = std::iter::repeat_n(PageKind::Product, product)
@@ -336,28 +311,18 @@ impl<'a> Generator<'a> {
             PageKind::Product => (if buys { 50.0 } else { 38.0 }, 0.04, 0.01, 0.08),
             PageKind::Other => (10.0, 0.20, 0.05, 0.20),
         };
-        let duration_s = if r.random_bool(0.02) {
-            None
-        } else {
-            Some(round1(-mean_s * (1.0 - r.random::<f64>()).ln()))
-        };
+        let duration_s =
+            if r.random_bool(0.02) { None } else { Some(round1(-mean_s * (1.0 - r.random::<f64>()).ln())) };
         let (bounce_rate, exit_rate) = if single_page {
             (0.2, 0.2)
         } else {
             let bounce = round4(bounce_max * r.random::<f64>().powi(2));
-            (
-                bounce,
-                round4(exit_lo + (exit_hi - exit_lo) * r.random::<f64>()),
-            )
+            (bounce, round4(exit_lo + (exit_hi - exit_lo) * r.random::<f64>()))
         };
         let page_value = match kind {
-            PageKind::Product if buys && r.random_bool(0.55) => {
-                round2(5.0 + 75.0 * r.random::<f64>())
-            }
+            PageKind::Product if buys && r.random_bool(0.55) => round2(5.0 + 75.0 * r.random::<f64>()),
             PageKind::Product if r.random_bool(0.03) => round2(1.0 + 29.0 * r.random::<f64>()),
-            PageKind::Administrative if buys && r.random_bool(0.15) => {
-                round2(1.0 + 9.0 * r.random::<f64>())
-            }
+            PageKind::Administrative if buys && r.random_bool(0.15) => round2(1.0 + 9.0 * r.random::<f64>()),
             _ => 0.0,
         };
         PageView {
@@ -411,11 +376,7 @@ impl<'a> Generator<'a> {
     fn cart_changes(&mut self, lines: &[OrderLine], buys: bool) -> Vec<EventKind> {
         let mut adds: Vec<CartChange> = lines
             .iter()
-            .map(|l| CartChange {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-                unit_price: Some(l.unit_price),
-            })
+            .map(|l| CartChange { sku: l.sku.clone(), quantity: l.quantity, unit_price: Some(l.unit_price) })
             .collect();
         let extra = if buys {
             usize::from(self.rng.random_bool(0.25))
@@ -427,24 +388,14 @@ impl<'a> Generator<'a> {
         let mut removes = Vec::new();
         for _ in 0..extra {
             let s = self.sku();
-            let change = CartChange {
-                sku: self.sku_name(s),
-                quantity: 1,
-                unit_price: Some(self.prices[s]),
-            };
+            let change = CartChange { sku: self.sku_name(s), quantity: 1, unit_price: Some(self.prices[s]) };
             if buys || self.rng.random_bool(0.4) {
-                removes.push(CartChange {
-                    unit_price: None,
-                    ..change.clone()
-                });
+                removes.push(CartChange { unit_price: None, ..change.clone() });
             }
             adds.push(change);
         }
         adds.shuffle(&mut self.rng);
-        adds.into_iter()
-            .map(EventKind::AddToCart)
-            .chain(removes.into_iter().map(EventKind::RemoveFromCart))
-            .collect()
+        adds.into_iter().map(EventKind::AddToCart).chain(removes.into_iter().map(EventKind::RemoveFromCart)).collect()
     }
 
     /// Seconds until the next event of the session.
@@ -530,56 +481,33 @@ mod tests {
         let sessions = generate(&SyntheticConfig::new(3_000, 42));
         assert_eq!(sessions.len(), 3_000);
 
-        let buyers = sessions
-            .iter()
-            .filter(|s| {
-                s.events
-                    .iter()
-                    .any(|e| matches!(e.kind, EventKind::Purchase(_)))
-            })
-            .count();
+        let buyers =
+            sessions.iter().filter(|s| s.events.iter().any(|e| matches!(e.kind, EventKind::Purchase(_)))).count();
         let share = buyers as f64 / 3_000.0;
         assert!((0.10..=0.20).contains(&share), "purchase share {share}");
 
         let customers: HashSet<&str> = sessions.iter().map(|s| s.customer.as_str()).collect();
-        assert!(
-            customers.len() < 1_000 && customers.len() > 800,
-            "{} customers",
-            customers.len()
-        );
+        assert!(customers.len() < 1_000 && customers.len() > 800, "{} customers", customers.len());
 
         let mut pages = HashMap::new();
         let mut ids = HashSet::new();
         let mut last_by_customer: HashMap<&str, DateTime<Utc>> = HashMap::new();
         let mut prev_start = None;
         for s in &sessions {
-            assert!(matches!(
-                s.events.last().map(|e| &e.kind),
-                Some(EventKind::SessionEnd)
-            ));
+            assert!(matches!(s.events.last().map(|e| &e.kind), Some(EventKind::SessionEnd)));
             let start = s.events[0].time;
             if let Some(p) = prev_start {
                 assert!(start >= p, "sessions start in order");
             }
             prev_start = Some(start);
             if let Some(last) = last_by_customer.get(s.customer.as_str()) {
-                assert!(
-                    start > *last,
-                    "customer {} has overlapping sessions",
-                    s.customer
-                );
+                assert!(start > *last, "customer {} has overlapping sessions", s.customer);
             }
-            last_by_customer.insert(
-                s.customer.as_str(),
-                s.events.last().map(|e| e.time).unwrap(),
-            );
+            last_by_customer.insert(s.customer.as_str(), s.events.last().map(|e| e.time).unwrap());
             for w in s.events.windows(2) {
                 assert!(w[1].time > w[0].time);
             }
-            let buys = s
-                .events
-                .iter()
-                .any(|e| matches!(e.kind, EventKind::Purchase(_)));
+            let buys = s.events.iter().any(|e| matches!(e.kind, EventKind::Purchase(_)));
             for (k, e) in s.events.iter().enumerate() {
                 assert_eq!(e.event_id.as_str(), format!("{}-{}", s.session, k + 1));
                 assert!(actors::event::validate_id(e.event_id.as_str()).is_ok());
@@ -595,10 +523,7 @@ mod tests {
                                 entry.2 += 1;
                             }
                         }
-                        assert!(
-                            (0.0..=1.0).contains(&p.bounce_rate)
-                                && (0.0..=1.0).contains(&p.exit_rate)
-                        );
+                        assert!((0.0..=1.0).contains(&p.bounce_rate) && (0.0..=1.0).contains(&p.exit_rate));
                     }
                     EventKind::Purchase(p) => {
                         assert!((1..=6).contains(&p.lines.len()));

@@ -89,7 +89,13 @@ pub struct WeightsFile {
 
 /// Writes the final model to `opts.out`: weights first, the manifest last, so
 /// a directory with a manifest is complete.
-pub(super) fn write(opts: &TrainOptions, data: &Dataset, fitted: &Fitted, report: &TrainReport, seconds: f64) -> anyhow::Result<Manifest> {
+pub(super) fn write(
+    opts: &TrainOptions,
+    data: &Dataset,
+    fitted: &Fitted,
+    report: &TrainReport,
+    seconds: f64,
+) -> anyhow::Result<Manifest> {
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let weights_path = opts.out.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&fitted.ensemble.tensors(), &weights_path)
@@ -112,26 +118,15 @@ pub(super) fn write(opts: &TrainOptions, data: &Dataset, fitted: &Fitted, report
             encoder: fitted.encoder.clone(),
         },
         threshold: fitted.threshold,
-        cv: CvSummary {
-            folds: opts.folds,
-            seed: opts.seed,
-            report: report.clone(),
-        },
+        cv: CvSummary { folds: opts.folds, seed: opts.seed, report: report.clone() },
         training_data: TrainingData {
             file: opts.data.display().to_string(),
             sha256: data.sha256.clone(),
             rows: data.labels.len(),
             positives: data.labels.iter().filter(|&&y| y).count(),
         },
-        training: TrainingRun {
-            config: opts.config.clone(),
-            seed: opts.seed,
-            seconds,
-        },
-        weights: WeightsFile {
-            file: WEIGHTS_FILE.into(),
-            sha256: weights_sha,
-        },
+        training: TrainingRun { config: opts.config.clone(), seed: opts.seed, seconds },
+        weights: WeightsFile { file: WEIGHTS_FILE.into(), sha256: weights_sha },
     };
     let manifest_path = opts.out.join(MANIFEST_FILE);
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)
@@ -159,7 +154,11 @@ impl PurchaseModel {
         }
         let enc = &manifest.feature_schema.encoder;
         if enc.encoding_version != ENCODING_VERSION {
-            bail!("{}: encoding version {}, this build reads {ENCODING_VERSION}", manifest_path.display(), enc.encoding_version);
+            bail!(
+                "{}: encoding version {}, this build reads {ENCODING_VERSION}",
+                manifest_path.display(),
+                enc.encoding_version
+            );
         }
         let weights_path = dir.join(&manifest.weights.file);
         let bytes = std::fs::read(&weights_path).with_context(|| format!("reading {}", weights_path.display()))?;
@@ -169,7 +168,11 @@ impl PurchaseModel {
         }
         let dims = &manifest.architecture.dims;
         if dims.first() != Some(&enc.dim()) || dims.last() != Some(&1) {
-            bail!("{}: layer widths {dims:?} do not fit the encoder ({} inputs, 1 output)", manifest_path.display(), enc.dim());
+            bail!(
+                "{}: layer widths {dims:?} do not fit the encoder ({} inputs, 1 output)",
+                manifest_path.display(),
+                enc.dim()
+            );
         }
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .with_context(|| format!("parsing {}", weights_path.display()))?;
@@ -230,7 +233,11 @@ pub(super) fn write_evaluation(dir: &Path, oof: &[f32], labels: &[bool], report:
     let mut roc_points = vec![(0f64, 0f64)];
     let (mut tp, mut fp) = (0usize, 0usize);
     for (k, &i) in order.iter().enumerate() {
-        if labels[i] { tp += 1 } else { fp += 1 }
+        if labels[i] {
+            tp += 1
+        } else {
+            fp += 1
+        }
         if order.get(k + 1).is_none_or(|&j| oof[j] != oof[i]) {
             let point = (fp as f64 / n.max(1) as f64, tp as f64 / p.max(1) as f64);
             roc += &format!("{},{}\n", point.0, point.1);

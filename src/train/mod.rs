@@ -54,13 +54,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig {
-            members: 5,
-            inner_folds: 0,
-            bootstrap: false,
-            rank_inputs: true,
-            net: NetConfig::default(),
-        }
+        ModelConfig { members: 5, inner_folds: 0, bootstrap: false, rank_inputs: true, net: NetConfig::default() }
     }
 }
 
@@ -207,7 +201,8 @@ pub fn fit(
             let n = train.len();
             train = (0..n).map(|_| train[rng.random_range(0..n)]).collect();
         }
-        let (net, stats) = model::train_net(&x, labels, dim, &train, &val, &config.net, seed.wrapping_add(1 + m as u64), on_epoch)?;
+        let (net, stats) =
+            model::train_net(&x, labels, dim, &train, &val, &config.net, seed.wrapping_add(1 + m as u64), on_epoch)?;
         let p = net.predict(&gather(&x, dim, &val), dim)?;
         for (&i, p) in val.iter().zip(p) {
             oof_sum[i] += p;
@@ -225,12 +220,7 @@ pub fn fit(
     let mut dims = vec![dim];
     dims.extend(&config.net.hidden);
     dims.push(1);
-    Ok(Fitted {
-        encoder,
-        ensemble: Ensemble { nets, dims },
-        threshold,
-        mean_best_epoch: best_epochs / members as f64,
-    })
+    Ok(Fitted { encoder, ensemble: Ensemble { nets, dims }, threshold, mean_best_epoch: best_epochs / members as f64 })
 }
 
 fn gather(x: &[f32], dim: usize, idx: &[usize]) -> Vec<f32> {
@@ -309,7 +299,9 @@ pub fn run(opts: TrainOptions) -> anyhow::Result<TrainReport> {
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec![(usize::MAX, Err(anyhow::anyhow!("a training thread panicked")))]))
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| vec![(usize::MAX, Err(anyhow::anyhow!("a training thread panicked")))])
+            })
             .collect()
     });
     let mut folds = Vec::new();
@@ -352,7 +344,13 @@ pub fn run(opts: TrainOptions) -> anyhow::Result<TrainReport> {
     Ok(report)
 }
 
-fn run_job(job: usize, opts: &TrainOptions, data: &Dataset, fold_of: &[usize], bar: &ProgressBar) -> anyhow::Result<JobOutput> {
+fn run_job(
+    job: usize,
+    opts: &TrainOptions,
+    data: &Dataset,
+    fold_of: &[usize],
+    bar: &ProgressBar,
+) -> anyhow::Result<JobOutput> {
     let t0 = Instant::now();
     let seed = job_seed(opts.seed, job);
     let tick = |d: u64| bar.inc(d);
@@ -450,7 +448,13 @@ mod tests {
             report: Some(dir.join("report")),
             config: ModelConfig {
                 members: 2,
-                net: NetConfig { hidden: vec![16], max_epochs: 40, patience: 8, learning_rate: 1e-2, ..NetConfig::default() },
+                net: NetConfig {
+                    hidden: vec![16],
+                    max_epochs: 40,
+                    patience: 8,
+                    learning_rate: 1e-2,
+                    ..NetConfig::default()
+                },
                 ..ModelConfig::default()
             },
             progress: false,
@@ -517,7 +521,11 @@ mod tests {
         std::fs::write(&p, "a,b\n1,2\n").unwrap();
         assert!(load_csv(&p, true).err().unwrap().to_string().contains("header"));
         let good = synthetic_csv(dir.path(), 3);
-        let text = std::fs::read_to_string(&good).unwrap().replacen("Returning_Visitor", "Robot", 1).replacen("New_Visitor", "Robot", 1);
+        let text = std::fs::read_to_string(&good).unwrap().replacen("Returning_Visitor", "Robot", 1).replacen(
+            "New_Visitor",
+            "Robot",
+            1,
+        );
         std::fs::write(&p, text).unwrap();
         let err = format!("{:#}", load_csv(&p, true).err().unwrap());
         assert!(err.contains("data row") && err.contains("VisitorType"), "{err}");

@@ -93,11 +93,7 @@ impl Net {
                 b: Var::zeros(fan_out, DType::F32, &Device::Cpu)?,
             });
         }
-        let wide = if wide {
-            Some(Var::zeros((dims[0], 1), DType::F32, &Device::Cpu)?)
-        } else {
-            None
-        };
+        let wide = if wide { Some(Var::zeros((dims[0], 1), DType::F32, &Device::Cpu)?) } else { None };
         Ok(Net { layers, wide })
     }
 
@@ -174,7 +170,13 @@ impl Net {
             };
             let (w, b) = (get("weight")?, get("bias")?);
             if w.dims() != [dims[j], dims[j + 1]] || b.dims() != [dims[j + 1]] {
-                bail!("{prefix}.layer{j} has shape {:?}/{:?}, expected [{}, {}]", w.dims(), b.dims(), dims[j], dims[j + 1]);
+                bail!(
+                    "{prefix}.layer{j} has shape {:?}/{:?}, expected [{}, {}]",
+                    w.dims(),
+                    b.dims(),
+                    dims[j],
+                    dims[j + 1]
+                );
             }
             layers.push(Layer {
                 w: Var::from_tensor(&w.to_dtype(DType::F32)?)?,
@@ -195,9 +197,7 @@ fn apply_dropout(h: &Tensor, p: f32, rng: &mut StdRng) -> anyhow::Result<Tensor>
         return Ok(h.clone());
     }
     let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..h.elem_count())
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-        .collect();
+    let mask: Vec<f32> = (0..h.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
     Ok(h.mul(&Tensor::from_vec(mask, h.shape(), &Device::Cpu)?)?)
 }
 
@@ -276,11 +276,7 @@ pub fn train_net(
     let net = Net::init(&dims, cfg.wide, &mut rng)?;
     let mut opt = AdamW::new(
         net.vars(),
-        ParamsAdamW {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..ParamsAdamW::default()
-        },
+        ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..ParamsAdamW::default() },
     )?;
     let x_val = gather(x, dim, val);
     let y_val: Vec<bool> = val.iter().map(|&i| y[i]).collect();
@@ -339,14 +335,7 @@ pub fn train_net(
         }
     }
     net.restore(&best.2)?;
-    Ok((
-        net,
-        NetStats {
-            epochs,
-            best_epoch: best.1,
-            best_val_loss: best.0,
-        },
-    ))
+    Ok((net, NetStats { epochs, best_epoch: best.1, best_val_loss: best.0 }))
 }
 
 /// The nets whose mean probability is the model's score.

@@ -52,7 +52,13 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 }
 
 /// Draws the three figures into `dir`.
-pub fn write_all(dir: &Path, roc: &[(f64, f64)], auc: f64, calibration: &[(f64, f64, usize)], confusion: &Confusion) -> anyhow::Result<()> {
+pub fn write_all(
+    dir: &Path,
+    roc: &[(f64, f64)],
+    auc: f64,
+    calibration: &[(f64, f64, usize)],
+    confusion: &Confusion,
+) -> anyhow::Result<()> {
     let text = have_font();
     roc_png(&dir.join("roc.png"), roc, auc, text)?;
     calibration_png(&dir.join("calibration.png"), calibration, text)?;
@@ -82,15 +88,12 @@ fn roc_png(path: &Path, points: &[(f64, f64)], auc: f64, text: bool) -> anyhow::
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(err)?;
-    let chance = chart
-        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4).stroke_width(1)))
-        .map_err(err)?;
+    let chance =
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4).stroke_width(1))).map_err(err)?;
     if text {
         chance.label("chance").legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK.mix(0.4)));
     }
-    let curve = chart
-        .draw_series(LineSeries::new(points.iter().copied(), NAVY.stroke_width(2)))
-        .map_err(err)?;
+    let curve = chart.draw_series(LineSeries::new(points.iter().copied(), NAVY.stroke_width(2))).map_err(err)?;
     if text {
         curve
             .label("purchase-intent model")
@@ -115,9 +118,7 @@ fn calibration_png(path: &Path, bins: &[(f64, f64, usize)], text: bool) -> anyho
     let mut b = ChartBuilder::on(&root);
     b.margin(20);
     if text {
-        b.caption("Calibration, out-of-fold scores (10 bins)", (FONT, 24))
-            .x_label_area_size(50)
-            .y_label_area_size(60);
+        b.caption("Calibration, out-of-fold scores (10 bins)", (FONT, 24)).x_label_area_size(50).y_label_area_size(60);
     }
     let mut chart = b.build_cartesian_2d(0f64..1f64, 0f64..1f64).map_err(err)?;
     let mut mesh = chart.configure_mesh();
@@ -131,22 +132,17 @@ fn calibration_png(path: &Path, bins: &[(f64, f64, usize)], text: bool) -> anyho
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(err)?;
-    let ideal = chart
-        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4).stroke_width(1)))
-        .map_err(err)?;
+    let ideal =
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4).stroke_width(1))).map_err(err)?;
     if text {
         ideal.label("perfectly calibrated").legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK.mix(0.4)));
     }
     let pts: Vec<(f64, f64)> = bins.iter().map(|&(p, o, _)| (p, o)).collect();
-    let line = chart
-        .draw_series(LineSeries::new(pts.iter().copied(), ORANGE.stroke_width(3)))
-        .map_err(err)?;
+    let line = chart.draw_series(LineSeries::new(pts.iter().copied(), ORANGE.stroke_width(3))).map_err(err)?;
     if text {
         line.label("model").legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], ORANGE.stroke_width(3)));
     }
-    chart
-        .draw_series(pts.iter().map(|&p| Circle::new(p, 6, ORANGE.filled())))
-        .map_err(err)?;
+    chart.draw_series(pts.iter().map(|&p| Circle::new(p, 6, ORANGE.filled()))).map_err(err)?;
     if text {
         // Row count of each bin next to its point: the sparse middle bins
         // are the noisy ones.
@@ -202,8 +198,7 @@ fn confusion_png(path: &Path, c: &Confusion, text: bool) -> anyhow::Result<()> {
             let base = if correct { NAVY } else { ORANGE };
             body.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], base.mix(0.15 + 0.75 * share).filled()))
                 .map_err(err)?;
-            body.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], BLACK.stroke_width(1)))
-                .map_err(err)?;
+            body.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], BLACK.stroke_width(1))).map_err(err)?;
             if text {
                 let ink = if share > 0.5 { WHITE } else { BLACK };
                 let (cx, cy) = (x0 + cell_w / 2, y0 + cell_h / 2);

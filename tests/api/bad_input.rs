@@ -67,16 +67,58 @@ fn corpus() -> Vec<Case> {
         ("absurd page value", j, one(with("page_value", json!(1e300))), 422, Some("page_value")),
         ("unknown visitor type", j, one(with("visitor_type", json!("alien"))), 422, Some("visitor_type")),
         ("negative os", j, one(with("os", json!(-1))), 422, Some("os")),
-        ("nested object as field", j, one(with("bounce_rate", json!({"a": [1, 2, {"b": 3}]}))), 422, Some("bounce_rate")),
+        (
+            "nested object as field",
+            j,
+            one(with("bounce_rate", json!({"a": [1, 2, {"b": 3}]}))),
+            422,
+            Some("bounce_rate"),
+        ),
         ("event is an array", j, b"[[1,2,3]]".to_vec(), 422, Some("")),
-        ("NaN in an NDJSON line", nd, b"{\"type\":\"page_view\",\"bounce_rate\":NaN}\n".to_vec(), 422, Some("bounce_rate")),
-        ("negative purchase quantity", j, one(buy(json!([{"sku": "A", "quantity": -3, "unit_price": 1.0}]))), 422, Some("lines[0].quantity")),
-        ("fractional quantity", j, one(buy(json!([{"sku": "A", "quantity": 2.5, "unit_price": 1.0}]))), 422, Some("lines[0].quantity")),
-        ("negative unit price", j, one(buy(json!([{"sku": "A", "quantity": 1, "unit_price": -1.0}]))), 422, Some("lines[0].unit_price")),
+        (
+            "NaN in an NDJSON line",
+            nd,
+            b"{\"type\":\"page_view\",\"bounce_rate\":NaN}\n".to_vec(),
+            422,
+            Some("bounce_rate"),
+        ),
+        (
+            "negative purchase quantity",
+            j,
+            one(buy(json!([{"sku": "A", "quantity": -3, "unit_price": 1.0}]))),
+            422,
+            Some("lines[0].quantity"),
+        ),
+        (
+            "fractional quantity",
+            j,
+            one(buy(json!([{"sku": "A", "quantity": 2.5, "unit_price": 1.0}]))),
+            422,
+            Some("lines[0].quantity"),
+        ),
+        (
+            "negative unit price",
+            j,
+            one(buy(json!([{"sku": "A", "quantity": 1, "unit_price": -1.0}]))),
+            422,
+            Some("lines[0].unit_price"),
+        ),
         ("purchase without lines", j, one(buy(json!([]))), 422, Some("lines")),
         ("purchase lines not an array", j, one(buy(json!("A x 1"))), 422, Some("lines")),
-        ("huge sku", j, one(buy(json!([{"sku": "s".repeat(100_000), "quantity": 1, "unit_price": 1.0}]))), 422, Some("lines[0].sku")),
-        ("control characters in sku", j, one(buy(json!([{"sku": "a\u{0}b", "quantity": 1, "unit_price": 1.0}]))), 422, Some("lines[0].sku")),
+        (
+            "huge sku",
+            j,
+            one(buy(json!([{"sku": "s".repeat(100_000), "quantity": 1, "unit_price": 1.0}]))),
+            422,
+            Some("lines[0].sku"),
+        ),
+        (
+            "control characters in sku",
+            j,
+            one(buy(json!([{"sku": "a\u{0}b", "quantity": 1, "unit_price": 1.0}]))),
+            422,
+            Some("lines[0].sku"),
+        ),
         (
             "zero cart quantity",
             j,
@@ -113,9 +155,8 @@ async fn malformed_input_gets_documented_errors_and_the_service_keeps_serving() 
     assert_eq!(r.status(), 413);
 
     // Bad events never block good ones in the same batch.
-    let (s, body) = app
-        .post_events(&json!([good(), with("bounce_rate", json!(7)), with("event_id", json!("ok-2"))]))
-        .await;
+    let (s, body) =
+        app.post_events(&json!([good(), with("bounce_rate", json!(7)), with("event_id", json!("ok-2"))])).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["accepted"], 2);
     assert_eq!(body["rejected"][0]["index"], 1);

@@ -25,16 +25,18 @@ impl Drop for Server {
 }
 
 fn start_server(db_url: &str, port: u16) -> Server {
-    Server(Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db_url])
-        .env("CARTPULSE_LOG", "warn")
-        // Snapshots lag on purpose, so recovery must come from the log.
-        .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "5000")
-        .env("CARTPULSE_ACTORS__SNAPSHOT_EVERY_EVENTS", "100000")
-        .stdout(Stdio::null())
-        .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .expect("spawn cartpulse serve"))
+    Server(
+        Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db_url])
+            .env("CARTPULSE_LOG", "warn")
+            // Snapshots lag on purpose, so recovery must come from the log.
+            .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "5000")
+            .env("CARTPULSE_ACTORS__SNAPSHOT_EVERY_EVENTS", "100000")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("spawn cartpulse serve"),
+    )
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {

@@ -23,6 +23,9 @@ async fn health_ready_and_metrics(db: Db) {
     }
     // HTTP latency is recorded by route pattern.
     let text = app.metrics_text().await;
-    assert!(text.contains("cartpulse_http_request_duration_seconds_count{method=\"GET\",route=\"/readyz\",status=\"200\"}"), "{text}");
+    assert!(
+        text.contains("cartpulse_http_request_duration_seconds_count{method=\"GET\",route=\"/readyz\",status=\"200\"}"),
+        "{text}"
+    );
 }
 crate::on_both_databases!(health_ready_and_metrics);

@@ -43,13 +43,9 @@ pub async fn fresh_database(db: Db, dir: &std::path::Path) -> String {
 
 /// Settings for tests: port 0, small timers.
 pub fn test_settings(database_url: &str) -> Settings {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database_url: Some(database_url.into()),
-        ..Default::default()
-    };
-    let mut s = Settings::load(None, &overrides)
-        .expect("test settings");
+    let overrides =
+        Overrides { listen: Some("127.0.0.1:0".into()), database_url: Some(database_url.into()), ..Default::default() };
+    let mut s = Settings::load(None, &overrides).expect("test settings");
     s.actors.shards = 2;
     s.actors.snapshot_max_delay_ms = 100;
     s.database.sqlite_synchronous = "normal".into();
@@ -146,7 +142,12 @@ impl TestApp {
         start(settings, self.dir.clone(), Some(&self)).await
     }
 
-    pub async fn post_events_raw(&self, key: Option<&str>, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    pub async fn post_events_raw(
+        &self,
+        key: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         let mut r = self.client.post(format!("{}/v1/events", self.address)).body(body);
         if let Some(k) = key {
             r = r.bearer_auth(k);
@@ -224,7 +225,15 @@ pub fn page_view(event_id: &str, customer: &str, session: &str, time: &str, kind
 }
 
 /// Builds a purchase event.
-pub fn purchase(event_id: &str, customer: &str, session: Option<&str>, time: &str, invoice: &str, qty: i64, price: f64) -> Value {
+pub fn purchase(
+    event_id: &str,
+    customer: &str,
+    session: Option<&str>,
+    time: &str,
+    invoice: &str,
+    qty: i64,
+    price: f64,
+) -> Value {
     let mut v = serde_json::json!({
         "type": "purchase", "event_id": event_id, "customer_id": customer, "time": time, "invoice": invoice,
         "country": "United Kingdom", "lines": [{"sku": "SKU-1", "quantity": qty, "unit_price": price}]

@@ -26,9 +26,7 @@ async fn idle_actors_passivate_and_come_back_identical(db: Db) {
     assert_eq!(before, after, "state after passivation differs");
     assert_eq!(app.metric("cartpulse_actor_activations_total").await, 2.0);
     // And it carries on from there.
-    let (s, _) = app
-        .post_events(&json!([page_view("cp-6", "cp", "cp-s2", "2025-09-02T08:00:10Z", "product")]))
-        .await;
+    let (s, _) = app.post_events(&json!([page_view("cp-6", "cp", "cp-s2", "2025-09-02T08:00:10Z", "product")])).await;
     assert_eq!(s, 200);
     let (_, c) = app.get_customer("cp").await;
     assert_eq!(c["open_session"]["n_events"], 2);
@@ -77,9 +75,8 @@ async fn database_outage_gives_503_and_acknowledges_nothing() {
         ))
         .await
         .unwrap();
-    let r = app
-        .post_events_raw(Some(&app.ingest_key), Some("application/json"), customer_batch("o1").to_string())
-        .await;
+    let r =
+        app.post_events_raw(Some(&app.ingest_key), Some("application/json"), customer_batch("o1").to_string()).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().get("retry-after").is_some());
     let (s, _) = app.get_json("/readyz", None).await;

@@ -126,7 +126,8 @@ impl CustomerSession {
             // The final snapshot goes out before the shard can let go of this
             // actor, so a successor's lookup at the persister finds it.
             self.snapshot();
-            let report = IdleReport { customer: self.state.customer_id.clone(), addr: ctx.address(), processed: self.processed };
+            let report =
+                IdleReport { customer: self.state.customer_id.clone(), addr: ctx.address(), processed: self.processed };
             self.shard
                 .send(report)
                 .into_actor(self)

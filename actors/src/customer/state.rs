@@ -71,7 +71,13 @@ pub struct Changes {
 
 impl CustomerState {
     pub fn new(customer_id: CustomerId) -> Self {
-        CustomerState { customer_id, last_seq: 0, profile: ProfileAccumulator::default(), open: None, recent: VecDeque::new() }
+        CustomerState {
+            customer_id,
+            last_seq: 0,
+            profile: ProfileAccumulator::default(),
+            open: None,
+            recent: VecDeque::new(),
+        }
     }
 
     /// Applies one event from the log unless it was applied before.
@@ -122,7 +128,8 @@ impl CustomerState {
         if let Some(acc) = self.open.take() {
             let summary = SessionSummary::from_accumulator(&acc, None);
             self.profile.apply_closed_session(&summary);
-            let closed = ClosedSession { summary, features: acc.features(), cart_adds: acc.cart_adds(), close_reason: reason };
+            let closed =
+                ClosedSession { summary, features: acc.features(), cart_adds: acc.cart_adds(), close_reason: reason };
             self.recent.push_back(closed.clone());
             while self.recent.len() > rules.recent_cap.max(1) {
                 self.recent.pop_front();

@@ -102,14 +102,8 @@ impl NumericColumn {
 const RANK_KNOTS: usize = 101;
 
 /// Numeric columns that also get a rank input when asked for.
-const RANKED: [&str; 6] = [
-    "PageValues",
-    "ExitRates",
-    "BounceRates",
-    "ProductRelated_Duration",
-    "ProductRelated",
-    "Administrative_Duration",
-];
+const RANKED: [&str; 6] =
+    ["PageValues", "ExitRates", "BounceRates", "ProductRelated_Duration", "ProductRelated", "Administrative_Duration"];
 
 /// One one-hot encoded categorical field: a slot per kept level, then "other".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,15 +149,8 @@ const NUMERIC: [(&str, Transform); 11] = [
 ];
 
 /// The categorical inputs, in encoded order.
-const CATEGORICAL: [&str; 7] = [
-    "Month",
-    "OperatingSystems",
-    "Browser",
-    "Region",
-    "TrafficType",
-    "VisitorType",
-    "Weekend",
-];
+const CATEGORICAL: [&str; 7] =
+    ["Month", "OperatingSystems", "Browser", "Region", "TrafficType", "VisitorType", "Weekend"];
 
 fn numeric_value(f: &ShoppersFeatures, column: &str) -> f64 {
     match column {
@@ -227,11 +214,7 @@ impl Encoder {
                 let mean = values.clone().sum::<f64>() / n;
                 let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
                 let std = var.sqrt();
-                NumericColumn {
-                    mean,
-                    std: if std > 1e-12 { std } else { 1.0 },
-                    ..probe
-                }
+                NumericColumn { mean, std: if std > 1e-12 { std } else { 1.0 }, ..probe }
             })
             .collect();
         let categorical = CATEGORICAL
@@ -243,19 +226,11 @@ impl Encoder {
                 }
                 CategoricalColumn {
                     column: column.to_owned(),
-                    levels: counts
-                        .into_iter()
-                        .filter(|&(_, c)| c >= MIN_LEVEL_COUNT)
-                        .map(|(code, _)| code)
-                        .collect(),
+                    levels: counts.into_iter().filter(|&(_, c)| c >= MIN_LEVEL_COUNT).map(|(code, _)| code).collect(),
                 }
             })
             .collect();
-        Encoder {
-            encoding_version: ENCODING_VERSION,
-            numeric,
-            categorical,
-        }
+        Encoder { encoding_version: ENCODING_VERSION, numeric, categorical }
     }
 
     /// Length of every encoded vector.
@@ -292,7 +267,16 @@ impl Encoder {
         let mut names: Vec<String> = self
             .numeric
             .iter()
-            .map(|c| format!("{}:{}", c.column, serde_json::to_value(c.transform).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()))
+            .map(|c| {
+                format!(
+                    "{}:{}",
+                    c.column,
+                    serde_json::to_value(c.transform)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                )
+            })
             .collect();
         for c in &self.categorical {
             names.extend(c.levels.iter().map(|l| format!("{}={l}", c.column)));
@@ -329,9 +313,7 @@ mod tests {
     }
 
     fn training_rows() -> Vec<ShoppersFeatures> {
-        (0..40)
-            .map(|i| row(f64::from(i), if i < 30 { 1 } else { 2 }, 11))
-            .collect()
+        (0..40).map(|i| row(f64::from(i), if i < 30 { 1 } else { 2 }, 11)).collect()
     }
 
     #[test]
@@ -370,12 +352,8 @@ mod tests {
         assert_eq!(browser.slot(99), 2);
         let names = enc.input_names();
         let v = enc.encode(&row(0.0, 99, 3)); // unseen browser and month
-        let hot: Vec<&str> = names
-            .iter()
-            .zip(&v)
-            .filter(|(n, x)| n.contains('=') && **x == 1.0)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let hot: Vec<&str> =
+            names.iter().zip(&v).filter(|(n, x)| n.contains('=') && **x == 1.0).map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             hot,
             vec![

@@ -23,11 +23,7 @@ pub use session::{expand_row_pages, session_start_for, SessionAccumulator, Shopp
 pub enum FeatureError {
     /// A field could not be parsed or is out of range.
     #[error("column {column}: invalid value {value:?}: {reason}")]
-    InvalidValue {
-        column: &'static str,
-        value: String,
-        reason: String,
-    },
+    InvalidValue { column: &'static str, value: String, reason: String },
     /// A record has the wrong number of fields.
     #[error("expected {expected} fields, got {got}")]
     FieldCount { expected: usize, got: usize },

@@ -180,12 +180,7 @@ impl ProfileAccumulator {
         self.note_event_time(time);
         let value = finite_or_zero(purchase.value());
 
-        if let Some(country) = purchase
-            .country
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-        {
+        if let Some(country) = purchase.country.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
             if self.countries.len() < MAX_COUNTRIES || self.countries.contains(country) {
                 self.countries.insert(country.to_owned());
             }
@@ -193,10 +188,7 @@ impl ProfileAccumulator {
 
         let signed = if purchase.cancellation { -value } else { value };
         self.net_spend.add(signed);
-        self.window.push_back(TimedValue {
-            time,
-            value: signed,
-        });
+        self.window.push_back(TimedValue { time, value: signed });
         while self.window.len() > MAX_WINDOW_ORDERS {
             self.window.pop_front();
         }
@@ -209,9 +201,7 @@ impl ProfileAccumulator {
         self.orders += 1;
         self.order_value.add(value);
         self.basket_items = self.basket_items.saturating_add(purchase.items());
-        self.basket_lines = self
-            .basket_lines
-            .saturating_add(purchase.lines.len() as u64);
+        self.basket_lines = self.basket_lines.saturating_add(purchase.lines.len() as u64);
         for line in &purchase.lines {
             if self.skus.len() >= MAX_SKUS {
                 break;
@@ -241,8 +231,7 @@ impl ProfileAccumulator {
         } else if (6..12).contains(&hour) {
             self.morning_orders += 1;
         }
-        self.order_hours
-            .add(f64::from(time.num_seconds_from_midnight()) / 3600.0);
+        self.order_hours.add(f64::from(time.num_seconds_from_midnight()) / 3600.0);
     }
 
     /// Applies one add-to-cart (`added`) or remove-from-cart event.
@@ -300,11 +289,7 @@ impl ProfileAccumulator {
         let recent_spend = recent.value();
         let earlier_spend = monetary - recent_spend - after.value();
         let both = recent_spend + earlier_spend;
-        let recent_spend_share = if both > 0.0 {
-            (recent_spend / both).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let recent_spend_share = if both > 0.0 { (recent_spend / both).clamp(0.0, 1.0) } else { 0.0 };
 
         ProfileFeatures {
             recency_days: self.last_order_at.map_or(0.0, |t| days(as_of - t).max(0.0)),
@@ -315,10 +300,7 @@ impl ProfileAccumulator {
             basket_items_mean: per_order(self.basket_items),
             basket_lines_mean: per_order(self.basket_lines),
             product_breadth: self.skus.len() as f64,
-            cancellation_rate: ratio(
-                self.cancelled_invoices as f64,
-                (self.orders + self.cancelled_invoices) as f64,
-            ),
+            cancellation_rate: ratio(self.cancelled_invoices as f64, (self.orders + self.cancelled_invoices) as f64),
             tenure_days: match (self.first_seen, self.last_seen) {
                 (Some(a), Some(b)) => days(b - a).max(0.0),
                 _ => 0.0,
@@ -514,38 +496,19 @@ impl ProfileFeatures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{
-        CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView, VisitorType,
-    };
+    use crate::event::{CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView, VisitorType};
     use chrono::TimeZone;
 
     fn t(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
-            .single()
-            .expect("valid test time")
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("valid test time")
     }
 
     fn line(sku: &str, quantity: u32, unit_price: f64) -> OrderLine {
-        OrderLine {
-            sku: sku.into(),
-            quantity,
-            unit_price,
-            description: None,
-        }
+        OrderLine { sku: sku.into(), quantity, unit_price, description: None }
     }
 
-    fn purchase(
-        invoice: &str,
-        lines: Vec<OrderLine>,
-        country: &str,
-        cancellation: bool,
-    ) -> Purchase {
-        Purchase {
-            invoice: invoice.into(),
-            lines,
-            country: Some(country.into()),
-            cancellation,
-        }
+    fn purchase(invoice: &str, lines: Vec<OrderLine>, country: &str, cancellation: bool) -> Purchase {
+        Purchase { invoice: invoice.into(), lines, country: Some(country.into()), cancellation }
     }
 
     fn summary(
@@ -582,34 +545,16 @@ mod tests {
         // Sat 2025-01-04 10:00: 2×5 + 1×10 = 20, 3 items, 2 lines.
         p.apply_purchase(
             t(2025, 1, 4, 10, 0),
-            &purchase(
-                "1",
-                vec![line("A", 2, 5.0), line("B", 1, 10.0)],
-                "UK",
-                false,
-            ),
+            &purchase("1", vec![line("A", 2, 5.0), line("B", 1, 10.0)], "UK", false),
         );
         // Tue 2025-01-14 19:30: 40, 1 item, 1 line.
-        p.apply_purchase(
-            t(2025, 1, 14, 19, 30),
-            &purchase("2", vec![line("A", 1, 40.0)], "UK", false),
-        );
+        p.apply_purchase(t(2025, 1, 14, 19, 30), &purchase("2", vec![line("A", 1, 40.0)], "UK", false));
         // Cancellation on 2025-01-20 of 1×5.
-        p.apply_purchase(
-            t(2025, 1, 20, 12, 0),
-            &purchase("C3", vec![line("A", 1, 5.0)], "France", true),
-        );
+        p.apply_purchase(t(2025, 1, 20, 12, 0), &purchase("C3", vec![line("A", 1, 5.0)], "France", true));
         // Sat 2025-03-15 07:00: 3×20 = 60.
-        p.apply_purchase(
-            t(2025, 3, 15, 7, 0),
-            &purchase("4", vec![line("C", 3, 20.0)], " Germany ", false),
-        );
+        p.apply_purchase(t(2025, 3, 15, 7, 0), &purchase("4", vec![line("C", 3, 20.0)], " Germany ", false));
         p.note_event_time(t(2025, 4, 1, 10, 0));
-        let change = CartChange {
-            sku: "A".into(),
-            quantity: 1,
-            unit_price: Some(5.0),
-        };
+        let change = CartChange { sku: "A".into(), quantity: 1, unit_price: Some(5.0) };
         for added in [true, true, false, true] {
             p.apply_cart(t(2025, 2, 1, 10, 5), added, &change);
         }
@@ -636,10 +581,7 @@ mod tests {
             ("tenure_days", 87.0),
             // Gaps: 10 d 9.5 h and 59 d 11.5 h.
             ("inter_order_gap_mean_days", 69.875 / 2.0),
-            (
-                "inter_order_gap_std_days",
-                (59.0 + 11.5 / 24.0 - 10.0 - 9.5 / 24.0) / 2.0,
-            ),
+            ("inter_order_gap_std_days", (59.0 + 11.5 / 24.0 - 10.0 - 9.5 / 24.0) / 2.0),
             ("weekend_order_share", 2.0 / 3.0),
             ("order_hour_mean", 36.5 / 3.0),
             ("evening_order_share", 1.0 / 3.0),
@@ -690,12 +632,7 @@ mod tests {
             let time = t(2024, 1, 1, 0, 0) + TimeDelta::seconds(i64::from(i) * 12_345);
             p.apply_purchase(
                 time,
-                &purchase(
-                    &i.to_string(),
-                    vec![line(&format!("S{i}"), i % 7 + 1, price)],
-                    "UK",
-                    i % 11 == 0,
-                ),
+                &purchase(&i.to_string(), vec![line(&format!("S{i}"), i % 7 + 1, price)], "UK", i % 11 == 0),
             );
             let s = SessionSummary {
                 score: Some(1.0 / f64::from(i + 3)),
@@ -708,32 +645,12 @@ mod tests {
         let back: ProfileAccumulator = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, p);
         let as_of = t(2025, 6, 1, 0, 0);
-        let a: Vec<u64> = p
-            .features(as_of)
-            .to_vec()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
-        let b: Vec<u64> = back
-            .features(as_of)
-            .to_vec()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
+        let a: Vec<u64> = p.features(as_of).to_vec().iter().map(|x| x.to_bits()).collect();
+        let b: Vec<u64> = back.features(as_of).to_vec().iter().map(|x| x.to_bits()).collect();
         assert_eq!(a, b);
         // Same events in the same order: same bits.
-        let c: Vec<u64> = example()
-            .features(as_of)
-            .to_vec()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
-        let d: Vec<u64> = example()
-            .features(as_of)
-            .to_vec()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
+        let c: Vec<u64> = example().features(as_of).to_vec().iter().map(|x| x.to_bits()).collect();
+        let d: Vec<u64> = example().features(as_of).to_vec().iter().map(|x| x.to_bits()).collect();
         assert_eq!(c, d);
     }
 
@@ -754,12 +671,7 @@ mod tests {
             let time = base + TimeDelta::minutes(i64::from(i));
             p.apply_purchase(
                 time,
-                &purchase(
-                    &i.to_string(),
-                    vec![line(&format!("S{i}"), 1, 1.0)],
-                    &format!("C{}", i % 300),
-                    false,
-                ),
+                &purchase(&i.to_string(), vec![line(&format!("S{i}"), 1, 1.0)], &format!("C{}", i % 300), false),
             );
         }
         assert_eq!(p.window.len(), MAX_WINDOW_ORDERS);
@@ -771,17 +683,11 @@ mod tests {
         assert!(close(f.earlier_spend, 10_500.0));
 
         let mut q = ProfileAccumulator::default();
-        q.apply_purchase(
-            base,
-            &purchase("x", vec![line("A", 1, f64::NAN)], "UK", false),
-        );
+        q.apply_purchase(base, &purchase("x", vec![line("A", 1, f64::NAN)], "UK", false));
         q.apply_closed_session(&summary("s", 1, 1, f64::INFINITY, 0, false, Some(f64::NAN)));
         assert!(q.features(base).to_vec().iter().all(|x| x.is_finite()));
         let json = serde_json::to_string(&q).expect("serialize");
-        assert_eq!(
-            serde_json::from_str::<ProfileAccumulator>(&json).expect("deserialize"),
-            q
-        );
+        assert_eq!(serde_json::from_str::<ProfileAccumulator>(&json).expect("deserialize"), q);
     }
 
     #[test]
@@ -806,11 +712,7 @@ mod tests {
             EventKind::PageView(page(PageKind::Product, Some(12.5))),
             EventKind::PageView(page(PageKind::Other, Some(2.5))),
             EventKind::PageView(page(PageKind::Administrative, None)),
-            EventKind::AddToCart(CartChange {
-                sku: "A".into(),
-                quantity: 1,
-                unit_price: Some(1.0),
-            }),
+            EventKind::AddToCart(CartChange { sku: "A".into(), quantity: 1, unit_price: Some(1.0) }),
             EventKind::Purchase(purchase("C1", vec![line("A", 1, 1.0)], "UK", true)),
         ];
         for (k, kind) in kinds.into_iter().enumerate() {
@@ -825,16 +727,7 @@ mod tests {
         let s = SessionSummary::from_accumulator(&acc, Some(0.3));
         assert_eq!(s.started_at, start);
         assert_eq!(s.ended_at, start + TimeDelta::seconds(240));
-        assert_eq!(
-            (
-                s.n_events,
-                s.pages,
-                s.product_pages,
-                s.cart_adds,
-                s.cart_removes
-            ),
-            (5, 3, 1, 1, 0)
-        );
+        assert_eq!((s.n_events, s.pages, s.product_pages, s.cart_adds, s.cart_removes), (5, 3, 1, 1, 0));
         assert_eq!(s.duration_s, 15.0);
         assert!(!s.purchased, "a cancellation is not a purchase");
         assert_eq!(s.score, Some(0.3));

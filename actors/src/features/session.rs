@@ -150,12 +150,7 @@ impl SessionAccumulator {
     /// Sum of the known page durations over all four page kinds, in seconds.
     pub fn known_duration_s(&self) -> f64 {
         let mut total = NeumaierSum::default();
-        for k in [
-            &self.administrative,
-            &self.informational,
-            &self.product,
-            &self.other,
-        ] {
+        for k in [&self.administrative, &self.informational, &self.product, &self.other] {
             total.add(k.duration_s.value());
         }
         total.value()
@@ -310,9 +305,7 @@ pub struct ShoppersFeatures {
 
 /// Month spellings of the UCI file (`June` is spelled out there; Jan and Apr do
 /// not occur in the file, so their short forms are our choice).
-const MONTH_NAMES: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTH_NAMES: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 const REVENUE_COLUMN: &str = "Revenue";
 
@@ -371,11 +364,7 @@ impl ShoppersFeatures {
             Value::from(self.visitor_type.uci_name()),
             Value::from(self.weekend),
         ];
-        Self::UCI_COLUMNS
-            .iter()
-            .zip(values)
-            .map(|(k, v)| ((*k).to_owned(), v))
-            .collect()
+        Self::UCI_COLUMNS.iter().zip(values).map(|(k, v)| ((*k).to_owned(), v)).collect()
     }
 
     /// Parses one data row of the UCI CSV: 18 fields in header order (the 17
@@ -383,17 +372,9 @@ impl ShoppersFeatures {
     /// file's CRLF endings is harmless. Durations must be `>= 0` or exactly `-1`.
     pub fn from_uci_record(record: &[&str]) -> Result<(Self, bool), FeatureError> {
         if record.len() != Self::UCI_COLUMNS.len() + 1 {
-            return Err(FeatureError::FieldCount {
-                expected: Self::UCI_COLUMNS.len() + 1,
-                got: record.len(),
-            });
+            return Err(FeatureError::FieldCount { expected: Self::UCI_COLUMNS.len() + 1, got: record.len() });
         }
-        let field = |i: usize| {
-            (
-                Self::UCI_COLUMNS.get(i).copied().unwrap_or(REVENUE_COLUMN),
-                record[i].trim(),
-            )
-        };
+        let field = |i: usize| (Self::UCI_COLUMNS.get(i).copied().unwrap_or(REVENUE_COLUMN), record[i].trim());
         let features = Self {
             administrative: parse_count(field(0))?,
             administrative_duration: parse_duration(field(1))?,
@@ -419,27 +400,19 @@ impl ShoppersFeatures {
 }
 
 fn invalid(column: &'static str, value: &str, reason: impl Into<String>) -> FeatureError {
-    FeatureError::InvalidValue {
-        column,
-        value: value.to_owned(),
-        reason: reason.into(),
-    }
+    FeatureError::InvalidValue { column, value: value.to_owned(), reason: reason.into() }
 }
 
 fn parse_count((column, s): (&'static str, &str)) -> Result<u32, FeatureError> {
-    s.parse::<u32>()
-        .map_err(|e| invalid(column, s, format!("not a non-negative integer ({e})")))
+    s.parse::<u32>().map_err(|e| invalid(column, s, format!("not a non-negative integer ({e})")))
 }
 
 fn parse_code((column, s): (&'static str, &str)) -> Result<u16, FeatureError> {
-    s.parse::<u16>()
-        .map_err(|e| invalid(column, s, format!("not an integer code 0..=65535 ({e})")))
+    s.parse::<u16>().map_err(|e| invalid(column, s, format!("not an integer code 0..=65535 ({e})")))
 }
 
 fn parse_finite(column: &'static str, s: &str) -> Result<f64, FeatureError> {
-    let x = s
-        .parse::<f64>()
-        .map_err(|e| invalid(column, s, format!("not a number ({e})")))?;
+    let x = s.parse::<f64>().map_err(|e| invalid(column, s, format!("not a number ({e})")))?;
     if !x.is_finite() {
         return Err(invalid(column, s, "not a finite number"));
     }
@@ -474,11 +447,7 @@ fn parse_month((column, s): (&'static str, &str)) -> Result<u8, FeatureError> {
     match pos {
         // pos < 12, so the narrowing is lossless.
         Some(i) => Ok(i as u8 + 1),
-        None => Err(invalid(
-            column,
-            s,
-            "not a month name (Jan, Feb, …, June, Jul, …, Dec)",
-        )),
+        None => Err(invalid(column, s, "not a month name (Jan, Feb, …, June, Jul, …, Dec)")),
     }
 }
 
@@ -486,13 +455,7 @@ fn parse_visitor_type((column, s): (&'static str, &str)) -> Result<VisitorType, 
     [VisitorType::Returning, VisitorType::New, VisitorType::Other]
         .into_iter()
         .find(|v| v.uci_name() == s)
-        .ok_or_else(|| {
-            invalid(
-                column,
-                s,
-                "expected Returning_Visitor, New_Visitor or Other",
-            )
-        })
+        .ok_or_else(|| invalid(column, s, "expected Returning_Visitor, New_Visitor or Other"))
 }
 
 fn parse_bool((column, s): (&'static str, &str)) -> Result<bool, FeatureError> {
@@ -525,21 +488,9 @@ pub fn expand_row_pages(features: &ShoppersFeatures) -> Vec<PageView> {
         visitor_type: f.visitor_type,
     };
     let kinds = [
-        (
-            PageKind::Administrative,
-            f.administrative,
-            f.administrative_duration,
-        ),
-        (
-            PageKind::Informational,
-            f.informational,
-            f.informational_duration,
-        ),
-        (
-            PageKind::Product,
-            f.product_related,
-            f.product_related_duration,
-        ),
+        (PageKind::Administrative, f.administrative, f.administrative_duration),
+        (PageKind::Informational, f.informational, f.informational_duration),
+        (PageKind::Product, f.product_related, f.product_related_duration),
     ];
     let total: usize = kinds.iter().map(|(_, n, _)| *n as usize).sum();
     let mut pages = Vec::with_capacity(total.max(1));
@@ -593,9 +544,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn t(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
-            .single()
-            .expect("valid test time")
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid test time")
     }
 
     fn ev(n: usize, session: &str, time: DateTime<Utc>, kind: EventKind) -> Event {
@@ -631,21 +580,9 @@ mod tests {
     /// Field-by-field comparison; returns the first mismatch.
     fn compare(got: &ShoppersFeatures, want: &ShoppersFeatures) -> Result<(), String> {
         let floats = [
-            (
-                "Administrative_Duration",
-                got.administrative_duration,
-                want.administrative_duration,
-            ),
-            (
-                "Informational_Duration",
-                got.informational_duration,
-                want.informational_duration,
-            ),
-            (
-                "ProductRelated_Duration",
-                got.product_related_duration,
-                want.product_related_duration,
-            ),
+            ("Administrative_Duration", got.administrative_duration, want.administrative_duration),
+            ("Informational_Duration", got.informational_duration, want.informational_duration),
+            ("ProductRelated_Duration", got.product_related_duration, want.product_related_duration),
             ("BounceRates", got.bounce_rates, want.bounce_rates),
             ("ExitRates", got.exit_rates, want.exit_rates),
             ("PageValues", got.page_values, want.page_values),
@@ -677,9 +614,7 @@ mod tests {
             ..got.clone()
         };
         if exact != got_exact {
-            return Err(format!(
-                "integer/categorical fields differ: got {got_exact:?}, want {exact:?}"
-            ));
+            return Err(format!("integer/categorical fields differ: got {got_exact:?}, want {exact:?}"));
         }
         Ok(())
     }
@@ -713,29 +648,12 @@ mod tests {
             EventKind::PageView(pv(PageKind::Product, Some(20.0), 0.0, 0.1, 30.0)),
             EventKind::PageView(pv(PageKind::Product, None, 0.2, 0.3, 0.0)),
             EventKind::PageView(pv(PageKind::Other, Some(5.0), 0.1, 0.2, 6.0)),
-            EventKind::AddToCart(CartChange {
-                sku: "A".into(),
-                quantity: 1,
-                unit_price: Some(2.0),
-            }),
-            EventKind::RemoveFromCart(CartChange {
-                sku: "A".into(),
-                quantity: 1,
-                unit_price: None,
-            }),
-            EventKind::AddToCart(CartChange {
-                sku: "B".into(),
-                quantity: 2,
-                unit_price: Some(3.0),
-            }),
+            EventKind::AddToCart(CartChange { sku: "A".into(), quantity: 1, unit_price: Some(2.0) }),
+            EventKind::RemoveFromCart(CartChange { sku: "A".into(), quantity: 1, unit_price: None }),
+            EventKind::AddToCart(CartChange { sku: "B".into(), quantity: 2, unit_price: Some(3.0) }),
             EventKind::Purchase(Purchase {
                 invoice: "I1".into(),
-                lines: vec![OrderLine {
-                    sku: "B".into(),
-                    quantity: 2,
-                    unit_price: 3.0,
-                    description: None,
-                }],
+                lines: vec![OrderLine { sku: "B".into(), quantity: 2, unit_price: 3.0, description: None }],
                 country: None,
                 cancellation: false,
             }),
@@ -750,10 +668,7 @@ mod tests {
 
         assert_eq!(acc.n_events(), 9);
         assert_eq!(acc.page_views(), 4);
-        assert_eq!(
-            (acc.cart_adds(), acc.cart_removes(), acc.purchased()),
-            (2, 1, true)
-        );
+        assert_eq!((acc.cart_adds(), acc.cart_removes(), acc.purchased()), (2, 1, true));
         assert_eq!(acc.started_at(), t0);
         assert_eq!(acc.last_event_at(), t0 + TimeDelta::seconds(240));
         assert!(close(acc.known_duration_s(), 35.0));
@@ -782,17 +697,9 @@ mod tests {
         // A late page view from before the start moves the start and the context.
         let mut late = pv(PageKind::Informational, Some(1.0), 0.0, 0.0, 0.0);
         late.os = 9;
-        acc.apply(&ev(
-            100,
-            "s",
-            t(2025, 2, 28, 12, 0, 0),
-            EventKind::PageView(late),
-        ));
+        acc.apply(&ev(100, "s", t(2025, 2, 28, 12, 0, 0), EventKind::PageView(late)));
         let f = acc.features();
-        assert_eq!(
-            (f.month, f.weekend, f.operating_systems, f.informational),
-            (2, false, 9, 1)
-        );
+        assert_eq!((f.month, f.weekend, f.operating_systems, f.informational), (2, false, 9, 1));
         assert_eq!(acc.last_event_at(), t0 + TimeDelta::seconds(240));
 
         // Snapshot round trip.
@@ -804,8 +711,7 @@ mod tests {
 
     #[test]
     fn unknown_duration_rule() {
-        let mut acc =
-            SessionAccumulator::new(SessionId::new_unchecked("s"), t(2025, 5, 5, 8, 0, 0));
+        let mut acc = SessionAccumulator::new(SessionId::new_unchecked("s"), t(2025, 5, 5, 8, 0, 0));
         let pages = [
             pv(PageKind::Product, None, 0.0, 0.0, 0.0),
             pv(PageKind::Product, Some(f64::NAN), 0.0, 0.0, 0.0),
@@ -814,12 +720,7 @@ mod tests {
             pv(PageKind::Administrative, Some(0.0), 0.0, 0.0, 0.0),
         ];
         for (k, p) in pages.into_iter().enumerate() {
-            acc.apply(&ev(
-                k,
-                "s",
-                t(2025, 5, 5, 8, 0, k as u32),
-                EventKind::PageView(p),
-            ));
+            acc.apply(&ev(k, "s", t(2025, 5, 5, 8, 0, k as u32), EventKind::PageView(p)));
         }
         let f = acc.features();
         // Pages but no known duration: -1. One known 0 s page: 0. No pages: 0.
@@ -831,26 +732,13 @@ mod tests {
         assert_eq!(acc.known_duration_s(), 0.0);
 
         // A -1 row expands to unmeasured pages and comes back as -1.
-        let row = ShoppersFeatures {
-            product_related_duration: -1.0,
-            ..f.clone()
-        };
+        let row = ShoppersFeatures { product_related_duration: -1.0, ..f.clone() };
         let pages = expand_row_pages(&row);
-        let product: Vec<&PageView> = pages
-            .iter()
-            .filter(|p| p.page_kind == PageKind::Product)
-            .collect();
+        let product: Vec<&PageView> = pages.iter().filter(|p| p.page_kind == PageKind::Product).collect();
         assert_eq!(product.len(), 2);
         assert!(product.iter().all(|p| p.duration_s.is_none()));
-        compare(
-            &replay(&row, 3).features(),
-            &ShoppersFeatures {
-                month: 5,
-                weekend: false,
-                ..row.clone()
-            },
-        )
-        .expect("-1 row");
+        compare(&replay(&row, 3).features(), &ShoppersFeatures { month: 5, weekend: false, ..row.clone() })
+            .expect("-1 row");
     }
 
     #[test]
@@ -872,14 +760,8 @@ mod tests {
     fn empty_session_features() {
         let acc = SessionAccumulator::new(SessionId::new_unchecked("s"), t(2025, 1, 1, 0, 0, 0));
         let f = acc.features();
-        assert_eq!(
-            (f.month, f.weekend, f.visitor_type),
-            (1, false, VisitorType::Other)
-        );
-        assert_eq!(
-            (f.bounce_rates, f.exit_rates, f.page_values),
-            (0.0, 0.0, 0.0)
-        );
+        assert_eq!((f.month, f.weekend, f.visitor_type), (1, false, VisitorType::Other));
+        assert_eq!((f.bounce_rates, f.exit_rates, f.page_values), (0.0, 0.0, 0.0));
         assert_eq!(acc.n_events(), 0);
     }
 
@@ -929,57 +811,21 @@ mod tests {
         let mut bad = fields;
         bad[10] = "Juin";
         let err = ShoppersFeatures::from_uci_record(&bad).expect_err("bad month");
-        assert!(
-            err.to_string().contains("Month") && err.to_string().contains("Juin"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("Month") && err.to_string().contains("Juin"), "{err}");
         let mut bad = fields;
         bad[1] = "-2";
         let err = ShoppersFeatures::from_uci_record(&bad).expect_err("bad duration");
-        assert!(
-            matches!(
-                err,
-                FeatureError::InvalidValue {
-                    column: "Administrative_Duration",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, FeatureError::InvalidValue { column: "Administrative_Duration", .. }), "{err}");
         let mut bad = fields;
         bad[4] = "1.5";
         let err = ShoppersFeatures::from_uci_record(&bad).expect_err("bad count");
-        assert!(
-            matches!(
-                err,
-                FeatureError::InvalidValue {
-                    column: "ProductRelated",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, FeatureError::InvalidValue { column: "ProductRelated", .. }), "{err}");
         let mut bad = fields;
         bad[17] = "yes";
         let err = ShoppersFeatures::from_uci_record(&bad).expect_err("bad revenue");
-        assert!(
-            matches!(
-                err,
-                FeatureError::InvalidValue {
-                    column: "Revenue",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, FeatureError::InvalidValue { column: "Revenue", .. }), "{err}");
         let err = ShoppersFeatures::from_uci_record(&fields[..17]).expect_err("short");
-        assert_eq!(
-            err,
-            FeatureError::FieldCount {
-                expected: 18,
-                got: 17
-            }
-        );
+        assert_eq!(err, FeatureError::FieldCount { expected: 18, got: 17 });
     }
 
     #[test]
@@ -1005,9 +851,7 @@ mod tests {
     fn generated_rows(n: usize) -> Vec<Vec<String>> {
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move |m: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) % m
         };
         (0..n)
@@ -1029,19 +873,13 @@ mod tests {
                 }
                 row.push((next(2000) as f64 / 10_000.0).to_string());
                 row.push((next(2000) as f64 / 10_000.0).to_string());
-                row.push(if next(4) == 0 {
-                    (next(100_000) as f64 / 3.0).to_string()
-                } else {
-                    "0".into()
-                });
+                row.push(if next(4) == 0 { (next(100_000) as f64 / 3.0).to_string() } else { "0".into() });
                 row.push((next(6) as f64 / 5.0).to_string());
                 row.push(MONTH_NAMES[next(12) as usize].to_string());
                 for m in [8, 13, 9, 20] {
                     row.push((1 + next(m)).to_string());
                 }
-                row.push(
-                    ["Returning_Visitor", "New_Visitor", "Other"][next(3) as usize].to_string(),
-                );
+                row.push(["Returning_Visitor", "New_Visitor", "Other"][next(3) as usize].to_string());
                 row.push(if next(3) == 0 { "TRUE" } else { "FALSE" }.to_string());
                 row.push(if next(6) == 0 { "TRUE" } else { "FALSE" }.to_string());
                 row
@@ -1086,38 +924,24 @@ mod tests {
         let rows = generated_rows(200);
         assert!(check_rows(&rows) > 0);
         // The generator must exercise the -1 and zero-page cases.
-        assert!(rows
-            .iter()
-            .any(|r| r[1] == "-1" || r[3] == "-1" || r[5] == "-1"));
-        assert!(rows
-            .iter()
-            .any(|r| r[0] == "0" && r[2] == "0" && r[4] == "0"));
+        assert!(rows.iter().any(|r| r[1] == "-1" || r[3] == "-1" || r[5] == "-1"));
+        assert!(rows.iter().any(|r| r[0] == "0" && r[2] == "0" && r[4] == "0"));
     }
 
     /// Every row of the UCI file (or generated rows without it) expanded into
     /// page views must give back the row's features.
     #[test]
     fn replayed_rows_reproduce_features() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/online_shoppers_intention.csv"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/online_shoppers_intention.csv");
         let rows: Vec<Vec<String>> = match std::fs::read_to_string(path) {
             Ok(text) => {
                 let mut lines = text.lines();
-                let header: Vec<&str> = lines
-                    .next()
-                    .expect("header")
-                    .split(',')
-                    .map(str::trim)
-                    .collect();
+                let header: Vec<&str> = lines.next().expect("header").split(',').map(str::trim).collect();
                 let mut want_header = ShoppersFeatures::UCI_COLUMNS.to_vec();
                 want_header.push(REVENUE_COLUMN);
                 assert_eq!(header, want_header);
-                let rows: Vec<Vec<String>> = lines
-                    .filter(|l| !l.trim().is_empty())
-                    .map(|l| l.split(',').map(str::to_owned).collect())
-                    .collect();
+                let rows: Vec<Vec<String>> =
+                    lines.filter(|l| !l.trim().is_empty()).map(|l| l.split(',').map(str::to_owned).collect()).collect();
                 assert_eq!(rows.len(), 12_330, "row count of {path}");
                 println!("checking all {} rows of {path}", rows.len());
                 rows
@@ -1129,9 +953,6 @@ mod tests {
         };
         let revenue_rows = check_rows(&rows);
         assert!(revenue_rows > 0);
-        println!(
-            "{} rows reproduced ({revenue_rows} with Revenue)",
-            rows.len()
-        );
+        println!("{} rows reproduced ({revenue_rows} with Revenue)", rows.len());
     }
 }

@@ -25,7 +25,6 @@ pub struct FlushState {
     pub done: oneshot::Sender<()>,
 }
 
-
 /// Actor → persister: the customer's state as of `last_seq`.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]

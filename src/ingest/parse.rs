@@ -226,13 +226,15 @@ fn parse_event(raw: &str, limits: ParseLimits) -> Result<Event, FieldError> {
             needs_session()?;
             EventKind::SessionEnd
         }
-        other => return Err(bad(
-            "type",
-            format!(
+        other => {
+            return Err(bad(
+                "type",
+                format!(
                 "unknown event type {:?}; expected page_view, add_to_cart, remove_from_cart, purchase or session_end",
                 truncate(other)
             ),
-        )),
+            ))
+        }
     };
     Ok(Event { event_id, customer_id, session_id, time, kind })
 }

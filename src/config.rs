@@ -69,6 +69,9 @@ pub struct ActorSettings {
     pub snapshot_every_events: u32,
     /// … or this many milliseconds after its first unsnapshotted change.
     pub snapshot_max_delay_ms: u64,
+    /// Most live actors per shard; the least recently used beyond it are
+    /// passivated early.
+    pub max_active_per_shard: usize,
     /// Closed sessions an actor keeps in memory for reads.
     pub recent_sessions: usize,
     /// Persister: most rows written in one transaction.
@@ -118,6 +121,7 @@ impl Settings {
             .set_default("actors.snapshot_every_events", 2000)?
             .set_default("actors.snapshot_max_delay_ms", 5000)?
             .set_default("actors.recent_sessions", 20)?
+            .set_default("actors.max_active_per_shard", 100_000)?
             .set_default("actors.persist_max_batch", 2000)?
             .set_default("actors.checkpoint_interval_ms", 5000)?
             .set_default("log.level", "info")?

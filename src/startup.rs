@@ -50,6 +50,7 @@ impl Application {
                 snapshot_max_delay: Duration::from_millis(settings.actors.snapshot_max_delay_ms),
                 persist_max_batch: settings.actors.persist_max_batch,
                 write_gate: gate.clone(),
+                max_active_per_shard: settings.actors.max_active_per_shard,
             },
             actor_metrics,
         );

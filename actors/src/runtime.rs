@@ -30,6 +30,7 @@ pub struct RuntimeSettings {
     pub snapshot_max_delay: Duration,
     pub persist_max_batch: usize,
     pub write_gate: WriteGate,
+    pub max_active_per_shard: usize,
 }
 
 /// Handle to the running core; cheap to clone.
@@ -102,6 +103,7 @@ impl Runtime {
             snapshot_max_delay: settings.snapshot_max_delay,
             watermark_ms: watermark_ms.clone(),
             inflight: Arc::new(AtomicI64::new(0)),
+            max_active: settings.max_active_per_shard,
         });
         let mut arbiters = Vec::new();
         let runtime_db = db.clone();

@@ -8,7 +8,7 @@ use crate::customer::state::{CustomerState, StateRules};
 use crate::customer::CustomerSession;
 use crate::event::{CustomerId, LoggedEvent};
 use crate::messages::delivery::{Apply, Deliver};
-use crate::messages::lifecycle::{Barrier, FlushState, IdleReport, Lookup};
+use crate::messages::lifecycle::{Barrier, FlushState, IdleReport, Lookup, PassivateNow};
 use crate::messages::query::{Ask, Inspect};
 use crate::persister::Persister;
 use crate::store;
@@ -37,6 +37,9 @@ pub struct ShardConfig {
     /// Events handed to shards and not yet processed by an actor: the
     /// committer's back-pressure signal.
     pub inflight: Arc<AtomicI64>,
+    /// Most live actors per shard; beyond it the least recently used ones
+    /// are passivated early, so memory stays bounded whatever the traffic.
+    pub max_active: usize,
 }
 
 impl ShardConfig {
@@ -54,7 +57,7 @@ enum Pending {
 }
 
 enum Slot {
-    Active { addr: Addr<CustomerSession>, forwarded: u64 },
+    Active { addr: Addr<CustomerSession>, forwarded: u64, touched: u64 },
     Loading { pending: Vec<Pending> },
 }
 
@@ -66,6 +69,8 @@ pub struct Shard {
     slots: HashMap<CustomerId, Slot>,
     queue: Vec<CustomerId>,
     loading: bool,
+    /// Counts routed messages; a slot's `touched` is this clock at its last use.
+    clock: u64,
 }
 
 impl Shard {
@@ -75,13 +80,15 @@ impl Shard {
         metrics: ActorMetrics,
         cfg: Arc<ShardConfig>,
     ) -> Self {
-        Shard { db, persister, metrics, cfg, slots: HashMap::new(), queue: Vec::new(), loading: false }
+        Shard { db, persister, metrics, cfg, slots: HashMap::new(), queue: Vec::new(), loading: false, clock: 0 }
     }
 
     fn route(&mut self, customer: CustomerId, item: Pending) {
+        self.clock += 1;
         match self.slots.get_mut(&customer) {
-            Some(Slot::Active { addr, forwarded }) => {
+            Some(Slot::Active { addr, forwarded, touched }) => {
                 *forwarded += 1;
+                *touched = self.clock;
                 send(addr, item);
             }
             Some(Slot::Loading { pending }) => pending.push(item),
@@ -182,7 +189,7 @@ impl Shard {
             forwarded += 1;
             send(&addr, p);
         }
-        self.slots.insert(id, Slot::Active { addr, forwarded });
+        self.slots.insert(id, Slot::Active { addr, forwarded, touched: self.clock });
     }
 }
 
@@ -198,6 +205,34 @@ impl Actor for Shard {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1 << 20);
+        ctx.run_interval(Duration::from_secs(1), |act, _ctx| act.shed_load());
+    }
+}
+
+impl Shard {
+    /// Over the cap: the least recently used tenth of the cap (and the excess)
+    /// is asked to passivate. Actors busy with messages decline and stay.
+    fn shed_load(&mut self) {
+        let max = self.cfg.max_active.max(1);
+        let mut active: Vec<(u64, CustomerId)> = self
+            .slots
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Slot::Active { touched, .. } => Some((*touched, id.clone())),
+                Slot::Loading { .. } => None,
+            })
+            .collect();
+        if active.len() <= max {
+            return;
+        }
+        let n = (active.len() - max + max / 10).min(active.len());
+        active.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        for (_, id) in active.into_iter().take(n) {
+            if let Some(Slot::Active { addr, forwarded, .. }) = self.slots.get_mut(&id) {
+                *forwarded += 1;
+                addr.do_send(PassivateNow);
+            }
+        }
     }
 }
 
@@ -227,7 +262,7 @@ impl Handler<IdleReport> for Shard {
 
     fn handle(&mut self, msg: IdleReport, _ctx: &mut Self::Context) -> bool {
         match self.slots.get(&msg.customer) {
-            Some(Slot::Active { addr, forwarded }) if *addr == msg.addr && *forwarded == msg.processed => {
+            Some(Slot::Active { addr, forwarded, .. }) if *addr == msg.addr && *forwarded == msg.processed => {
                 self.slots.remove(&msg.customer);
                 true
             }
@@ -244,7 +279,7 @@ impl Handler<Barrier> for Shard {
         let mut lowest_pending = i64::MAX;
         for slot in self.slots.values_mut() {
             match slot {
-                Slot::Active { addr, forwarded } => {
+                Slot::Active { addr, forwarded, .. } => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     *forwarded += 1;
                     addr.do_send(FlushState { done: tx });

@@ -97,3 +97,27 @@ async fn database_outage_gives_503_and_acknowledges_nothing() {
     assert_eq!(s, 200);
     assert_eq!(c["profile"]["frequency"], 1.0);
 }
+
+/// Memory stays bounded: past `max_active_per_shard` the least recently used
+/// actors passivate, and come back with their state when needed.
+#[actix_web::test]
+async fn actor_count_is_capped_per_shard() {
+    let app = spawn_app_with(Db::Sqlite, |s| {
+        s.actors.shards = 2;
+        s.actors.max_active_per_shard = 5;
+    })
+    .await;
+    for i in 0..40 {
+        let (s, _) = app.post_events(&customer_batch(&format!("m{i}"))).await;
+        assert_eq!(s, 200);
+    }
+    app.wait_metric("cartpulse_actor_passivations_total", 25.0, Duration::from_secs(15)).await;
+    let active = app.metric("cartpulse_actors_active").await;
+    assert!(active <= 10.0, "{active} actors alive with a cap of 2 x 5");
+    for i in [0, 13, 39] {
+        let (s, c) = app.get_customer(&format!("m{i}")).await;
+        assert_eq!(s, 200);
+        assert_eq!(c["profile"]["frequency"], 1.0);
+        assert_eq!(c["open_session"]["n_events"], 1);
+    }
+}

@@ -6,7 +6,7 @@
 pub mod state;
 
 use crate::messages::delivery::Apply;
-use crate::messages::lifecycle::{FlushState, IdleReport, Snapshot};
+use crate::messages::lifecycle::{FlushState, IdleReport, PassivateNow, Snapshot};
 use crate::messages::query::{Answer, Inspect, Query};
 use crate::persister::Persister;
 use crate::shard::{Shard, ShardConfig};
@@ -121,24 +121,32 @@ impl CustomerSession {
                 self.snapshot();
             }
         }
-        if idle >= self.cfg.passivate_after && !self.reporting_idle {
-            self.reporting_idle = true;
-            // The final snapshot goes out before the shard can let go of this
-            // actor, so a successor's lookup at the persister finds it.
-            self.snapshot();
-            let report =
-                IdleReport { customer: self.state.customer_id.clone(), addr: ctx.address(), processed: self.processed };
-            self.shard
-                .send(report)
-                .into_actor(self)
-                .map(|agreed, act, ctx| {
-                    act.reporting_idle = false;
-                    if matches!(agreed, Ok(true)) {
-                        ctx.stop();
-                    }
-                })
-                .wait(ctx);
+        if idle >= self.cfg.passivate_after {
+            self.offer_passivation(ctx);
         }
+    }
+
+    /// Snapshots and asks the shard to let go of this actor; stops if it agrees.
+    fn offer_passivation(&mut self, ctx: &mut Context<Self>) {
+        if self.reporting_idle {
+            return;
+        }
+        self.reporting_idle = true;
+        // The final snapshot goes out before the shard can let go of this
+        // actor, so a successor's lookup at the persister finds it.
+        self.snapshot();
+        let report =
+            IdleReport { customer: self.state.customer_id.clone(), addr: ctx.address(), processed: self.processed };
+        self.shard
+            .send(report)
+            .into_actor(self)
+            .map(|agreed, act, ctx| {
+                act.reporting_idle = false;
+                if matches!(agreed, Ok(true)) {
+                    ctx.stop();
+                }
+            })
+            .wait(ctx);
     }
 }
 
@@ -197,5 +205,14 @@ impl Handler<FlushState> for CustomerSession {
         self.processed += 1;
         self.snapshot();
         let _ = msg.done.send(());
+    }
+}
+
+impl Handler<PassivateNow> for CustomerSession {
+    type Result = ();
+
+    fn handle(&mut self, _msg: PassivateNow, ctx: &mut Self::Context) {
+        self.processed += 1;
+        self.offer_passivation(ctx);
     }
 }

@@ -58,3 +58,9 @@ pub struct Lookup {
 #[derive(Message)]
 #[rtype(result = "i64")]
 pub struct Barrier;
+
+/// Shard → actor: the shard holds too many actors; flush and offer to stop
+/// (the actor then goes through the same `IdleReport` handshake as when idle).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PassivateNow;

@@ -62,8 +62,11 @@ impl Persister {
             return;
         }
         self.writing = true;
-        let customers: Arc<Vec<Snapshot>> = Arc::new(std::mem::take(&mut self.customers).into_values().collect());
-        let sessions: Vec<SessionView> = std::mem::take(&mut self.sessions).into_values().collect();
+        // At most one batch per transaction: on SQLite the writer is shared
+        // with ingest, and a checkpoint's worth of snapshots in one
+        // transaction would hold acknowledgements back for a second.
+        let customers: Arc<Vec<Snapshot>> = Arc::new(take_some(&mut self.customers, self.max_batch));
+        let sessions: Vec<SessionView> = take_some(&mut self.sessions, self.max_batch);
         let index = customers.iter().enumerate().map(|(i, s)| (s.customer_id.clone(), i)).collect();
         self.in_flight = Some((customers.clone(), index));
         let db = self.db.clone();
@@ -105,7 +108,7 @@ impl Persister {
                     return;
                 }
             }
-            let full = act.customers.len() + act.sessions.len() >= act.max_batch;
+            let full = act.customers.len().max(act.sessions.len()) >= act.max_batch;
             if full || !act.waiters.is_empty() {
                 act.write(ctx);
             }
@@ -174,4 +177,13 @@ impl Handler<Lookup> for Persister {
         }
         MessageResult(out)
     }
+}
+
+/// Removes and returns up to `n` entries of the map.
+fn take_some<K: std::hash::Hash + Eq + Clone, V>(map: &mut HashMap<K, V>, n: usize) -> Vec<V> {
+    if map.len() <= n {
+        return std::mem::take(map).into_values().collect();
+    }
+    let keys: Vec<K> = map.keys().take(n).cloned().collect();
+    keys.iter().filter_map(|k| map.remove(k)).collect()
 }

@@ -1,4 +1,4 @@
-//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo | train | predict`.
+//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo | train | predict | segment`.
 
 use crate::config::{Overrides, Settings};
 use crate::keys::Scope;
@@ -77,6 +77,17 @@ pub enum Command {
         /// Output file (stdout when absent).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// K-Means segmentation of the customer profiles; stores a new version, last stdout line is JSON.
+    Segment {
+        /// Number of segments, or `auto` (best silhouette over 2..=12).
+        #[arg(long, default_value = "auto")]
+        k: String,
+        /// Also write the transformed matrix as CSV (customer_id, then the features).
+        #[arg(long)]
+        export_matrix: Option<PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Serve and feed the service its own traffic; prints where to look.
     Demo {
@@ -238,6 +249,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Predict { model, data, out } => crate::train::predict(&model, &data, out.as_deref()),
+        Command::Segment { k, export_matrix, seed } => {
+            let settings = cli.global.settings(None)?;
+            crate::telemetry::init_logging("warn", false);
+            let k = k.parse()?;
+            let opts = crate::segment::SegmentOptions { settings, k, export_matrix, seed, print_table: true };
+            let r = tokio_rt()?.block_on(crate::segment::run(opts))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
         Command::Demo { listen, file, synthetic } => {
             let settings = cli.global.settings(Some(listen))?;
             crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");

@@ -11,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod replay;
+pub mod segment;
 pub mod startup;
 pub mod telemetry;
 pub mod train;

@@ -5,4 +5,5 @@ pub mod checkpoint;
 pub mod customer;
 pub mod event;
 pub mod prelude;
+pub mod segmentation;
 pub mod session;

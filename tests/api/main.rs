@@ -10,3 +10,4 @@ mod health;
 mod ingest;
 mod lifecycle;
 mod replay;
+mod segment;

@@ -1,0 +1,395 @@
+//! `cartpulse segment`: K-Means segmentation of the customer profiles.
+//!
+//! 1. Reads every non-guest customer's profile (`customers.profile`, the JSON of
+//!    `actors::features::profile::ProfileFeatures`; ids starting `guest-` are
+//!    left out, since guests have no profile worth segmenting) ordered by id.
+//! 2. Transforms it: signed `log1p` on heavy-tailed money and count features,
+//!    then robust scaling by median and IQR ([`transform`] lists the features).
+//! 3. Runs linfa-clustering K-Means (k-means++ init, [`N_RUNS`] runs, seeded
+//!    `Xoshiro256Plus`) on a blocking thread. With `--k auto` it fits every k
+//!    in 2..=12 and keeps the best mean silhouette, computed on a deterministic
+//!    evenly-spaced sample of at most [`SILHOUETTE_SAMPLE`] customers (the
+//!    silhouette is O(n²); the fits themselves always use every customer).
+//! 4. Names every segment from its centroid ([`naming`]), stores a new
+//!    `segmentations` version (inactive; activation is a separate step), prints
+//!    a table on stderr and returns the report (the CLI prints it as JSON).
+//!
+//! `--export-matrix FILE` writes the transformed matrix as CSV (`customer_id`
+//! then the features), to compare against scikit-learn on identical input.
+
+pub mod naming;
+pub mod transform;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use actors::features::profile::ProfileFeatures;
+use anyhow::Context;
+use linfa::prelude::{Fit, Predict};
+use linfa::DatasetBase;
+use linfa_clustering::{KMeans, KMeansInit};
+use ndarray::Array2;
+use rand_xoshiro::rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256Plus;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use serde::Serialize;
+
+use crate::config::Settings;
+use transform::Scaler;
+
+/// K-Means restarts per fit; the best (lowest inertia) is kept.
+pub const N_RUNS: usize = 10;
+/// Most customers the silhouette is computed on.
+pub const SILHOUETTE_SAMPLE: usize = 2_000;
+/// The range `--k auto` searches.
+pub const AUTO_K: std::ops::RangeInclusive<usize> = 2..=12;
+
+/// How many clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KChoice {
+    Auto,
+    Fixed(usize),
+}
+
+impl std::str::FromStr for KChoice {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(KChoice::Auto);
+        }
+        let k: usize = s.parse().map_err(|_| anyhow::anyhow!("--k must be a number ≥ 2 or `auto`, got {s:?}"))?;
+        anyhow::ensure!(k >= 2, "--k must be at least 2, got {k}");
+        Ok(KChoice::Fixed(k))
+    }
+}
+
+pub struct SegmentOptions {
+    pub settings: Settings,
+    pub k: KChoice,
+    pub export_matrix: Option<PathBuf>,
+    pub seed: u64,
+    /// Print the segment table on stderr.
+    pub print_table: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SegmentInfo {
+    pub segment: usize,
+    pub name: String,
+    pub size: usize,
+    /// The features farthest from the median customer (scaled values).
+    pub defining: Vec<(String, f64)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KScore {
+    pub k: usize,
+    pub inertia: f64,
+    pub silhouette: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SegmentReport {
+    pub version: i32,
+    pub k: usize,
+    pub n_customers: usize,
+    pub inertia: f64,
+    pub silhouette: f64,
+    pub silhouette_sample: usize,
+    /// Every k tried (one entry for a fixed k).
+    pub scores: Vec<KScore>,
+    pub segments: Vec<SegmentInfo>,
+    pub elapsed_s: f64,
+}
+
+/// Runs the whole job against the database in `opts.settings`.
+pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
+    let started = Instant::now();
+    let db = crate::db::connect(&opts.settings).await?;
+    crate::db::migrate(&db).await?;
+    let (ids, rows) = load_profiles(&db).await?;
+    anyhow::ensure!(rows.len() >= 3, "need at least 3 non-guest customer profiles to segment, found {}", rows.len());
+    if let KChoice::Fixed(k) = opts.k {
+        anyhow::ensure!(k <= rows.len(), "--k {k} exceeds the {} customers", rows.len());
+    }
+    let (k_choice, seed) = (opts.k, opts.seed);
+    let fit = tokio::task::spawn_blocking(move || fit_all(&rows, k_choice, seed)).await.context("segment worker")??;
+
+    if let Some(path) = &opts.export_matrix {
+        write_matrix(path, &ids, &fit.matrix).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let names: Vec<&str> = ProfileFeatures::NAMES.to_vec();
+    let row = entities::segmentation::ActiveModel {
+        created_at: Set(chrono::Utc::now()),
+        k: Set(i32::try_from(fit.k)?),
+        inertia: Set(fit.inertia),
+        silhouette: Set(Some(fit.silhouette)),
+        n_customers: Set(i32::try_from(ids.len())?),
+        feature_names: Set(serde_json::to_string(&names)?),
+        scaler: Set(serde_json::to_string(&fit.scaler)?),
+        centroids: Set(serde_json::to_string(&fit.centroids)?),
+        sizes: Set(serde_json::to_string(&fit.sizes)?),
+        names: Set(serde_json::to_string(&fit.names)?),
+        active: Set(false),
+        ..Default::default()
+    }
+    .insert(&db)
+    .await
+    .context("storing the segmentation")?;
+
+    let segments: Vec<SegmentInfo> = (0..fit.k)
+        .map(|i| SegmentInfo {
+            segment: i,
+            name: fit.names[i].clone(),
+            size: fit.sizes[i],
+            defining: naming::defining_features(&names, &fit.centroids[i], 4),
+        })
+        .collect();
+    let report = SegmentReport {
+        version: row.version,
+        k: fit.k,
+        n_customers: ids.len(),
+        inertia: fit.inertia,
+        silhouette: fit.silhouette,
+        silhouette_sample: fit.sample,
+        scores: fit.scores,
+        segments,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    if opts.print_table {
+        eprint!("{}", table(&report));
+    }
+    Ok(report)
+}
+
+/// Customer ids and profile vectors of every non-guest customer, by id.
+async fn load_profiles(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>)> {
+    use entities::customer::{Column, Entity};
+    let all: Vec<(String, String)> = Entity::find()
+        .select_only()
+        .column(Column::CustomerId)
+        .column(Column::Profile)
+        .filter(Column::CustomerId.not_like("guest-%"))
+        .order_by_asc(Column::CustomerId)
+        .into_tuple()
+        .all(db)
+        .await
+        .context("reading customer profiles")?;
+    let (mut ids, mut rows, mut bad) = (Vec::with_capacity(all.len()), Vec::with_capacity(all.len()), 0usize);
+    for (id, profile) in all {
+        match serde_json::from_str::<ProfileFeatures>(&profile) {
+            Ok(p) => {
+                ids.push(id);
+                rows.push(p.to_vec());
+            }
+            // An unreadable profile ("{}" when the actor could not serialize one) is
+            // skipped rather than segmented as an all-zero customer.
+            Err(_) => bad += 1,
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(skipped = bad, "customer profiles that could not be parsed were left out");
+    }
+    Ok((ids, rows))
+}
+
+/// Everything the blocking part computes.
+struct JobFit {
+    matrix: Array2<f64>,
+    scaler: Scaler,
+    k: usize,
+    inertia: f64,
+    silhouette: f64,
+    sample: usize,
+    scores: Vec<KScore>,
+    centroids: Vec<Vec<f64>>,
+    sizes: Vec<usize>,
+    names: Vec<String>,
+}
+
+/// Builds the matrix for `rows` with a scaler fitted on them.
+pub fn build_matrix(rows: &[Vec<f64>]) -> anyhow::Result<(Scaler, Array2<f64>)> {
+    let scaler = Scaler::fit(&ProfileFeatures::NAMES, rows);
+    let d = ProfileFeatures::NAMES.len();
+    let flat: Vec<f64> = rows.iter().flat_map(|r| scaler.transform(r)).collect();
+    Ok((scaler, Array2::from_shape_vec((rows.len(), d), flat)?))
+}
+
+fn fit_all(rows: &[Vec<f64>], k: KChoice, seed: u64) -> anyhow::Result<JobFit> {
+    let (scaler, matrix) = build_matrix(rows)?;
+    let sample = sample_indices(matrix.nrows(), SILHOUETTE_SAMPLE);
+    let dist = pairwise(&matrix, &sample);
+    let ks: Vec<usize> = match k {
+        KChoice::Fixed(k) => vec![k],
+        // Never more clusters than customers (tiny databases).
+        KChoice::Auto => AUTO_K.filter(|&k| k < matrix.nrows()).collect(),
+    };
+    anyhow::ensure!(!ks.is_empty(), "too few customers for --k auto");
+    let mut best: Option<(f64, usize, OneFit)> = None;
+    let mut scores = Vec::with_capacity(ks.len());
+    for k in ks {
+        let one = kmeans(&matrix, k, seed)?;
+        let sample_labels: Vec<usize> = sample.iter().map(|&i| one.labels[i]).collect();
+        let s = silhouette(&dist, &sample_labels, k);
+        scores.push(KScore { k, inertia: one.inertia, silhouette: s });
+        // Strictly better only: on a tie the smaller k wins.
+        if best.as_ref().is_none_or(|b| s > b.0) {
+            best = Some((s, k, one));
+        }
+    }
+    let (silhouette, k, one) = best.ok_or_else(|| anyhow::anyhow!("no k was fitted"))?;
+    let mut sizes = vec![0usize; k];
+    for &l in &one.labels {
+        sizes[l] += 1;
+    }
+    let centroids = one.centroids;
+    let names = naming::name_segments(&ProfileFeatures::NAMES, &centroids);
+    Ok(JobFit {
+        inertia: one.inertia,
+        matrix,
+        scaler,
+        k,
+        silhouette,
+        sample: sample.len(),
+        scores,
+        centroids,
+        sizes,
+        names,
+    })
+}
+
+/// The parts of a fitted model the job keeps.
+struct OneFit {
+    centroids: Vec<Vec<f64>>,
+    inertia: f64,
+    labels: Vec<usize>,
+}
+
+/// One K-Means fit: k-means++ init, [`N_RUNS`] runs, seeded so reruns agree.
+fn kmeans(matrix: &Array2<f64>, k: usize, seed: u64) -> anyhow::Result<OneFit> {
+    let data = DatasetBase::from(matrix.clone());
+    let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
+        .init_method(KMeansInit::KMeansPlusPlus)
+        .n_runs(N_RUNS)
+        .max_n_iterations(300)
+        .tolerance(1e-4)
+        .fit(&data)
+        .map_err(|e| anyhow::anyhow!("K-Means with k = {k}: {e}"))?;
+    let labels = model.predict(matrix).to_vec();
+    let centroids: Vec<Vec<f64>> = model.centroids().rows().into_iter().map(|r| r.to_vec()).collect();
+    // linfa's `inertia()` is a per-sample mean; we report scikit-learn's total
+    // (sum of squared distances to the assigned centroid) so the two compare directly.
+    let inertia = matrix
+        .rows()
+        .into_iter()
+        .zip(&labels)
+        .map(|(row, &l)| row.iter().zip(&centroids[l]).map(|(x, c)| (x - c) * (x - c)).sum::<f64>())
+        .sum();
+    Ok(OneFit { centroids, inertia, labels })
+}
+
+/// At most `m` of `0..n`, evenly spaced (deterministic, covers the id range).
+pub fn sample_indices(n: usize, m: usize) -> Vec<usize> {
+    if n <= m {
+        return (0..n).collect();
+    }
+    (0..m).map(|i| i * n / m).collect()
+}
+
+/// Euclidean distances between the sampled rows (row-major, |sample|²).
+fn pairwise(matrix: &Array2<f64>, sample: &[usize]) -> Vec<f64> {
+    let n = sample.len();
+    let mut d = vec![0.0; n * n];
+    for a in 0..n {
+        let ra = matrix.row(sample[a]);
+        for b in (a + 1)..n {
+            let rb = matrix.row(sample[b]);
+            let v = ra.iter().zip(rb.iter()).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+            d[a * n + b] = v;
+            d[b * n + a] = v;
+        }
+    }
+    d
+}
+
+/// Mean silhouette over the sample (a point alone in its cluster scores 0).
+pub fn silhouette(dist: &[f64], labels: &[usize], k: usize) -> f64 {
+    let n = labels.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    let mut sums = vec![0.0; k];
+    let mut counts = vec![0usize; k];
+    for &l in labels {
+        counts[l] += 1;
+    }
+    for i in 0..n {
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        for j in 0..n {
+            sums[labels[j]] += dist[i * n + j];
+        }
+        let own = labels[i];
+        if counts[own] <= 1 {
+            continue;
+        }
+        let a = sums[own] / (counts[own] - 1) as f64;
+        let b = (0..k)
+            .filter(|&c| c != own && counts[c] > 0)
+            .map(|c| sums[c] / counts[c] as f64)
+            .fold(f64::INFINITY, f64::min);
+        if b.is_finite() {
+            let m = a.max(b);
+            if m > 0.0 {
+                total += (b - a) / m;
+            }
+        }
+    }
+    total / n as f64
+}
+
+fn write_matrix(path: &std::path::Path, ids: &[String], matrix: &Array2<f64>) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    let mut header = vec!["customer_id"];
+    header.extend(ProfileFeatures::NAMES);
+    w.write_record(&header)?;
+    for (id, row) in ids.iter().zip(matrix.rows()) {
+        let mut rec = vec![id.clone()];
+        rec.extend(row.iter().map(|v| v.to_string()));
+        w.write_record(&rec)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// The human table: one line per segment, largest first.
+pub fn table(r: &SegmentReport) -> String {
+    let mut out = format!(
+        "segmentation v{}: k = {}, {} customers, inertia {:.1}, silhouette {:.3} (sample {})\n",
+        r.version, r.k, r.n_customers, r.inertia, r.silhouette, r.silhouette_sample
+    );
+    // Name column as wide as the longest name, so the feature column lines up.
+    let w = r.segments.iter().map(|s| s.name.chars().count()).max().unwrap_or(0).max(4);
+    out.push_str(&format!(
+        "{:>3}  {:>6}  {:>6}  {:<w$}  defining features (robust z)\n",
+        "seg", "size", "share", "name"
+    ));
+    let mut segs: Vec<&SegmentInfo> = r.segments.iter().collect();
+    segs.sort_by(|a, b| b.size.cmp(&a.size).then(a.segment.cmp(&b.segment)));
+    for s in segs {
+        let share = 100.0 * s.size as f64 / r.n_customers.max(1) as f64;
+        let feats: Vec<String> = s.defining.iter().map(|(n, v)| format!("{n} {v:+.2}")).collect();
+        out.push_str(&format!(
+            "{:>3}  {:>6}  {:>5.1}%  {:<w$}  {}\n",
+            s.segment,
+            s.size,
+            share,
+            s.name,
+            feats.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

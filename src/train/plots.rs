@@ -9,6 +9,7 @@
 
 use super::metrics::Confusion;
 use anyhow::anyhow;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
@@ -66,33 +67,45 @@ pub fn write_all(
     Ok(())
 }
 
-fn roc_png(path: &Path, points: &[(f64, f64)], auc: f64, text: bool) -> anyhow::Result<()> {
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+type UnitChart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The [0, 1] × [0, 1] frame both curves share: caption, axes, grid-free mesh
+/// and the grey diagonal (chance for ROC, perfect calibration for the other).
+fn unit_square_chart<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    axes: (&str, &str),
+    diagonal: &str,
+    text: bool,
+) -> anyhow::Result<UnitChart<'a, 'b>> {
     root.fill(&WHITE).map_err(err)?;
-    let mut b = ChartBuilder::on(&root);
+    let mut b = ChartBuilder::on(root);
     b.margin(20);
     if text {
-        b.caption(format!("ROC, out-of-fold scores (AUC {auc:.4})"), (FONT, 24))
-            .x_label_area_size(50)
-            .y_label_area_size(60);
+        b.caption(caption, (FONT, 24)).x_label_area_size(50).y_label_area_size(60);
     }
     let mut chart = b.build_cartesian_2d(0f64..1f64, 0f64..1f64).map_err(err)?;
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(WHITE.mix(0.0));
     if text {
-        mesh.x_desc("false positive rate")
-            .y_desc("true positive rate (recall)")
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 18));
+        mesh.x_desc(axes.0).y_desc(axes.1).label_style((FONT, 16)).axis_desc_style((FONT, 18));
     } else {
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(err)?;
-    let chance =
+    let line =
         chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4).stroke_width(1))).map_err(err)?;
     if text {
-        chance.label("chance").legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK.mix(0.4)));
+        line.label(diagonal).legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK.mix(0.4)));
     }
+    Ok(chart)
+}
+
+fn roc_png(path: &Path, points: &[(f64, f64)], auc: f64, text: bool) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    let caption = format!("ROC, out-of-fold scores (AUC {auc:.4})");
+    let axes = ("false positive rate", "true positive rate (recall)");
+    let mut chart = unit_square_chart(&root, &caption, axes, "chance", text)?;
     let curve = chart.draw_series(LineSeries::new(points.iter().copied(), NAVY.stroke_width(2))).map_err(err)?;
     if text {
         curve
@@ -114,29 +127,9 @@ fn roc_png(path: &Path, points: &[(f64, f64)], auc: f64, text: bool) -> anyhow::
 /// `bins`: (mean predicted probability, observed purchase rate, rows).
 fn calibration_png(path: &Path, bins: &[(f64, f64, usize)], text: bool) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut b = ChartBuilder::on(&root);
-    b.margin(20);
-    if text {
-        b.caption("Calibration, out-of-fold scores (10 bins)", (FONT, 24)).x_label_area_size(50).y_label_area_size(60);
-    }
-    let mut chart = b.build_cartesian_2d(0f64..1f64, 0f64..1f64).map_err(err)?;
-    let mut mesh = chart.configure_mesh();
-    mesh.light_line_style(WHITE.mix(0.0));
-    if text {
-        mesh.x_desc("mean predicted probability")
-            .y_desc("observed purchase rate")
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 18));
-    } else {
-        mesh.x_labels(0).y_labels(0);
-    }
-    mesh.draw().map_err(err)?;
-    let ideal =
-        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4).stroke_width(1))).map_err(err)?;
-    if text {
-        ideal.label("perfectly calibrated").legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], BLACK.mix(0.4)));
-    }
+    let caption = "Calibration, out-of-fold scores (10 bins)";
+    let axes = ("mean predicted probability", "observed purchase rate");
+    let mut chart = unit_square_chart(&root, caption, axes, "perfectly calibrated", text)?;
     let pts: Vec<(f64, f64)> = bins.iter().map(|&(p, o, _)| (p, o)).collect();
     let line = chart.draw_series(LineSeries::new(pts.iter().copied(), ORANGE.stroke_width(3))).map_err(err)?;
     if text {

@@ -1,8 +1,9 @@
 //! `cartpulse segment`: K-Means segmentation of the customer profiles.
 //!
-//! 1. Reads every non-guest customer's profile (`customers.profile`, the JSON of
-//!    `actors::features::profile::ProfileFeatures`; ids starting `guest-` are
-//!    left out, since guests have no profile worth segmenting) ordered by id.
+//! 1. Reads every non-guest customer's snapshot (`customers.state`) and computes
+//!    its profile features as of one reference time for all (the latest event
+//!    seen); ids starting `guest-` are left out, since guests have no profile
+//!    worth segmenting. Ordered by id.
 //! 2. Transforms it: signed `log1p` on heavy-tailed money and count features,
 //!    then robust scaling by median and IQR ([`transform`] lists the features).
 //! 3. Runs linfa-clustering K-Means (k-means++ init, [`N_RUNS`] runs, seeded
@@ -163,33 +164,38 @@ pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
 }
 
 /// Customer ids and profile vectors of every non-guest customer, by id.
+///
+/// The features are computed here from each snapshot's state with the same
+/// code the actors run, as of one reference time for everyone (the latest
+/// event of any customer): the stored `profile` column is as of each
+/// snapshot's own moment, so its recency and 90-day windows would not compare.
 async fn load_profiles(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>)> {
+    use actors::customer::state::CustomerState;
     use entities::customer::{Column, Entity};
     let all: Vec<(String, String)> = Entity::find()
         .select_only()
         .column(Column::CustomerId)
-        .column(Column::Profile)
+        .column(Column::State)
         .filter(Column::CustomerId.not_like("guest-%"))
         .order_by_asc(Column::CustomerId)
         .into_tuple()
         .all(db)
         .await
-        .context("reading customer profiles")?;
-    let (mut ids, mut rows, mut bad) = (Vec::with_capacity(all.len()), Vec::with_capacity(all.len()), 0usize);
-    for (id, profile) in all {
-        match serde_json::from_str::<ProfileFeatures>(&profile) {
-            Ok(p) => {
-                ids.push(id);
-                rows.push(p.to_vec());
-            }
-            // An unreadable profile ("{}" when the actor could not serialize one) is
-            // skipped rather than segmented as an all-zero customer.
+        .context("reading customer snapshots")?;
+    let (mut states, mut bad) = (Vec::with_capacity(all.len()), 0usize);
+    for (id, state) in all {
+        match serde_json::from_str::<CustomerState>(&state) {
+            Ok(s) => states.push((id, s)),
+            // An unreadable snapshot is skipped rather than segmented as an
+            // all-zero customer.
             Err(_) => bad += 1,
         }
     }
     if bad > 0 {
-        tracing::warn!(skipped = bad, "customer profiles that could not be parsed were left out");
+        tracing::warn!(skipped = bad, "customer snapshots that could not be parsed were left out");
     }
+    let as_of = states.iter().filter_map(|(_, s)| s.profile.last_seen()).max().unwrap_or_else(chrono::Utc::now);
+    let (ids, rows) = states.into_iter().map(|(id, s)| (id, s.profile.features(as_of).to_vec())).unzip();
     Ok((ids, rows))
 }
 

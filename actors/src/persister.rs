@@ -31,7 +31,6 @@ pub struct Persister {
     /// The batch being written, readable by `Lookup` until it is durable.
     in_flight: Option<InFlight>,
     waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
-    last_error: Option<String>,
     gate: WriteGate,
 }
 
@@ -46,7 +45,6 @@ impl Persister {
             writing: false,
             in_flight: None,
             waiters: Vec::new(),
-            last_error: None,
             gate,
         }
     }
@@ -84,7 +82,6 @@ impl Persister {
             let customers = Arc::try_unwrap(customers).unwrap_or_else(|shared| (*shared).clone());
             match r {
                 Ok(()) => {
-                    act.last_error = None;
                     act.metrics.record(ActorEvent::Persisted {
                         customers: customers.len(),
                         sessions: sessions.len(),
@@ -94,7 +91,6 @@ impl Persister {
                 Err(e) => {
                     let msg = e.to_string();
                     act.metrics.record(ActorEvent::PersistFailed { error: &msg });
-                    act.last_error = Some(msg.clone());
                     // Put the rows back unless a newer version arrived meanwhile.
                     for s in customers {
                         act.customers.entry(s.customer_id.clone()).or_insert(s);

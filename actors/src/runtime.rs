@@ -38,8 +38,6 @@ pub struct RuntimeSettings {
 pub struct Runtime {
     shards: Arc<Vec<Addr<Shard>>>,
     persister: Addr<Persister>,
-    watermark_ms: Arc<AtomicI64>,
-    metrics: ActorMetrics,
     arbiters: Arc<Vec<ArbiterHandle>>,
     cfg: Arc<ShardConfig>,
     db: DatabaseConnection,
@@ -95,13 +93,12 @@ pub fn partition(customer: &str, n: usize) -> usize {
 impl Runtime {
     /// Starts the persister and the shards. Must run inside an actix system.
     pub fn start(db: DatabaseConnection, settings: RuntimeSettings, metrics: ActorMetrics) -> Runtime {
-        let watermark_ms = Arc::new(AtomicI64::new(0));
         let cfg = Arc::new(ShardConfig {
             rules: settings.rules,
             passivate_after: settings.passivate_after,
             snapshot_every_events: settings.snapshot_every_events.max(1),
             snapshot_max_delay: settings.snapshot_max_delay,
-            watermark_ms: watermark_ms.clone(),
+            watermark_ms: Arc::new(AtomicI64::new(0)),
             inflight: Arc::new(AtomicI64::new(0)),
             max_active: settings.max_active_per_shard,
         });
@@ -123,8 +120,6 @@ impl Runtime {
         Runtime {
             shards: Arc::new(shards),
             persister,
-            watermark_ms,
-            metrics,
             arbiters: Arc::new(arbiters),
             cfg,
             db: runtime_db,
@@ -148,7 +143,7 @@ impl Runtime {
             per_shard[p].entry(e.event.customer_id.clone()).or_default().push(e);
         }
         if max_ms > i64::MIN {
-            self.watermark_ms.fetch_max(max_ms, Ordering::Relaxed);
+            self.cfg.watermark_ms.fetch_max(max_ms, Ordering::Relaxed);
         }
         for (i, m) in per_shard.into_iter().enumerate() {
             if !m.is_empty() {
@@ -202,12 +197,12 @@ impl Runtime {
 
     /// Raises the "now" of profiles (e.g. from the log at start-up).
     pub fn raise_watermark(&self, t: DateTime<Utc>) {
-        self.watermark_ms.fetch_max(t.timestamp_millis(), Ordering::Relaxed);
+        self.cfg.watermark_ms.fetch_max(t.timestamp_millis(), Ordering::Relaxed);
     }
 
     /// The time profiles are computed as of.
     pub fn as_of(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_millis(self.watermark_ms.load(Ordering::Relaxed)).unwrap_or_else(Utc::now)
+        self.cfg.as_of()
     }
 
     /// Reads live state; `None` if the customer has never been seen.
@@ -221,10 +216,6 @@ impl Runtime {
     /// Events delivered but not yet processed by their actors.
     pub fn inflight(&self) -> usize {
         self.cfg.inflight.load(Ordering::Relaxed).max(0) as usize
-    }
-
-    pub fn metrics(&self) -> &ActorMetrics {
-        &self.metrics
     }
 
     /// Snapshots every actor, waits until the persister has written it all and

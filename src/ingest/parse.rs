@@ -4,8 +4,7 @@
 //! (not UTF-8, not a JSON array, too many events) fails as a whole.
 
 use actors::event::{
-    validate_id, CartChange, CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView, Purchase, SessionId,
-    VisitorType,
+    CartChange, CustomerId, Event, EventId, EventKind, OrderLine, PageKind, PageView, Purchase, SessionId, VisitorType,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -408,11 +407,6 @@ fn purchase(w: &WireEvent) -> Result<Purchase, FieldError> {
         None => None,
     };
     Ok(Purchase { invoice, lines, country, cancellation })
-}
-
-/// Validates an id used in a URL path.
-pub fn path_id(s: &str) -> Result<(), String> {
-    validate_id(s)
 }
 
 #[cfg(test)]

@@ -1,0 +1,89 @@
+output "url" {
+  description = "Base URL of the service (the ALB's name; point your domain's CNAME/alias at alb_dns_name to match the certificate)."
+  value       = "https://${aws_lb.main.dns_name}"
+}
+
+output "alb_dns_name" {
+  description = "DNS name of the load balancer."
+  value       = aws_lb.main.dns_name
+}
+
+output "alb_zone_id" {
+  description = "Hosted zone id of the load balancer (for a Route 53 alias record)."
+  value       = aws_lb.main.zone_id
+}
+
+output "ecr_repository_url" {
+  description = "Push the image here: <url>:<image_tag>."
+  value       = aws_ecr_repository.main.repository_url
+}
+
+output "model_bucket" {
+  description = "Name of the model bucket."
+  value       = aws_s3_bucket.models.id
+}
+
+output "model_store" {
+  description = "CARTPULSE_MODEL_STORE of the tasks (upload models under it)."
+  value       = "s3://${aws_s3_bucket.models.id}/${local.model_prefix}"
+}
+
+output "log_bucket" {
+  description = "Bucket holding ALB and S3 access logs."
+  value       = aws_s3_bucket.logs.id
+}
+
+output "ecs_cluster_name" {
+  description = "ECS cluster name."
+  value       = aws_ecs_cluster.main.name
+}
+
+output "gateway_service_name" {
+  description = "ECS service of the gateways."
+  value       = aws_ecs_service.gateway.name
+}
+
+output "processor_service_names" {
+  description = "ECS service per partition range."
+  value       = { for k, s in aws_ecs_service.processor : k => s.name }
+}
+
+output "migrate_task_definition_arn" {
+  description = "Task definition of `cartpulse migrate` (run once per release, see README.md)."
+  value       = aws_ecs_task_definition.migrate.arn
+}
+
+output "private_subnet_ids" {
+  description = "Private subnets (for one-off tasks)."
+  value       = aws_subnet.private[*].id
+}
+
+output "task_security_group_id" {
+  description = "Security group for one-off tasks such as migrate (the processors' group: database and Redis out, nothing in)."
+  value       = aws_security_group.processor.id
+}
+
+output "rds_endpoint" {
+  description = "Postgres endpoint (private)."
+  value       = aws_db_instance.main.endpoint
+}
+
+output "rds_master_secret_arn" {
+  description = "Secrets Manager secret holding the RDS-managed master credentials."
+  value       = local.rds_master_secret_arn
+}
+
+output "redis_primary_endpoint" {
+  description = "Redis primary endpoint (private, TLS)."
+  value       = aws_elasticache_replication_group.main.primary_endpoint_address
+}
+
+output "sns_alarm_topic_arn" {
+  description = "SNS topic every alarm notifies."
+  value       = aws_sns_topic.alarms.arn
+}
+
+output "task_log_groups" {
+  description = "CloudWatch log groups of the tasks."
+  value       = { for k, g in aws_cloudwatch_log_group.tasks : k => g.name }
+}

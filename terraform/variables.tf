@@ -1,0 +1,522 @@
+# Every input of the stack. Required ones have no default; the rest default to
+# a production-shaped setting. See terraform.tfvars.example.
+
+# --- naming and region -------------------------------------------------------
+
+variable "project" {
+  description = "Name prefix of every resource."
+  type        = string
+  default     = "cartpulse"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,16}$", var.project))
+    error_message = "project: 2-17 lowercase letters, digits or hyphens, starting with a letter (load balancer names are capped at 32 characters)."
+  }
+}
+
+variable "environment" {
+  description = "Environment name (part of every resource name), e.g. prod or staging."
+  type        = string
+  default     = "prod"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{1,9}$", var.environment))
+    error_message = "environment: 2-10 lowercase letters or digits, starting with a letter."
+  }
+}
+
+variable "aws_region" {
+  description = "AWS region to deploy into."
+  type        = string
+  default     = "eu-west-1"
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov)?-[a-z]+-[0-9]$", var.aws_region))
+    error_message = "aws_region must look like eu-west-1."
+  }
+}
+
+variable "tags" {
+  description = "Extra tags for every resource (Project, Environment and ManagedBy are always set)."
+  type        = map(string)
+  default     = {}
+}
+
+# --- network -----------------------------------------------------------------
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC; /16 to /20. Public and private subnets of each AZ are carved from it."
+  type        = string
+  default     = "10.40.0.0/16"
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(split("/", var.vpc_cidr)[1]) >= 16 && tonumber(split("/", var.vpc_cidr)[1]) <= 20
+    error_message = "vpc_cidr must be a valid IPv4 CIDR between /16 and /20."
+  }
+}
+
+variable "availability_zones" {
+  description = "Letters of the availability zones to spread over (e.g. [\"a\", \"b\"] for eu-west-1a and eu-west-1b); a public and a private subnet in each. An explicit list keeps the network fixed when AWS adds zones."
+  type        = list(string)
+  default     = ["a", "b"]
+  validation {
+    condition     = length(var.availability_zones) >= 2 && length(var.availability_zones) <= 4 && length(distinct(var.availability_zones)) == length(var.availability_zones) && alltrue([for z in var.availability_zones : can(regex("^[a-z]$", z))])
+    error_message = "availability_zones must list 2 to 4 distinct zone letters, e.g. [\"a\", \"b\"]."
+  }
+}
+
+variable "nat_gateway_per_az" {
+  description = "One NAT gateway per AZ (true: survives an AZ outage) or a single shared one (false: cheaper)."
+  type        = bool
+  default     = true
+}
+
+variable "flow_log_retention_days" {
+  description = "Days VPC flow logs are kept in CloudWatch."
+  type        = number
+  default     = 365
+  validation {
+    condition     = contains([365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.flow_log_retention_days)
+    error_message = "flow_log_retention_days must be a CloudWatch retention of at least one year (365, 400, 545, 731, …)."
+  }
+}
+
+# --- load balancer -----------------------------------------------------------
+
+variable "certificate_arn" {
+  description = "ARN of the ACM certificate for the HTTPS listener (same region)."
+  type        = string
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "alb_ingress_cidrs" {
+  description = "IPv4 CIDRs allowed to reach the load balancer on 443 (and 80, which only redirects)."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+  validation {
+    condition     = length(var.alb_ingress_cidrs) > 0 && alltrue([for c in var.alb_ingress_cidrs : can(cidrhost(c, 0))])
+    error_message = "alb_ingress_cidrs must be a non-empty list of IPv4 CIDRs."
+  }
+}
+
+variable "alb_idle_timeout_s" {
+  description = "ALB idle timeout in seconds. WebSocket connections count as idle between frames; the hub's heartbeats keep them well inside this."
+  type        = number
+  default     = 3600
+  validation {
+    condition     = var.alb_idle_timeout_s >= 60 && var.alb_idle_timeout_s <= 4000
+    error_message = "alb_idle_timeout_s must be between 60 and 4000 (the ALB maximum)."
+  }
+}
+
+variable "alb_deletion_protection" {
+  description = "Protect the load balancer from deletion (turn off only to destroy the stack)."
+  type        = bool
+  default     = true
+}
+
+variable "waf_rate_limit_per_5min" {
+  description = "WAF: requests per 5 minutes from one IP beyond which it is blocked (shops send batches, so keep it high)."
+  type        = number
+  default     = 20000
+  validation {
+    condition     = var.waf_rate_limit_per_5min >= 100 && var.waf_rate_limit_per_5min <= 2000000000
+    error_message = "waf_rate_limit_per_5min must be between 100 and 2,000,000,000."
+  }
+}
+
+variable "log_bucket_retention_days" {
+  description = "Days ALB and S3 access logs are kept."
+  type        = number
+  default     = 365
+  validation {
+    condition     = var.log_bucket_retention_days >= 30 && var.log_bucket_retention_days <= 3650
+    error_message = "log_bucket_retention_days must be between 30 and 3650."
+  }
+}
+
+# --- container image and tasks -----------------------------------------------
+
+variable "image_tag" {
+  description = "Tag of the cartpulse image in the stack's ECR repository (tags are immutable: use the git commit, e.g. 3f2c1ab)."
+  type        = string
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
+    error_message = "image_tag must be a valid Docker tag other than latest."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Days the tasks' CloudWatch logs are kept."
+  type        = number
+  default     = 365
+  validation {
+    condition     = contains([365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a CloudWatch retention of at least one year (365, 400, 545, 731, …)."
+  }
+}
+
+variable "log_level" {
+  description = "tracing filter for the tasks (CARTPULSE_LOG), e.g. info or cartpulse=debug,info."
+  type        = string
+  default     = "info"
+  validation {
+    condition     = can(regex("^[a-z_=,:0-9]+$", var.log_level))
+    error_message = "log_level must be a tracing filter such as info or cartpulse=debug,info."
+  }
+}
+
+variable "gateway_cpu" {
+  description = "Fargate CPU units of one gateway task (1024 = 1 vCPU)."
+  type        = number
+  default     = 1024
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.gateway_cpu)
+    error_message = "gateway_cpu must be a Fargate CPU size: 256, 512, 1024, 2048, 4096, 8192 or 16384."
+  }
+}
+
+variable "gateway_memory" {
+  description = "Memory (MiB) of one gateway task; must be valid for gateway_cpu on Fargate."
+  type        = number
+  default     = 2048
+  validation {
+    condition     = var.gateway_memory >= 512 && var.gateway_memory <= 122880
+    error_message = "gateway_memory must be between 512 and 122880 MiB."
+  }
+}
+
+variable "gateway_min_count" {
+  description = "Fewest gateway tasks auto-scaling may run (at least 2 for availability)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.gateway_min_count >= 1 && var.gateway_min_count <= 100
+    error_message = "gateway_min_count must be between 1 and 100."
+  }
+}
+
+variable "gateway_max_count" {
+  description = "Most gateway tasks auto-scaling may run."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.gateway_max_count >= 1 && var.gateway_max_count <= 200
+    error_message = "gateway_max_count must be between 1 and 200."
+  }
+  validation {
+    condition     = var.gateway_max_count >= var.gateway_min_count
+    error_message = "gateway_max_count must not be below gateway_min_count."
+  }
+}
+
+variable "gateway_cpu_target_percent" {
+  description = "Target tracking: average gateway CPU utilisation to hold."
+  type        = number
+  default     = 60
+  validation {
+    condition     = var.gateway_cpu_target_percent >= 20 && var.gateway_cpu_target_percent <= 90
+    error_message = "gateway_cpu_target_percent must be between 20 and 90."
+  }
+}
+
+variable "gateway_requests_per_target" {
+  description = "Target tracking: ALB requests per gateway task per minute (ALBRequestCountPerTarget) to hold."
+  type        = number
+  default     = 3000
+  validation {
+    condition     = var.gateway_requests_per_target >= 10 && var.gateway_requests_per_target <= 1000000
+    error_message = "gateway_requests_per_target must be between 10 and 1,000,000."
+  }
+}
+
+variable "processor_partitions" {
+  description = "Number of Redis Stream partitions (cartpulse --partitions P). Changing it re-partitions the streams: drain first."
+  type        = number
+  default     = 16
+  validation {
+    condition     = var.processor_partitions >= 1 && var.processor_partitions <= 1024 && floor(var.processor_partitions) == var.processor_partitions
+    error_message = "processor_partitions must be a whole number from 1 to 1024."
+  }
+}
+
+variable "processor_ranges" {
+  description = "Partition ranges, one processor service each (cartpulse --owns a-b, inclusive). Together they must cover 0..processor_partitions-1 exactly once."
+  type        = list(string)
+  default     = ["0-7", "8-15"]
+  validation {
+    condition     = length(var.processor_ranges) > 0 && alltrue([for r in var.processor_ranges : can(regex("^[0-9]+-[0-9]+$", r)) && tonumber(split("-", r)[0]) <= tonumber(split("-", r)[1])])
+    error_message = "processor_ranges must be a non-empty list of a-b ranges with a <= b, e.g. [\"0-7\", \"8-15\"]."
+  }
+  validation {
+    condition = can([for r in var.processor_ranges : tonumber(split("-", r)[1])]) && (
+      length(flatten([for r in var.processor_ranges : range(tonumber(split("-", r)[0]), tonumber(split("-", r)[1]) + 1)])) == var.processor_partitions &&
+      length(distinct(flatten([for r in var.processor_ranges : range(tonumber(split("-", r)[0]), tonumber(split("-", r)[1]) + 1)]))) == var.processor_partitions &&
+      max([for r in var.processor_ranges : tonumber(split("-", r)[1])]...) == var.processor_partitions - 1
+    )
+    error_message = "processor_ranges must cover the partitions 0..processor_partitions-1 exactly once."
+  }
+}
+
+variable "processor_cpu" {
+  description = "Fargate CPU units of one processor task."
+  type        = number
+  default     = 2048
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.processor_cpu)
+    error_message = "processor_cpu must be a Fargate CPU size: 256, 512, 1024, 2048, 4096, 8192 or 16384."
+  }
+}
+
+variable "processor_memory" {
+  description = "Memory (MiB) of one processor task; must be valid for processor_cpu on Fargate."
+  type        = number
+  default     = 4096
+  validation {
+    condition     = var.processor_memory >= 512 && var.processor_memory <= 122880
+    error_message = "processor_memory must be between 512 and 122880 MiB."
+  }
+}
+
+# --- database ----------------------------------------------------------------
+
+variable "db_engine_version" {
+  description = "RDS PostgreSQL major (or major.minor) version; minor upgrades are applied automatically."
+  type        = string
+  default     = "16"
+  validation {
+    condition     = can(regex("^1[4-9](\\.[0-9]+)?$", var.db_engine_version))
+    error_message = "db_engine_version must be PostgreSQL 14 or later, e.g. 16 or 16.4."
+  }
+}
+
+variable "db_instance_class" {
+  description = "RDS instance class."
+  type        = string
+  default     = "db.t4g.medium"
+  validation {
+    condition     = can(regex("^db\\.[a-z0-9]+\\.[a-z0-9]+$", var.db_instance_class))
+    error_message = "db_instance_class must look like db.t4g.medium."
+  }
+}
+
+variable "db_allocated_storage_gb" {
+  description = "Initial RDS storage (GiB, gp3)."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.db_allocated_storage_gb >= 20 && var.db_allocated_storage_gb <= 65536
+    error_message = "db_allocated_storage_gb must be between 20 and 65536."
+  }
+}
+
+variable "db_max_allocated_storage_gb" {
+  description = "Storage autoscaling ceiling (GiB); must be at least db_allocated_storage_gb."
+  type        = number
+  default     = 500
+  validation {
+    condition     = var.db_max_allocated_storage_gb >= 20 && var.db_max_allocated_storage_gb <= 65536
+    error_message = "db_max_allocated_storage_gb must be between 20 and 65536."
+  }
+  validation {
+    condition     = var.db_max_allocated_storage_gb >= var.db_allocated_storage_gb
+    error_message = "db_max_allocated_storage_gb must be at least db_allocated_storage_gb."
+  }
+}
+
+variable "db_multi_az" {
+  description = "Run RDS with a synchronous standby in another AZ (switch off only for non-production)."
+  type        = bool
+  default     = true
+}
+
+variable "db_backup_retention_days" {
+  description = "Days of automated RDS backups (point-in-time recovery window)."
+  type        = number
+  default     = 14
+  validation {
+    condition     = var.db_backup_retention_days >= 1 && var.db_backup_retention_days <= 35
+    error_message = "db_backup_retention_days must be between 1 and 35."
+  }
+}
+
+variable "db_deletion_protection" {
+  description = "Protect the database from deletion (a final snapshot is taken on destroy either way)."
+  type        = bool
+  default     = true
+}
+
+variable "db_name" {
+  description = "Name of the application database."
+  type        = string
+  default     = "cartpulse"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{0,62}$", var.db_name))
+    error_message = "db_name must be a lowercase PostgreSQL identifier."
+  }
+}
+
+variable "db_username" {
+  description = "Master user name; its password is generated and rotated by RDS in Secrets Manager (manage_master_user_password)."
+  type        = string
+  default     = "cartpulse"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{0,15}$", var.db_username)) && !contains(["postgres", "admin", "rdsadmin"], var.db_username)
+    error_message = "db_username must be a lowercase identifier of at most 16 characters and not a reserved name."
+  }
+}
+
+variable "db_max_connections_per_task" {
+  description = "Connection pool size of each task (CARTPULSE_DATABASE__MAX_CONNECTIONS); tasks x pool must stay below the instance's max_connections."
+  type        = number
+  default     = 8
+  validation {
+    condition     = var.db_max_connections_per_task >= 1 && var.db_max_connections_per_task <= 200
+    error_message = "db_max_connections_per_task must be between 1 and 200."
+  }
+}
+
+# --- redis -------------------------------------------------------------------
+
+variable "redis_engine_version" {
+  description = "ElastiCache Redis OSS engine version (7.x)."
+  type        = string
+  default     = "7.1"
+  validation {
+    condition     = can(regex("^7\\.[0-9]+$", var.redis_engine_version))
+    error_message = "redis_engine_version must be a Redis 7 version such as 7.1."
+  }
+}
+
+variable "redis_node_type" {
+  description = "ElastiCache node type."
+  type        = string
+  default     = "cache.t4g.medium"
+  validation {
+    condition     = can(regex("^cache\\.[a-z0-9]+\\.[a-z0-9]+$", var.redis_node_type))
+    error_message = "redis_node_type must look like cache.t4g.medium."
+  }
+}
+
+variable "redis_replicas" {
+  description = "Read replicas next to the primary (at least 1 gives automatic failover across AZs)."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.redis_replicas >= 1 && var.redis_replicas <= 5
+    error_message = "redis_replicas must be between 1 and 5."
+  }
+}
+
+variable "redis_snapshot_retention_days" {
+  description = "Days of automatic Redis snapshots."
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.redis_snapshot_retention_days >= 1 && var.redis_snapshot_retention_days <= 35
+    error_message = "redis_snapshot_retention_days must be between 1 and 35."
+  }
+}
+
+# --- model bucket --------------------------------------------------------------
+
+variable "model_prefix" {
+  description = "Key prefix of the model artefacts in the model bucket; tasks get read-only access to it and nothing else."
+  type        = string
+  default     = "models/"
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*/?$", var.model_prefix))
+    error_message = "model_prefix must be a relative key prefix such as models/ (lowercase, no leading slash)."
+  }
+}
+
+variable "model_noncurrent_version_days" {
+  description = "Days superseded model object versions are kept (rollback window for models)."
+  type        = number
+  default     = 90
+  validation {
+    condition     = var.model_noncurrent_version_days >= 1 && var.model_noncurrent_version_days <= 3650
+    error_message = "model_noncurrent_version_days must be between 1 and 3650."
+  }
+}
+
+# --- alarms --------------------------------------------------------------------
+
+variable "alarm_email" {
+  description = "E-mail address subscribed to the alarm topic (null: subscribe something else to the sns_alarm_topic_arn output)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.alarm_email == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alarm_email))
+    error_message = "alarm_email must be an e-mail address or null."
+  }
+}
+
+variable "alarm_alb_5xx_per_minute" {
+  description = "Alarm when the ALB and its targets answer more 5xx than this per minute, three minutes in a row."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.alarm_alb_5xx_per_minute >= 1
+    error_message = "alarm_alb_5xx_per_minute must be at least 1."
+  }
+}
+
+variable "alarm_p99_response_time_s" {
+  description = "Alarm when the targets' p99 response time (seconds) stays above this for five minutes."
+  type        = number
+  default     = 0.5
+  validation {
+    condition     = var.alarm_p99_response_time_s > 0 && var.alarm_p99_response_time_s <= 60
+    error_message = "alarm_p99_response_time_s must be between 0 and 60 seconds."
+  }
+}
+
+variable "alarm_cpu_percent" {
+  description = "Alarm when a service's (or RDS's) average CPU stays above this percentage for 15 minutes."
+  type        = number
+  default     = 85
+  validation {
+    condition     = var.alarm_cpu_percent >= 10 && var.alarm_cpu_percent <= 100
+    error_message = "alarm_cpu_percent must be between 10 and 100."
+  }
+}
+
+variable "alarm_rds_free_storage_gb" {
+  description = "Alarm when RDS free storage falls below this many GiB."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.alarm_rds_free_storage_gb >= 1
+    error_message = "alarm_rds_free_storage_gb must be at least 1."
+  }
+}
+
+variable "alarm_redis_memory_percent" {
+  description = "Alarm when Redis memory use (DatabaseMemoryUsagePercentage) stays above this."
+  type        = number
+  default     = 80
+  validation {
+    condition     = var.alarm_redis_memory_percent >= 10 && var.alarm_redis_memory_percent <= 100
+    error_message = "alarm_redis_memory_percent must be between 10 and 100."
+  }
+}
+
+variable "cpu_architecture" {
+  description = "CPU architecture of the image and the Fargate tasks (build the image for the same one)."
+  type        = string
+  default     = "X86_64"
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "redis_auth_token_update_strategy" {
+  description = "How a new Redis AUTH token is applied: ROTATE keeps the old one valid too (use while tasks move over), SET then drops the old one."
+  type        = string
+  default     = "ROTATE"
+  validation {
+    condition     = contains(["ROTATE", "SET"], var.redis_auth_token_update_strategy)
+    error_message = "redis_auth_token_update_strategy must be ROTATE or SET."
+  }
+}

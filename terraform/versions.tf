@@ -1,0 +1,57 @@
+terraform {
+  required_version = ">= 1.9.0" # validations below refer to other variables
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 6.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
+  }
+
+  # State holds the Redis auth token (see README.md): keep it in an encrypted,
+  # access-controlled backend. Configure it at init time, e.g.
+  #   terraform init -backend-config=backend.hcl
+  # with bucket, key, region, encrypt = true and use_lockfile = true.
+  backend "s3" {}
+}
+
+provider "aws" {
+  region = var.aws_region
+
+  default_tags {
+    tags = merge(var.tags, {
+      Project     = var.project
+      Environment = var.environment
+      ManagedBy   = "terraform"
+    })
+  }
+}
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+data "aws_availability_zones" "selected" {
+  state = "available"
+  filter {
+    name   = "zone-name"
+    values = [for z in var.availability_zones : "${var.aws_region}${z}"]
+  }
+}
+
+locals {
+  name       = "${var.project}-${var.environment}"
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.region
+  az_count   = length(var.availability_zones)
+  azs        = sort(data.aws_availability_zones.selected.names)
+
+  container_port = 8080
+  # Model artefacts live under this prefix of the model bucket; tasks may only read it.
+  model_prefix = trimsuffix(var.model_prefix, "/")
+}

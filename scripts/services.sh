@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local services the tests need when they are not running:
-# Postgres on 127.0.0.1:5432 (trust auth, user postgres) and Redis on 6379.
+# Postgres on 127.0.0.1:5432 (trust auth, user postgres), Redis on 6379 and an
+# S3-compatible server (moto) on 5055.
 # Installs them from Debian's packages on a machine that has neither.
 set -euo pipefail
 
@@ -48,6 +49,28 @@ ensure_redis() {
             --dir /var/lib/redis --logfile /var/log/redis/ci.log
         for _ in $(seq 1 40); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.25; done
     fi
+}
+
+# An S3-compatible server for the model-store tests: moto's standalone server
+# (pinned, from PyPI) in its own venv, on 127.0.0.1:5055, started in the
+# background when nothing answers there.
+MOTO_VERSION="5.2.5"
+moto_up() { curl -s -o /dev/null --max-time 2 http://127.0.0.1:5055/ 2>/dev/null; }
+
+ensure_moto() {
+    if moto_up; then return 0; fi
+    local venv="$HOME/.cache/cartpulse-venv-moto"
+    if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+        log "installing moto[server]==$MOTO_VERSION into $venv"
+        mkdir -p "$(dirname "$venv")"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    fi
+    log "starting moto_server on 127.0.0.1:5055"
+    mkdir -p "$HOME/.cache"
+    nohup "$venv/bin/moto_server" -H 127.0.0.1 -p 5055 >"$HOME/.cache/cartpulse-moto.log" 2>&1 &
+    for _ in $(seq 1 80); do moto_up && break; sleep 0.25; done
+    moto_up || { log "moto did not come up on 127.0.0.1:5055 (see $HOME/.cache/cartpulse-moto.log)"; exit 1; }
 }
 
 # Test databases are named cp_test_*; drop the ones earlier runs left behind.

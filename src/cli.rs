@@ -1,4 +1,4 @@
-//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo | train | predict | segment`.
+//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo | train | predict | segment | segments | models`.
 
 use crate::config::{Overrides, Settings};
 use crate::keys::Scope;
@@ -86,8 +86,24 @@ pub enum Command {
         /// Also write the transformed matrix as CSV (customer_id, then the features).
         #[arg(long)]
         export_matrix: Option<PathBuf>,
+        /// Also write every customer's segment as CSV (customer_id,segment).
+        #[arg(long)]
+        assignments: Option<PathBuf>,
+        /// Also draw charts (segment sizes, feature profiles) into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Segmentation versions: list them, activate one for live assignment.
+    Segments {
+        #[command(subcommand)]
+        command: crate::segment::cli::SegmentsCommand,
+    },
+    /// Model registry: publish a trained model, list, promote (A/B with --traffic), roll back.
+    Models {
+        #[command(subcommand)]
+        command: crate::models::cli::ModelsCommand,
     },
     /// Serve and feed the service its own traffic; prints where to look.
     Demo {
@@ -166,6 +182,29 @@ pub enum ReplayFormatArg {
 pub enum BenchCommand {
     /// Ingest throughput and acknowledgement latency against a release server.
     Ingest(BenchIngestArgs),
+    /// Inference pool throughput and latency with a trained model.
+    Inference(BenchInferenceArgs),
+    /// Live stream: WebSocket clients held, memory per connection, fan-out, ack → client latency.
+    Ws(crate::bench::ws::WsArgs),
+    /// One load process of `bench ws` (started by it).
+    #[command(hide = true)]
+    WsWorker(crate::bench::ws::WorkerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchInferenceArgs {
+    /// Model directory written by `cartpulse train`.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    /// Rows to score (the UCI file).
+    #[arg(long, default_value = "../shared/data/online_shoppers_intention.csv")]
+    pub data: std::path::PathBuf,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Requests per second of the open-loop phase (single-row requests).
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +269,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init_logging("warn", false);
             tokio_rt()?.block_on(crate::commands::replay(args))
         }
+        Command::Bench { command: BenchCommand::Inference(args) } => {
+            let settings = cli.global.settings(None)?;
+            crate::telemetry::init_logging("warn", false);
+            actix_web::rt::System::new().block_on(crate::bench::inference::run(
+                crate::bench::inference::InferenceBenchOptions {
+                    model: args.model,
+                    data: args.data,
+                    seconds: args.seconds,
+                    rate: args.rate,
+                    pool: settings.pool_settings(),
+                },
+            ))
+        }
+        Command::Bench { command: BenchCommand::Ws(args) } => {
+            crate::telemetry::init_logging("warn", false);
+            crate::bench::ws::run_cli(args)
+        }
+        Command::Bench { command: BenchCommand::WsWorker(args) } => crate::bench::ws::worker_cli(args),
         Command::Bench { command: BenchCommand::Ingest(args) } => {
             crate::telemetry::init_logging("warn", false);
             tokio_rt()?.block_on(crate::commands::bench_ingest(cli.global, args))
@@ -249,14 +306,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Predict { model, data, out } => crate::train::predict(&model, &data, out.as_deref()),
-        Command::Segment { k, export_matrix, seed } => {
+        Command::Segment { k, export_matrix, assignments, report, seed } => {
             let settings = cli.global.settings(None)?;
             crate::telemetry::init_logging("warn", false);
             let k = k.parse()?;
-            let opts = crate::segment::SegmentOptions { settings, k, export_matrix, seed, print_table: true };
+            let opts = crate::segment::SegmentOptions {
+                settings,
+                k,
+                export_matrix,
+                assignments,
+                report,
+                seed,
+                print_table: true,
+            };
             let r = tokio_rt()?.block_on(crate::segment::run(opts))?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
+        }
+        Command::Segments { command } => {
+            let settings = cli.global.settings(None)?;
+            crate::telemetry::init_logging("warn", false);
+            tokio_rt()?.block_on(crate::segment::cli::run(&settings, command))
+        }
+        Command::Models { command } => {
+            let settings = cli.global.settings(None)?;
+            crate::telemetry::init_logging("warn", false);
+            tokio_rt()?.block_on(crate::models::cli::run(&settings, command))
         }
         Command::Demo { listen, file, synthetic } => {
             let settings = cli.global.settings(Some(listen))?;

@@ -21,12 +21,40 @@ pub struct Settings {
     pub database_url: SecretString,
     /// Redis for the multi-replica roles; accepted now, used by the stream issue.
     pub redis_url: Option<SecretString>,
-    /// Where trained models live: a directory, or `s3://bucket/prefix` later.
+    /// Where trained models live: a directory, or `s3://bucket/prefix`.
     pub model_store: String,
+    /// S3-compatible endpoint for an `s3://` model store (e.g. a local server);
+    /// path-style addressing is used with it. AWS's own endpoints when absent.
+    pub model_store_endpoint: Option<String>,
     pub database: DatabaseSettings,
     pub ingest: IngestSettings,
     pub actors: ActorSettings,
+    pub inference: InferenceSettings,
     pub log: LogSettings,
+    /// The live stream (`stream.*`; defaults in `StreamSettings::default`).
+    #[serde(default)]
+    pub stream: crate::stream::StreamSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InferenceSettings {
+    /// Worker threads scoring batches; 0 = one per CPU.
+    pub workers: usize,
+    /// Most rows the pool puts in one batch.
+    pub max_batch: usize,
+    /// Longest a request waits for others to share its batch, in microseconds.
+    pub max_wait_us: u64,
+    /// Rows queued beyond which score requests are refused (503).
+    pub max_queued_rows: usize,
+    /// An open session is rescored at most this often, in milliseconds.
+    pub score_debounce_ms: u64,
+    /// Sessions whose score reaches this are announced on the `scores` topic.
+    pub alert_threshold: f64,
+    /// Serve this model directory (as written by `cartpulse train`) instead of
+    /// the registry's active versions; for development and checks.
+    pub model_dir: Option<String>,
+    /// How often the registry is polled for promotions made elsewhere, in seconds.
+    pub refresh_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +152,13 @@ impl Settings {
             .set_default("actors.max_active_per_shard", 100_000)?
             .set_default("actors.persist_max_batch", 2000)?
             .set_default("actors.checkpoint_interval_ms", 5000)?
+            .set_default("inference.workers", 0)?
+            .set_default("inference.max_batch", 256)?
+            .set_default("inference.max_wait_us", 500)?
+            .set_default("inference.max_queued_rows", 100_000)?
+            .set_default("inference.score_debounce_ms", 2000)?
+            .set_default("inference.alert_threshold", 0.5)?
+            .set_default("inference.refresh_s", 10)?
             .set_default("log.level", "info")?
             .set_default("log.format", "text")?;
         let default_file = PathBuf::from("cartpulse.toml");
@@ -184,12 +219,28 @@ impl Settings {
         anyhow::ensure!(self.ingest.commit_max_events > 0, "ingest.commit_max_events must be > 0");
         anyhow::ensure!(self.actors.session_gap_s > 0, "actors.session_gap_s must be > 0");
         anyhow::ensure!(matches!(self.log.format.as_str(), "text" | "json"), "log.format must be text or json");
+        anyhow::ensure!(self.inference.max_batch > 0, "inference.max_batch must be > 0");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.inference.alert_threshold),
+            "inference.alert_threshold must be in [0, 1]"
+        );
         Ok(())
     }
 
     /// True when the database is SQLite.
     pub fn is_sqlite(&self) -> bool {
         self.database_url.expose_secret().starts_with("sqlite:")
+    }
+
+    /// The inference pool's settings.
+    pub fn pool_settings(&self) -> crate::inference::PoolSettings {
+        let i = &self.inference;
+        crate::inference::PoolSettings {
+            workers: if i.workers > 0 { i.workers } else { self.shard_count() },
+            max_batch: i.max_batch,
+            max_wait: std::time::Duration::from_micros(i.max_wait_us),
+            max_queued_rows: i.max_queued_rows.max(i.max_batch),
+        }
     }
 
     /// Number of shards to run.

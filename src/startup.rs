@@ -6,18 +6,22 @@
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::inference::telemetry::InferenceMetrics;
+use crate::inference::{InferenceHandle, ServingSet};
 use crate::ingest::committer::{Committer, CommitterSettings};
 use crate::keys::KeyVerifier;
 use crate::telemetry::Metrics;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use actors::customer::state::StateRules;
+use actors::hooks::ScoringRules;
 use actors::runtime::{Runtime, RuntimeSettings};
 use actors::telemetry::ActorMetrics;
 use actors::WriteGate;
 use anyhow::Context;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QuerySelect};
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Application {
@@ -27,6 +31,9 @@ pub struct Application {
     committer_task: tokio::task::JoinHandle<()>,
     checkpoints: actix_web::rt::task::JoinHandle<()>,
     state: web::Data<AppState>,
+    inference: InferenceHandle,
+    model_follower: Option<tokio::task::JoinHandle<()>>,
+    segment_watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -37,6 +44,48 @@ impl Application {
         let metrics = Metrics::new().context("creating metrics")?;
         let actor_metrics = ActorMetrics::register(&metrics.registry).context("registering runtime metrics")?;
         let gate = if settings.is_sqlite() { WriteGate::serial() } else { WriteGate::open() };
+        let models = crate::models::ModelRegistry::from_settings(db.clone(), &settings)
+            .await
+            .context("opening the model store")?;
+        // The pool serves a model directory named in the settings, else the
+        // registry's active versions; loaded before recovery so that the
+        // sessions recovery closes are scored too.
+        let inference = InferenceHandle::start(
+            settings.pool_settings(),
+            InferenceMetrics::register(&metrics.registry).context("registering inference metrics")?,
+        );
+        let model_follower = match &settings.inference.model_dir {
+            Some(dir) => {
+                inference.set_models(ServingSet::single(crate::inference::source::load_dir(dir.into()).await?));
+                None
+            }
+            None => Some(
+                crate::inference::source::follow_registry(
+                    models.clone(),
+                    inference.clone(),
+                    Duration::from_secs(settings.inference.refresh_s.max(1)),
+                )
+                .await,
+            ),
+        };
+        // What the actors call out to: scorer, active segmentation, update bus.
+        let hooks = actors::hooks::Hooks {
+            scorer: Some(Arc::new(inference.clone())),
+            scoring: ScoringRules {
+                debounce: Duration::from_millis(settings.inference.score_debounce_ms),
+                alert_threshold: settings.inference.alert_threshold,
+            },
+            ..Default::default()
+        };
+        // The live stream's aggregator subscribes to the update bus before
+        // the actors start (and replay the log), so it misses nothing.
+        let stream = crate::stream::Stream::start(
+            &settings.stream,
+            &hooks,
+            &metrics.registry,
+            Duration::from_secs(settings.actors.session_gap_s.max(1) as u64),
+        )
+        .context("starting the live stream")?;
         let runtime = Runtime::start(
             db.clone(),
             RuntimeSettings {
@@ -51,6 +100,7 @@ impl Application {
                 persist_max_batch: settings.actors.persist_max_batch,
                 write_gate: gate.clone(),
                 max_active_per_shard: settings.actors.max_active_per_shard,
+                hooks: hooks.clone(),
             },
             actor_metrics,
         );
@@ -59,6 +109,13 @@ impl Application {
         }
         // The log after the last checkpoint goes to the actors before any new
         // event can, so every customer sees its events in log order.
+        // Segments: the active version before any actor starts, then follow activations made anywhere.
+        crate::segment::assign::install_active(&db, &hooks.segments).await;
+        let segment_watcher = crate::segment::assign::spawn_watcher(
+            db.clone(),
+            hooks.segments.clone(),
+            crate::segment::assign::WATCH_EVERY,
+        );
         let replayed = runtime.recover().await.context("replaying the event log after the checkpoint")?;
         if replayed > 0 {
             tracing::info!(events = replayed, "recovered events after the last checkpoint");
@@ -97,6 +154,10 @@ impl Application {
             runtime: runtime.clone(),
             metrics,
             ingest: settings.ingest.clone(),
+            stream,
+            models,
+            inference: inference.clone(),
+            segments: hooks.segments.clone(),
         });
         let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -108,11 +169,26 @@ impl Application {
             .disable_signals()
             .run();
         tracing::info!(port, "cartpulse listening");
-        Ok(Application { port, server, runtime, committer_task, checkpoints, state })
+        Ok(Application {
+            port,
+            server,
+            runtime,
+            committer_task,
+            checkpoints,
+            state,
+            inference,
+            model_follower,
+            segment_watcher,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The inference pool (tests drive its fault drill and model swaps).
+    pub fn inference(&self) -> InferenceHandle {
+        self.inference.clone()
     }
 
     /// A handle to stop the server (graceful with `stop(true)`).
@@ -122,11 +198,24 @@ impl Application {
 
     /// Serves until stopped, then drains and flushes everything.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { server, runtime, committer_task, checkpoints, state, .. } = self;
+        let Application {
+            server,
+            runtime,
+            committer_task,
+            checkpoints,
+            state,
+            inference,
+            model_follower,
+            segment_watcher,
+            ..
+        } = self;
         let handle = server.handle();
+        let stream = state.stream.clone();
         let signals = actix_web::rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("signal received; stopping gracefully");
+            // WebSocket clients get 1001 first, or the graceful stop would wait on them.
+            stream.shutdown().await;
             handle.stop(true).await;
         });
         server.await.context("HTTP server failed")?;
@@ -139,6 +228,11 @@ impl Application {
         checkpoints.abort();
         runtime.drain().await.context("flushing actor state")?;
         runtime.stop();
+        if let Some(f) = model_follower {
+            f.abort();
+        }
+        segment_watcher.abort();
+        inference.stop();
         tracing::info!("stopped cleanly");
         Ok(())
     }

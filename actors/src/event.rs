@@ -225,4 +225,8 @@ pub struct LoggedEvent {
     /// redelivery after a crash harmless.
     pub seq: i64,
     pub event: Event,
+    /// When ingest acknowledged the event (Unix ms), for the ingest →
+    /// broadcast latency; 0 when it comes from recovery. Not part of the log.
+    #[serde(skip)]
+    pub acked_at_ms: i64,
 }

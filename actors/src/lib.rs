@@ -11,6 +11,7 @@
 pub mod customer;
 pub mod event;
 pub mod features;
+pub mod hooks;
 pub mod messages;
 pub mod persister;
 pub mod runtime;

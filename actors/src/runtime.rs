@@ -31,6 +31,7 @@ pub struct RuntimeSettings {
     pub persist_max_batch: usize,
     pub write_gate: WriteGate,
     pub max_active_per_shard: usize,
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Handle to the running core; cheap to clone.
@@ -101,6 +102,7 @@ impl Runtime {
             watermark_ms: Arc::new(AtomicI64::new(0)),
             inflight: Arc::new(AtomicI64::new(0)),
             max_active: settings.max_active_per_shard,
+            hooks: settings.hooks.clone(),
         });
         let mut arbiters = Vec::new();
         let runtime_db = db.clone();

@@ -40,6 +40,8 @@ pub struct ShardConfig {
     /// Most live actors per shard; beyond it the least recently used ones
     /// are passivated early, so memory stays bounded whatever the traffic.
     pub max_active: usize,
+    /// Scorer, segmentation and update bus.
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl ShardConfig {

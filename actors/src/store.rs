@@ -101,6 +101,7 @@ pub async fn log_after(db: &DatabaseConnection, after: i64, limit: u64) -> Resul
                     time,
                     kind,
                 },
+                acked_at_ms: 0,
             }),
             Err(e) => tracing::error!(seq, error = %e, "unreadable event in the log; skipped"),
         }
@@ -129,14 +130,21 @@ pub async fn write_snapshots(
             customer::Column::State,
             customer::Column::Profile,
             customer::Column::UpdatedAt,
+            customer::Column::SegmentVersion,
+            customer::Column::Segment,
         ]);
         for s in chunk {
+            // The segment columns mirror `state.segment`, so readers (live
+            // segment sizes, the offline check) need not parse the state.
+            let seg = s.segment.as_ref();
             q.values([
                 s.customer_id.as_str().into(),
                 s.last_seq.into(),
                 s.state_json.clone().into(),
                 s.profile_json.clone().into(),
                 now.into(),
+                seg.map(|a| a.version).into(),
+                seg.map(|a| i32::try_from(a.segment).unwrap_or(i32::MAX)).into(),
             ])
             .map_err(|e| DbErr::Custom(e.to_string()))?;
         }
@@ -147,6 +155,8 @@ pub async fn write_snapshots(
                     customer::Column::State,
                     customer::Column::Profile,
                     customer::Column::UpdatedAt,
+                    customer::Column::SegmentVersion,
+                    customer::Column::Segment,
                 ])
                 .action_and_where(Expr::cust("customers.last_seq <= excluded.last_seq"))
                 .to_owned(),

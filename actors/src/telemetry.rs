@@ -23,6 +23,12 @@ pub enum ActorEvent<'a> {
     PersistFailed { error: &'a str },
     /// Loading actors from the database failed; it is retried.
     LoadFailed { error: &'a str },
+    /// A session got a score (`final_score`: taken at its close).
+    Scored { final_score: bool },
+    /// A score request failed; the session keeps its previous score.
+    ScoreFailed { error: &'a crate::hooks::ScoreError },
+    /// A customer moved to another segment (or got its first one).
+    SegmentChanged,
 }
 
 /// The runtime core's Prometheus metrics.
@@ -37,6 +43,8 @@ pub struct ActorMetrics {
     persisted_rows: IntCounterVec,
     persist_seconds: Histogram,
     errors: IntCounterVec,
+    scored: IntCounterVec,
+    segment_changes: IntCounter,
 }
 
 impl ActorMetrics {
@@ -67,6 +75,17 @@ impl ActorMetrics {
                 Opts::new("cartpulse_runtime_errors_total", "Recoverable runtime errors, by kind"),
                 &["kind"],
             )?,
+            scored: IntCounterVec::new(
+                Opts::new(
+                    "cartpulse_sessions_scored_total",
+                    "Session scores received by actors, by kind (open or final)",
+                ),
+                &["kind"],
+            )?,
+            segment_changes: IntCounter::new(
+                "cartpulse_segment_assignments_total",
+                "Customers assigned to a (new) segment by their actor",
+            )?,
         };
         registry.register(Box::new(m.applied.clone()))?;
         registry.register(Box::new(m.skipped.clone()))?;
@@ -77,6 +96,8 @@ impl ActorMetrics {
         registry.register(Box::new(m.persisted_rows.clone()))?;
         registry.register(Box::new(m.persist_seconds.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.scored.clone()))?;
+        registry.register(Box::new(m.segment_changes.clone()))?;
         Ok(m)
     }
 
@@ -113,6 +134,19 @@ impl ActorMetrics {
                 tracing::warn!(error, "loading customer state failed; retrying");
                 self.errors.with_label_values(&["load"]).inc();
             }
+            ActorEvent::Scored { final_score } => {
+                self.scored.with_label_values(&[if final_score { "final" } else { "open" }]).inc()
+            }
+            ActorEvent::ScoreFailed { error } => {
+                tracing::debug!(%error, "score request failed");
+                let kind = match error {
+                    crate::hooks::ScoreError::NoModel => "score_no_model",
+                    crate::hooks::ScoreError::Overloaded => "score_overloaded",
+                    crate::hooks::ScoreError::Failed(_) => "score_failed",
+                };
+                self.errors.with_label_values(&[kind]).inc();
+            }
+            ActorEvent::SegmentChanged => self.segment_changes.inc(),
         }
     }
 

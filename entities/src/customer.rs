@@ -15,6 +15,10 @@ pub struct Model {
     /// Profile features as JSON, as of `updated_at`.
     pub profile: String,
     pub updated_at: ChronoDateTimeUtc,
+    /// Segmentation version of `segment`; null until the actor assigned one.
+    pub segment_version: Option<i32>,
+    /// Segment index the actor assigned in `segment_version` (nearest centroid).
+    pub segment: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

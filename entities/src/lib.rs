@@ -4,6 +4,8 @@ pub mod api_key;
 pub mod checkpoint;
 pub mod customer;
 pub mod event;
+pub mod model_promotion;
+pub mod model_version;
 pub mod prelude;
 pub mod segmentation;
 pub mod session;

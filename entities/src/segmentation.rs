@@ -1,6 +1,7 @@
 //! Segmentation versions: the output of one `cartpulse segment` run. The JSON
 //! columns are written by `cartpulse::segment` (see its module doc for the
-//! transform the scaler describes); at most one row is `active`.
+//! transform the scaler describes); at most one row is `active`, set by
+//! `cartpulse::segment::assign::activate`.
 
 use sea_orm::entity::prelude::*;
 
@@ -27,6 +28,8 @@ pub struct Model {
     /// JSON array of k plain-words segment names.
     pub names: String,
     pub active: bool,
+    /// When this version was last activated; null if never.
+    pub activated_at: Option<ChronoDateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

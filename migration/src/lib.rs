@@ -5,6 +5,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_core_tables;
 mod m20261127_000002_create_segmentations;
+mod m20261127_000003_create_model_versions;
+mod m20261128_000001_add_live_segments;
 
 pub struct Migrator;
 
@@ -14,6 +16,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_core_tables::Migration),
             Box::new(m20261127_000002_create_segmentations::Migration),
+            Box::new(m20261127_000003_create_model_versions::Migration),
+            Box::new(m20261128_000001_add_live_segments::Migration),
         ]
     }
 }

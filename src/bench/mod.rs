@@ -4,5 +4,10 @@
 //!
 //! - [`ingest`]: sustained ingest throughput (events acknowledged and applied
 //!   by the session actors per second) and acknowledgement latency.
+//! - [`inference`]: the inference pool's predictions/s and latency.
+//! - [`ws`]: WebSocket clients held, memory per connection, fan-out and
+//!   acknowledgement → client latency of the live stream.
 
+pub mod inference;
 pub mod ingest;
+pub mod ws;

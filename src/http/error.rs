@@ -18,6 +18,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// Well-formed JSON whose content is invalid.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -41,6 +44,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +95,18 @@ impl From<CommitError> for ApiError {
                 ApiError::unavailable("the database is unavailable; nothing was stored, retry shortly")
             }
             CommitError::Stopped => ApiError::unavailable("the service is shutting down; nothing was stored"),
+        }
+    }
+}
+
+impl From<crate::inference::InferenceError> for ApiError {
+    fn from(e: crate::inference::InferenceError) -> Self {
+        use crate::inference::InferenceError as E;
+        match e {
+            E::NoModel => ApiError::unavailable("no model is active; promote one with `cartpulse models promote`"),
+            E::Overloaded(_) => ApiError::unavailable("the inference pool is over capacity; retry shortly"),
+            E::Stopped => ApiError::unavailable("the service is shutting down"),
+            E::Worker(cause) => ApiError::Internal(anyhow::anyhow!("inference worker failed: {cause}")),
         }
     }
 }

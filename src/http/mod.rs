@@ -5,6 +5,10 @@ pub mod customers;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod models;
+pub mod predict;
+pub mod segments;
+pub mod stream;
 
 use crate::config::IngestSettings;
 use crate::ingest::committer::Committer;
@@ -24,6 +28,14 @@ pub struct AppState {
     pub runtime: Runtime,
     pub metrics: Metrics,
     pub ingest: IngestSettings,
+    /// The live stream (`/v1/stream`): hub, aggregator, tokens.
+    pub stream: crate::stream::Stream,
+    /// The model registry (`/v1/models`; the inference pool loads the active versions from it).
+    pub models: crate::models::ModelRegistry,
+    /// The inference pool (`POST /v1/predict`; the session actors score through it too).
+    pub inference: crate::inference::InferenceHandle,
+    /// The active segmentation the actors assign with (`/v1/segments` activation sets it).
+    pub segments: actors::hooks::SegmentSlot,
 }
 
 /// Registers every route.
@@ -34,8 +46,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/v1")
                 .route("/events", web::post().to(events::post_events))
+                .route("/stream", web::get().to(stream::connect))
+                .route("/stream/token", web::post().to(stream::token))
                 .route("/customers/{id}", web::get().to(customers::get_customer))
-                .route("/sessions/{id}", web::get().to(customers::get_session)),
+                .route("/sessions/{id}", web::get().to(customers::get_session))
+                .route("/predict", web::post().to(predict::predict))
+                .route("/models", web::get().to(models::list))
+                .route("/models/rollback", web::post().to(models::rollback))
+                .route("/models/{version}/promote", web::post().to(models::promote))
+                .route("/segments", web::get().to(segments::list))
+                .route("/segments/{version}/activate", web::post().to(segments::activate)),
         )
         .default_service(web::to(not_found));
 }

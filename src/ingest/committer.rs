@@ -160,13 +160,14 @@ async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runti
             let mut logged = Vec::with_capacity(seqs.len());
             let mut outcomes = Vec::with_capacity(jobs.len());
             let mut replies = Vec::with_capacity(jobs.len());
+            let acked_at_ms = chrono::Utc::now().timestamp_millis();
             for (j, job) in jobs.into_iter().enumerate() {
                 let mut o = Outcome::default();
                 for (i, p) in job.events.into_iter().enumerate() {
                     match seqs.get(&(j, i)) {
                         Some(seq) => {
                             o.accepted += 1;
-                            logged.push(LoggedEvent { seq: *seq, event: p.event });
+                            logged.push(LoggedEvent { seq: *seq, event: p.event, acked_at_ms });
                         }
                         None => o.duplicates += 1,
                     }

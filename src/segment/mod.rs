@@ -1,9 +1,12 @@
 //! `cartpulse segment`: K-Means segmentation of the customer profiles.
 //!
 //! 1. Reads every non-guest customer's snapshot (`customers.state`) and computes
-//!    its profile features as of one reference time for all (the latest event
-//!    seen); ids starting `guest-` are left out, since guests have no profile
-//!    worth segmenting. Ordered by id.
+//!    its profile features as of one reference time for all: the latest event
+//!    time in the event log, which is also the watermark a server started over
+//!    that log computes live profiles at (`startup.rs` raises it from the same
+//!    query), so batch and live assignments see the same recency. Ids starting
+//!    `guest-` are left out, since guests have no profile worth segmenting.
+//!    Ordered by id.
 //! 2. Transforms it: signed `log1p` on heavy-tailed money and count features,
 //!    then robust scaling by median and IQR ([`transform`] lists the features).
 //! 3. Runs linfa-clustering K-Means (k-means++ init, [`N_RUNS`] runs, seeded
@@ -11,22 +14,33 @@
 //!    in 2..=12 and keeps the best mean silhouette, computed on a deterministic
 //!    evenly-spaced sample of at most [`SILHOUETTE_SAMPLE`] customers (the
 //!    silhouette is O(n²); the fits themselves always use every customer).
+//!    Every customer's segment is then its nearest centroid by
+//!    [`assign::nearest_centroid`], the very function the live assigner uses,
+//!    and sizes and inertia are computed from those labels.
 //! 4. Names every segment from its centroid ([`naming`]), stores a new
-//!    `segmentations` version (inactive; activation is a separate step), prints
-//!    a table on stderr and returns the report (the CLI prints it as JSON).
+//!    `segmentations` version (inactive; activation is a separate step, see
+//!    [`assign`]), prints a table on stderr and returns the report (the CLI
+//!    prints it as JSON).
 //!
 //! `--export-matrix FILE` writes the transformed matrix as CSV (`customer_id`
-//! then the features), to compare against scikit-learn on identical input.
+//! then the features), to compare against scikit-learn on identical input;
+//! `--assignments FILE` writes `customer_id,segment`, to compare with what
+//! the actors assign once the version is active; `--report DIR` draws the
+//! charts of [`report`].
 
+pub mod assign;
+pub mod cli;
 pub mod naming;
+pub mod report;
 pub mod transform;
+pub mod versions;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use actors::features::profile::ProfileFeatures;
 use anyhow::Context;
-use linfa::prelude::{Fit, Predict};
+use linfa::prelude::Fit;
 use linfa::DatasetBase;
 use linfa_clustering::{KMeans, KMeansInit};
 use ndarray::Array2;
@@ -68,6 +82,10 @@ pub struct SegmentOptions {
     pub settings: Settings,
     pub k: KChoice,
     pub export_matrix: Option<PathBuf>,
+    /// Write `customer_id,segment` of every segmented customer here.
+    pub assignments: Option<PathBuf>,
+    /// Draw the report charts into this directory.
+    pub report: Option<PathBuf>,
     pub seed: u64,
     /// Print the segment table on stderr.
     pub print_table: bool,
@@ -87,6 +105,8 @@ pub struct KScore {
     pub k: usize,
     pub inertia: f64,
     pub silhouette: f64,
+    /// Seconds the K-Means fit at this k took (all its runs).
+    pub fit_s: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -94,12 +114,17 @@ pub struct SegmentReport {
     pub version: i32,
     pub k: usize,
     pub n_customers: usize,
+    /// The reference time every profile was computed as of.
+    pub as_of: chrono::DateTime<chrono::Utc>,
     pub inertia: f64,
     pub silhouette: f64,
     pub silhouette_sample: usize,
     /// Every k tried (one entry for a fixed k).
     pub scores: Vec<KScore>,
     pub segments: Vec<SegmentInfo>,
+    /// Seconds spent in the K-Means fits alone (every k tried), the figure
+    /// comparable to scikit-learn's `fit`.
+    pub fit_s: f64,
     pub elapsed_s: f64,
 }
 
@@ -108,7 +133,7 @@ pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
     let started = Instant::now();
     let db = crate::db::connect(&opts.settings).await?;
     crate::db::migrate(&db).await?;
-    let (ids, rows) = load_profiles(&db).await?;
+    let (ids, rows, as_of) = load_profiles(&db).await?;
     anyhow::ensure!(rows.len() >= 3, "need at least 3 non-guest customer profiles to segment, found {}", rows.len());
     if let KChoice::Fixed(k) = opts.k {
         anyhow::ensure!(k <= rows.len(), "--k {k} exceeds the {} customers", rows.len());
@@ -118,6 +143,9 @@ pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
 
     if let Some(path) = &opts.export_matrix {
         write_matrix(path, &ids, &fit.matrix).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &opts.assignments {
+        write_assignments(path, &ids, &fit.labels).with_context(|| format!("writing {}", path.display()))?;
     }
     let names: Vec<&str> = ProfileFeatures::NAMES.to_vec();
     let row = entities::segmentation::ActiveModel {
@@ -150,26 +178,39 @@ pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
         version: row.version,
         k: fit.k,
         n_customers: ids.len(),
+        as_of,
         inertia: fit.inertia,
         silhouette: fit.silhouette,
         silhouette_sample: fit.sample,
         scores: fit.scores,
         segments,
-        elapsed_s: started.elapsed().as_secs_f64(),
+        fit_s: fit.fit_s,
+        elapsed_s: 0.0,
     };
+    if let Some(dir) = &opts.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        report::write_all(dir, &report, &fit.matrix, &fit.labels)?;
+    }
+    let report = SegmentReport { elapsed_s: started.elapsed().as_secs_f64(), ..report };
     if opts.print_table {
         eprint!("{}", table(&report));
     }
     Ok(report)
 }
 
-/// Customer ids and profile vectors of every non-guest customer, by id.
+/// Customer ids and profile vectors of every non-guest customer, by id, and
+/// the reference time they are computed as of.
 ///
 /// The features are computed here from each snapshot's state with the same
-/// code the actors run, as of one reference time for everyone (the latest
-/// event of any customer): the stored `profile` column is as of each
-/// snapshot's own moment, so its recency and 90-day windows would not compare.
-async fn load_profiles(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>)> {
+/// code the actors run, as of one reference time for everyone: the stored
+/// `profile` column is as of each snapshot's own moment, so its recency and
+/// 90-day windows would not compare. That time is the latest event in the
+/// log, guests' included, because that is the actors' watermark; taking the
+/// latest non-guest event instead made recency differ from the live one
+/// whenever a guest ordered last.
+async fn load_profiles(
+    db: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>, chrono::DateTime<chrono::Utc>)> {
     use actors::customer::state::CustomerState;
     use entities::customer::{Column, Entity};
     let all: Vec<(String, String)> = Entity::find()
@@ -194,14 +235,29 @@ async fn load_profiles(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(Vec<
     if bad > 0 {
         tracing::warn!(skipped = bad, "customer snapshots that could not be parsed were left out");
     }
-    let as_of = states.iter().filter_map(|(_, s)| s.profile.last_seen()).max().unwrap_or_else(chrono::Utc::now);
+    let latest_event: Option<Option<chrono::DateTime<chrono::Utc>>> = entities::event::Entity::find()
+        .select_only()
+        .column_as(entities::event::Column::EventTime.max(), "t")
+        .into_tuple()
+        .one(db)
+        .await
+        .context("reading the latest event time")?;
+    // An empty log with snapshots (a pruned log, hand-made data) falls back
+    // to the latest event any snapshot saw.
+    let as_of = latest_event
+        .flatten()
+        .or_else(|| states.iter().filter_map(|(_, s)| s.profile.last_seen()).max())
+        .unwrap_or_else(chrono::Utc::now);
     let (ids, rows) = states.into_iter().map(|(id, s)| (id, s.profile.features(as_of).to_vec())).unzip();
-    Ok((ids, rows))
+    Ok((ids, rows, as_of))
 }
 
 /// Everything the blocking part computes.
 struct JobFit {
     matrix: Array2<f64>,
+    /// Every customer's segment (nearest centroid), in row order.
+    labels: Vec<usize>,
+    fit_s: f64,
     scaler: Scaler,
     k: usize,
     inertia: f64,
@@ -233,11 +289,15 @@ fn fit_all(rows: &[Vec<f64>], k: KChoice, seed: u64) -> anyhow::Result<JobFit> {
     anyhow::ensure!(!ks.is_empty(), "too few customers for --k auto");
     let mut best: Option<(f64, usize, OneFit)> = None;
     let mut scores = Vec::with_capacity(ks.len());
+    let mut fit_s = 0.0;
     for k in ks {
+        let t = Instant::now();
         let one = kmeans(&matrix, k, seed)?;
+        let one_s = t.elapsed().as_secs_f64();
+        fit_s += one_s;
         let sample_labels: Vec<usize> = sample.iter().map(|&i| one.labels[i]).collect();
         let s = silhouette(&dist, &sample_labels, k);
-        scores.push(KScore { k, inertia: one.inertia, silhouette: s });
+        scores.push(KScore { k, inertia: one.inertia, silhouette: s, fit_s: one_s });
         // Strictly better only: on a tie the smaller k wins.
         if best.as_ref().is_none_or(|b| s > b.0) {
             best = Some((s, k, one));
@@ -249,9 +309,13 @@ fn fit_all(rows: &[Vec<f64>], k: KChoice, seed: u64) -> anyhow::Result<JobFit> {
         sizes[l] += 1;
     }
     let centroids = one.centroids;
-    let names = naming::name_segments(&ProfileFeatures::NAMES, &centroids);
+    let mi = ProfileFeatures::NAMES.iter().position(|n| *n == "monetary");
+    let net_spend: Vec<f64> = centroids.iter().map(|c| mi.map_or(f64::NAN, |i| scaler.inverse(c)[i])).collect();
+    let names = naming::name_segments(&ProfileFeatures::NAMES, &centroids, Some(&net_spend));
     Ok(JobFit {
         inertia: one.inertia,
+        labels: one.labels,
+        fit_s,
         matrix,
         scaler,
         k,
@@ -281,8 +345,11 @@ fn kmeans(matrix: &Array2<f64>, k: usize, seed: u64) -> anyhow::Result<OneFit> {
         .tolerance(1e-4)
         .fit(&data)
         .map_err(|e| anyhow::anyhow!("K-Means with k = {k}: {e}"))?;
-    let labels = model.predict(matrix).to_vec();
     let centroids: Vec<Vec<f64>> = model.centroids().rows().into_iter().map(|r| r.to_vec()).collect();
+    // Labels by the live assigner's own function (not linfa's `predict`), so
+    // the batch's segments are by construction what an actor would pick.
+    let labels: Vec<usize> =
+        matrix.rows().into_iter().map(|r| assign::nearest_centroid(&centroids, &r.to_vec())).collect();
     // linfa's `inertia()` is a per-sample mean; we report scikit-learn's total
     // (sum of squared distances to the assigned centroid) so the two compare directly.
     let inertia = matrix
@@ -352,6 +419,16 @@ pub fn silhouette(dist: &[f64], labels: &[usize], k: usize) -> f64 {
         }
     }
     total / n as f64
+}
+
+fn write_assignments(path: &std::path::Path, ids: &[String], labels: &[usize]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["customer_id", "segment"])?;
+    for (id, l) in ids.iter().zip(labels) {
+        w.write_record([id.as_str(), &l.to_string()])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn write_matrix(path: &std::path::Path, ids: &[String], matrix: &Array2<f64>) -> anyhow::Result<()> {

@@ -43,9 +43,10 @@ fn names_follow_recency_frequency_monetary() {
     let names = name_segments(
         &feats,
         &[vec![1.2, -0.4, -0.6, 0.0], vec![1.3, -0.5, 0.0, 0.0], vec![-0.5, 1.5, 2.0, 0.0], vec![0.0, 0.0, 0.0, 2.0]],
+        None,
     );
     assert_eq!(names[..3], ["lapsed one-timers", "lapsed one-timers #2", "loyal high spenders"]);
-    let names = name_segments(&feats, &[vec![0.0, 0.0, 0.0, 2.0], vec![0.1, 0.0, 0.0, -0.5], vec![0.0; 4]]);
+    let names = name_segments(&feats, &[vec![0.0, 0.0, 0.0, 2.0], vec![0.1, 0.0, 0.0, -0.5], vec![0.0; 4]], None);
     assert_eq!(
         names,
         [
@@ -54,6 +55,42 @@ fn names_follow_recency_frequency_monetary() {
             "regular mid spenders",
         ]
     );
+}
+
+#[test]
+fn zero_or_negative_net_spend_names_the_segment() {
+    use super::naming::name_net_spend;
+    assert_eq!(name_net_spend(0.0, -250.0).as_deref(), Some("net returners"));
+    assert_eq!(name_net_spend(1.5, -250.0).as_deref(), Some("lapsed net returners"));
+    assert_eq!(name_net_spend(0.0, 0.0).as_deref(), Some("no net spend"));
+    assert_eq!(name_net_spend(0.7, 0.4).as_deref(), Some("cooling, no net spend"));
+    assert_eq!(name_net_spend(0.0, 1.5), None);
+    // The rule wins over r/f/m only where the net spend is ≤ 0; unknown (NaN) never triggers it.
+    let feats = ["recency_days", "frequency", "monetary"];
+    let cents = [vec![1.2, -0.4, -6.0], vec![-0.5, 1.5, 2.0], vec![1.2, -0.4, -0.6]];
+    let names = name_segments(&feats, &cents, Some(&[-80.0, 900.0, f64::NAN]));
+    assert_eq!(names, ["lapsed net returners", "loyal high spenders", "lapsed one-timers"]);
+    // End to end through the scaler: customers who only returned goods form their own segment.
+    let d = ProfileFeatures::NAMES.len();
+    let mut rows = Vec::new();
+    for i in 0..40 {
+        let mut r = vec![0.0; d];
+        r[0] = 20.0 + i as f64;
+        r[1] = 3.0 + (i % 4) as f64;
+        r[2] = 400.0 + 25.0 * i as f64;
+        rows.push(r);
+    }
+    for i in 0..8 {
+        let mut r = vec![0.0; d];
+        r[0] = 200.0 + i as f64;
+        r[2] = -300.0 - 10.0 * i as f64;
+        r[8] = 1.0;
+        rows.push(r);
+    }
+    let fit = fit_all(&rows, KChoice::Fixed(2), 42).expect("fit");
+    let returners = fit.names.iter().position(|n| n.contains("net returners"));
+    let returners = returners.unwrap_or_else(|| panic!("no net returners among {:?}", fit.names));
+    assert_eq!(fit.sizes[returners], 8);
 }
 
 #[test]

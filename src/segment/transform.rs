@@ -126,6 +126,26 @@ impl Scaler {
     }
 }
 
+impl Scaler {
+    /// Back from the scaled space to the features' own units (days, money,
+    /// counts): the inverse of [`Scaler::transform`], used to show a centroid
+    /// in words a person reads. For a logged feature this is the value at the
+    /// centroid's log position (a geometric-mean-like figure), not the
+    /// members' arithmetic mean.
+    pub fn inverse(&self, scaled: &[f64]) -> Vec<f64> {
+        (0..self.median.len())
+            .map(|j| {
+                let x = scaled.get(j).copied().unwrap_or(0.0) * self.iqr[j] + self.median[j];
+                if self.log1p[j] {
+                    x.signum() * x.abs().exp_m1()
+                } else {
+                    x
+                }
+            })
+            .collect()
+    }
+}
+
 fn pre(x: f64, log: bool) -> f64 {
     let x = if x.is_finite() { x } else { 0.0 };
     if log {

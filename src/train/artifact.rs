@@ -184,6 +184,12 @@ impl PurchaseModel {
         &self.manifest.feature_schema.encoder
     }
 
+    /// Purchase probabilities for rows already encoded with [`Self::encoder`],
+    /// laid out flat (`n × encoder().dim()`).
+    pub fn score_encoded(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
+        self.ensemble.predict(x)
+    }
+
     /// Purchase probabilities for `rows`.
     pub fn predict(&self, rows: &[ShoppersFeatures]) -> anyhow::Result<Vec<f32>> {
         let enc = self.encoder();

@@ -62,6 +62,7 @@ pub struct TestApp {
     pub handle: actix_web::dev::ServerHandle,
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     pub dir: std::sync::Arc<tempfile::TempDir>,
+    pub inference: cartpulse::inference::InferenceHandle,
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -89,6 +90,7 @@ pub async fn start(settings: Settings, dir: std::sync::Arc<tempfile::TempDir>, k
     let app = Application::build(settings).await.expect("build app");
     let port = app.port();
     let handle = app.handle();
+    let inference = app.inference();
     let (tx, rx) = tokio::sync::oneshot::channel();
     actix_web::rt::spawn(async move {
         if let Err(e) = app.run_until_stopped().await {
@@ -123,6 +125,7 @@ pub async fn start(settings: Settings, dir: std::sync::Arc<tempfile::TempDir>, k
         handle,
         stopped: Some(rx),
         dir,
+        inference,
     }
 }
 
@@ -181,6 +184,48 @@ impl TestApp {
         let r = r.send().await.expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs `body` (none: empty body) to `path` with `key`; returns (status, body).
+    pub async fn post_json(&self, path: &str, body: Option<&Value>, key: Option<&str>) -> (u16, Value) {
+        let mut r = self.client.post(format!("{}{}", self.address, path));
+        if let Some(b) = body {
+            r = r.header("Content-Type", "application/json").body(b.to_string());
+        }
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let r = r.send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs `path` without credentials; returns (status, text).
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(format!("{}{}", self.address, path)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// `POST /v1/predict` with the read key.
+    pub async fn predict(&self, body: &Value) -> (u16, Value) {
+        self.post_json("/v1/predict", Some(body), Some(&self.read_key.clone())).await
+    }
+
+    /// `GET /v1/models`.
+    pub async fn list_models(&self, key: Option<&str>) -> (u16, Value) {
+        self.get_json("/v1/models", key).await
+    }
+
+    /// `POST /v1/models/{version}/promote`, with `{"traffic": P}` when given.
+    pub async fn promote_model(&self, version: &str, traffic: Option<f64>, key: Option<&str>) -> (u16, Value) {
+        let body = traffic.map(|p| serde_json::json!({ "traffic": p }));
+        self.post_json(&format!("/v1/models/{version}/promote"), body.as_ref(), key).await
+    }
+
+    /// `POST /v1/models/rollback`.
+    pub async fn rollback_models(&self, key: Option<&str>) -> (u16, Value) {
+        self.post_json("/v1/models/rollback", None, key).await
     }
 
     pub async fn metrics_text(&self) -> String {

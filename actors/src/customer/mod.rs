@@ -1,10 +1,16 @@
 //! The `CustomerSession` actor: one per active customer. It folds the
 //! customer's committed events into [`state::CustomerState`], answers reads,
 //! snapshots itself to the persister, closes sessions that went quiet and
-//! passivates when idle.
+//! passivates when idle. Through its [`Hooks`] it asks for purchase-intent
+//! scores (the open session debounced, every closed session once, finally),
+//! keeps its customer in the nearest segment of the active segmentation, and
+//! tells the update bus what changed.
 
 pub mod state;
 
+use crate::event::{EventKind, SessionId};
+use crate::features::ShoppersFeatures;
+use crate::hooks::{Hooks, Score, ScoreError, SegmentAssignment, Update};
 use crate::messages::delivery::Apply;
 use crate::messages::lifecycle::{FlushState, IdleReport, PassivateNow, Snapshot};
 use crate::messages::query::{Answer, Inspect, Query};
@@ -34,6 +40,13 @@ pub struct CustomerSession {
     unsaved_closed: Vec<ClosedSession>,
     open_changed: bool,
     reporting_idle: bool,
+    /// The open session changed since its last score request.
+    open_dirty: bool,
+    /// A score request for the open session is on its way.
+    open_scoring: bool,
+    last_open_score_request: Option<Instant>,
+    /// Final-score requests on their way (passivation waits for them).
+    final_scoring: u32,
 }
 
 impl CustomerSession {
@@ -57,7 +70,15 @@ impl CustomerSession {
             unsaved_closed: Vec::new(),
             open_changed: false,
             reporting_idle: false,
+            open_dirty: false,
+            open_scoring: false,
+            last_open_score_request: None,
+            final_scoring: 0,
         }
+    }
+
+    fn hooks(&self) -> &Hooks {
+        &self.cfg.hooks
     }
 
     fn note_changes(&mut self, changes: Changes) {
@@ -73,7 +94,156 @@ impl CustomerSession {
         for c in changes.closed {
             self.metrics.record(ActorEvent::SessionClosed { reason: c.close_reason.label() });
             self.unsaved_since.get_or_insert_with(Instant::now);
+            if self.hooks().updates.active() {
+                let session = SessionView::of_closed(&self.state.customer_id, &c);
+                self.hooks().updates.send(Update::SessionClosed { customer: self.state.customer_id.clone(), session });
+            }
             self.unsaved_closed.push(c);
+        }
+    }
+
+    /// Asks for the final score of every held closed session that has none
+    /// (just closed, or closed while no model was active or before a crash).
+    fn request_final_scores(&mut self, ctx: &mut Context<Self>) {
+        let Some(scorer) = self.hooks().scorer.clone() else { return };
+        if !scorer.ready() {
+            return;
+        }
+        let unscored: Vec<(SessionId, ShoppersFeatures)> = self
+            .state
+            .recent
+            .iter()
+            .filter(|c| c.summary.score.is_none())
+            .map(|c| (c.summary.session_id.clone(), c.features.clone()))
+            .collect();
+        for (session, features) in unscored {
+            self.final_scoring += 1;
+            scorer
+                .score(&self.state.customer_id, &features)
+                .into_actor(self)
+                .map(move |res, act, _ctx| {
+                    act.final_scoring -= 1;
+                    act.on_final_score(session, res);
+                })
+                .spawn(ctx);
+        }
+    }
+
+    fn on_final_score(&mut self, session: SessionId, res: Result<Score, ScoreError>) {
+        let score = match res {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.record(ActorEvent::ScoreFailed { error: &e });
+                return;
+            }
+        };
+        let Some(closed) = self.state.score_closed(&session, &score) else { return };
+        self.metrics.record(ActorEvent::Scored { final_score: true });
+        let crossed = score.probability >= self.hooks().scoring.alert_threshold;
+        self.hooks().updates.send(Update::Scored {
+            customer: self.state.customer_id.clone(),
+            session,
+            score,
+            crossed,
+            final_score: true,
+        });
+        self.unsaved_since.get_or_insert_with(Instant::now);
+        self.unsaved_closed.push(closed);
+        self.publish_view();
+    }
+
+    /// Scores the open session if it changed and the debounce allows.
+    fn maybe_score_open(&mut self, ctx: &mut Context<Self>) {
+        if !self.open_dirty || self.open_scoring || self.state.open.is_none() {
+            return;
+        }
+        let Some(scorer) = self.hooks().scorer.clone() else { return };
+        if !scorer.ready() {
+            return;
+        }
+        if let Some(t) = self.last_open_score_request {
+            if t.elapsed() < self.hooks().scoring.debounce {
+                return;
+            }
+        }
+        let Some(open) = &self.state.open else { return };
+        let session = open.session_id().clone();
+        let features = open.features();
+        self.open_dirty = false;
+        self.open_scoring = true;
+        self.last_open_score_request = Some(Instant::now());
+        scorer
+            .score(&self.state.customer_id, &features)
+            .into_actor(self)
+            .map(move |res, act, _ctx| {
+                act.open_scoring = false;
+                act.on_open_score(session, res);
+            })
+            .spawn(ctx);
+    }
+
+    fn on_open_score(&mut self, session: SessionId, res: Result<Score, ScoreError>) {
+        let score = match res {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.record(ActorEvent::ScoreFailed { error: &e });
+                return;
+            }
+        };
+        // The session may have closed meanwhile; its final score is asked separately.
+        if self.state.open.as_ref().map(|o| o.session_id() != &session).unwrap_or(true) {
+            return;
+        }
+        self.metrics.record(ActorEvent::Scored { final_score: false });
+        let threshold = self.hooks().scoring.alert_threshold;
+        let before = self.state.open_score.as_ref().map(|s| s.probability).unwrap_or(f64::NEG_INFINITY);
+        let crossed = before < threshold && score.probability >= threshold;
+        self.state.open_score = Some(score.clone());
+        self.hooks().updates.send(Update::Scored {
+            customer: self.state.customer_id.clone(),
+            session,
+            score,
+            crossed,
+            final_score: false,
+        });
+        self.open_changed = true;
+        self.unsaved_since.get_or_insert_with(Instant::now);
+        self.publish_view();
+    }
+
+    /// Puts the customer in the nearest segment of the active segmentation:
+    /// always when `changed` (the profile moved), else only when the active
+    /// version is not the one the customer was assigned in.
+    fn assign_segment(&mut self, changed: bool) {
+        let Some(assigner) = self.hooks().segments.current() else { return };
+        let version = assigner.version();
+        let current = self.state.segment.as_ref();
+        if !changed && current.map(|s| s.version) == Some(version) {
+            return;
+        }
+        let profile = self.state.profile.features(self.cfg.as_of());
+        let (segment, name) = assigner.assign(&profile);
+        let from = current.filter(|s| s.version == version).map(|s| s.segment);
+        if current.map(|s| (s.version, s.segment)) == Some((version, segment)) {
+            return;
+        }
+        self.state.segment = Some(SegmentAssignment { version, segment, name: name.clone() });
+        self.unsaved_since.get_or_insert_with(Instant::now);
+        self.metrics.record(ActorEvent::SegmentChanged);
+        self.hooks().updates.send(Update::SegmentChanged {
+            customer: self.state.customer_id.clone(),
+            version,
+            from,
+            to: segment,
+            name,
+        });
+    }
+
+    /// Sends the whole view when someone watches this customer.
+    fn publish_view(&self) {
+        let bus = &self.hooks().updates;
+        if bus.is_watched(&self.state.customer_id) {
+            bus.send(Update::Customer { view: std::sync::Arc::new(self.state.view(self.cfg.as_of())) });
         }
     }
 
@@ -94,7 +264,7 @@ impl CustomerSession {
             self.unsaved_closed.drain(..).map(|c| SessionView::of_closed(&self.state.customer_id, &c)).collect();
         if self.open_changed {
             if let Some(o) = &self.state.open {
-                sessions.push(SessionView::of_open(&self.state.customer_id, o));
+                sessions.push(SessionView::of_open(&self.state.customer_id, o, self.state.open_score.as_ref()));
             }
         }
         self.persister.do_send(Snapshot {
@@ -103,6 +273,7 @@ impl CustomerSession {
             state_json,
             profile_json,
             sessions,
+            segment: self.state.segment.clone(),
         });
         self.unsaved_events = 0;
         self.unsaved_since = None;
@@ -115,7 +286,10 @@ impl CustomerSession {
             let mut changes = Changes::default();
             self.state.close_open(CloseReason::Inactivity, self.cfg.rules, &mut changes);
             self.note_changes(changes);
+            self.request_final_scores(ctx);
         }
+        self.maybe_score_open(ctx);
+        self.assign_segment(false);
         if let Some(since) = self.unsaved_since {
             if since.elapsed() >= self.cfg.snapshot_max_delay {
                 self.snapshot();
@@ -128,7 +302,8 @@ impl CustomerSession {
 
     /// Snapshots and asks the shard to let go of this actor; stops if it agrees.
     fn offer_passivation(&mut self, ctx: &mut Context<Self>) {
-        if self.reporting_idle {
+        // A score on its way would be lost with the actor.
+        if self.reporting_idle || self.final_scoring > 0 || self.open_scoring {
             return;
         }
         self.reporting_idle = true;
@@ -156,6 +331,8 @@ impl Actor for CustomerSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1 << 20);
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        self.request_final_scores(ctx);
+        self.assign_segment(false);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -169,17 +346,72 @@ impl Actor for CustomerSession {
 impl Handler<Apply> for CustomerSession {
     type Result = ();
 
-    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
         self.processed += 1;
         self.last_message = Instant::now();
         self.cfg.inflight.fetch_sub(msg.0.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        let open_before = self.state.open.as_ref().map(|o| o.session_id().clone());
+        let last_seq = self.state.last_seq;
         let mut changes = Changes::default();
         for e in &msg.0 {
             self.state.apply(e, self.cfg.rules, &mut changes);
         }
+        let applied = changes.applied;
+        let closed_any = !changes.closed.is_empty();
         self.note_changes(changes);
+        if applied > 0 {
+            self.open_dirty = self.state.open.is_some();
+            if self.hooks().updates.active() {
+                self.announce(&msg, last_seq, open_before);
+            }
+            self.assign_segment(true);
+        }
+        if closed_any {
+            self.request_final_scores(ctx);
+        }
+        self.maybe_score_open(ctx);
+        if applied > 0 {
+            self.publish_view();
+        }
         if self.unsaved_events >= self.cfg.snapshot_every_events {
             self.snapshot();
+        }
+    }
+}
+
+impl CustomerSession {
+    /// Tells the update bus what the events of `msg` above `last_seq` did.
+    fn announce(&self, msg: &Apply, last_seq: i64, open_before: Option<SessionId>) {
+        let bus = &self.hooks().updates;
+        let (mut events, mut orders, mut revenue, mut acked) = (0u32, 0u32, 0f64, None::<i64>);
+        for e in msg.0.iter().filter(|e| e.seq > last_seq) {
+            events += 1;
+            if let EventKind::Purchase(p) = &e.event.kind {
+                if p.cancellation {
+                    revenue -= p.value();
+                } else {
+                    orders += 1;
+                    revenue += p.value();
+                }
+            }
+            if e.acked_at_ms > 0 {
+                acked = Some(acked.map_or(e.acked_at_ms, |a: i64| a.min(e.acked_at_ms)));
+            }
+        }
+        bus.send(Update::Applied {
+            customer: self.state.customer_id.clone(),
+            events,
+            orders,
+            revenue,
+            acked_at_ms: acked,
+        });
+        if let Some(open) = &self.state.open {
+            if open_before.as_ref() != Some(open.session_id()) {
+                bus.send(Update::SessionOpened {
+                    customer: self.state.customer_id.clone(),
+                    session: open.session_id().clone(),
+                });
+            }
         }
     }
 }

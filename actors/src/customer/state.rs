@@ -4,6 +4,7 @@
 use crate::event::{CustomerId, EventKind, LoggedEvent, SessionId};
 use crate::features::profile::{ProfileAccumulator, ProfileFeatures, SessionSummary};
 use crate::features::session::{SessionAccumulator, ShoppersFeatures};
+use crate::hooks::{Score, SegmentAssignment};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -37,6 +38,9 @@ pub struct ClosedSession {
     pub features: ShoppersFeatures,
     pub cart_adds: u32,
     pub close_reason: CloseReason,
+    /// Model that gave `summary.score` (the final score, taken at close).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
 }
 
 /// Everything a `CustomerSession` actor knows; serialized whole as its snapshot.
@@ -49,6 +53,12 @@ pub struct CustomerState {
     pub open: Option<SessionAccumulator>,
     /// Most recent closed sessions, newest last.
     pub recent: VecDeque<ClosedSession>,
+    /// Latest score of the open session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_score: Option<Score>,
+    /// Segment in the active segmentation, once assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentAssignment>,
 }
 
 /// Tuning that changes how events fold into state.
@@ -77,6 +87,8 @@ impl CustomerState {
             profile: ProfileAccumulator::default(),
             open: None,
             recent: VecDeque::new(),
+            open_score: None,
+            segment: None,
         }
     }
 
@@ -126,16 +138,37 @@ impl CustomerState {
     /// Closes the open session, if any, folding it into the profile.
     pub fn close_open(&mut self, reason: CloseReason, rules: StateRules, changes: &mut Changes) {
         if let Some(acc) = self.open.take() {
+            self.open_score = None;
             let summary = SessionSummary::from_accumulator(&acc, None);
             self.profile.apply_closed_session(&summary);
-            let closed =
-                ClosedSession { summary, features: acc.features(), cart_adds: acc.cart_adds(), close_reason: reason };
+            let closed = ClosedSession {
+                summary,
+                features: acc.features(),
+                cart_adds: acc.cart_adds(),
+                close_reason: reason,
+                model_version: None,
+            };
             self.recent.push_back(closed.clone());
             while self.recent.len() > rules.recent_cap.max(1) {
                 self.recent.pop_front();
             }
             changes.closed.push(closed);
         }
+    }
+
+    /// Records the final score of a closed session and folds it into the
+    /// profile. `None` if the session is no longer held or already scored, so
+    /// a score counts once however often it is delivered.
+    pub fn score_closed(&mut self, id: &SessionId, score: &Score) -> Option<ClosedSession> {
+        let c = self.recent.iter_mut().find(|c| &c.summary.session_id == id)?;
+        if c.summary.score.is_some() {
+            return None;
+        }
+        c.summary.score = Some(score.probability);
+        c.model_version = Some(score.model_version.clone());
+        let c = c.clone();
+        self.profile.apply_session_score(score.probability);
+        Some(c)
     }
 
     /// The read model of this customer.
@@ -147,8 +180,9 @@ impl CustomerState {
             profile_as_of: as_of,
             first_seen: self.profile.first_seen(),
             last_seen: self.profile.last_seen(),
-            open_session: self.open.as_ref().map(|o| SessionView::open(&self.customer_id, o)),
+            open_session: self.open.as_ref().map(|o| SessionView::open(&self.customer_id, o, self.open_score.as_ref())),
             recent_sessions: self.recent.iter().rev().map(|c| SessionView::closed(&self.customer_id, c)).collect(),
+            segment: self.segment.clone(),
         }
     }
 
@@ -156,7 +190,7 @@ impl CustomerState {
     pub fn session(&self, id: &SessionId) -> Option<SessionView> {
         if let Some(o) = &self.open {
             if o.session_id() == id {
-                return Some(SessionView::open(&self.customer_id, o));
+                return Some(SessionView::open(&self.customer_id, o, self.open_score.as_ref()));
             }
         }
         self.recent.iter().find(|c| &c.summary.session_id == id).map(|c| SessionView::closed(&self.customer_id, c))
@@ -176,6 +210,8 @@ pub struct CustomerView {
     pub open_session: Option<SessionView>,
     /// Newest first.
     pub recent_sessions: Vec<SessionView>,
+    /// Segment in the active segmentation, once assigned.
+    pub segment: Option<SegmentAssignment>,
 }
 
 /// A session as the API shows it (and as the sessions table stores it).
@@ -193,13 +229,14 @@ pub struct SessionView {
     pub close_reason: Option<CloseReason>,
     /// The 17 UCI Online Shoppers features under the file's column names.
     pub features: serde_json::Map<String, serde_json::Value>,
-    /// Predicted purchase intent (filled in by the model issue).
+    /// Predicted purchase intent: the latest score of an open session, the
+    /// final one (taken at close) of a closed session.
     pub score: Option<f64>,
     pub model_version: Option<String>,
 }
 
 impl SessionView {
-    fn open(customer: &CustomerId, o: &SessionAccumulator) -> Self {
+    fn open(customer: &CustomerId, o: &SessionAccumulator, score: Option<&Score>) -> Self {
         SessionView {
             session_id: o.session_id().clone(),
             customer_id: customer.clone(),
@@ -211,8 +248,8 @@ impl SessionView {
             cart_adds: o.cart_adds(),
             close_reason: None,
             features: o.features().to_uci_json(),
-            score: None,
-            model_version: None,
+            score: score.map(|s| s.probability),
+            model_version: score.map(|s| s.model_version.clone()),
         }
     }
 
@@ -229,7 +266,7 @@ impl SessionView {
             close_reason: Some(c.close_reason),
             features: c.features.to_uci_json(),
             score: c.summary.score,
-            model_version: None,
+            model_version: c.model_version.clone(),
         }
     }
 
@@ -239,7 +276,7 @@ impl SessionView {
     }
 
     /// The view of an open session (for persisting it).
-    pub fn of_open(customer: &CustomerId, o: &SessionAccumulator) -> Self {
-        Self::open(customer, o)
+    pub fn of_open(customer: &CustomerId, o: &SessionAccumulator, score: Option<&Score>) -> Self {
+        Self::open(customer, o, score)
     }
 }

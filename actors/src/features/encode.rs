@@ -81,8 +81,13 @@ impl NumericColumn {
             return x;
         }
         let k = &self.knots;
-        let lo = k.partition_point(|&q| q < x);
-        let hi = k.partition_point(|&q| q <= x);
+        // A value within a relative 1e-9 of a knot counts as equal to it. The
+        // ECDF jumps at tied knots (many sessions have exactly 0 or 0.2), and a
+        // rate rebuilt live from page events (0.6000000000000001 / 3) must not
+        // land on the other side of the jump from the file's 0.2.
+        let tol = RANK_TIE_TOLERANCE * x.abs().max(1.0);
+        let lo = k.partition_point(|&q| q < x - tol);
+        let hi = k.partition_point(|&q| q <= x + tol);
         // Ties: the middle of the run of equal knots; between knots: linear.
         let pos = if hi > lo {
             (lo + hi - 1) as f64 / 2.0
@@ -97,6 +102,9 @@ impl NumericColumn {
         pos / (k.len() - 1) as f64
     }
 }
+
+/// Relative distance within which a value is taken to equal a knot.
+const RANK_TIE_TOLERANCE: f64 = 1e-9;
 
 /// Quantile knots of a rank-transformed column.
 const RANK_KNOTS: usize = 101;
@@ -404,6 +412,20 @@ mod tests {
         let json = serde_json::to_string(&enc).unwrap();
         let back: Encoder = serde_json::from_str(&json).unwrap();
         assert_eq!(enc.encode(&row(7.3, 2, 11)), back.encode(&row(7.3, 2, 11)));
+    }
+
+    #[test]
+    fn a_value_rebuilt_with_rounding_error_ranks_like_the_exact_one() {
+        // Many tied knots at 0.2, as in the file's bounce rates.
+        let rows: Vec<_> = (0..100).map(|i| row(if i < 60 { 0.2 } else { f64::from(i) }, 1, 11)).collect();
+        let enc = Encoder::fit_with(&rows, true);
+        let pv = enc.numeric.iter().find(|c| c.transform == Transform::Rank && c.column == "PageValues").unwrap();
+        let exact = pv.value(&row(0.2, 1, 11));
+        let rebuilt = pv.value(&row(0.6000000000000001 / 3.0, 1, 11));
+        assert_ne!(0.2, 0.6000000000000001 / 3.0);
+        assert_eq!(exact, rebuilt);
+        // A real difference still moves the rank.
+        assert!(pv.value(&row(0.21, 1, 11)) > exact);
     }
 
     #[test]

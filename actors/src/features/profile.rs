@@ -269,6 +269,15 @@ impl ProfileAccumulator {
         }
     }
 
+    /// Folds in the score of a session that was closed before its final
+    /// score arrived (scoring is asynchronous); each session's score counts once.
+    pub fn apply_session_score(&mut self, score: f64) {
+        if score.is_finite() {
+            self.intent_scores += 1;
+            self.intent_sum.add(score);
+        }
+    }
+
     /// The profile's features as seen at `as_of` (see the module doc).
     pub fn features(&self, as_of: DateTime<Utc>) -> ProfileFeatures {
         let orders = self.orders as f64;

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub profile_json: String,
     /// Sessions that changed since the previous snapshot.
     pub sessions: Vec<SessionView>,
+    /// The customer's segment in the active segmentation, if assigned.
+    pub segment: Option<crate::hooks::SegmentAssignment>,
 }
 
 /// To the persister: write everything queued; answers when it is durable.

@@ -1,0 +1,721 @@
+//! `cartpulse bench ws`: how many WebSocket clients one gateway holds, what
+//! each costs in memory, how many messages per second it fans out, and how
+//! long an acknowledged event takes to reach a subscribed client.
+//!
+//! The bench starts a release `serve` of this same executable per phase (a
+//! fresh SQLite file, an admin key from `keys create`) and spreads the client
+//! side over `--workers` load processes (`bench ws-worker`, hidden), because
+//! every process here may hold at most 20,000 open files; it raises its soft
+//! limit to the hard one first, and the children inherit it. Workers talk to
+//! the bench over stdin/stdout lines.
+//!
+//! Phases:
+//! 1. capacity: `--clients` clients subscribe to `kpis`; the server's RSS
+//!    before and after gives the memory per connection; every client must
+//!    then answer a protocol ping (`{"type":"ping"}` → pong) to count.
+//! 2. fan-out: the server publishes `kpis` `--fanout-hz` times a second to
+//!    `--fanout-clients` clients; delivered = messages the clients received.
+//! 3. latency: `--latency-clients` clients each watch one customer
+//!    (`customer:{id}`); the bench posts `--events-per-s` page views spread
+//!    over those customers, each batch stamped when its acknowledgement
+//!    arrives. A view with `open_session.n_events = n` proves events 1..n of
+//!    that customer applied; latency = its receipt − the acknowledgement of
+//!    each event it newly covers (the same machine clock for all processes).
+//!
+//! The load processes share the 2 cores with the server, so the figures are
+//! floors for a server with the machine to itself.
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use futures::{SinkExt, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Args, Debug, Clone)]
+pub struct WsArgs {
+    /// Clients held at once in the capacity phase.
+    #[arg(long, default_value_t = 15_000)]
+    pub clients: usize,
+    /// Load processes the clients are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Clients of the fan-out phase (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub fanout_clients: usize,
+    /// kpis publications per second in the fan-out phase.
+    #[arg(long, default_value_t = 100)]
+    pub fanout_hz: u64,
+    #[arg(long, default_value_t = 10)]
+    pub fanout_seconds: u64,
+    /// Clients of the latency phase, one customer each (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub latency_clients: usize,
+    /// Events posted per second in the latency phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub events_per_s: u64,
+    #[arg(long, default_value_t = 20)]
+    pub latency_seconds: u64,
+}
+
+/// Arguments of one load process (started by the bench, not by hand).
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub url: String,
+    /// `kpis`, or a customer id prefix: client i watches `customer:{prefix}{first + i}`.
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WsBenchReport {
+    pub bench: &'static str,
+    pub workers: usize,
+    pub clients_target: usize,
+    pub clients_connected: u64,
+    pub clients_answering_ping: u64,
+    pub connect_s: f64,
+    pub server_rss_before_mib: f64,
+    pub server_rss_after_mib: f64,
+    pub kib_per_connection: f64,
+    pub kpis_received_per_s_at_capacity: f64,
+    pub fanout_clients: usize,
+    pub fanout_hz: u64,
+    pub fanout_offered_per_s: f64,
+    pub fanout_delivered_per_s: f64,
+    pub fanout_coalesced: f64,
+    pub latency_clients: usize,
+    pub events_per_s_target: u64,
+    pub events_acked: u64,
+    pub events_per_s_achieved: f64,
+    pub events_seen_by_clients: u64,
+    pub ack_to_receipt_p50_ms: f64,
+    pub ack_to_receipt_p99_ms: f64,
+    pub ack_to_receipt_max_ms: f64,
+    pub server_latency_p99_ms: Option<f64>,
+}
+
+/// `cartpulse bench ws`.
+pub fn run_cli(args: WsArgs) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = rt.block_on(async {
+        tokio::select! {
+            r = run(args) => r,
+            Ok(()) = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (children inherit it).
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            return l.rlim_cur as u64;
+        }
+    }
+    0
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let workers = args.workers;
+    let mut r = WsBenchReport {
+        bench: "ws",
+        workers,
+        clients_target: args.clients,
+        clients_connected: 0,
+        clients_answering_ping: 0,
+        connect_s: 0.0,
+        server_rss_before_mib: 0.0,
+        server_rss_after_mib: 0.0,
+        kib_per_connection: 0.0,
+        kpis_received_per_s_at_capacity: 0.0,
+        fanout_clients: args.fanout_clients,
+        fanout_hz: args.fanout_hz,
+        fanout_offered_per_s: (args.fanout_clients as u64 * args.fanout_hz) as f64,
+        fanout_delivered_per_s: 0.0,
+        fanout_coalesced: 0.0,
+        latency_clients: args.latency_clients,
+        events_per_s_target: args.events_per_s,
+        events_acked: 0,
+        events_per_s_achieved: 0.0,
+        events_seen_by_clients: 0,
+        ack_to_receipt_p50_ms: 0.0,
+        ack_to_receipt_p99_ms: 0.0,
+        ack_to_receipt_max_ms: 0.0,
+        server_latency_p99_ms: None,
+    };
+
+    if args.clients > 0 {
+        eprintln!("capacity: {} clients over {workers} load processes", args.clients);
+        let server = Server::start(&[]).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = server.rss_kib()?;
+        let started = Instant::now();
+        let mut pool = Workers::spawn(&server, workers, args.clients, "kpis").await?;
+        r.clients_connected = pool.ready().await?;
+        r.connect_s = round(started.elapsed().as_secs_f64(), 2);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = server.rss_kib()?;
+        r.server_rss_before_mib = round(before as f64 / 1024.0, 1);
+        r.server_rss_after_mib = round(after as f64 / 1024.0, 1);
+        r.kib_per_connection = round(after.saturating_sub(before) as f64 / r.clients_connected.max(1) as f64, 2);
+        let c0 = pool.sum("count").await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let c1 = pool.sum("count").await?;
+        r.kpis_received_per_s_at_capacity = round((c1 - c0) as f64 / 5.0, 1);
+        r.clients_answering_ping = pool.sum("ping").await?;
+        eprintln!(
+            "  {} connected in {:.1} s, {} answered a ping; RSS {:.0} → {:.0} MiB ({:.1} KiB per connection)",
+            r.clients_connected,
+            r.connect_s,
+            r.clients_answering_ping,
+            r.server_rss_before_mib,
+            r.server_rss_after_mib,
+            r.kib_per_connection
+        );
+        pool.quit().await;
+        server.stop().await;
+    }
+
+    if args.fanout_clients > 0 {
+        eprintln!("fan-out: kpis at {} Hz to {} clients", args.fanout_hz, args.fanout_clients);
+        let interval = (1000 / args.fanout_hz.max(1)).max(1).to_string();
+        let server = Server::start(&[("CARTPULSE_STREAM__KPIS_INTERVAL_MS", interval.as_str())]).await?;
+        let mut pool = Workers::spawn(&server, workers, args.fanout_clients, "kpis").await?;
+        pool.ready().await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let coalesced0 = server.metric("cartpulse_stream_messages_coalesced_total").await?;
+        let c0 = pool.sum("count").await?;
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(args.fanout_seconds.max(1))).await;
+        let c1 = pool.sum("count").await?;
+        let secs = t0.elapsed().as_secs_f64();
+        r.fanout_delivered_per_s = round((c1 - c0) as f64 / secs, 0);
+        r.fanout_coalesced = server.metric("cartpulse_stream_messages_coalesced_total").await? - coalesced0;
+        eprintln!(
+            "  delivered {:.0} messages/s (offered {:.0}/s, {} coalesced)",
+            r.fanout_delivered_per_s, r.fanout_offered_per_s, r.fanout_coalesced
+        );
+        pool.quit().await;
+        server.stop().await;
+    }
+
+    if args.latency_clients > 0 {
+        eprintln!(
+            "latency: {} events/s over {} watched customers, {} s",
+            args.events_per_s, args.latency_clients, args.latency_seconds
+        );
+        let server = Server::start(&[]).await?;
+        let mut pool = Workers::spawn(&server, workers, args.latency_clients, "lb-").await?;
+        pool.ready().await?;
+        let (acks, elapsed) = produce(&server, args.latency_clients, args.events_per_s, args.latency_seconds).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let records = pool.records().await?;
+        r.events_acked = acks.len() as u64;
+        r.events_per_s_achieved = round(acks.len() as f64 / elapsed, 0);
+        let (seen, lat) = latencies(&acks, records);
+        r.events_seen_by_clients = seen;
+        if !lat.is_empty() {
+            r.ack_to_receipt_p50_ms = round(quantile(&lat, 0.5) / 1000.0, 2);
+            r.ack_to_receipt_p99_ms = round(quantile(&lat, 0.99) / 1000.0, 2);
+            r.ack_to_receipt_max_ms = round(lat[lat.len() - 1] / 1000.0, 2);
+        }
+        r.server_latency_p99_ms = server.latency_p99_ms().await.ok().flatten();
+        eprintln!(
+            "  {} events acked ({:.0}/s), {} seen by clients; ack → receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            r.events_acked,
+            r.events_per_s_achieved,
+            r.events_seen_by_clients,
+            r.ack_to_receipt_p50_ms,
+            r.ack_to_receipt_p99_ms,
+            r.ack_to_receipt_max_ms
+        );
+        pool.quit().await;
+        server.stop().await;
+    }
+    Ok(r)
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// Acknowledgement time (µs) of event n (1-based) of customer c.
+type Acks = HashMap<(usize, u32), i64>;
+
+/// For every acknowledged event, the first view of its customer covering it.
+fn latencies(acks: &Acks, mut records: Vec<(usize, u32, i64)>) -> (u64, Vec<f64>) {
+    records.sort_by_key(|&(c, n, t)| (c, t, n));
+    let mut covered: HashMap<usize, u32> = HashMap::new();
+    let mut out = Vec::new();
+    for (c, n, t) in records {
+        let from = covered.get(&c).copied().unwrap_or(0);
+        if n <= from {
+            continue;
+        }
+        for k in from + 1..=n {
+            if let Some(ack) = acks.get(&(c, k)) {
+                // A view can beat the HTTP response to the client: clamp at 0.
+                out.push((t - ack).max(0) as f64);
+            }
+        }
+        covered.insert(c, n);
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    (out.len() as u64, out)
+}
+
+/// Posts `rate` page views per second for `seconds` in batches every 10 ms.
+async fn produce(server: &Server, customers: usize, rate: u64, seconds: u64) -> anyhow::Result<(Acks, f64)> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let url = format!("{}/v1/events", server.base);
+    let acks: Arc<Mutex<Acks>> = Arc::default();
+    let per_tick = (rate / 100).max(1) as usize;
+    let base = chrono::Utc::now() - chrono::Duration::hours(2);
+    let mut next_customer = 0usize;
+    let mut counts = vec![0u32; customers];
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let limit = Arc::new(tokio::sync::Semaphore::new(32));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        let mut ids = Vec::with_capacity(per_tick);
+        let mut body = String::with_capacity(per_tick * 200);
+        body.push('[');
+        for i in 0..per_tick {
+            let c = next_customer;
+            next_customer = (next_customer + 1) % customers;
+            counts[c] += 1;
+            let n = counts[c];
+            ids.push((c, n));
+            let time = (base + chrono::Duration::seconds(n as i64)).to_rfc3339();
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(
+                r#"{{"type":"page_view","event_id":"lb-{c}-{n}","customer_id":"lb-{c}","session_id":"lb-{c}-s","time":"{time}","page_kind":"product","duration_s":5.0,"bounce_rate":0.01,"exit_rate":0.02,"page_value":0.0}}"#
+            ));
+        }
+        body.push(']');
+        let permit = limit.clone().acquire_owned().await?;
+        let (client, url, key, acks) = (client.clone(), url.clone(), server.key.clone(), acks.clone());
+        tasks.spawn(async move {
+            let res = client
+                .post(&url)
+                .bearer_auth(key.expose_secret())
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let at = now_us();
+            drop(permit);
+            if let Ok(r) = res {
+                if r.status().is_success() {
+                    if let Ok(mut a) = acks.lock() {
+                        for id in ids {
+                            a.insert(id, at);
+                        }
+                    }
+                }
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let acks = Arc::try_unwrap(acks).map_err(|_| anyhow!("producer tasks still running"))?;
+    Ok((acks.into_inner().map_err(|_| anyhow!("poisoned"))?, elapsed))
+}
+
+/// A `serve` child on a fresh SQLite file.
+struct Server {
+    child: Child,
+    base: String,
+    key: SecretString,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(env: &[(&str, &str)]) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe().context("locating the cartpulse executable")?;
+        let dir = tempfile::Builder::new().prefix("cartpulse-bench-ws-").tempdir()?;
+        let db = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+        let out = Command::new(&exe)
+            .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url", &db])
+            .env("CARTPULSE_LOG", "warn")
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let key = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .ok_or_else(|| anyhow!("no key printed"))?
+            .to_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut cmd = Command::new(&exe);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &db])
+            .env("CARTPULSE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting serve")?;
+        let s = Server { child, base: format!("http://127.0.0.1:{port}"), key: SecretString::from(key), _dir: dir };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", s.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(s);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().ok_or_else(|| anyhow!("server gone"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS"))
+    }
+
+    async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.base)).await?.text().await?)
+    }
+
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    /// The server's own ack → broadcast p99 from its histogram (bucket bound).
+    async fn latency_p99_ms(&self) -> anyhow::Result<Option<f64>> {
+        let text = self.metrics().await?;
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("cartpulse_stream_latency_seconds_bucket{le=\"") {
+                if let Some((le, v)) = rest.split_once("\"} ") {
+                    let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+                    buckets.push((le, v.trim().parse()?));
+                }
+            }
+        }
+        let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+        if total == 0.0 {
+            return Ok(None);
+        }
+        Ok(buckets.iter().find(|(_, n)| *n >= total * 0.99).map(|(le, _)| round(le * 1000.0, 2)))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// The load processes of one phase.
+struct Workers {
+    procs: Vec<(Child, ChildStdin, tokio::io::Lines<BufReader<ChildStdout>>)>,
+}
+
+impl Workers {
+    async fn spawn(server: &Server, n: usize, clients: usize, topic: &str) -> anyhow::Result<Workers> {
+        let exe = std::env::current_exe()?;
+        let url = format!("{}/v1/stream", server.base.replacen("http://", "ws://", 1));
+        let mut procs = Vec::new();
+        let mut first = 0;
+        for w in 0..n {
+            let share = clients / n + usize::from(w < clients % n);
+            let mut child = Command::new(&exe)
+                .args(["bench", "ws-worker", "--url", &url, "--topic", topic])
+                .args(["--clients", &share.to_string(), "--first", &first.to_string()])
+                .env("CARTPULSE_BENCH_KEY", server.key.expose_secret())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            first += share;
+            let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+            let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+            procs.push((child, stdin, BufReader::new(stdout).lines()));
+        }
+        Ok(Workers { procs })
+    }
+
+    async fn line(lines: &mut tokio::io::Lines<BufReader<ChildStdout>>) -> anyhow::Result<String> {
+        tokio::time::timeout(Duration::from_secs(300), lines.next_line())
+            .await
+            .context("a load process stopped answering")??
+            .ok_or_else(|| anyhow!("a load process exited"))
+    }
+
+    /// Waits until every worker has connected its clients; total connected.
+    async fn ready(&mut self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for (_, _, lines) in &mut self.procs {
+            let l = Self::line(lines).await?;
+            let n: u64 =
+                l.strip_prefix("ready ").and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("bad line {l:?}"))?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    /// Sends a command to every worker and sums their numeric answers.
+    async fn sum(&mut self, cmd: &str) -> anyhow::Result<u64> {
+        for (_, stdin, _) in &mut self.procs {
+            stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
+        }
+        let mut total = 0;
+        for (_, _, lines) in &mut self.procs {
+            let l = Self::line(lines).await?;
+            total += l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// Every (customer, n_events, receipt µs) the workers saw.
+    async fn records(&mut self) -> anyhow::Result<Vec<(usize, u32, i64)>> {
+        for (_, stdin, _) in &mut self.procs {
+            stdin.write_all(b"records\n").await?;
+        }
+        let mut out = Vec::new();
+        for (_, _, lines) in &mut self.procs {
+            loop {
+                let l = Self::line(lines).await?;
+                if l == "end" {
+                    break;
+                }
+                let mut it = l.split_whitespace().skip(1).map(|v| v.parse::<i64>());
+                if let (Some(Ok(c)), Some(Ok(n)), Some(Ok(t))) = (it.next(), it.next(), it.next()) {
+                    out.push((c as usize, n as u32, t));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn quit(mut self) {
+        for (_, stdin, _) in &mut self.procs {
+            let _ = stdin.write_all(b"quit\n").await;
+        }
+        for (child, _, _) in &mut self.procs {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ worker
+
+/// What one load process has seen.
+#[derive(Default)]
+struct Seen {
+    data: AtomicU64,
+    pongs: AtomicU64,
+    records: Mutex<Vec<(usize, u32, i64)>>,
+}
+
+/// `cartpulse bench ws-worker`: connects its clients, then answers the
+/// bench's commands on stdin (`count`, `ping`, `records`, `quit`).
+pub fn worker_cli(args: WorkerArgs) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(worker(args))
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let key = std::env::var("CARTPULSE_BENCH_KEY").context("CARTPULSE_BENCH_KEY")?;
+    let seen = Arc::new(Seen::default());
+    let (ping_tx, ping_rx) = tokio::sync::watch::channel(0u32);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let connected = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut handles = Vec::with_capacity(args.clients);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    for i in 0..args.clients {
+        let topic =
+            if args.topic == "kpis" { "kpis".to_owned() } else { format!("customer:{}{}", args.topic, args.first + i) };
+        let index = args.first + i;
+        let (url, key, seen, gate, ready_tx) =
+            (args.url.clone(), key.clone(), seen.clone(), gate.clone(), ready_tx.clone());
+        let (mut ping_rx, mut stop_rx, connected) = (ping_rx.clone(), stop_rx.clone(), connected.clone());
+        handles.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let ws = connect_client(&url, &key, &topic).await;
+            drop(permit);
+            let Ok(mut ws) = ws else {
+                let _ = ready_tx.send(false);
+                return;
+            };
+            connected.fetch_add(1, Ordering::Relaxed);
+            let _ = ready_tx.send(true);
+            let latency = topic.starts_with("customer:");
+            loop {
+                tokio::select! {
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            if t.starts_with("{\"topic\":\"_") {
+                                if t.contains("\"pong\"") {
+                                    seen.pongs.fetch_add(1, Ordering::Relaxed);
+                                }
+                                continue;
+                            }
+                            seen.data.fetch_add(1, Ordering::Relaxed);
+                            if latency {
+                                let at = now_us();
+                                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
+                                    if let Some(n) = v["data"]["open_session"]["n_events"].as_u64() {
+                                        if let Ok(mut r) = seen.records.lock() {
+                                            r.push((index, n as u32, at));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                    Ok(()) = ping_rx.changed() => {
+                        let _ = ws.send(Message::text(r#"{"type":"ping"}"#)).await;
+                    }
+                    _ = stop_rx.changed() => {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    let mut done = 0;
+    while done < args.clients {
+        match ready_rx.recv().await {
+            Some(_) => done += 1,
+            None => break,
+        }
+    }
+    let mut out = tokio::io::stdout();
+    out.write_all(format!("ready {}\n", connected.load(Ordering::Relaxed)).as_bytes()).await?;
+    out.flush().await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut generation = 0u32;
+    while let Some(cmd) = lines.next_line().await? {
+        match cmd.trim() {
+            "count" => out.write_all(format!("count {}\n", seen.data.load(Ordering::Relaxed)).as_bytes()).await?,
+            "ping" => {
+                let before = seen.pongs.load(Ordering::Relaxed);
+                generation += 1;
+                let _ = ping_tx.send(generation);
+                let want = connected.load(Ordering::Relaxed);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while seen.pongs.load(Ordering::Relaxed) - before < want && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                out.write_all(format!("pong {}\n", seen.pongs.load(Ordering::Relaxed) - before).as_bytes()).await?;
+            }
+            "records" => {
+                let records = seen.records.lock().map(|r| r.clone()).unwrap_or_default();
+                let mut buf = String::with_capacity(records.len() * 24);
+                for (c, n, t) in records {
+                    buf.push_str(&format!("r {c} {n} {t}\n"));
+                }
+                buf.push_str("end\n");
+                out.write_all(buf.as_bytes()).await?;
+            }
+            "quit" => break,
+            _ => {}
+        }
+        out.flush().await?;
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(handles)).await;
+    Ok(())
+}
+
+type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect_client(url: &str, key: &str, topic: &str) -> anyhow::Result<Client> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert("Authorization", format!("Bearer {key}").parse()?);
+    // Small buffers: thousands of clients per process.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let mut last = None;
+    for attempt in 0..5u64 {
+        match tokio_tungstenite::connect_async_with_config(req.clone(), Some(config), true).await {
+            Ok((mut ws, _)) => {
+                ws.send(Message::text(serde_json::json!({"type": "subscribe", "topics": [topic]}).to_string())).await?;
+                // Wait for the confirmation so `ready` means subscribed.
+                while let Some(m) = ws.next().await {
+                    if let Message::Text(t) = m? {
+                        if t.contains("\"subscribed\"") {
+                            return Ok(ws);
+                        }
+                    }
+                }
+                bail!("closed before subscribing");
+            }
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            }
+        }
+    }
+    Err(anyhow!("connect failed: {:?}", last))
+}

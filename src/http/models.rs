@@ -1,0 +1,76 @@
+//! `/v1/models` (admin key): the model registry over HTTP. `GET` lists the
+//! versions, `POST /v1/models/{version}/promote` (optional body
+//! `{"traffic": P}`) promotes, `POST /v1/models/rollback` rolls back.
+//! Publishing uploads a model directory and is command-line only
+//! (`cartpulse models publish DIR`).
+
+use super::auth::{AdminScope, Auth};
+use super::error::ApiError;
+use super::AppState;
+use crate::models::{RegistryError, StoreError};
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::UnknownVersion(_) => ApiError::NotFound(e.to_string()),
+            RegistryError::TrafficOutOfRange(_)
+            | RegistryError::NothingToRollBack(_)
+            | RegistryError::Refused(_)
+            | RegistryError::InvalidModel { .. }
+            | RegistryError::AlreadyPublished { .. }
+            | RegistryError::Load { .. } => ApiError::BadRequest(e.to_string()),
+            RegistryError::Store(StoreError::Backend { .. }) => {
+                tracing::warn!(error = %e, "model store unavailable");
+                ApiError::unavailable("the model store is unavailable right now")
+            }
+            RegistryError::Store(StoreError::Location(_)) => ApiError::Internal(anyhow::Error::new(e)),
+            // The version's objects are bad (corrupt, missing, conflicting): the
+            // request cannot succeed as it is, and the message names the object.
+            RegistryError::Store(_) => ApiError::BadRequest(e.to_string()),
+            RegistryError::Database(cause) => {
+                tracing::warn!(error = %cause, "model registry query failed");
+                ApiError::unavailable("the database is unavailable")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    traffic: Option<f64>,
+}
+
+/// `GET /v1/models`: every version, newest published first.
+pub async fn list(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let models = state.models.list().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "models": models })))
+}
+
+/// `POST /v1/models/{version}/promote`: body empty or `{"traffic": P}`.
+pub async fn promote(
+    _auth: Auth<AdminScope>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    if body.len() > 4096 {
+        return Err(ApiError::PayloadTooLarge("the promote body is at most 4 KiB".into()));
+    }
+    let body: PromoteBody = if body.iter().all(u8::is_ascii_whitespace) {
+        PromoteBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("body must be empty or {{\"traffic\": P}}: {e}")))?
+    };
+    let change = state.models.promote(&path.into_inner(), body.traffic).await?;
+    Ok(HttpResponse::Ok().json(change))
+}
+
+/// `POST /v1/models/rollback`.
+pub async fn rollback(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let change = state.models.rollback().await?;
+    Ok(HttpResponse::Ok().json(change))
+}

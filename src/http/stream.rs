@@ -1,0 +1,70 @@
+//! `GET /v1/stream` (the WebSocket upgrade) and `POST /v1/stream/token`.
+//! Credentials on the upgrade are checked here; the connection itself is
+//! [`crate::stream::connection`]. The query string carries a token and is
+//! never logged.
+
+use super::auth::{Auth, ReadScope};
+use super::error::ApiError;
+use super::AppState;
+use crate::keys::AuthError;
+use crate::stream::connection::{self, check_credential, CredentialError};
+use crate::stream::telemetry::StreamEvent;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    token: Option<String>,
+}
+
+/// Upgrades to the live stream. A bad `Authorization` header is refused
+/// with 401/403 before the upgrade; a bad `?token=` gets the upgrade and a
+/// 4001 close, which browsers can see.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    query: web::Query<StreamQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let stream = state.stream.clone();
+    let auth = if let Some(h) = req.headers().get(header::AUTHORIZATION) {
+        let credential = h
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
+            .map(|s| s.trim().to_owned())
+            .ok_or(AuthError::Invalid)?;
+        if let Err(e) = check_credential(&stream, &state, credential).await {
+            stream.metrics.record(StreamEvent::AuthRefused { how: "header", reason: &e.to_string() });
+            return Err(match e {
+                CredentialError::Key(k) => k.into(),
+                CredentialError::Token(t) => ApiError::Unauthorized(t.to_string()),
+            });
+        }
+        connection::Auth::Done { how: "header" }
+    } else if let Some(token) = query.into_inner().token {
+        match stream.tokens.verify(&token, chrono::Utc::now().timestamp()) {
+            Ok(()) => connection::Auth::Done { how: "query" },
+            Err(e) => connection::Auth::Refused { how: "query", reason: e.to_string() },
+        }
+    } else {
+        connection::Auth::Pending(state.clone())
+    };
+    let (response, session, msgs) = actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let msgs = msgs.max_frame_size(stream.settings.max_frame_bytes);
+    actix_web::rt::spawn(connection::run(stream, session, msgs, auth));
+    Ok(response)
+}
+
+/// Issues a short-lived stream token for a read-scope key.
+pub async fn token(_auth: Auth<ReadScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (token, exp) = state.stream.tokens.issue(chrono::Utc::now().timestamp());
+    state.stream.metrics.record(StreamEvent::TokenIssued);
+    let expires_at = chrono::DateTime::from_timestamp(exp, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "token": token.expose_secret(), "expires_at": expires_at })))
+}

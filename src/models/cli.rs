@@ -1,0 +1,112 @@
+//! `cartpulse models publish DIR | list | promote VERSION [--traffic P] | rollback`:
+//! the registry from the command line, over the database and model store of
+//! the global flags (`--database-url`, `--model-store`). Publishing is
+//! command-line only; the rest is also on `/v1/models`.
+
+use super::registry::{Change, ModelInfo, ModelRegistry};
+use crate::config::Settings;
+use std::path::PathBuf;
+
+/// What `cartpulse models` can do.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ModelsCommand {
+    /// Check a model directory (from `cartpulse train --out DIR`), put it in the model store, register it as a candidate.
+    Publish { dir: PathBuf },
+    /// Every version: status, traffic share, CV figures.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make VERSION active: alone (share 1), or with --traffic P next to the active version (A/B split).
+    Promote {
+        version: String,
+        /// Share of customers for VERSION, strictly between 0 and 1; the active version keeps the rest.
+        #[arg(long)]
+        traffic: Option<f64>,
+    },
+    /// Restore the versions that were active before the last promotion.
+    Rollback,
+}
+
+/// Runs one `models` command; results go to stdout, errors are returned.
+pub async fn run(settings: &Settings, command: ModelsCommand) -> anyhow::Result<()> {
+    let db = crate::db::connect(settings).await?;
+    crate::db::migrate(&db).await?;
+    let registry = ModelRegistry::from_settings(db, settings).await?;
+    match command {
+        ModelsCommand::Publish { dir } => {
+            let p = registry.publish(&dir).await?;
+            if p.already_published {
+                eprintln!("{} was already published with the same contents; nothing changed", p.version);
+            } else {
+                eprintln!("published {} as a candidate ({})", p.version, p.store_key);
+            }
+            println!("{}", serde_json::to_string(&p)?);
+        }
+        ModelsCommand::List { json } => {
+            let rows = registry.list().await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print!("{}", table(&rows));
+            }
+        }
+        ModelsCommand::Promote { version, traffic } => {
+            let c = registry.promote(&version, traffic).await?;
+            eprintln!("{}", describe(&c));
+            println!("{}", serde_json::to_string(&c)?);
+        }
+        ModelsCommand::Rollback => {
+            let c = registry.rollback().await?;
+            eprintln!("{}", describe(&c));
+            println!("{}", serde_json::to_string(&c)?);
+        }
+    }
+    Ok(())
+}
+
+fn shares(c: &[super::Share]) -> String {
+    if c.is_empty() {
+        return "nothing".into();
+    }
+    c.iter().map(|s| format!("{} ({:.0} %)", s.version, s.traffic_share * 100.0)).collect::<Vec<_>>().join(", ")
+}
+
+fn describe(c: &Change) -> String {
+    if !c.changed {
+        return format!("{} is already the only active version; nothing changed", c.version);
+    }
+    let mut s = format!("active: {} (was: {})", shares(&c.active), shares(&c.before));
+    if !c.retired.is_empty() {
+        s += &format!("; retired: {}", c.retired.join(", "));
+    }
+    s
+}
+
+/// The `models list` table.
+pub fn table(rows: &[ModelInfo]) -> String {
+    if rows.is_empty() {
+        return "no model published yet (cartpulse models publish DIR)\n".into();
+    }
+    let fig =
+        |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4}"));
+    let width = rows.iter().map(|r| r.version.len()).max().unwrap_or(7).max(7);
+    let mut s = format!(
+        "{:<width$}  {:<9}  {:>7}  {:>8}  {:>6}  {:<20}  {:<20}\n",
+        "VERSION", "STATUS", "TRAFFIC", "ACCURACY", "AUC", "PUBLISHED", "PROMOTED"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<width$}  {:<9}  {:>7}  {:>8}  {:>6}  {:<20}  {:<20}\n",
+            r.version,
+            r.status,
+            format!("{:.1}%", r.traffic_share * 100.0),
+            fig(&r.metrics, "accuracy"),
+            fig(&r.metrics, "auc"),
+            r.published_at.format("%Y-%m-%d %H:%M:%S"),
+            r.promoted_at.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+        );
+    }
+    s
+}

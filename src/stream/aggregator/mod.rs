@@ -1,0 +1,133 @@
+//! The `Aggregator` actor: reads every update the session actors put on the
+//! bus (never the database), keeps the rolling KPIs ([`rollup`]) and
+//! publishes to the hub: the rollup on `kpis` every `kpis_interval`,
+//! threshold crossings on `scores`, segment moves on `segments`, and watched
+//! customers' views on `customer:{id}`. It runs on the hub's arbiter thread,
+//! away from the HTTP workers and the shards.
+
+pub mod messages;
+pub mod rollup;
+
+use super::hub::messages::Publish;
+use super::hub::Hub;
+use super::protocol::{now_ms, Topic};
+use super::telemetry::{StreamEvent, StreamMetrics};
+use actix::{Actor, Addr, AsyncContext, Context, StreamHandler};
+use actors::hooks::Update;
+use messages::{bus_stream, BusItem};
+use rollup::Rollup;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+pub struct Aggregator {
+    hub: Addr<Hub>,
+    rx: Option<broadcast::Receiver<Arc<Update>>>,
+    rollup: Rollup,
+    interval: Duration,
+    metrics: StreamMetrics,
+}
+
+impl Aggregator {
+    /// `rx` is subscribed by the caller before the actors start replaying the
+    /// log, so nothing they announce is missed.
+    pub fn new(
+        hub: Addr<Hub>,
+        rx: broadcast::Receiver<Arc<Update>>,
+        interval: Duration,
+        session_gap: Duration,
+        conversion_window: Duration,
+        metrics: StreamMetrics,
+    ) -> Aggregator {
+        Aggregator {
+            hub,
+            rx: Some(rx),
+            rollup: Rollup::new(session_gap, conversion_window, Instant::now()),
+            interval,
+            metrics,
+        }
+    }
+
+    fn publish(&self, topic: Topic, data: String) {
+        if self.hub.try_send(Publish { topic: topic.clone(), data }).is_err() {
+            self.metrics.record(StreamEvent::PublishDropped { topic: &topic.name() });
+        }
+    }
+
+    fn on_update(&mut self, u: &Update) {
+        let now = Instant::now();
+        match u {
+            Update::Applied { customer, events, orders, revenue, acked_at_ms } => {
+                self.rollup.applied(customer, *events, *orders, *revenue, acked_at_ms.is_some(), now);
+                if let Some(acked) = acked_at_ms {
+                    let seconds = (now_ms() - acked) as f64 / 1000.0;
+                    self.rollup.latency(seconds);
+                    self.metrics.record(StreamEvent::Latency { seconds });
+                }
+            }
+            Update::SessionOpened { customer, session } => self.rollup.session_opened(customer, session, now),
+            Update::SessionClosed { customer, session } => {
+                self.rollup.session_closed(customer, &session.session_id, session.purchased, now)
+            }
+            Update::Scored { customer, session, score, crossed, final_score } => {
+                self.rollup.scored(customer, session, score.probability, *final_score);
+                if *crossed {
+                    let data = serde_json::json!({
+                        "customer_id": customer.as_str(), "session_id": session.as_str(),
+                        "score": score.probability, "model_version": score.model_version,
+                        "final": final_score,
+                    });
+                    self.publish(Topic::Scores, data.to_string());
+                }
+            }
+            Update::SegmentChanged { customer, version, from, to, name } => {
+                self.rollup.segment_changed(customer, *version, *to, name);
+                let data = serde_json::json!({
+                    "type": "changed", "customer_id": customer.as_str(), "version": version,
+                    "from": from, "to": to, "name": name,
+                });
+                self.publish(Topic::Segments, data.to_string());
+            }
+            Update::Customer { view } => match serde_json::to_value(&**view) {
+                Ok(mut v) => {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("type".into(), "view".into());
+                    }
+                    self.publish(Topic::Customer(view.customer_id.clone()), v.to_string());
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a customer view"),
+            },
+        }
+    }
+}
+
+impl Actor for Aggregator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(rx) = self.rx.take() {
+            ctx.add_stream(bus_stream(rx));
+        }
+        ctx.run_interval(self.interval, |act, _| {
+            let kpis = act.rollup.tick(Instant::now());
+            match serde_json::to_string(&kpis) {
+                Ok(data) => act.publish(Topic::Kpis, data),
+                Err(e) => tracing::error!(error = %e, "cannot encode the KPI rollup"),
+            }
+        });
+    }
+}
+
+impl StreamHandler<BusItem> for Aggregator {
+    fn handle(&mut self, item: BusItem, _: &mut Context<Self>) {
+        match item {
+            BusItem::Update(u) => self.on_update(&u),
+            BusItem::Lagged(n) => self.metrics.record(StreamEvent::Lagged { n }),
+        }
+    }
+
+    /// The bus closes only when the application is going away.
+    fn finished(&mut self, _: &mut Context<Self>) {
+        tracing::debug!("update bus closed");
+    }
+}

@@ -1,0 +1,193 @@
+//! The live stream (`GET /v1/stream`, protocol in docs/stream.md): dashboards
+//! subscribe to `kpis`, `scores`, `segments` and `customer:{id}` over
+//! WebSocket.
+//!
+//! - [`aggregator`]: the `Aggregator` actor turns the session actors' updates
+//!   into the per-second KPI rollup and the topic messages;
+//! - [`hub`]: the `Hub` actor numbers, keeps (bounded history) and fans out
+//!   every topic's messages;
+//! - [`connection`]: one task per client: authentication, subscriptions,
+//!   heartbeats, and its bounded [`outbox`];
+//! - [`token`]: signed short-lived tokens for browsers;
+//! - [`protocol`]: the wire format; [`telemetry`]: metrics.
+//!
+//! [`Stream`] is the handle the HTTP layer holds.
+
+pub mod aggregator;
+pub mod connection;
+pub mod hub;
+pub mod outbox;
+pub mod protocol;
+pub mod telemetry;
+pub mod token;
+
+use actix::{Actor, Addr, Arbiter};
+use actors::hooks::Hooks;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `stream.*` settings (every key optional; defaults below).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StreamSettings {
+    /// HMAC secret of stream tokens; every replica must share it. A random
+    /// per-process secret when absent.
+    pub token_secret: Option<SecretString>,
+    /// Lifetime of a stream token.
+    pub token_ttl_s: u64,
+    /// Without credentials on the upgrade, the `auth` message must come within this.
+    pub auth_timeout_ms: u64,
+    /// The server pings this often.
+    pub heartbeat_interval_ms: u64,
+    /// A client silent (no pong, no message) this long is closed with 4002.
+    pub idle_timeout_ms: u64,
+    /// Per-connection queue bound, in messages …
+    pub queue_max_messages: usize,
+    /// … and in bytes.
+    pub queue_max_bytes: usize,
+    /// A client at its queue limit this long is closed with 4008.
+    pub slow_after_ms: u64,
+    /// History kept per topic for `since` recovery, in messages …
+    pub history_messages: usize,
+    /// … and in bytes.
+    pub history_bytes: usize,
+    /// History kept per `customer:{id}` topic.
+    pub customer_history_messages: usize,
+    /// How long a customer topic (and its history) outlives its last subscriber.
+    pub customer_linger_s: u64,
+    /// Most customer topics kept without subscribers.
+    pub max_lingering_topics: usize,
+    /// Most topics one connection may subscribe to.
+    pub max_topics_per_connection: usize,
+    /// Largest accepted client frame.
+    pub max_frame_bytes: usize,
+    /// How often the KPI rollup is published.
+    pub kpis_interval_ms: u64,
+    /// Window of the `conversion_rate` KPI.
+    pub conversion_window_s: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            token_secret: None,
+            token_ttl_s: 300,
+            auth_timeout_ms: 5_000,
+            heartbeat_interval_ms: 15_000,
+            idle_timeout_ms: 45_000,
+            queue_max_messages: 512,
+            queue_max_bytes: 1 << 20,
+            slow_after_ms: 5_000,
+            history_messages: 1_000,
+            history_bytes: 4 << 20,
+            customer_history_messages: 50,
+            customer_linger_s: 60,
+            max_lingering_topics: 10_000,
+            max_topics_per_connection: 100,
+            max_frame_bytes: 64 << 10,
+            kpis_interval_ms: 1_000,
+            conversion_window_s: 300,
+        }
+    }
+}
+
+/// The stream layer as the HTTP handlers see it; cheap to clone.
+#[derive(Clone)]
+pub struct Stream {
+    pub hub: Addr<Hub>,
+    pub settings: Arc<StreamSettings>,
+    pub tokens: Arc<token::TokenSigner>,
+    pub metrics: telemetry::StreamMetrics,
+    next_id: Arc<AtomicU64>,
+    /// Connection tasks past authentication.
+    pub(crate) live: Arc<AtomicUsize>,
+    _arbiter: Arc<ArbiterGuard>,
+}
+
+use hub::Hub;
+
+/// Stops the stream's arbiter thread when the last handle goes.
+struct ArbiterGuard(Arbiter);
+
+impl Drop for ArbiterGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl Stream {
+    /// Starts the hub and the aggregator on an arbiter thread of their own.
+    /// Must run inside an actix system, before the actors replay the log
+    /// (the aggregator subscribes to the bus here).
+    pub fn start(
+        settings: &StreamSettings,
+        hooks: &Hooks,
+        registry: &prometheus::Registry,
+        session_gap: Duration,
+    ) -> anyhow::Result<Stream> {
+        let metrics = telemetry::StreamMetrics::register(registry)?;
+        let tokens = Arc::new(token::TokenSigner::new(settings.token_secret.as_ref(), settings.token_ttl_s));
+        let arbiter = Arbiter::new();
+        let hub_settings = hub::HubSettings {
+            history_messages: settings.history_messages.max(1),
+            history_bytes: settings.history_bytes.max(1),
+            customer_history_messages: settings.customer_history_messages.max(1),
+            customer_linger: Duration::from_secs(settings.customer_linger_s),
+            max_lingering_topics: settings.max_lingering_topics,
+        };
+        let bus = hooks.updates.clone();
+        let m = metrics.clone();
+        let hub = Hub::start_in_arbiter(&arbiter.handle(), move |_| Hub::new(hub_settings, bus, m));
+        let rx = hooks.updates.subscribe();
+        let (h, m) = (hub.clone(), metrics.clone());
+        let interval = Duration::from_millis(settings.kpis_interval_ms.max(1));
+        let window = Duration::from_secs(settings.conversion_window_s.max(1));
+        aggregator::Aggregator::start_in_arbiter(&arbiter.handle(), move |_| {
+            aggregator::Aggregator::new(h, rx, interval, session_gap, window, m)
+        });
+        Ok(Stream {
+            hub,
+            settings: Arc::new(settings.clone()),
+            tokens,
+            metrics,
+            next_id: Arc::new(AtomicU64::new(1)),
+            live: Arc::new(AtomicUsize::new(0)),
+            _arbiter: Arc::new(ArbiterGuard(arbiter)),
+        })
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Connected (authenticated) clients.
+    pub fn clients(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn limits(&self) -> outbox::Limits {
+        outbox::Limits {
+            max_messages: self.settings.queue_max_messages.max(1),
+            max_bytes: self.settings.queue_max_bytes.max(1),
+            slow_after: Duration::from_millis(self.settings.slow_after_ms),
+        }
+    }
+
+    /// Closes every client with 1001 and waits (briefly) until their close
+    /// frames are out, so the HTTP server's graceful stop does not wait on
+    /// WebSockets.
+    pub async fn shutdown(&self) {
+        let n = self.hub.send(hub::messages::Shutdown).await.unwrap_or(0);
+        if n > 0 {
+            tracing::info!(clients = n, "closing stream clients (1001)");
+        }
+        // The tasks close on their own worker threads; wait for them, briefly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while self.live.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

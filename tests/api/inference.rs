@@ -1,0 +1,243 @@
+//! Serving the purchase-intent model: `POST /v1/predict`, the scores the
+//! session actors keep (online = offline against `PurchaseModel::predict`),
+//! a panicking worker, and hot swaps under load.
+
+use crate::helpers::*;
+use actors::features::ShoppersFeatures;
+use cartpulse::train::artifact::PurchaseModel;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+fn data_file() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/online_shoppers_intention.csv"))
+}
+
+/// Every `step`-th row of the UCI file (header kept).
+fn sample_rows(step: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(data_file()).expect("the UCI file ../shared/data/online_shoppers_intention.csv");
+    let mut lines = text.lines();
+    let mut out = vec![lines.next().unwrap().to_owned()];
+    out.extend(lines.enumerate().filter(|(i, _)| i % step == 0).map(|(_, l)| l.to_owned()));
+    out
+}
+
+fn features(line: &str) -> ShoppersFeatures {
+    ShoppersFeatures::from_uci_record(&line.split(',').collect::<Vec<_>>()).unwrap().0
+}
+
+static MODELS: Mutex<Option<HashMap<u64, PathBuf>>> = Mutex::new(None);
+
+/// A small model trained on a sample with `seed` (once per test run and seed):
+/// real training code, real artifact, seconds instead of a minute.
+pub fn tiny_model(seed: u64) -> PathBuf {
+    let mut guard = MODELS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(&seed) {
+        return p.clone();
+    }
+    let dir = tempfile::tempdir().unwrap().keep();
+    let data = dir.join("train.csv");
+    std::fs::write(&data, sample_rows(4).join("\n") + "\n").unwrap();
+    let mut config = cartpulse::train::ModelConfig { members: 2, ..Default::default() };
+    config.net.hidden = vec![16];
+    config.net.max_epochs = 6;
+    config.net.patience = 3;
+    config.net.swa = 1;
+    let out = dir.join("model");
+    cartpulse::train::run(cartpulse::train::TrainOptions {
+        data,
+        folds: 2,
+        seed,
+        out: out.clone(),
+        report: None,
+        config,
+        progress: false,
+    })
+    .expect("training the test model");
+    map.insert(seed, out.clone());
+    out
+}
+
+async fn spawn_with_model(db: Db, model: &std::path::Path) -> TestApp {
+    let model = model.display().to_string();
+    spawn_app_with(db, move |s| {
+        s.inference.model_dir = Some(model);
+        s.inference.score_debounce_ms = 50;
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn predict_scores_exactly_like_the_model_directory() {
+    let dir = tiny_model(1);
+    let model = PurchaseModel::load(&dir).unwrap();
+    let app = spawn_with_model(Db::Sqlite, &dir).await;
+    let lines = sample_rows(97);
+    let rows: Vec<ShoppersFeatures> = lines[1..].iter().map(|l| features(l)).collect();
+    let offline = model.predict(&rows).unwrap();
+    let body = json!({ "rows": rows.iter().map(|r| Value::Object(r.to_uci_json())).collect::<Vec<_>>() });
+    let (status, got) = app.predict(&body).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["model_version"], model.manifest.model_version.as_str());
+    let scores = got["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), rows.len());
+    for (i, (s, want)) in scores.iter().zip(&offline).enumerate() {
+        let p = s["probability"].as_f64().unwrap();
+        assert!((p - f64::from(*want)).abs() < 1e-5, "row {i}: service {p}, offline {want}");
+        assert_eq!(s["buys"].as_bool().unwrap(), *want >= model.manifest.threshold);
+    }
+    // One object, as GET /v1/sessions shows features.
+    let (status, one) = app.predict(&json!({ "features": rows[0].to_uci_json() })).await;
+    assert_eq!(status, 200, "{one}");
+    assert!((one["scores"][0]["probability"].as_f64().unwrap() - f64::from(offline[0])).abs() < 1e-5);
+}
+
+#[actix_web::test]
+async fn predict_refuses_bad_input_and_missing_credentials() {
+    let dir = tiny_model(1);
+    let app = spawn_with_model(Db::Sqlite, &dir).await;
+    let row = features(&sample_rows(97)[1]).to_uci_json();
+    let (status, _) = app.post_json("/v1/predict", Some(&json!({ "features": row })), None).await;
+    assert_eq!(status, 401);
+    let mut no_month = row.clone();
+    no_month.remove("Month");
+    let (status, body) = app.predict(&json!({ "features": no_month })).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Month"), "{body}");
+    let mut bad = row.clone();
+    bad.insert("BounceRates".into(), json!(7.5));
+    let (status, body) = app.predict(&json!({ "rows": [row.clone(), bad] })).await;
+    assert_eq!(status, 422, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("row 1") && msg.contains("BounceRates"), "{body}");
+    let (status, body) = app.predict(&json!({ "rows": [] })).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app.predict(&json!({ "features": row, "colour": "red" })).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[actix_web::test]
+async fn predict_without_an_active_model_is_unavailable() {
+    let app = spawn_app(Db::Sqlite).await;
+    let row = features(&sample_rows(97)[1]).to_uci_json();
+    let (status, body) = app.predict(&json!({ "features": row })).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no model"), "{body}");
+}
+
+async fn replayed_sessions_score_like_offline_predict(db: Db) {
+    let dir = tiny_model(1);
+    let model = PurchaseModel::load(&dir).unwrap();
+    let app = spawn_with_model(db, &dir).await;
+    let lines = sample_rows(41);
+    let path = app.dir.path().join("sample.csv");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let summary = cartpulse::replay::run(cartpulse::replay::ReplayOptions {
+        format: cartpulse::replay::ReplayFormat::Shoppers,
+        file: Some(path),
+        synthetic: None,
+        target: app.address.parse().unwrap(),
+        api_key: secrecy::SecretString::from(app.ingest_key.clone()),
+        rate: None,
+        speedup: None,
+        batch_size: 500,
+        concurrency: 4,
+        seed: 1,
+        progress: false,
+    })
+    .await
+    .expect("replay");
+    assert_eq!(summary.rejected, 0);
+    let rows: Vec<ShoppersFeatures> = lines[1..].iter().map(|l| features(l)).collect();
+    let offline = model.predict(&rows).unwrap();
+    let version = model.manifest.model_version.as_str();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (k, want) in offline.iter().enumerate() {
+        let n = k + 1;
+        // The final score is asked for when the session closes; it arrives shortly after.
+        let sess = loop {
+            let (status, sess) = app.get_session(&format!("osi-s{n}")).await;
+            assert_eq!(status, 200, "osi-s{n}: {sess}");
+            if sess["score"].is_number() || Instant::now() > deadline {
+                break sess;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(sess["status"], "closed");
+        let got = sess["score"].as_f64().unwrap_or_else(|| panic!("osi-s{n} has no score: {sess}"));
+        assert!((got - f64::from(*want)).abs() < 1e-5, "osi-s{n}: online {got}, offline {want}");
+        assert_eq!(sess["model_version"], version, "osi-s{n}");
+    }
+    // The customer shows the session's score and folds it into its profile.
+    let (status, c) = app.get_customer("osi-c1").await;
+    assert_eq!(status, 200);
+    let s = c["recent_sessions"][0]["score"].as_f64().unwrap();
+    assert!((s - f64::from(offline[0])).abs() < 1e-5);
+    assert!((c["profile"]["mean_predicted_intent"].as_f64().unwrap() - s).abs() < 1e-9, "{c}");
+    // And the score reached the sessions table.
+    let (status, metrics) = app.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains(&format!("cartpulse_predictions_total{{version=\"{version}\"}}")), "per-version counts");
+}
+crate::on_both_databases!(replayed_sessions_score_like_offline_predict);
+
+#[actix_web::test]
+async fn a_panicking_worker_fails_its_requests_and_is_replaced() {
+    let dir = tiny_model(1);
+    let app = spawn_with_model(Db::Sqlite, &dir).await;
+    let row = json!({ "features": features(&sample_rows(97)[1]).to_uci_json() });
+    let (status, _) = app.predict(&row).await;
+    assert_eq!(status, 200);
+    app.inference.inject_worker_fault();
+    let (status, body) = app.predict(&row).await;
+    assert_eq!(status, 500, "the request of the failed batch is failed explicitly: {body}");
+    assert_eq!(body["error"], "internal error", "no internals leak: {body}");
+    // The worker was replaced: every later request is served.
+    for _ in 0..20 {
+        let (status, body) = app.predict(&row).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, metrics) = app.get_text("/metrics").await;
+    assert!(metrics.contains("cartpulse_inference_worker_failures_total{kind=\"panic\"} 1"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn swapping_models_under_load_fails_no_request() {
+    let (a, b) = (tiny_model(1), tiny_model(2));
+    let (ma, mb) = (PurchaseModel::load(&a).unwrap(), PurchaseModel::load(&b).unwrap());
+    let new_version = mb.manifest.model_version.clone();
+    assert_ne!(ma.manifest.model_version, new_version);
+    let app = spawn_with_model(Db::Sqlite, &a).await;
+    let row = json!({ "features": features(&sample_rows(97)[1]).to_uci_json() });
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (client, url, key, body) =
+            (app.client.clone(), format!("{}/v1/predict", app.address), app.read_key.clone(), row.to_string());
+        tasks.push(actix_web::rt::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i % 100)).await;
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    app.inference.set_models(cartpulse::inference::ServingSet::single(mb));
+    let mut versions = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        versions.insert(body["model_version"].as_str().unwrap().to_owned());
+    }
+    let (_, after) = app.predict(&row).await;
+    assert_eq!(after["model_version"], new_version.as_str(), "the new model serves after the swap");
+    assert!(versions.len() <= 2, "{versions:?}");
+}

@@ -1,0 +1,495 @@
+//! The model registry and store: publish → promote → list, the A/B split,
+//! rollback, corrupt and missing objects refused while the old model keeps
+//! serving, and `/v1/models` for admin keys only; on a local directory and on
+//! a real S3-compatible server (moto on `CARTPULSE_TEST_S3_ENDPOINT`, default
+//! http://127.0.0.1:5055, started by `scripts/test.sh`), with a fresh bucket
+//! per test. The S3 tests fail when that server is not there.
+//!
+//! Models are real: each test trains tiny ones (one small net, a few epochs)
+//! on a synthetic UCI-format file through `cartpulse::train`.
+
+use crate::helpers::*;
+use crate::on_both_databases;
+use cartpulse::config::Settings;
+use cartpulse::models::{ModelRegistry, ModelStore, RegistryError, StoreError};
+use cartpulse::train::artifact::{PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
+use cartpulse::train::model::NetConfig;
+use cartpulse::train::{ModelConfig, TrainOptions};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
+
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    Local,
+    S3,
+}
+
+fn s3_endpoint() -> String {
+    std::env::var("CARTPULSE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5055".into())
+}
+
+static AWS_ENV: Once = Once::new();
+
+/// Fixed credentials for the local S3 server; also keeps the SDK away from
+/// any real AWS account and from instance metadata.
+fn s3_test_env() {
+    AWS_ENV.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "cartpulse-test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "cartpulse-test");
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    });
+}
+
+/// The model-store settings of a test: a directory in the test's temp dir,
+/// or a fresh bucket on the S3 server.
+async fn store_location(store: Store, dir: &Path) -> (String, Option<String>) {
+    match store {
+        Store::Local => (dir.join("model-store").display().to_string(), None),
+        Store::S3 => {
+            s3_test_env();
+            let endpoint = s3_endpoint();
+            let bucket = format!("cp-test-{}", hex::encode(rand::random::<[u8; 6]>()));
+            let s3 = cartpulse::models::store::S3Store::connect(&bucket, "", Some(&endpoint)).await.expect("S3 client");
+            s3.client().create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| {
+                panic!(
+                    "the S3-compatible server must be running at {endpoint} for this test \
+                     (scripts/test.sh starts moto; or set CARTPULSE_TEST_S3_ENDPOINT): {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+            (format!("s3://{bucket}/models"), Some(endpoint))
+        }
+    }
+}
+
+/// An app whose model store is `store`, and a registry of our own over the
+/// same database and store (as the CLI or another replica would have). The
+/// temp dir holds the local store; keep it alive for the test.
+async fn app_and_registry(db: Db, store: Store) -> (TestApp, ModelRegistry, Settings, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (location, endpoint) = store_location(store, dir.path()).await;
+    let adjust = |s: &mut Settings| {
+        s.model_store = location.clone();
+        s.model_store_endpoint = endpoint.clone();
+    };
+    let app = spawn_app_with(db, adjust).await;
+    let mut settings = test_settings(&app.database_url);
+    adjust(&mut settings);
+    let conn = cartpulse::db::connect(&settings).await.expect("connect");
+    let registry = ModelRegistry::from_settings(conn, &settings).await.expect("registry");
+    (app, registry, settings, dir)
+}
+
+/// A small UCI-format file whose label depends mostly on PageValues.
+fn synthetic_csv(dir: &Path, rows: usize, seed: u64) -> PathBuf {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut s = actors::features::ShoppersFeatures::UCI_COLUMNS.join(",") + ",Revenue\n";
+    let months = ["Feb", "Mar", "May", "Nov", "Dec"];
+    for _ in 0..rows {
+        let pv: f64 = if rng.random_bool(0.3) { rng.random_range(1.0..80.0) } else { 0.0 };
+        let buys = rng.random_bool(if pv > 0.0 { 0.6 } else { 0.05 });
+        let pr: u32 = rng.random_range(1..60);
+        s += &format!(
+            "{},{:.1},{},0,{pr},{:.1},{:.3},{:.3},{pv:.2},0,{},{},{},{},{},{},{},{}\n",
+            rng.random_range(0..5),
+            rng.random_range(0.0..200.0),
+            rng.random_range(0..2),
+            f64::from(pr) * rng.random_range(5.0..60.0),
+            rng.random_range(0.0..0.1),
+            rng.random_range(0.0..0.2),
+            months[rng.random_range(0..months.len())],
+            rng.random_range(1..4),
+            rng.random_range(1..3),
+            rng.random_range(1..5),
+            rng.random_range(1..6),
+            if rng.random_bool(0.8) { "Returning_Visitor" } else { "New_Visitor" },
+            if rng.random_bool(0.25) { "TRUE" } else { "FALSE" },
+            if buys { "TRUE" } else { "FALSE" },
+        );
+    }
+    let path = dir.join(format!("shoppers-{seed}.csv"));
+    std::fs::write(&path, s).expect("write csv");
+    path
+}
+
+/// Trains a tiny real model into `<dir>/model-<seed>`; returns the directory and its version.
+fn train_tiny(dir: &Path, seed: u64) -> (PathBuf, String) {
+    let data = synthetic_csv(dir, 240, seed);
+    let out = dir.join(format!("model-{seed}"));
+    let opts = TrainOptions {
+        data,
+        folds: 2,
+        seed,
+        out: out.clone(),
+        report: None,
+        config: ModelConfig {
+            members: 1,
+            net: NetConfig { hidden: vec![8], max_epochs: 4, patience: 2, ..NetConfig::default() },
+            ..ModelConfig::default()
+        },
+        progress: false,
+    };
+    cartpulse::train::run(opts).expect("train a tiny model");
+    let version = PurchaseModel::load(&out).expect("load the tiny model").manifest.model_version;
+    (out, version)
+}
+
+/// Trains and publishes `n` models (distinct seeds, so distinct versions).
+async fn publish_models(app: &TestApp, registry: &ModelRegistry, seeds: &[u64]) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for &seed in seeds {
+        let (dir, version) = train_tiny(app.dir.path(), seed);
+        let p = registry.publish(&dir).await.expect("publish");
+        assert_eq!(p.version, version);
+        assert!(!p.already_published);
+        out.push((dir, version));
+    }
+    out
+}
+
+/// Replaces an object in the store behind the registry's back.
+async fn overwrite_object(registry: &ModelRegistry, version: &str, object: &str, bytes: Option<Vec<u8>>) {
+    match registry.store() {
+        ModelStore::Local(_) => {
+            let path = PathBuf::from(registry.store().object_location(version, object));
+            match bytes {
+                Some(b) => std::fs::write(&path, b).expect("overwrite object"),
+                None => std::fs::remove_file(&path).expect("remove object"),
+            }
+        }
+        ModelStore::S3(s3) => {
+            let loc = registry.store().object_location(version, object);
+            let (bucket, key) = loc.trim_start_matches("s3://").split_once('/').expect("s3 location");
+            match bytes {
+                Some(b) => {
+                    s3.client()
+                        .put_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .body(aws_sdk_s3::primitives::ByteStream::from(b))
+                        .send()
+                        .await
+                        .expect("overwrite object");
+                }
+                None => {
+                    s3.client().delete_object().bucket(bucket).key(key).send().await.expect("delete object");
+                }
+            }
+        }
+    }
+}
+
+fn versions_and_shares(entries: &[cartpulse::models::ServingEntry]) -> Vec<(String, f64)> {
+    entries.iter().map(|e| (e.version.clone(), e.traffic_share)).collect()
+}
+
+fn model_row<'a>(list: &'a serde_json::Value, version: &str) -> &'a serde_json::Value {
+    list["models"]
+        .as_array()
+        .expect("models array")
+        .iter()
+        .find(|m| m["version"] == version)
+        .unwrap_or_else(|| panic!("{version} not listed in {list}"))
+}
+
+async fn publish_promote_list(db: Db, store: Store) {
+    let (app, registry, _settings, _store) = app_and_registry(db, store).await;
+    let mut changes = registry.changes();
+    let before = *changes.borrow_and_update();
+    let models = publish_models(&app, &registry, &[1]).await;
+    let (dir, a) = &models[0];
+    assert!(changes.has_changed().unwrap(), "publish bumps the revision");
+    assert!(*changes.borrow_and_update() > before);
+
+    // The objects are in the store under the version, byte for byte.
+    for object in [MANIFEST_FILE, WEIGHTS_FILE] {
+        let stored = registry.store().get(a, object).await.expect("stored object");
+        assert_eq!(stored, std::fs::read(dir.join(object)).unwrap(), "{object}");
+    }
+
+    let (status, list) = app.list_models(Some(&app.admin_key)).await;
+    assert_eq!(status, 200, "{list}");
+    let row = model_row(&list, a);
+    assert_eq!(row["status"], "candidate");
+    assert_eq!(row["traffic_share"], 0.0);
+    assert!(row["metrics"]["accuracy"].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)), "{row}");
+    assert!(row["metrics"]["auc"].is_number(), "{row}");
+    let manifest_sha = cartpulse::models::store::sha256_hex(&std::fs::read(dir.join(MANIFEST_FILE)).unwrap());
+    assert_eq!(row["sha256"], manifest_sha.as_str());
+    assert!(row["store_key"].as_str().unwrap().ends_with(a.as_str()), "{row}");
+    assert!(row["promoted_at"].is_null());
+    assert!(registry.load_serving().await.unwrap().is_empty(), "a candidate does not serve");
+
+    // Publishing the same directory again changes nothing.
+    let again = registry.publish(dir).await.expect("republish");
+    assert!(again.already_published);
+    assert_eq!(registry.list().await.unwrap().len(), 1);
+
+    let (status, body) = app.promote_model(a, None, Some(&app.admin_key)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["active"], serde_json::json!([{ "version": a, "traffic_share": 1.0 }]));
+    let (_, list) = app.list_models(Some(&app.admin_key)).await;
+    let row = model_row(&list, a);
+    assert_eq!(row["status"], "active");
+    assert_eq!(row["traffic_share"], 1.0);
+    assert!(row["promoted_at"].is_string());
+
+    // What the pool gets: the active model, loaded through the store, scoring
+    // exactly as the directory it was published from.
+    let serving = registry.load_serving().await.expect("load_serving");
+    assert_eq!(versions_and_shares(&serving), vec![(a.clone(), 1.0)]);
+    let data = cartpulse::train::load_csv(&app.dir.path().join("shoppers-1.csv"), true).unwrap();
+    let want = PurchaseModel::load(dir).unwrap().predict(&data.features[..50]).unwrap();
+    assert_eq!(serving[0].model.predict(&data.features[..50]).unwrap(), want);
+    // Cached while active: the same Arc comes back.
+    let again = registry.load_serving().await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&again[0].model, &serving[0].model));
+}
+
+async fn publish_promote_list_local(db: Db) {
+    publish_promote_list(db, Store::Local).await
+}
+on_both_databases!(publish_promote_list_local);
+
+async fn publish_promote_list_s3(db: Db) {
+    publish_promote_list(db, Store::S3).await
+}
+on_both_databases!(publish_promote_list_s3);
+
+async fn corrupt_objects_are_refused(db: Db, store: Store) {
+    let (app, registry, settings, _store) = app_and_registry(db, store).await;
+    let models = publish_models(&app, &registry, &[1, 2, 3]).await;
+    let (a, b, c) = (&models[0].1, &models[1].1, &models[2].1);
+    registry.promote(a, None).await.expect("promote a");
+
+    // b's weights are altered in the store: its promotion is refused, naming
+    // the version and the object, and a keeps serving.
+    let mut w = std::fs::read(models[1].0.join(WEIGHTS_FILE)).unwrap();
+    let last = w.len() - 1;
+    w[last] ^= 0x55;
+    overwrite_object(&registry, b, WEIGHTS_FILE, Some(w)).await;
+    let err = registry.promote(b, None).await.expect_err("corrupt weights refused");
+    assert!(
+        matches!(&err, RegistryError::Store(StoreError::Corrupt { version, object, .. }) if version == b && object == WEIGHTS_FILE),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(b.as_str()) && msg.contains(WEIGHTS_FILE) && msg.contains("corrupt"), "{msg}");
+    assert_eq!(versions_and_shares(&registry.load_serving().await.unwrap()), vec![(a.clone(), 1.0)]);
+    // The same over HTTP: 400 with the reason, nothing changed.
+    let (status, body) = app.promote_model(b, Some(0.5), Some(&app.admin_key)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains(WEIGHTS_FILE), "{body}");
+    assert_eq!(registry.get(b).await.unwrap().status, "candidate");
+
+    // c's manifest is gone: refused as missing.
+    overwrite_object(&registry, c, MANIFEST_FILE, None).await;
+    let err = registry.promote(c, Some(0.5)).await.expect_err("missing manifest refused");
+    assert!(
+        matches!(&err, RegistryError::Store(StoreError::Missing { version, object, .. }) if version == c && object == MANIFEST_FILE),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(versions_and_shares(&registry.load_serving().await.unwrap()), vec![(a.clone(), 1.0)]);
+
+    // An object is immutable: different bytes under a published key are refused.
+    let err = registry.store().put(a, MANIFEST_FILE, b"{}".to_vec()).await.expect_err("overwrite refused");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    // So is a different model under a published version.
+    let tampered = app.dir.path().join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    std::fs::copy(models[0].0.join(WEIGHTS_FILE), tampered.join(WEIGHTS_FILE)).unwrap();
+    let manifest = std::fs::read_to_string(models[0].0.join(MANIFEST_FILE)).unwrap();
+    std::fs::write(tampered.join(MANIFEST_FILE), manifest.replacen("\"seconds\"", "\"seconds\" ", 1)).unwrap();
+    let err = registry.publish(&tampered).await.expect_err("different model under the same version");
+    assert!(matches!(err, RegistryError::AlreadyPublished { .. }), "{err:?}");
+
+    // a's manifest is corrupted after it went live: this registry keeps the
+    // model it verified; a fresh one (another replica) refuses to load it.
+    overwrite_object(&registry, a, MANIFEST_FILE, Some(b"{\"not\": \"the manifest\"}".to_vec())).await;
+    assert_eq!(versions_and_shares(&registry.load_serving().await.unwrap()), vec![(a.clone(), 1.0)]);
+    let other =
+        ModelRegistry::from_settings(cartpulse::db::connect(&settings).await.unwrap(), &settings).await.unwrap();
+    let err = match other.load_serving().await {
+        Ok(_) => panic!("a corrupt active model was loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(a.as_str()) && err.contains(MANIFEST_FILE), "{err}");
+}
+
+async fn corrupt_objects_are_refused_local(db: Db) {
+    corrupt_objects_are_refused(db, Store::Local).await
+}
+on_both_databases!(corrupt_objects_are_refused_local);
+
+#[actix_web::test]
+async fn corrupt_objects_are_refused_s3() {
+    corrupt_objects_are_refused(Db::Sqlite, Store::S3).await
+}
+
+async fn ab_split(db: Db) {
+    let (app, registry, _, _store) = app_and_registry(db, Store::Local).await;
+    let models = publish_models(&app, &registry, &[1, 2, 3]).await;
+    let (a, b, c) = (&models[0].1, &models[1].1, &models[2].1);
+
+    let err = registry.promote(b, Some(0.5)).await.expect_err("nothing active to split with");
+    assert!(matches!(err, RegistryError::Refused(_)), "{err:?}");
+    registry.promote(a, None).await.unwrap();
+    for p in [0.0, 1.0, 1.5, -0.25, f64::NAN] {
+        let err = registry.promote(b, Some(p)).await.expect_err("traffic out of range");
+        assert!(matches!(err, RegistryError::TrafficOutOfRange(_)), "{p}: {err:?}");
+    }
+    let (status, body) = app.promote_model(b, Some(1.5), Some(&app.admin_key)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("between 0 and 1"), "{body}");
+
+    let (status, body) = app.promote_model(b, Some(0.25), Some(&app.admin_key)).await;
+    assert_eq!(status, 200, "{body}");
+    let serving = registry.load_serving().await.unwrap();
+    assert_eq!(versions_and_shares(&serving), vec![(a.clone(), 0.75), (b.clone(), 0.25)]);
+    assert!((serving.iter().map(|e| e.traffic_share).sum::<f64>() - 1.0).abs() < 1e-12);
+    assert_ne!(serving[0].model.manifest.model_version, serving[1].model.manifest.model_version);
+    let (_, list) = app.list_models(Some(&app.admin_key)).await;
+    assert_eq!(model_row(&list, a)["status"], "active");
+    assert_eq!(model_row(&list, b)["status"], "active");
+    assert_eq!(model_row(&list, c)["status"], "candidate");
+
+    // At most two active.
+    let err = registry.promote(c, Some(0.1)).await.expect_err("a third active version");
+    assert!(matches!(err, RegistryError::Refused(_)), "{err:?}");
+    // Re-weighting the split keeps two.
+    registry.promote(b, Some(0.5)).await.unwrap();
+    let mut serving = versions_and_shares(&registry.load_serving().await.unwrap());
+    serving.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut want = vec![(a.clone(), 0.5), (b.clone(), 0.5)];
+    want.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(serving, want);
+    // A full promotion ends the split.
+    let change = registry.promote(b, None).await.unwrap();
+    assert_eq!(change.retired, vec![a.clone()]);
+    assert_eq!(versions_and_shares(&registry.load_serving().await.unwrap()), vec![(b.clone(), 1.0)]);
+    assert_eq!(registry.get(a).await.unwrap().status, "retired");
+    assert!(registry.get(a).await.unwrap().retired_at.is_some());
+}
+on_both_databases!(ab_split);
+
+async fn rollback(db: Db) {
+    let (app, registry, _, _store) = app_and_registry(db, Store::Local).await;
+    let err = registry.rollback().await.expect_err("nothing promoted yet");
+    assert!(matches!(err, RegistryError::NothingToRollBack(_)), "{err:?}");
+    let models = publish_models(&app, &registry, &[1, 2]).await;
+    let (a, b) = (&models[0].1, &models[1].1);
+
+    let err = registry.promote("pi-no-such-version", None).await.expect_err("unknown version");
+    assert!(matches!(err, RegistryError::UnknownVersion(_)), "{err:?}");
+    let (status, body) = app.promote_model("pi-no-such-version", None, Some(&app.admin_key)).await;
+    assert_eq!(status, 404, "{body}");
+
+    registry.promote(a, None).await.unwrap();
+    let err = registry.rollback().await.expect_err("nothing before the first promotion");
+    assert!(err.to_string().contains("nothing to roll back to"), "{err}");
+    let (status, body) = app.rollback_models(Some(&app.admin_key)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nothing to roll back to"), "{body}");
+
+    // b replaces a; rollback brings a back and retires b.
+    registry.promote(b, None).await.unwrap();
+    assert_eq!(registry.get(a).await.unwrap().status, "retired");
+    let mut changes = registry.changes();
+    changes.borrow_and_update();
+    let (status, body) = app.rollback_models(Some(&app.admin_key)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["active"], serde_json::json!([{ "version": a, "traffic_share": 1.0 }]));
+    assert_eq!(body["retired"], serde_json::json!([b]));
+    assert_eq!(versions_and_shares(&registry.load_serving().await.unwrap()), vec![(a.clone(), 1.0)]);
+    assert_eq!(registry.get(b).await.unwrap().status, "retired");
+    // The rollback went through the app's registry, not this one.
+    assert!(!changes.has_changed().unwrap());
+
+    // Rollbacks walk back through the promotions: A/B split, then full.
+    registry.promote(b, Some(0.3)).await.unwrap();
+    registry.promote(b, None).await.unwrap();
+    registry.rollback().await.unwrap();
+    assert!(changes.has_changed().unwrap(), "this registry's rollback bumps the revision");
+    let serving = versions_and_shares(&registry.load_serving().await.unwrap());
+    assert_eq!(serving.len(), 2);
+    assert_eq!(serving[0].0, *a);
+    assert!((serving[0].1 - 0.7).abs() < 1e-12 && (serving[1].1 - 0.3).abs() < 1e-12, "{serving:?}");
+    registry.rollback().await.unwrap();
+    assert_eq!(versions_and_shares(&registry.load_serving().await.unwrap()), vec![(a.clone(), 1.0)]);
+    let err = registry.rollback().await.expect_err("back at the first promotion");
+    assert!(matches!(err, RegistryError::NothingToRollBack(_)), "{err:?}");
+}
+on_both_databases!(rollback);
+
+#[actix_web::test]
+async fn models_endpoints_need_an_admin_key() {
+    let (app, registry, _, _store) = app_and_registry(Db::Sqlite, Store::Local).await;
+    let models = publish_models(&app, &registry, &[1]).await;
+    let a = &models[0].1;
+    for key in [&app.read_key, &app.ingest_key] {
+        assert_eq!(app.list_models(Some(key)).await.0, 403);
+        assert_eq!(app.promote_model(a, None, Some(key)).await.0, 403);
+        assert_eq!(app.rollback_models(Some(key)).await.0, 403);
+    }
+    assert_eq!(app.list_models(None).await.0, 401);
+    assert_eq!(app.promote_model(a, None, None).await.0, 401);
+    assert_eq!(registry.get(a).await.unwrap().status, "candidate", "refused requests changed nothing");
+    let (status, body) = app.list_models(Some(&app.admin_key)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["models"].as_array().unwrap().len(), 1);
+    assert_eq!(app.promote_model(a, None, Some(&app.admin_key)).await.0, 200);
+    // A malformed body is refused with a reason.
+    let (status, body) = app
+        .post_json(&format!("/v1/models/{a}/promote"), Some(&serde_json::json!({"trafic": 0.5})), Some(&app.admin_key))
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// The real binary: `models publish | list | promote | rollback` with the
+/// global `--database-url` and `--model-store`, and its errors.
+#[actix_web::test]
+async fn models_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("cli.db").display());
+    let store = dir.path().join("store");
+    let (model_dir, version) = train_tiny(dir.path(), 5);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["--database-url", &db_url, "--model-store", store.to_str().unwrap()])
+            .args(args)
+            .env_remove("CARTPULSE_MODEL_STORE")
+            .output()
+            .expect("run cartpulse");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["models", "publish", model_dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&version), "{out}");
+    assert!(store.join(&version).join(WEIGHTS_FILE).exists());
+    let (ok, out, err) = run(&["models", "list"]);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with(&version)).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("candidate"), "{out}");
+    let (ok, _, err) = run(&["models", "promote", &version, "--traffic", "1.2"]);
+    assert!(!ok && err.contains("out of range"), "{err}");
+    let (ok, _, err) = run(&["models", "promote", "pi-unknown"]);
+    assert!(!ok && err.contains("unknown model version"), "{err}");
+    let (ok, _, err) = run(&["models", "promote", &version]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["models", "list"]);
+    assert!(
+        ok && out.lines().any(|l| l.starts_with(&version) && l.contains("active") && l.contains("100.0%")),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["models", "rollback"]);
+    assert!(!ok && err.contains("nothing to roll back to"), "{err}");
+}

@@ -1,4 +1,4 @@
-//! The command line: `cartpulse serve | migrate | keys | replay | bench | demo | train | predict | segment | segments | models`.
+//! The command line: `cartpulse serve | migrate | keys | users | replay | bench | demo | train | predict | segment | segments | models`.
 
 use crate::config::{Overrides, Settings};
 use crate::keys::Scope;
@@ -99,6 +99,11 @@ pub enum Command {
     Segments {
         #[command(subcommand)]
         command: crate::segment::cli::SegmentsCommand,
+    },
+    /// Admin console users: create (password from CARTPULSE_USER_PASSWORD or stdin), list.
+    Users {
+        #[command(subcommand)]
+        command: crate::console::users::UsersCommand,
     },
     /// Model registry: publish a trained model, list, promote (A/B with --traffic), roll back.
     Models {
@@ -327,6 +332,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = cli.global.settings(None)?;
             crate::telemetry::init_logging("warn", false);
             tokio_rt()?.block_on(crate::segment::cli::run(&settings, command))
+        }
+        Command::Users { command } => {
+            let settings = cli.global.settings(None)?;
+            crate::telemetry::init_logging("warn", false);
+            tokio_rt()?.block_on(crate::console::users::run(&settings, command))
         }
         Command::Models { command } => {
             let settings = cli.global.settings(None)?;

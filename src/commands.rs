@@ -49,6 +49,9 @@ pub async fn demo(settings: Settings, file: std::path::PathBuf, synthetic: u64) 
     crate::db::migrate(&db).await?;
     let ingest = crate::keys::create(&db, "demo-ingest", crate::keys::Scope::Ingest).await?;
     let read = crate::keys::create(&db, "demo-read", crate::keys::Scope::Read).await?;
+    // A console admin with a fresh random password, printed below.
+    let console_password = SecretString::from(hex::encode(rand::random::<[u8; 9]>()));
+    crate::console::users::ensure_admin(&db, "admin", &console_password).await?;
     drop(db);
     let app = crate::startup::Application::build(settings).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -66,6 +69,7 @@ pub async fn demo(settings: Settings, file: std::path::PathBuf, synthetic: u64) 
         if use_file { "osi-c1" } else { "syn-c1" }
     );
     eprintln!("             curl {base}/metrics");
+    eprintln!("  console:   {base}/  (user admin, password {})", console_password.expose_secret());
     if use_file {
         eprintln!("  feeding:   {} (every row becomes a session)", file.display());
     } else {

@@ -34,6 +34,9 @@ pub struct Settings {
     /// The live stream (`stream.*`; defaults in `StreamSettings::default`).
     #[serde(default)]
     pub stream: crate::stream::StreamSettings,
+    /// The admin console (`console.*`; defaults in `ConsoleSettings::default`).
+    #[serde(default)]
+    pub console: crate::console::ConsoleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

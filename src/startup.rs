@@ -158,6 +158,7 @@ impl Application {
             models,
             inference: inference.clone(),
             segments: hooks.segments.clone(),
+            console: crate::console::Console::new(&settings.console),
         });
         let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();

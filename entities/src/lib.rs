@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod checkpoint;
+pub mod console_session;
 pub mod customer;
 pub mod event;
 pub mod model_promotion;
@@ -9,3 +10,4 @@ pub mod model_version;
 pub mod prelude;
 pub mod segmentation;
 pub mod session;
+pub mod user;

@@ -7,6 +7,7 @@ mod m20261127_000001_create_core_tables;
 mod m20261127_000002_create_segmentations;
 mod m20261127_000003_create_model_versions;
 mod m20261128_000001_add_live_segments;
+mod m20261128_000002_create_console_users;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_create_segmentations::Migration),
             Box::new(m20261127_000003_create_model_versions::Migration),
             Box::new(m20261128_000001_add_live_segments::Migration),
+            Box::new(m20261128_000002_create_console_users::Migration),
         ]
     }
 }

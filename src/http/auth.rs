@@ -1,5 +1,9 @@
 //! Authentication extractors: a handler that takes `Auth<ReadScope>` (etc.)
-//! only runs for a request carrying a key with that scope.
+//! only runs for a request carrying a key with that scope, or (with no
+//! `Authorization` header) an admin console session cookie whose role allows
+//! it: a viewer counts as `read`, an admin as `admin`. A cookie request that
+//! changes state must also carry the session's `X-CSRF-Token`, because
+//! browsers attach cookies on their own, unlike keys.
 
 use super::error::ApiError;
 use super::AppState;
@@ -46,8 +50,22 @@ impl<S: NeededScope + 'static> FromRequest for Auth<S> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let key = presented(req);
+        // A key always wins: API clients behave exactly as before, cookie or not.
+        let console = match (&key, crate::console::session::cookie_value(req)) {
+            (Err(AuthError::Missing), Some(cookie)) => {
+                let csrf =
+                    crate::console::session::changes_state(req).then(|| crate::console::session::csrf_header(req));
+                Some((cookie, csrf))
+            }
+            _ => None,
+        };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+            if let Some((cookie, csrf)) = console {
+                let csrf = csrf.as_ref().map(|c| c.as_deref());
+                let scope = crate::console::session::authorize(&state.db, &cookie, S::SCOPE, csrf).await?;
+                return Ok(Auth { scope, _s: PhantomData });
+            }
             let key = key?;
             let scope = state.keys.verify(&key, S::SCOPE).await?;
             Ok(Auth { scope, _s: PhantomData })

@@ -36,6 +36,8 @@ pub struct AppState {
     pub inference: crate::inference::InferenceHandle,
     /// The active segmentation the actors assign with (`/v1/segments` activation sets it).
     pub segments: actors::hooks::SegmentSlot,
+    /// The admin console: settings and the login rate limiter.
+    pub console: crate::console::Console,
 }
 
 /// Registers every route.
@@ -57,6 +59,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/segments", web::get().to(segments::list))
                 .route("/segments/{version}/activate", web::post().to(segments::activate)),
         )
+        .configure(crate::console::routes)
         .default_service(web::to(not_found));
 }
 

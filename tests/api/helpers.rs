@@ -306,3 +306,67 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// An admin console login: the session cookie (`name=value`) and the CSRF token.
+pub struct ConsoleLogin {
+    pub cookie: String,
+    pub set_cookie: String,
+    pub csrf: String,
+}
+
+impl TestApp {
+    /// Creates a console user directly in the database.
+    pub async fn create_console_user(&self, name: &str, role: cartpulse::console::Role, password: &str) {
+        let s = test_settings(&self.database_url);
+        let db = cartpulse::db::connect(&s).await.expect("connect for users");
+        cartpulse::console::users::create(&db, name, role, &secrecy::SecretString::from(password.to_owned()))
+            .await
+            .expect("create console user");
+    }
+
+    /// `POST /console/login`; returns the raw response.
+    pub async fn console_login_raw(&self, name: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/console/login", self.address))
+            .json(&serde_json::json!({ "name": name, "password": password }))
+            .send()
+            .await
+            .expect("POST /console/login")
+    }
+
+    /// Logs in and returns the cookie and CSRF token (panics unless 200).
+    pub async fn console_login(&self, name: &str, password: &str) -> ConsoleLogin {
+        let r = self.console_login_raw(name, password).await;
+        assert_eq!(r.status().as_u16(), 200, "console login of {name}");
+        let set_cookie =
+            r.headers().get("set-cookie").expect("login sets a cookie").to_str().expect("ascii cookie").to_owned();
+        let cookie = set_cookie.split(';').next().expect("cookie pair").trim().to_owned();
+        let body: Value = r.json().await.expect("login body");
+        let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+        ConsoleLogin { cookie, set_cookie, csrf }
+    }
+
+    /// A request with a console cookie (and `X-CSRF-Token` when given); returns (status, body).
+    pub async fn console_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut r = self.client.request(method, format!("{}{}", self.address, path));
+        if let Some(c) = cookie {
+            r = r.header("Cookie", c);
+        }
+        if let Some(t) = csrf {
+            r = r.header("X-CSRF-Token", t);
+        }
+        if let Some(b) = body {
+            r = r.header("Content-Type", "application/json").body(b.to_string());
+        }
+        let r = r.send().await.expect("console request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod console;
 mod crash;
 mod health;
 mod inference;

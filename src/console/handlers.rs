@@ -1,0 +1,103 @@
+//! `/console/*`: login, logout, who am I, and the read-only views the
+//! console needs beyond the `/v1` API. Answers are `Cache-Control: no-store`
+//! since they carry the CSRF token or per-user data.
+
+use super::session::{self, ConsoleUser};
+use super::users;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::keys::AuthError;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    name: String,
+    password: String,
+}
+
+fn me_json(u: &ConsoleUser) -> serde_json::Value {
+    serde_json::json!({ "name": u.name, "role": u.role, "csrf_token": u.csrf_token })
+}
+
+fn db_down(e: sea_orm::DbErr) -> ApiError {
+    AuthError::Unavailable(e).into()
+}
+
+/// The logged-in user, or 401.
+async fn current(req: &HttpRequest, state: &AppState) -> Result<(secrecy::SecretString, ConsoleUser), ApiError> {
+    let cookie = session::cookie_value(req).ok_or_else(|| ApiError::Unauthorized("not logged in".into()))?;
+    let user = session::lookup(&state.db, &cookie)
+        .await
+        .map_err(db_down)?
+        .ok_or_else(|| ApiError::Unauthorized("the console session is unknown or expired; log in again".into()))?;
+    Ok((cookie, user))
+}
+
+/// `POST /console/login` `{"name", "password"}` → sets the session cookie and
+/// answers `{"name", "role", "csrf_token"}`; 401 for a wrong name or password
+/// (the same answer for both), 429 when rate-limited.
+pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    if body.len() > 4096 {
+        return Err(ApiError::PayloadTooLarge("the login body is at most 4 KiB".into()));
+    }
+    let b: LoginBody = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("body must be JSON {\"name\": ..., \"password\": ...}".into()))?;
+    let ip = req.peer_addr().map(|a| a.ip());
+    let console = &state.console;
+    if let Err(retry_after) = console.limiter.check(&b.name, ip) {
+        tracing::warn!(user = %b.name, "console login rate-limited");
+        return Ok(HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, retry_after.to_string()))
+            .json(serde_json::json!({ "error": "too many failed logins; wait and try again" })));
+    }
+    let found = users::find(&state.db, &b.name).await.map_err(db_down)?;
+    let hash = found.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| users::dummy_hash().to_owned());
+    let password = b.password;
+    // argon2 is tens of ms of CPU: on the blocking pool, not the worker thread.
+    let ok = web::block(move || users::verify_password(&password, &hash))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check failed: {e}")))?;
+    let user = match found {
+        Some(u) if ok => u,
+        _ => {
+            console.limiter.failed(&b.name, ip);
+            tracing::info!(user = %b.name, "console login refused");
+            return Err(ApiError::Unauthorized("wrong name or password".into()));
+        }
+    };
+    let (cookie, csrf) = session::start(console, &state.db, &user).await.map_err(db_down)?;
+    tracing::info!(user = %user.name, role = %user.role, "console login");
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .json(serde_json::json!({ "name": user.name, "role": user.role, "csrf_token": csrf })))
+}
+
+/// `POST /console/logout` (with `X-CSRF-Token`): ends the session, clears the cookie.
+pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (cookie, user) = current(&req, &state).await?;
+    session::check_csrf(&user, session::csrf_header(&req).as_deref())?;
+    session::end(&state.db, &cookie).await.map_err(db_down)?;
+    Ok(HttpResponse::NoContent().cookie(session::removal(&state.console)).finish())
+}
+
+/// `GET /console/me`: `{"name", "role", "csrf_token"}` of the logged-in user.
+pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (_, user) = current(&req, &state).await?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(me_json(&user)))
+}
+
+/// `GET /console/api/models`: the registry for any logged-in user. `GET
+/// /v1/models` needs an admin key (its rows name store locations), but
+/// viewers of the console are meant to see the registry too; changes still
+/// go through the admin-only `/v1/models` endpoints.
+pub async fn models(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    current(&req, &state).await?;
+    let models = state.models.list().await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "models": models })))
+}

@@ -1,0 +1,109 @@
+// Models: the registry with its cross-validation figures; promote (with an
+// A/B traffic share), roll back. Admin only, each behind a confirmation; the
+// buttons are disabled for viewers, and the server refuses them anyway.
+
+import { api } from '../api.js';
+import { el, fmt, time, table, confirmDialog, message } from '../ui.js';
+
+export function modelsPage(ctx) {
+  const status = el('p', { class: 'msg', role: 'status', 'aria-live': 'polite', id: 'models-status' });
+  const list = el('div', { id: 'models-list' });
+  const admin = ctx.isAdmin();
+  const rollback = el('button', {
+    type: 'button',
+    id: 'models-rollback',
+    class: 'secondary',
+    text: 'Roll back last promotion',
+    disabled: !admin,
+    onclick: () => doRollback(),
+  });
+  const root = el(
+    'section',
+    { 'aria-labelledby': 'models-title' },
+    el('h1', { id: 'models-title', text: 'Models' }),
+    admin ? null : el('p', { class: 'msg info', id: 'models-readonly', text: 'You are a viewer: the registry is read-only for you.' }),
+    status,
+    list,
+    el('div', { class: 'row' }, rollback),
+  );
+
+  function share(v) {
+    return v === null || v === undefined ? '—' : `${Math.round(v * 100)} %`;
+  }
+
+  function promoteControls(m) {
+    const id = `traffic-${m.version}`;
+    const input = el('input', { id, type: 'number', min: 1, max: 100, step: 1, value: 100, class: 'narrow', disabled: !admin });
+    const btn = el('button', {
+      type: 'button',
+      text: 'Promote',
+      'data-version': m.version,
+      class: 'promote',
+      disabled: !admin,
+      'aria-label': `Promote ${m.version}`,
+      onclick: () => promote(m.version, Number(input.value)),
+    });
+    return el('span', { class: 'inline' }, el('label', { for: id, text: 'share %' }), input, btn);
+  }
+
+  async function promote(version, percent) {
+    if (!(percent > 0 && percent <= 100)) {
+      message(status, 'The traffic share must be between 1 and 100 %.', 'error');
+      return;
+    }
+    const partial = percent < 100;
+    const text = partial
+      ? `${version} will score ${percent} % of customers (A/B split by customer); the active version keeps the rest.`
+      : `${version} will score every customer; the active version is retired.`;
+    if (!(await confirmDialog(`Promote ${version}?`, text))) return;
+    try {
+      const r = await api.post(`/v1/models/${encodeURIComponent(version)}/promote`, partial ? { traffic: percent / 100 } : undefined);
+      message(status, `Promoted ${version}: active ${r.active.map((s) => `${s.version} ${share(s.traffic_share)}`).join(', ')}.`, 'ok');
+      await load();
+    } catch (e) {
+      message(status, `Promotion refused (${e.status}): ${e.message}`, 'error');
+    }
+  }
+
+  async function doRollback() {
+    if (!(await confirmDialog('Roll back?', 'The versions active before the last promotion are restored.'))) return;
+    try {
+      const r = await api.post('/v1/models/rollback');
+      message(status, `Rolled back ${r.version}: active ${r.active.map((s) => `${s.version} ${share(s.traffic_share)}`).join(', ') || 'none'}.`, 'ok');
+      await load();
+    } catch (e) {
+      message(status, `Rollback refused (${e.status}): ${e.message}`, 'error');
+    }
+  }
+
+  async function load() {
+    try {
+      const { models } = await api.get('/console/api/models');
+      if (!models.length) {
+        list.replaceChildren(el('p', { class: 'muted', text: 'No model published yet: `cartpulse models publish DIR`.' }));
+        return;
+      }
+      list.replaceChildren(
+        el('div', { class: 'scroll' }, table(
+          [
+            ['Version', (m) => el('span', { class: 'mono', text: m.version })],
+            ['Status', (m) => el('span', { class: `badge ${m.status}`, text: m.status })],
+            ['Traffic', (m) => (m.status === 'active' ? share(m.traffic_share) : '—')],
+            ['Accuracy', (m) => (m.metrics?.accuracy === undefined ? '—' : fmt(m.metrics.accuracy, 4))],
+            ['AUC', (m) => (m.metrics?.auc === undefined ? '—' : fmt(m.metrics.auc, 4))],
+            ['F1', (m) => (m.metrics?.f1 === undefined ? '—' : fmt(m.metrics.f1, 4))],
+            ['Folds', (m) => m.metrics?.folds ?? '—'],
+            ['Published', (m) => time(m.published_at)],
+            ['Promote', (m) => promoteControls(m)],
+          ],
+          models,
+          'Published models, newest first',
+        )),
+      );
+    } catch (e) {
+      message(status, `Cannot list models: ${e.message}`, 'error');
+    }
+  }
+  load();
+  return { root, destroy() {} };
+}

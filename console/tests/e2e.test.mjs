@@ -1,0 +1,192 @@
+// End-to-end tests of the admin console in real headless Chromium, against a
+// real `cartpulse serve` that scripts/e2e.sh starts (temp SQLite database,
+// a trained model active and a second one published). Every test leaves a
+// screenshot in console/test-results/. Nothing is skipped: a missing live
+// stream fails the Live test loudly.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { env, launch, newPage, login, screenshot, replay, firstCustomer } from './lib.mjs';
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+const ADMIN = () => [env('E2E_ADMIN_NAME'), env('E2E_ADMIN_PASSWORD')];
+const VIEWER = () => [env('E2E_VIEWER_NAME'), env('E2E_VIEWER_PASSWORD')];
+
+const noProblems = (page) =>
+  assert.deepEqual(page.problems.filter((p) => /Content Security Policy|Refused to|Uncaught/i.test(p)), [], 'no CSP violations or script errors');
+
+test('log in (wrong password refused, then admin gets in)', async () => {
+  const { context, page } = await newPage(browser);
+  try {
+    await page.goto(env('E2E_BASE') + '/');
+    // Keyboard: the name field has focus on load and Tab walks the form in order.
+    await page.getByLabel('Name').waitFor();
+    const focused = () => page.evaluate(() => document.activeElement?.id);
+    assert.equal(await focused(), 'login-name');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(), 'login-password');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(), 'login-submit');
+    await page.getByLabel('Name').fill(ADMIN()[0]);
+    await page.getByLabel('Password').fill('definitely wrong');
+    await page.keyboard.press('Enter');
+    await page.locator('#login-error').filter({ hasText: 'wrong name or password' }).waitFor();
+    await screenshot(page, '01a-login-refused');
+    await page.getByLabel('Password').fill(ADMIN()[1]);
+    await page.keyboard.press('Enter');
+    await page.locator('#who').filter({ hasText: 'admin' }).waitFor();
+    assert.equal(await page.locator('#login').isHidden(), true);
+    // The session cookie is invisible to scripts (HttpOnly).
+    assert.equal(await page.evaluate(() => document.cookie.includes('cartpulse_console')), false);
+    await screenshot(page, '01b-logged-in');
+    noProblems(page);
+  } finally {
+    await context.close();
+  }
+});
+
+test('Live: KPI tiles change while a replay runs', async () => {
+  const { context, page } = await newPage(browser);
+  const feed = replay({ rate: 1500, rows: 600 });
+  try {
+    await login(page, ...ADMIN());
+    // The stream must connect: if /v1/stream is missing this fails here, loudly.
+    await page.locator('#conn[data-state="live"]').waitFor({ timeout: 15_000 }).catch(async () => {
+      await screenshot(page, '02-live-FAILED');
+      throw new Error(`the live stream did not connect: indicator says "${await page.locator('#conn-text').textContent()}"`);
+    });
+    const seen = new Set();
+    const deadline = Date.now() + 40_000;
+    while (Date.now() < deadline && seen.size < 3) {
+      const v = await page.locator('#kpi-events_per_s').textContent();
+      if (v !== '—' && Number(v.replace(/,/g, '')) > 0) seen.add(v);
+      await page.waitForTimeout(500);
+    }
+    assert.ok(seen.size >= 3, `events/s tile showed ${[...seen].join(', ') || 'nothing'} (expected 3 different non-zero values)`);
+    const updates = Number(await page.locator('section[data-updates]').getAttribute('data-updates'));
+    assert.ok(updates >= 3, `only ${updates} kpis updates reached the page`);
+    await screenshot(page, '02-live');
+    const { code } = await feed.done;
+    assert.equal(code, 0, 'the replay finished cleanly');
+    const stats = await page.evaluate(() => window.__cartpulse.stream.stats);
+    assert.equal(stats.dropped, 0, `dropped updates: ${JSON.stringify(stats)}`);
+    noProblems(page);
+  } finally {
+    feed.kill();
+    await context.close();
+  }
+});
+
+test('Customers: look up a replayed customer', async () => {
+  const { context, page } = await newPage(browser);
+  try {
+    await login(page, ...ADMIN());
+    await page.getByRole('link', { name: 'Customers' }).click();
+    const id = firstCustomer();
+    await page.getByLabel('Customer id').fill(id);
+    await page.getByRole('button', { name: 'Look up' }).click();
+    await page.locator('#customer-shown').filter({ hasText: id }).waitFor({ timeout: 10_000 });
+    const text = await page.locator('#customer-view').textContent();
+    assert.match(text, /Profile features/);
+    assert.match(text, /Recent sessions/);
+    // Its replayed session is listed (open or closed).
+    assert.match(text, new RegExp(id.replace('-c', '-s')));
+    await screenshot(page, '03-customer');
+    // An unknown id is reported, not shown as an empty page.
+    await page.getByLabel('Customer id').fill('nobody-here');
+    await page.getByRole('button', { name: 'Look up' }).click();
+    await page.locator('#customer-status').filter({ hasText: 'No customer nobody-here' }).waitFor();
+    noProblems(page);
+  } finally {
+    await context.close();
+  }
+});
+
+test('Models: an admin promotes a model with an A/B share, after confirming', async () => {
+  const { context, page } = await newPage(browser);
+  try {
+    await login(page, ...ADMIN());
+    await page.getByRole('link', { name: 'Models' }).click();
+    const version = env('E2E_MODEL_B');
+    const promote = page.getByRole('button', { name: `Promote ${version}` });
+    await promote.waitFor();
+    await page.locator(`#traffic-${version}`).fill('30');
+    await promote.click();
+    // Cancelling changes nothing.
+    await page.locator('#confirm').waitFor();
+    await page.keyboard.press('Escape');
+    await page.waitForTimeout(300);
+    assert.equal(await page.locator('#models-status').textContent(), '');
+    await promote.click();
+    await screenshot(page, '04a-models-confirm');
+    await page.locator('#confirm-ok').click();
+    await page.locator('#models-status').filter({ hasText: `Promoted ${version}` }).waitFor();
+    const row = page.locator('tr', { hasText: version });
+    await row.filter({ hasText: '30 %' }).waitFor();
+    assert.match(await row.textContent(), /active/);
+    await screenshot(page, '04b-models-promoted');
+    noProblems(page);
+  } finally {
+    await context.close();
+  }
+});
+
+test('Models: a viewer sees the registry and is refused the same change', async () => {
+  const { context, page } = await newPage(browser);
+  try {
+    await login(page, ...VIEWER());
+    await page.getByRole('link', { name: 'Models' }).click();
+    await page.locator('#models-readonly').waitFor();
+    const version = env('E2E_MODEL_B');
+    const promote = page.getByRole('button', { name: `Promote ${version}` });
+    await promote.waitFor();
+    assert.equal(await promote.isDisabled(), true, 'the button is disabled for viewers');
+    // The server enforces it: the same request the admin's page sent, with the viewer's cookie and CSRF token.
+    const refused = await page.evaluate(async (v) => {
+      const me = await (await fetch('/console/me')).json();
+      const r = await fetch(`/v1/models/${v}/promote`, {
+        method: 'POST',
+        headers: { 'X-CSRF-Token': me.csrf_token, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ traffic: 0.5 }),
+      });
+      const r2 = await fetch('/v1/models/rollback', { method: 'POST', headers: { 'X-CSRF-Token': me.csrf_token } });
+      return [r.status, r2.status, (await r.json()).error];
+    }, version);
+    assert.equal(refused[0], 403, `promote as viewer: ${refused}`);
+    assert.equal(refused[1], 403, `rollback as viewer: ${refused}`);
+    await screenshot(page, '05-viewer-refused');
+    noProblems(page);
+  } finally {
+    await context.close();
+  }
+});
+
+test('Segments and System pages render; phone width has no sideways scroll', async () => {
+  const { context, page } = await newPage(browser, { width: 390, height: 844 });
+  try {
+    await login(page, ...VIEWER());
+    await page.getByRole('link', { name: 'System' }).click();
+    await page.locator('#sys-ready').filter({ hasText: 'ready' }).waitFor();
+    await page.locator('#metrics-table tbody tr').first().waitFor();
+    await screenshot(page, '06a-system-phone');
+    await page.getByRole('link', { name: 'Segments' }).click();
+    await page.locator('#segments-list').locator('p, table').first().waitFor();
+    await screenshot(page, '06b-segments-phone');
+    await page.getByRole('link', { name: 'Live' }).click();
+    await page.locator('#kpi-events_per_s').waitFor();
+    await page.waitForTimeout(1500);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `page is ${overflow}px wider than the phone screen`);
+    await screenshot(page, '06c-live-phone');
+    noProblems(page);
+  } finally {
+    await context.close();
+  }
+});

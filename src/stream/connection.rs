@@ -215,7 +215,9 @@ async fn serve(
                 }
                 stream.metrics.record(StreamEvent::Sent { n: sent });
             }
-            _ = outbox.notified(), if !pending => {}
+            // Also while a frame waits for the socket: a close (slow, shutdown)
+            // must not wait for the client to read.
+            _ = outbox.notified() => {}
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= idle_timeout {
                     return Some((close::IDLE, "idle: no pong or message within the heartbeat timeout"));

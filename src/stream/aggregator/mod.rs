@@ -88,13 +88,13 @@ impl Aggregator {
                 });
                 self.publish(Topic::Segments, data.to_string());
             }
-            Update::Customer { view } => match serde_json::to_value(&**view) {
-                Ok(mut v) => {
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("type".into(), "view".into());
-                    }
-                    self.publish(Topic::Customer(view.customer_id.clone()), v.to_string());
+            // One encoding pass: the view's object with `"type":"view"` put first.
+            Update::Customer { view } => match serde_json::to_string(&**view) {
+                Ok(json) if json.starts_with('{') && json.len() > 2 => {
+                    let data = format!("{{\"type\":\"view\",{}", &json[1..]);
+                    self.publish(Topic::Customer(view.customer_id.clone()), data);
                 }
+                Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "cannot encode a customer view"),
             },
         }

@@ -98,6 +98,17 @@ test('Customers: look up a replayed customer', async () => {
     assert.match(text, /Recent sessions/);
     // Its replayed session is listed (open or closed).
     assert.match(text, new RegExp(id.replace('-c', '-s')));
+    // Live: an event for this customer reaches the open page through `customer:{id}`.
+    const session = `e2e-live-${Date.now()}`;
+    const r = await fetch(`${env('E2E_BASE')}/v1/events`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${env('E2E_INGEST_KEY')}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify([{ type: 'page_view', event_id: `${session}-1`, customer_id: id, session_id: session,
+        time: new Date().toISOString(), page_kind: 'product', duration_s: 12, bounce_rate: 0.01, exit_rate: 0.02, page_value: 3 }]),
+    });
+    assert.equal(r.status, 200, `ingest: ${await r.text()}`);
+    await page.locator('#customer-view').filter({ hasText: session }).waitFor({ timeout: 10_000 });
+    assert.ok(Number(await page.locator('#customer-live').textContent()) >= 1, 'the update came over the stream');
     await screenshot(page, '03-customer');
     // An unknown id is reported, not shown as an empty page.
     await page.getByLabel('Customer id').fill('nobody-here');

@@ -40,6 +40,17 @@ async fn current(req: &HttpRequest, state: &AppState) -> Result<(secrecy::Secret
 /// answers `{"name", "role", "csrf_token"}`; 401 for a wrong name or password
 /// (the same answer for both), 429 when rate-limited.
 pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    // Only JSON: an HTML form on another site can post text/plain that parses
+    // as JSON, which would log the victim into the attacker's account; a JSON
+    // content type from another origin needs a CORS preflight we never grant.
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType("send the login as Content-Type: application/json".into()));
+    }
     if body.len() > 4096 {
         return Err(ApiError::PayloadTooLarge("the login body is at most 4 KiB".into()));
     }

@@ -30,6 +30,18 @@ async fn login_sets_a_hardened_cookie_and_stores_only_its_hash(db: Db) {
     let unknown_body: serde_json::Value = unknown.json().await.unwrap();
     assert_eq!(unknown_body["error"], "wrong name or password", "unknown names are not revealed");
 
+    // A cross-site form can post text/plain that parses as JSON: refused (login CSRF).
+    let form = app
+        .client
+        .post(format!("{}/console/login", app.address))
+        .header("Content-Type", "text/plain")
+        .body(format!("{{\"name\":\"alice\",\"password\":\"{ADMIN_PW}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 415);
+    assert!(form.headers().get("set-cookie").is_none());
+
     let login = app.console_login("alice", ADMIN_PW).await;
     let attrs = login.set_cookie.to_ascii_lowercase();
     assert!(login.cookie.starts_with("cartpulse_console="), "{}", login.set_cookie);

@@ -145,6 +145,12 @@ pub enum Update {
         /// Earliest acknowledgement time among these events (Unix ms), when
         /// they came from live ingest rather than recovery.
         acked_at_ms: Option<i64>,
+        /// The customer's open session after these events, if any (so a
+        /// listener can count open sessions across restarts).
+        open_session: Option<SessionId>,
+        /// The customer's current segment, if assigned (so segment sizes can
+        /// count customers whose assignment did not change since a restart).
+        segment: Option<SegmentAssignment>,
     },
     SessionOpened {
         customer: CustomerId,

@@ -241,3 +241,69 @@ async fn swapping_models_under_load_fails_no_request() {
     assert_eq!(after["model_version"], new_version.as_str(), "the new model serves after the swap");
     assert!(versions.len() <= 2, "{versions:?}");
 }
+
+async fn promotions_reach_the_pool_and_split_customers(db: Db) {
+    let (a, b) = (tiny_model(1), tiny_model(2));
+    let va = PurchaseModel::load(&a).unwrap().manifest.model_version;
+    let vb = PurchaseModel::load(&b).unwrap().manifest.model_version;
+    let store = tempfile::tempdir().unwrap().keep();
+    let store_path = store.display().to_string();
+    let app = spawn_app_with(db, move |s| s.model_store = store_path).await;
+    let row = features(&sample_rows(97)[1]).to_uci_json();
+    let (status, _) = app.predict(&json!({ "features": row })).await;
+    assert_eq!(status, 503, "nothing promoted yet");
+    // Publish both through the registry the service reads.
+    let settings = test_settings(&app.database_url);
+    let mut settings = settings;
+    settings.model_store = store.display().to_string();
+    let conn = cartpulse::db::connect(&settings).await.unwrap();
+    let registry = cartpulse::models::ModelRegistry::from_settings(conn, &settings).await.unwrap();
+    registry.publish(&a).await.unwrap();
+    registry.publish(&b).await.unwrap();
+
+    let (status, body) = app.promote_model(&va, None, Some(&app.admin_key.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    // The pool reloads from the registry when this process promotes; it is
+    // asynchronous, so wait briefly for the swap.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let (status, got) = app.predict(&json!({ "features": row })).await;
+        if status == 200 || Instant::now() > deadline {
+            assert_eq!(status, 200, "the promotion reached the pool: {got}");
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(got["model_version"], va.as_str());
+
+    // A/B: half the customers on b, each customer always on the same arm.
+    let (status, body) = app.promote_model(&vb, Some(0.5), Some(&app.admin_key.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.inference.serving().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.inference.serving().len(), 2, "both versions served: {:?}", app.inference.serving());
+    let mut arms: HashMap<String, String> = HashMap::new();
+    for round in 0..2 {
+        for c in 0..60 {
+            let id = format!("ab-{c}");
+            let (status, got) = app.predict(&json!({ "customer_id": id, "features": row })).await;
+            assert_eq!(status, 200, "{got}");
+            let v = got["model_version"].as_str().unwrap().to_owned();
+            if round == 0 {
+                arms.insert(id, v);
+            } else {
+                assert_eq!(arms[&id], v, "{id} changed arm");
+            }
+        }
+    }
+    let on_b = arms.values().filter(|v| **v == vb).count();
+    assert!((15..=45).contains(&on_b), "{on_b} of 60 customers on the 50% arm");
+    assert!(arms.values().all(|v| *v == va || *v == vb));
+    let (_, metrics) = app.get_text("/metrics").await;
+    for v in [&va, &vb] {
+        assert!(metrics.contains(&format!("cartpulse_predictions_total{{version=\"{v}\"}}")), "{v} counted");
+    }
+}
+crate::on_both_databases!(promotions_reach_the_pool_and_split_customers);

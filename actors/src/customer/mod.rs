@@ -240,8 +240,8 @@ impl CustomerSession {
     }
 
     /// Sends the whole view when someone watches this customer.
-    fn publish_view(&self) {
-        let bus = &self.hooks().updates;
+    fn publish_view(&mut self) {
+        let bus = &self.cfg.hooks.updates;
         if bus.is_watched(&self.state.customer_id) {
             bus.send(Update::Customer { view: std::sync::Arc::new(self.state.view(self.cfg.as_of())) });
         }
@@ -404,6 +404,8 @@ impl CustomerSession {
             orders,
             revenue,
             acked_at_ms: acked,
+            open_session: self.state.open.as_ref().map(|o| o.session_id().clone()),
+            segment: self.state.segment.clone(),
         });
         if let Some(open) = &self.state.open {
             if open_before.as_ref() != Some(open.session_id()) {

@@ -57,7 +57,15 @@ impl Aggregator {
     fn on_update(&mut self, u: &Update) {
         let now = Instant::now();
         match u {
-            Update::Applied { customer, events, orders, revenue, acked_at_ms } => {
+            Update::Applied { customer, events, orders, revenue, acked_at_ms, open_session, segment } => {
+                // Restart-safe: a session restored from a snapshot is counted
+                // from the customer's first update, not only from `SessionOpened`.
+                if let Some(session) = open_session {
+                    self.rollup.session_opened(customer, session, now);
+                }
+                if let Some(s) = segment {
+                    self.rollup.segment_changed(customer, s.version, s.segment, &s.name);
+                }
                 self.rollup.applied(customer, *events, *orders, *revenue, acked_at_ms.is_some(), now);
                 if let Some(acked) = acked_at_ms {
                     let seconds = (now_ms() - acked) as f64 / 1000.0;

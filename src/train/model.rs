@@ -348,15 +348,25 @@ pub struct Ensemble {
 impl Ensemble {
     /// Mean probability of the members for `n` encoded rows laid out flat in `x`.
     pub fn predict(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
-        let dim = self.dims.first().copied().unwrap_or(1);
-        let mut sum = vec![0f32; x.len() / dim.max(1)];
-        for net in &self.nets {
-            for (s, p) in sum.iter_mut().zip(net.predict(x, dim)?) {
-                *s += p;
-            }
+        let dim = self.dims.first().copied().unwrap_or(1).max(1);
+        if x.is_empty() {
+            return Ok(Vec::new());
         }
-        let n = self.nets.len().max(1) as f32;
-        Ok(sum.into_iter().map(|s| s / n).collect())
+        // One input tensor for every member; one copy back at the end.
+        let t = Tensor::from_slice(x, (x.len() / dim, dim), &Device::Cpu)?;
+        let mut sum: Option<Tensor> = None;
+        for net in &self.nets {
+            let p = candle_nn::ops::sigmoid(&net.forward(&t, None)?)?;
+            sum = Some(match sum {
+                Some(s) => (s + p)?,
+                None => p,
+            });
+        }
+        let n = self.nets.len().max(1) as f64;
+        match sum {
+            Some(s) => Ok((s / n)?.to_vec1::<f32>()?),
+            None => Ok(vec![0.0; x.len() / dim]),
+        }
     }
 
     /// Weights by name, `net{i}.layer{j}.weight|bias`.

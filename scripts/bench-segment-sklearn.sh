@@ -38,8 +38,11 @@ if ! "$VENV/bin/python" -c "import sklearn, numpy; assert sklearn.__version__ ==
     "$VENV/bin/pip" install -q "scikit-learn==$SKLEARN_VERSION" "numpy==$NUMPY_VERSION"
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cartpulse-target}"
-cargo build --release --locked -q
-BIN="$CARGO_TARGET_DIR/release/cartpulse"
+# CARTPULSE_BIN: use this binary instead of building one.
+if [ -n "${CARTPULSE_BIN:-}" ]; then BIN=$CARTPULSE_BIN; else
+    cargo build --release --locked -q
+    BIN="$CARGO_TARGET_DIR/release/cartpulse"
+fi
 WORK=$(mktemp -d)
 SERVER=""
 cleanup() {

@@ -12,8 +12,11 @@ cd "$(dirname "$0")/.."
 FILE=${FILE:-../shared/data/online_retail.csv}
 [ -f "$FILE" ] || { echo "data file $FILE not found (see ../shared/data/README.md)" >&2; exit 2; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cartpulse-target}"
-cargo build --release --locked -q
-BIN="$CARGO_TARGET_DIR/release/cartpulse"
+# CARTPULSE_BIN: use this binary instead of building one.
+if [ -n "${CARTPULSE_BIN:-}" ]; then BIN=$CARTPULSE_BIN; else
+    cargo build --release --locked -q
+    BIN="$CARGO_TARGET_DIR/release/cartpulse"
+fi
 WORK=$(mktemp -d)
 DB="sqlite://$WORK/check.db?mode=rwc"
 if [ "${1:-}" = "--database-url" ]; then DB=$2; fi

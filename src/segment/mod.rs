@@ -9,8 +9,10 @@
 //!    Ordered by id.
 //! 2. Transforms it: signed `log1p` on heavy-tailed money and count features,
 //!    then robust scaling by median and IQR ([`transform`] lists the features).
-//! 3. Runs linfa-clustering K-Means (k-means++ init, [`N_RUNS`] runs, seeded
-//!    `Xoshiro256Plus`) on a blocking thread. With `--k auto` it fits every k
+//! 3. Runs K-Means on a blocking thread: [`N_RUNS`] runs, each seeded by
+//!    greedy k-means++ and iterated to convergence by linfa-clustering's
+//!    Lloyd (seeded `Xoshiro256Plus`; see [`kmeans`] for why not linfa's own
+//!    k-means++). With `--k auto` it fits every k
 //!    in 2..=12 and keeps the best mean silhouette, computed on a deterministic
 //!    evenly-spaced sample of at most [`SILHOUETTE_SAMPLE`] customers (the
 //!    silhouette is O(n²); the fits themselves always use every customer).
@@ -335,17 +337,40 @@ struct OneFit {
     labels: Vec<usize>,
 }
 
-/// One K-Means fit: k-means++ init, [`N_RUNS`] runs, seeded so reruns agree.
+/// One K-Means fit: [`N_RUNS`] runs, each a greedy k-means++ start
+/// ([`greedy_kmeans_plus_plus`]) followed by linfa's Lloyd iterations to
+/// convergence; the run with the lowest inertia wins. Seeded so reruns agree.
+///
+/// Why not linfa's own `KMeansInit::KMeansPlusPlus` with `n_runs`: it draws
+/// one candidate per centre, and on Online Retail its best of 10 runs was up
+/// to 1.75 % worse than scikit-learn's at k = 12 (0.7 % at k = 7). The greedy
+/// variant (scikit-learn's default) draws 2 + ln k candidates per centre and
+/// keeps the one that lowers the potential most, which avoids most of the bad
+/// starts; with it both reach the same inertia at every k we measured.
 fn kmeans(matrix: &Array2<f64>, k: usize, seed: u64) -> anyhow::Result<OneFit> {
     let data = DatasetBase::from(matrix.clone());
-    let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
-        .init_method(KMeansInit::KMeansPlusPlus)
-        .n_runs(N_RUNS)
-        .max_n_iterations(300)
-        .tolerance(1e-4)
-        .fit(&data)
-        .map_err(|e| anyhow::anyhow!("K-Means with k = {k}: {e}"))?;
-    let centroids: Vec<Vec<f64>> = model.centroids().rows().into_iter().map(|r| r.to_vec()).collect();
+    let mut rng = Xoshiro256Plus::seed_from_u64(seed);
+    let mut best: Option<OneFit> = None;
+    for _ in 0..N_RUNS {
+        let init = greedy_kmeans_plus_plus(matrix, k, &mut rng);
+        let model = KMeans::params_with_rng(k, rng.clone())
+            .init_method(KMeansInit::Precomputed(init))
+            .n_runs(1)
+            .max_n_iterations(300)
+            .tolerance(1e-4)
+            .fit(&data)
+            .map_err(|e| anyhow::anyhow!("K-Means with k = {k}: {e}"))?;
+        let centroids: Vec<Vec<f64>> = model.centroids().rows().into_iter().map(|r| r.to_vec()).collect();
+        let one = evaluate(matrix, centroids);
+        if best.as_ref().is_none_or(|b| one.inertia < b.inertia) {
+            best = Some(one);
+        }
+    }
+    best.ok_or_else(|| anyhow::anyhow!("K-Means with k = {k}: no run finished"))
+}
+
+/// Labels and inertia of `centroids` over `matrix`.
+fn evaluate(matrix: &Array2<f64>, centroids: Vec<Vec<f64>>) -> OneFit {
     // Labels by the live assigner's own function (not linfa's `predict`), so
     // the batch's segments are by construction what an actor would pick.
     let labels: Vec<usize> =
@@ -358,7 +383,56 @@ fn kmeans(matrix: &Array2<f64>, k: usize, seed: u64) -> anyhow::Result<OneFit> {
         .zip(&labels)
         .map(|(row, &l)| row.iter().zip(&centroids[l]).map(|(x, c)| (x - c) * (x - c)).sum::<f64>())
         .sum();
-    Ok(OneFit { centroids, inertia, labels })
+    OneFit { centroids, inertia, labels }
+}
+
+/// A uniform draw in [0, 1) from the top 53 bits.
+fn uniform(rng: &mut Xoshiro256Plus) -> f64 {
+    use rand_xoshiro::rand_core::RngCore;
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Greedy k-means++ (Arthur & Vassilvitskii's seeding with the local trials
+/// scikit-learn uses): the first centre is a uniformly drawn row; every next
+/// one is the best of 2 + ⌊ln k⌋ rows drawn with probability proportional to
+/// their squared distance to the nearest centre so far, "best" meaning the
+/// lowest total squared distance once it is added.
+pub fn greedy_kmeans_plus_plus(matrix: &Array2<f64>, k: usize, rng: &mut Xoshiro256Plus) -> Array2<f64> {
+    let (n, d) = matrix.dim();
+    let sq = |a: usize, b: usize| -> f64 {
+        matrix.row(a).iter().zip(matrix.row(b).iter()).map(|(x, y)| (x - y) * (x - y)).sum()
+    };
+    let trials = 2 + (k as f64).ln().floor() as usize;
+    let mut centres = Array2::zeros((k, d));
+    let first = ((uniform(rng) * n as f64) as usize).min(n - 1);
+    centres.row_mut(0).assign(&matrix.row(first));
+    let mut closest: Vec<f64> = (0..n).map(|i| sq(i, first)).collect();
+    let mut potential: f64 = closest.iter().sum();
+    for c in 1..k {
+        let mut cumulative = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for &v in &closest {
+            acc += v;
+            cumulative.push(acc);
+        }
+        let mut best: Option<(f64, usize, Vec<f64>)> = None;
+        for _ in 0..trials {
+            // All rows equal to a centre already (potential 0): any row will do.
+            let target = uniform(rng) * potential;
+            let cand = cumulative.partition_point(|&x| x <= target).min(n - 1);
+            let dist: Vec<f64> = (0..n).map(|i| closest[i].min(sq(i, cand))).collect();
+            let pot: f64 = dist.iter().sum();
+            if best.as_ref().is_none_or(|b| pot < b.0) {
+                best = Some((pot, cand, dist));
+            }
+        }
+        if let Some((pot, cand, dist)) = best {
+            centres.row_mut(c).assign(&matrix.row(cand));
+            closest = dist;
+            potential = pot;
+        }
+    }
+    centres
 }
 
 /// At most `m` of `0..n`, evenly spaced (deterministic, covers the id range).

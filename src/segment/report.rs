@@ -110,7 +110,12 @@ fn sizes_png(path: &Path, r: &SegmentReport, text: bool) -> anyhow::Result<()> {
     let row_h = 56i32;
     let (top, bottom) = (if text { 80 } else { 20 }, 30i32);
     let height = (top + bottom + row_h * r.k as i32).max(200) as u32;
-    let root = BitMapBackend::new(path, (1000, height)).into_drawing_area();
+    // The label column is as wide as the longest "index  name" (about 9 px a
+    // character at this size), the bars get 550 px, their numbers 150.
+    let longest = r.segments.iter().map(|s| s.name.chars().count() + 4).max().unwrap_or(10) as i32;
+    let (left, bar, right) = (if text { 30 + 9 * longest } else { 20 }, 550i32, 150i32);
+    let width = (left + bar + right).max(720);
+    let root = BitMapBackend::new(path, (width as u32, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     if text {
         let title = format!(
@@ -125,9 +130,7 @@ fn sizes_png(path: &Path, r: &SegmentReport, text: bool) -> anyhow::Result<()> {
     let mut segs: Vec<_> = r.segments.iter().collect();
     segs.sort_by(|a, b| b.size.cmp(&a.size).then(a.segment.cmp(&b.segment)));
     let max = segs.iter().map(|s| s.size).max().unwrap_or(1).max(1) as f64;
-    // Label column on the left, bars on the right.
-    let (left, right) = (if text { 400 } else { 20 }, 150i32);
-    let span = (1000 - left - right) as f64;
+    let span = bar as f64;
     for (row, s) in segs.iter().enumerate() {
         let y0 = top + row as i32 * row_h + 8;
         let y1 = y0 + row_h - 16;

@@ -5,13 +5,17 @@
 import './style.css';
 import { api, setCsrf, ApiError } from './api.js';
 import { Stream } from './stream.js';
-import { livePage } from './pages/live.js';
-import { customersPage } from './pages/customers.js';
-import { segmentsPage } from './pages/segments.js';
-import { modelsPage } from './pages/models.js';
-import { systemPage } from './pages/system.js';
 
-const PAGES = { live: livePage, customers: customersPage, segments: segmentsPage, models: modelsPage, system: systemPage };
+// Pages (and Chart.js with them) load after login, so the login screen's
+// first load is the small shell only.
+const PAGES = {
+  live: () => import('./pages/live.js').then((m) => m.livePage),
+  customers: () => import('./pages/customers.js').then((m) => m.customersPage),
+  segments: () => import('./pages/segments.js').then((m) => m.segmentsPage),
+  models: () => import('./pages/models.js').then((m) => m.modelsPage),
+  system: () => import('./pages/system.js').then((m) => m.systemPage),
+};
+let routing = 0;
 
 const $ = (id) => document.getElementById(id);
 const ctx = { me: null, stream: null, isAdmin: () => ctx.me?.role === 'admin' };
@@ -24,6 +28,7 @@ function setConn(state, text) {
 }
 
 function showLogin(msg) {
+  ctx.me = null;
   if (ctx.stream) ctx.stream.stop();
   ctx.stream = null;
   if (page) page.destroy();
@@ -48,10 +53,13 @@ function startSession(me) {
   route();
 }
 
-function route() {
+async function route() {
   if (!ctx.me) return;
   const [, name = 'live', param] = location.hash.match(/^#\/([a-z]+)(?:\/(.+))?$/) || [];
-  const make = PAGES[name] || PAGES.live;
+  const turn = ++routing;
+  const make = await (PAGES[name] || PAGES.live)();
+  // A later navigation (or a logout) won while this page's code was loading.
+  if (turn !== routing || !ctx.me) return;
   if (page) page.destroy();
   page = make(ctx, param);
   $('page').replaceChildren(page.root);

@@ -1,7 +1,8 @@
 // Console performance report: first load on localhost (cold cache), time to
 // the first live KPI, then JS heap, DOM size and dropped/late stream updates
 // while a replay runs (heap and DOM measured after a forced GC). `--short` (CI): 45 s; default: 10 minutes.
-// Last stdout line is JSON. Fails when the first load takes 1 s or more or
+// Last stdout line is JSON. Fails when a first load (empty cache; median of
+// three fresh contexts) takes 1 s or more, or
 // an update is dropped, and (full run) when the heap keeps growing.
 // Run through scripts/e2e.sh (it starts the server), or with E2E_* set.
 
@@ -27,6 +28,19 @@ const nav = await page.evaluate(() => {
   return { dcl: Math.round(n.domContentLoadedEventEnd), load: Math.round(n.loadEventEnd), bytes: n.transferSize };
 });
 const resources = await page.evaluate(() => performance.getEntriesByType('resource').reduce((a, r) => a + (r.transferSize || 0), 0));
+// The very first page also pays for the browser's renderer start-up; three
+// more first loads, each in a fresh context (empty cache, no cookies), show
+// what the console itself costs. Their median is the gated figure.
+const coldLoads = [];
+for (let i = 0; i < 3; i++) {
+  const fresh = await newPage(browser);
+  const t = Date.now();
+  await fresh.page.goto(env('E2E_BASE') + '/');
+  await fresh.page.getByLabel('Name').waitFor();
+  coldLoads.push(Date.now() - t);
+  await fresh.context.close();
+}
+const coldMedian = [...coldLoads].sort((a, b) => a - b)[1];
 
 // 2. Log in and wait for live data.
 const t1 = Date.now();
@@ -61,6 +75,8 @@ const report = {
   mode: short ? 'short' : 'full',
   seconds,
   first_load_ms: firstLoadMs,
+  cold_cache_loads_ms: coldLoads,
+  cold_cache_load_median_ms: coldMedian,
   dom_content_loaded_ms: nav.dcl,
   load_event_ms: nav.load,
   first_load_bytes: nav.bytes + resources,
@@ -78,7 +94,7 @@ const report = {
   listeners_last: last.listeners,
 };
 const problems = [];
-if (firstLoadMs >= 1000) problems.push(`first load ${firstLoadMs} ms (limit 1000)`);
+if (coldMedian >= 1000) problems.push(`first load (cold cache, median of 3) ${coldMedian} ms (limit 1000)`);
 if (report.dropped_updates > 0) problems.push(`${report.dropped_updates} updates dropped`);
 if (report.kpi_updates < seconds * 0.8) problems.push(`only ${report.kpi_updates} KPI updates in ${seconds} s`);
 // Growth beyond GC noise: late heap more than 1.5x the early heap plus 5 MB.

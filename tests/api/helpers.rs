@@ -207,6 +207,29 @@ impl TestApp {
         (status, r.text().await.unwrap_or_default())
     }
 
+    /// Replays `file` (as fast as possible) into this app with its ingest key.
+    pub async fn replay_file(
+        &self,
+        format: cartpulse::replay::ReplayFormat,
+        file: std::path::PathBuf,
+    ) -> cartpulse::replay::ReplaySummary {
+        cartpulse::replay::run(cartpulse::replay::ReplayOptions {
+            format,
+            file: Some(file),
+            synthetic: None,
+            target: self.address.parse().expect("url"),
+            api_key: secrecy::SecretString::from(self.ingest_key.clone()),
+            rate: None,
+            speedup: None,
+            batch_size: 500,
+            concurrency: 4,
+            seed: 1,
+            progress: false,
+        })
+        .await
+        .expect("replay")
+    }
+
     /// `POST /v1/predict` with the read key.
     pub async fn predict(&self, body: &Value) -> (u16, Value) {
         self.post_json("/v1/predict", Some(body), Some(&self.read_key.clone())).await

@@ -135,21 +135,7 @@ async fn replayed_sessions_score_like_offline_predict(db: Db) {
     let lines = sample_rows(41);
     let path = app.dir.path().join("sample.csv");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let summary = cartpulse::replay::run(cartpulse::replay::ReplayOptions {
-        format: cartpulse::replay::ReplayFormat::Shoppers,
-        file: Some(path),
-        synthetic: None,
-        target: app.address.parse().unwrap(),
-        api_key: secrecy::SecretString::from(app.ingest_key.clone()),
-        rate: None,
-        speedup: None,
-        batch_size: 500,
-        concurrency: 4,
-        seed: 1,
-        progress: false,
-    })
-    .await
-    .expect("replay");
+    let summary = app.replay_file(cartpulse::replay::ReplayFormat::Shoppers, path).await;
     assert_eq!(summary.rejected, 0);
     let rows: Vec<ShoppersFeatures> = lines[1..].iter().map(|l| features(l)).collect();
     let offline = model.predict(&rows).unwrap();

@@ -61,21 +61,7 @@ async fn replayed_sessions_equal_their_rows(db: Db) {
     let (csv, source) = sample_csv();
     let path = app.dir.path().join("sample.csv");
     std::fs::write(&path, &csv).unwrap();
-    let summary = cartpulse::replay::run(cartpulse::replay::ReplayOptions {
-        format: cartpulse::replay::ReplayFormat::Shoppers,
-        file: Some(path),
-        synthetic: None,
-        target: app.address.parse().unwrap(),
-        api_key: secrecy::SecretString::from(app.ingest_key.clone()),
-        rate: None,
-        speedup: None,
-        batch_size: 500,
-        concurrency: 4,
-        seed: 1,
-        progress: false,
-    })
-    .await
-    .expect("replay");
+    let summary = app.replay_file(cartpulse::replay::ReplayFormat::Shoppers, path).await;
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     println!("checked {} sessions from {source}", rows.len());
     assert_eq!(summary.sessions as usize, rows.len());

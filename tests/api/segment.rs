@@ -192,21 +192,7 @@ async fn live_segments_equal_the_batch(db: Db) {
     let (csv_text, source) = retail_sample();
     let path = app.dir.path().join("retail-sample.csv");
     std::fs::write(&path, &csv_text).expect("write sample");
-    let summary = cartpulse::replay::run(cartpulse::replay::ReplayOptions {
-        format: cartpulse::replay::ReplayFormat::Retail,
-        file: Some(path),
-        synthetic: None,
-        target: app.address.parse().expect("url"),
-        api_key: secrecy::SecretString::from(app.ingest_key.clone()),
-        rate: None,
-        speedup: None,
-        batch_size: 500,
-        concurrency: 4,
-        seed: 1,
-        progress: false,
-    })
-    .await
-    .expect("replay");
+    let summary = app.replay_file(cartpulse::replay::ReplayFormat::Retail, path).await;
     assert_eq!(summary.rejected, 0, "{summary:?}");
     app.wait_metric("cartpulse_events_applied_total", summary.accepted as f64, std::time::Duration::from_secs(60))
         .await;

@@ -90,12 +90,6 @@ async fn subscribe(ws: &mut Ws, topics: &[&str], since: Value) {
     until(ws, Duration::from_secs(5), |v| control(v, "subscribed")).await;
 }
 
-async fn stream_token(app: &TestApp) -> String {
-    let (status, body) = app.post_json("/v1/stream/token", None, Some(&app.read_key.clone())).await;
-    assert_eq!(status, 200, "{body}");
-    body["token"].as_str().expect("token").to_owned()
-}
-
 #[actix_web::test]
 async fn refuses_bad_credentials_and_accepts_header_query_token_and_first_message() {
     let app = spawn_app_with(Db::Sqlite, |s| s.stream.auth_timeout_ms = 500).await;

@@ -401,39 +401,47 @@ pub fn summary_table(r: &TrainReport, seconds: f64) -> String {
     s
 }
 
+/// UCI-shaped rows of our own making (with header and `Revenue`), where page
+/// value drives buying: enough signal to train on without the real file, for
+/// tests that need a model.
+pub fn synthetic_shoppers_csv(rows: usize, seed: u64) -> String {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut s = ShoppersFeatures::UCI_COLUMNS.join(",") + ",Revenue\n";
+    let months = ["Feb", "Mar", "May", "Nov", "Dec"];
+    for _ in 0..rows {
+        let pv: f64 = if rng.random_bool(0.3) { rng.random_range(1.0..80.0) } else { 0.0 };
+        let buys = rng.random_bool(if pv > 0.0 { 0.6 } else { 0.05 });
+        let pr: u32 = rng.random_range(1..60);
+        s += &format!(
+            "{},{:.1},{},0,{pr},{:.1},{:.3},{:.3},{pv:.2},0,{},{},{},{},{},{},{},{}\n",
+            rng.random_range(0..5),
+            rng.random_range(0.0..200.0),
+            rng.random_range(0..2),
+            f64::from(pr) * rng.random_range(5.0..60.0),
+            rng.random_range(0.0..0.1),
+            rng.random_range(0.0..0.2),
+            months[rng.random_range(0..months.len())],
+            rng.random_range(1..4),
+            rng.random_range(1..3),
+            rng.random_range(1..5),
+            rng.random_range(1..6),
+            if rng.random_bool(0.8) { "Returning_Visitor" } else { "New_Visitor" },
+            if rng.random_bool(0.25) { "TRUE" } else { "FALSE" },
+            if buys { "TRUE" } else { "FALSE" },
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{rngs::StdRng, Rng, SeedableRng};
 
     /// A small UCI-format file whose label depends mostly on PageValues, as in
     /// the real data (which tests must not need).
     fn synthetic_csv(dir: &Path, rows: usize) -> PathBuf {
-        let mut rng = StdRng::seed_from_u64(11);
-        let mut s = ShoppersFeatures::UCI_COLUMNS.join(",") + ",Revenue\n";
-        let months = ["Feb", "Mar", "May", "Nov", "Dec"];
-        for _ in 0..rows {
-            let pv: f64 = if rng.random_bool(0.3) { rng.random_range(1.0..80.0) } else { 0.0 };
-            let buys = rng.random_bool(if pv > 0.0 { 0.6 } else { 0.05 });
-            let pr: u32 = rng.random_range(1..60);
-            s += &format!(
-                "{},{:.1},{},0,{pr},{:.1},{:.3},{:.3},{pv:.2},0,{},{},{},{},{},{},{},{}\n",
-                rng.random_range(0..5),
-                rng.random_range(0.0..200.0),
-                rng.random_range(0..2),
-                f64::from(pr) * rng.random_range(5.0..60.0),
-                rng.random_range(0.0..0.1),
-                rng.random_range(0.0..0.2),
-                months[rng.random_range(0..months.len())],
-                rng.random_range(1..4),
-                rng.random_range(1..3),
-                rng.random_range(1..5),
-                rng.random_range(1..6),
-                if rng.random_bool(0.8) { "Returning_Visitor" } else { "New_Visitor" },
-                if rng.random_bool(0.25) { "TRUE" } else { "FALSE" },
-                if buys { "TRUE" } else { "FALSE" },
-            );
-        }
+        let s = synthetic_shoppers_csv(rows, 11);
         let path = dir.join("shoppers.csv");
         std::fs::write(&path, s).unwrap();
         path

@@ -15,7 +15,6 @@ use cartpulse::models::{ModelRegistry, ModelStore, RegistryError, StoreError};
 use cartpulse::train::artifact::{PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
 use cartpulse::train::model::NetConfig;
 use cartpulse::train::{ModelConfig, TrainOptions};
-use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -86,31 +85,7 @@ async fn app_and_registry(db: Db, store: Store) -> (TestApp, ModelRegistry, Sett
 
 /// A small UCI-format file whose label depends mostly on PageValues.
 fn synthetic_csv(dir: &Path, rows: usize, seed: u64) -> PathBuf {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut s = actors::features::ShoppersFeatures::UCI_COLUMNS.join(",") + ",Revenue\n";
-    let months = ["Feb", "Mar", "May", "Nov", "Dec"];
-    for _ in 0..rows {
-        let pv: f64 = if rng.random_bool(0.3) { rng.random_range(1.0..80.0) } else { 0.0 };
-        let buys = rng.random_bool(if pv > 0.0 { 0.6 } else { 0.05 });
-        let pr: u32 = rng.random_range(1..60);
-        s += &format!(
-            "{},{:.1},{},0,{pr},{:.1},{:.3},{:.3},{pv:.2},0,{},{},{},{},{},{},{},{}\n",
-            rng.random_range(0..5),
-            rng.random_range(0.0..200.0),
-            rng.random_range(0..2),
-            f64::from(pr) * rng.random_range(5.0..60.0),
-            rng.random_range(0.0..0.1),
-            rng.random_range(0.0..0.2),
-            months[rng.random_range(0..months.len())],
-            rng.random_range(1..4),
-            rng.random_range(1..3),
-            rng.random_range(1..5),
-            rng.random_range(1..6),
-            if rng.random_bool(0.8) { "Returning_Visitor" } else { "New_Visitor" },
-            if rng.random_bool(0.25) { "TRUE" } else { "FALSE" },
-            if buys { "TRUE" } else { "FALSE" },
-        );
-    }
+    let s = cartpulse::train::synthetic_shoppers_csv(rows, seed);
     let path = dir.join(format!("shoppers-{seed}.csv"));
     std::fs::write(&path, s).expect("write csv");
     path

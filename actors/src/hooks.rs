@@ -152,10 +152,6 @@ pub enum Update {
         /// count customers whose assignment did not change since a restart).
         segment: Option<SegmentAssignment>,
     },
-    SessionOpened {
-        customer: CustomerId,
-        session: SessionId,
-    },
     SessionClosed {
         customer: CustomerId,
         session: SessionView,

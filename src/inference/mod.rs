@@ -37,12 +37,6 @@ pub struct PoolSettings {
     pub max_queued_rows: usize,
 }
 
-impl Default for PoolSettings {
-    fn default() -> Self {
-        PoolSettings { workers: 2, max_batch: 256, max_wait: Duration::from_micros(500), max_queued_rows: 100_000 }
-    }
-}
-
 /// Why a prediction failed; every request gets either scores or one of these.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum InferenceError {

@@ -350,7 +350,6 @@ impl Handler<Apply> for CustomerSession {
         self.processed += 1;
         self.last_message = Instant::now();
         self.cfg.inflight.fetch_sub(msg.0.len() as i64, std::sync::atomic::Ordering::Relaxed);
-        let open_before = self.state.open.as_ref().map(|o| o.session_id().clone());
         let last_seq = self.state.last_seq;
         let mut changes = Changes::default();
         for e in &msg.0 {
@@ -362,7 +361,7 @@ impl Handler<Apply> for CustomerSession {
         if applied > 0 {
             self.open_dirty = self.state.open.is_some();
             if self.hooks().updates.active() {
-                self.announce(&msg, last_seq, open_before);
+                self.announce(&msg, last_seq);
             }
             self.assign_segment(true);
         }
@@ -381,7 +380,7 @@ impl Handler<Apply> for CustomerSession {
 
 impl CustomerSession {
     /// Tells the update bus what the events of `msg` above `last_seq` did.
-    fn announce(&self, msg: &Apply, last_seq: i64, open_before: Option<SessionId>) {
+    fn announce(&self, msg: &Apply, last_seq: i64) {
         let bus = &self.hooks().updates;
         let (mut events, mut orders, mut revenue, mut acked) = (0u32, 0u32, 0f64, None::<i64>);
         for e in msg.0.iter().filter(|e| e.seq > last_seq) {
@@ -407,14 +406,6 @@ impl CustomerSession {
             open_session: self.state.open.as_ref().map(|o| o.session_id().clone()),
             segment: self.state.segment.clone(),
         });
-        if let Some(open) = &self.state.open {
-            if open_before.as_ref() != Some(open.session_id()) {
-                bus.send(Update::SessionOpened {
-                    customer: self.state.customer_id.clone(),
-                    session: open.session_id().clone(),
-                });
-            }
-        }
     }
 }
 

@@ -59,7 +59,7 @@ impl Aggregator {
         match u {
             Update::Applied { customer, events, orders, revenue, acked_at_ms, open_session, segment } => {
                 // Restart-safe: a session restored from a snapshot is counted
-                // from the customer's first update, not only from `SessionOpened`.
+                // from the customer's first update after the restart.
                 if let Some(session) = open_session {
                     self.rollup.session_opened(customer, session, now);
                 }
@@ -73,7 +73,6 @@ impl Aggregator {
                     self.metrics.record(StreamEvent::Latency { seconds });
                 }
             }
-            Update::SessionOpened { customer, session } => self.rollup.session_opened(customer, session, now),
             Update::SessionClosed { customer, session } => {
                 self.rollup.session_closed(customer, &session.session_id, session.purchased, now)
             }

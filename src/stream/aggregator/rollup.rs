@@ -5,8 +5,8 @@
 //!   and `revenue_per_min`: over the last 60 s (cancellations subtract revenue).
 //!   Events replayed at start-up (no acknowledgement time) are not "live" and
 //!   count in none of these.
-//! - `active_sessions`: customers with an open session, from `SessionOpened` /
-//!   `SessionClosed`; one with no event for the session gap (wall time) is
+//! - `active_sessions`: customers with an open session, from the open session each `Applied`
+//!   names and `SessionClosed`; one with no event for the session gap (wall time) is
 //!   dropped, as its actor would close the session.
 //! - `conversion_rate`: share of the sessions closed in the last
 //!   `conversion_window` that purchased (`null` when none closed).

@@ -24,7 +24,7 @@ pub struct GlobalArgs {
     /// Database URL: sqlite://FILE?mode=rwc (default) or postgres://… [env: CARTPULSE_DATABASE_URL]
     #[arg(long, global = true)]
     pub database_url: Option<String>,
-    /// Redis URL for the multi-replica roles (used by the stream issue) [env: CARTPULSE_REDIS_URL]
+    /// Redis URL for the multi-replica roles: redis://… or rediss://… [env: CARTPULSE_REDIS_URL]
     #[arg(long, global = true)]
     pub redis_url: Option<String>,
     /// Model store: a directory or s3://bucket/prefix [env: CARTPULSE_MODEL_STORE]
@@ -39,6 +39,16 @@ pub enum Command {
         /// Address to listen on [default: 127.0.0.1:8080, env: CARTPULSE_LISTEN]
         #[arg(long)]
         listen: Option<String>,
+        /// all: everything in one process (default); gateway: HTTP ingest and
+        /// WebSockets over Redis; processor: the actors over Redis [env: CARTPULSE_ROLE]
+        #[arg(long, value_enum)]
+        role: Option<crate::config::Role>,
+        /// Number of event stream partitions; every replica must agree [default: 16]
+        #[arg(long)]
+        partitions: Option<usize>,
+        /// Partitions a processor consumes, a-b inclusive [default: all]
+        #[arg(long)]
+        owns: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -238,6 +248,7 @@ impl GlobalArgs {
             database_url: self.database_url.clone(),
             redis_url: self.redis_url.clone(),
             model_store: self.model_store.clone(),
+            ..Default::default()
         }
     }
 
@@ -250,8 +261,9 @@ impl GlobalArgs {
 /// Runs a command to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen } => {
-            let settings = cli.global.settings(listen)?;
+        Command::Serve { listen, role, partitions, owns } => {
+            let overrides = Overrides { role, partitions, owns, ..cli.global.overrides(listen) };
+            let settings = Settings::load(cli.global.config.as_deref(), &overrides)?;
             crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
             actix_web::rt::System::new().block_on(serve(settings))
         }
@@ -356,9 +368,6 @@ fn tokio_rt() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    if settings.redis_url.is_some() {
-        tracing::info!("redis_url is set; the single-process mode does not use it yet");
-    }
     let app = crate::startup::Application::build(settings).await?;
     app.run_until_stopped().await
 }

@@ -19,8 +19,14 @@ pub struct Settings {
     pub listen: String,
     /// `sqlite://FILE?mode=rwc` (default, embedded) or `postgres://…`.
     pub database_url: SecretString,
-    /// Redis for the multi-replica roles; accepted now, used by the stream issue.
+    /// Redis for the multi-replica roles (`redis://` or `rediss://` for TLS).
+    /// Without it the service is one process with in-process queues.
     pub redis_url: Option<SecretString>,
+    /// What this process runs: `all` (default), `gateway` or `processor`.
+    /// `gateway` and `processor` need `redis_url`.
+    pub role: Role,
+    /// Redis Streams and pub/sub (`redis.*`).
+    pub redis: RedisSettings,
     /// Where trained models live: a directory, or `s3://bucket/prefix`.
     pub model_store: String,
     /// S3-compatible endpoint for an `s3://` model store (e.g. a local server);
@@ -37,6 +43,62 @@ pub struct Settings {
     /// The admin console (`console.*`; defaults in `ConsoleSettings::default`).
     #[serde(default)]
     pub console: crate::console::ConsoleSettings,
+}
+
+/// The parts one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// HTTP ingest, WebSockets, the session actors: everything.
+    All,
+    /// HTTP ingest into the Redis Streams and the WebSocket fan-out; no actors.
+    Gateway,
+    /// Consumes its partitions of the Redis Streams and runs the actors.
+    Processor,
+}
+
+impl Role {
+    /// True when this process accepts HTTP ingest and WebSocket clients.
+    pub fn serves_clients(self) -> bool {
+        matches!(self, Role::All | Role::Gateway)
+    }
+
+    /// True when this process runs the session actors.
+    pub fn runs_actors(self) -> bool {
+        matches!(self, Role::All | Role::Processor)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Processor => "processor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    /// Prefix of every key and channel, so that deployments (and tests) can
+    /// share one Redis.
+    pub prefix: String,
+    /// Number of event stream partitions (partition = hash(customer_id) % P).
+    /// Every replica of a deployment must agree on it.
+    pub partitions: usize,
+    /// Partitions this processor consumes, `a-b` inclusive (default: all).
+    pub owns: Option<String>,
+    /// Command connections pooled per process.
+    pub pool_size: u32,
+    /// Most entries read per partition in one XREADGROUP.
+    pub read_count: usize,
+    /// Pending entries idle this long are reclaimed (XAUTOCLAIM) from
+    /// whichever consumer read them and did not acknowledge.
+    pub claim_idle_ms: u64,
+    /// An entry delivered this many times without being committed goes to
+    /// the dead-letter stream.
+    pub max_attempts: u64,
+    /// Unprocessed events in the streams beyond which gateways answer 503.
+    pub max_backlog: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +190,9 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
     pub model_store: Option<String>,
+    pub role: Option<Role>,
+    pub partitions: Option<usize>,
+    pub owns: Option<String>,
 }
 
 impl Settings {
@@ -138,6 +203,14 @@ impl Settings {
             .set_default("listen", "127.0.0.1:8080")?
             .set_default("database_url", "sqlite://cartpulse.db?mode=rwc")?
             .set_default("model_store", "./models")?
+            .set_default("role", "all")?
+            .set_default("redis.prefix", "cp")?
+            .set_default("redis.partitions", 16)?
+            .set_default("redis.pool_size", 16)?
+            .set_default("redis.read_count", 2000)?
+            .set_default("redis.claim_idle_ms", 30_000)?
+            .set_default("redis.max_attempts", 5)?
+            .set_default("redis.max_backlog", 1_000_000)?
             .set_default("database.max_connections", 8)?
             .set_default("database.sqlite_synchronous", "full")?
             .set_default("ingest.max_body_bytes", 16 * 1024 * 1024)?
@@ -198,6 +271,15 @@ impl Settings {
         if let Some(v) = &overrides.redis_url {
             b = b.set_override("redis_url", v.as_str())?;
         }
+        if let Some(v) = overrides.role {
+            b = b.set_override("role", v.name())?;
+        }
+        if let Some(v) = overrides.partitions {
+            b = b.set_override("redis.partitions", v as u64)?;
+        }
+        if let Some(v) = &overrides.owns {
+            b = b.set_override("redis.owns", v.as_str())?;
+        }
         if let Some(v) = &overrides.model_store {
             b = b.set_override("model_store", v.as_str())?;
         }
@@ -222,12 +304,46 @@ impl Settings {
         anyhow::ensure!(self.ingest.commit_max_events > 0, "ingest.commit_max_events must be > 0");
         anyhow::ensure!(self.actors.session_gap_s > 0, "actors.session_gap_s must be > 0");
         anyhow::ensure!(matches!(self.log.format.as_str(), "text" | "json"), "log.format must be text or json");
+        if let Some(url) = &self.redis_url {
+            let url = url.expose_secret();
+            anyhow::ensure!(
+                url.starts_with("redis://") || url.starts_with("rediss://"),
+                "redis_url must start with redis:// or rediss:// (got a URL with scheme {:?})",
+                url.split(':').next().unwrap_or("")
+            );
+        }
+        anyhow::ensure!(
+            self.role == Role::All || self.redis_url.is_some(),
+            "--role {} needs a Redis (--redis-url or CARTPULSE_REDIS_URL)",
+            self.role.name()
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&self.redis.partitions),
+            "redis.partitions must be in 1..=1024 (got {})",
+            self.redis.partitions
+        );
+        self.owned_partitions()?;
+        anyhow::ensure!(self.redis.max_attempts > 0, "redis.max_attempts must be > 0");
+        anyhow::ensure!(self.redis.read_count > 0, "redis.read_count must be > 0");
+        anyhow::ensure!(!self.redis.prefix.is_empty(), "redis.prefix must not be empty");
         anyhow::ensure!(self.inference.max_batch > 0, "inference.max_batch must be > 0");
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.inference.alert_threshold),
             "inference.alert_threshold must be in [0, 1]"
         );
         Ok(())
+    }
+
+    /// The partitions this process consumes as a processor: `redis.owns`
+    /// (`a-b`, inclusive) or all of them.
+    pub fn owned_partitions(&self) -> anyhow::Result<std::ops::RangeInclusive<usize>> {
+        let p = self.redis.partitions;
+        let Some(owns) = &self.redis.owns else { return Ok(0..=p.saturating_sub(1)) };
+        let bad = || anyhow::anyhow!("--owns must be a-b with 0 <= a <= b < partitions ({p}); got {owns:?}");
+        let (a, b) = owns.split_once('-').unwrap_or((owns, owns));
+        let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+        anyhow::ensure!(a <= b && b < p, bad());
+        Ok(a..=b)
     }
 
     /// True when the database is SQLite.

@@ -13,6 +13,7 @@ pub mod inference;
 pub mod ingest;
 pub mod keys;
 pub mod models;
+pub mod redis_link;
 pub mod replay;
 pub mod segment;
 pub mod startup;

@@ -84,6 +84,7 @@ impl Application {
             &hooks,
             &metrics.registry,
             Duration::from_secs(settings.actors.session_gap_s.max(1) as u64),
+            crate::stream::Fanout::Local,
         )
         .context("starting the live stream")?;
         let runtime = Runtime::start(

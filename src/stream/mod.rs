@@ -94,6 +94,17 @@ impl Default for StreamSettings {
     }
 }
 
+/// How topic messages travel from the aggregator to the clients.
+#[derive(Clone)]
+pub enum Fanout {
+    /// One process: the hub numbers, keeps and fans out every message itself.
+    Local,
+    /// Many replicas: messages are numbered and kept in Redis and reach every
+    /// gateway over sharded pub/sub. `role` says whether this process
+    /// publishes (runs actors), serves clients, or both.
+    Redis { link: crate::redis_link::RedisLink, role: crate::config::Role },
+}
+
 /// The stream layer as the HTTP handlers see it; cheap to clone.
 #[derive(Clone)]
 pub struct Stream {
@@ -127,7 +138,11 @@ impl Stream {
         hooks: &Hooks,
         registry: &prometheus::Registry,
         session_gap: Duration,
+        fanout: Fanout,
     ) -> anyhow::Result<Stream> {
+        if let Fanout::Redis { .. } = fanout {
+            anyhow::bail!("the Redis fan-out is not built yet");
+        }
         let metrics = telemetry::StreamMetrics::register(registry)?;
         let tokens = Arc::new(token::TokenSigner::new(settings.token_secret.as_ref(), settings.token_ttl_s));
         let arbiter = Arbiter::new();

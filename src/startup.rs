@@ -9,13 +9,17 @@ use crate::http::{self, AppState};
 use crate::inference::telemetry::InferenceMetrics;
 use crate::inference::{InferenceHandle, ServingSet};
 use crate::ingest::committer::{Committer, CommitterSettings};
+use crate::ingest::consumer::{Consumer, ConsumerSettings};
+use crate::ingest::queue::EventQueue;
+use crate::ingest::Ingest;
 use crate::keys::KeyVerifier;
+use crate::redis_link::RedisLink;
 use crate::telemetry::Metrics;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use actors::customer::state::StateRules;
 use actors::hooks::ScoringRules;
-use actors::runtime::{Runtime, RuntimeSettings};
+use actors::runtime::{Ownership, Runtime, RuntimeSettings};
 use actors::telemetry::ActorMetrics;
 use actors::WriteGate;
 use anyhow::Context;
@@ -27,20 +31,33 @@ use std::time::Duration;
 pub struct Application {
     port: u16,
     server: Server,
-    runtime: Runtime,
-    committer_task: tokio::task::JoinHandle<()>,
-    checkpoints: actix_web::rt::task::JoinHandle<()>,
     state: web::Data<AppState>,
     inference: InferenceHandle,
     model_follower: Option<tokio::task::JoinHandle<()>>,
+    /// What only a process running the actors has.
+    core: Option<Core>,
+}
+
+/// The session actors and what feeds and persists them.
+struct Core {
+    runtime: Runtime,
+    committer_task: tokio::task::JoinHandle<()>,
+    checkpoints: actix_web::rt::task::JoinHandle<()>,
     segment_watcher: tokio::task::JoinHandle<()>,
+    /// With Redis: the partitions' consumer.
+    consumer: Option<Consumer>,
 }
 
 impl Application {
-    /// Builds everything; must be called inside an actix system.
+    /// Builds everything this process's role needs; must be called inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let role = settings.role;
         let db = crate::db::connect(&settings).await?;
         crate::db::migrate(&db).await?;
+        let redis = match &settings.redis_url {
+            Some(url) => Some(RedisLink::connect(url, &settings.redis).await?),
+            None => None,
+        };
         let metrics = Metrics::new().context("creating metrics")?;
         let actor_metrics = ActorMetrics::register(&metrics.registry).context("registering runtime metrics")?;
         let gate = if settings.is_sqlite() { WriteGate::serial() } else { WriteGate::open() };
@@ -79,80 +96,41 @@ impl Application {
         };
         // The live stream's aggregator subscribes to the update bus before
         // the actors start (and replay the log), so it misses nothing.
+        let fanout = match &redis {
+            Some(link) => crate::stream::Fanout::Redis { link: link.clone(), role },
+            None => crate::stream::Fanout::Local,
+        };
         let stream = crate::stream::Stream::start(
             &settings.stream,
             &hooks,
             &metrics.registry,
             Duration::from_secs(settings.actors.session_gap_s.max(1) as u64),
-            crate::stream::Fanout::Local,
+            fanout,
         )
         .context("starting the live stream")?;
-        let runtime = Runtime::start(
-            db.clone(),
-            RuntimeSettings {
-                shards: settings.shard_count(),
-                rules: StateRules {
-                    session_gap: chrono::Duration::seconds(settings.actors.session_gap_s),
-                    recent_cap: settings.actors.recent_sessions,
-                },
-                passivate_after: Duration::from_secs(settings.actors.passivate_after_s),
-                snapshot_every_events: settings.actors.snapshot_every_events,
-                snapshot_max_delay: Duration::from_millis(settings.actors.snapshot_max_delay_ms),
-                persist_max_batch: settings.actors.persist_max_batch,
-                write_gate: gate.clone(),
-                max_active_per_shard: settings.actors.max_active_per_shard,
-                hooks: hooks.clone(),
-            },
-            actor_metrics,
-        );
-        if let Some(t) = latest_event_time(&db).await? {
-            runtime.raise_watermark(t);
-        }
-        // The log after the last checkpoint goes to the actors before any new
-        // event can, so every customer sees its events in log order.
-        // Segments: the active version before any actor starts, then follow activations made anywhere.
-        crate::segment::assign::install_active(&db, &hooks.segments).await;
-        let segment_watcher = crate::segment::assign::spawn_watcher(
-            db.clone(),
-            hooks.segments.clone(),
-            crate::segment::assign::WATCH_EVERY,
-        );
-        let replayed = runtime.recover().await.context("replaying the event log after the checkpoint")?;
-        if replayed > 0 {
-            tracing::info!(events = replayed, "recovered events after the last checkpoint");
-        }
-        let checkpoints = {
-            let runtime = runtime.clone();
-            let every = Duration::from_millis(settings.actors.checkpoint_interval_ms.max(100));
-            actix_web::rt::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    match runtime.checkpoint().await {
-                        Ok(seq) => tracing::debug!(seq, "checkpoint"),
-                        Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
-                    }
-                }
-            })
+        let core = if role.runs_actors() {
+            Some(start_core(&settings, &db, &redis, gate, &hooks, &metrics, actor_metrics).await?)
+        } else {
+            None
         };
-        let (committer, committer_task) = Committer::start(
-            db.clone(),
-            gate,
-            runtime.clone(),
-            metrics.clone(),
-            CommitterSettings {
-                max_events: settings.ingest.commit_max_events,
-                max_wait: Duration::from_millis(settings.ingest.commit_max_wait_ms),
-                queue_max_events: settings.ingest.queue_max_events,
-            },
-        );
+        let pipeline = match (&redis, &core) {
+            (Some(link), _) => Ingest::Queued(EventQueue::start(
+                link.clone(),
+                settings.redis.partitions,
+                settings.redis.max_backlog,
+                metrics.clone(),
+            )),
+            (None, Some(core)) => Ingest::Direct(core.consumer_committer.clone()),
+            (None, None) => anyhow::bail!("a {} needs Redis", role.name()),
+        };
+        let core = core.map(|c| c.core);
         let state = web::Data::new(AppState {
             keys: KeyVerifier::new(db.clone()),
             db,
-            committer,
-            runtime: runtime.clone(),
+            pipeline,
+            runtime: core.as_ref().map(|c| c.runtime.clone()),
+            role,
+            redis,
             metrics,
             ingest: settings.ingest.clone(),
             stream,
@@ -170,18 +148,8 @@ impl Application {
             // Signals are ours: the drain below must run before the system stops.
             .disable_signals()
             .run();
-        tracing::info!(port, "cartpulse listening");
-        Ok(Application {
-            port,
-            server,
-            runtime,
-            committer_task,
-            checkpoints,
-            state,
-            inference,
-            model_follower,
-            segment_watcher,
-        })
+        tracing::info!(port, role = role.name(), "cartpulse listening");
+        Ok(Application { port, server, state, inference, model_follower, core })
     }
 
     pub fn port(&self) -> u16 {
@@ -200,17 +168,7 @@ impl Application {
 
     /// Serves until stopped, then drains and flushes everything.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application {
-            server,
-            runtime,
-            committer_task,
-            checkpoints,
-            state,
-            inference,
-            model_follower,
-            segment_watcher,
-            ..
-        } = self;
+        let Application { server, state, inference, model_follower, core, .. } = self;
         let handle = server.handle();
         let stream = state.stream.clone();
         let signals = actix_web::rt::spawn(async move {
@@ -226,18 +184,129 @@ impl Application {
         // The server and its workers are gone; dropping the last handle to the
         // committer ends its loop once the queue is empty.
         drop(state);
-        let _ = tokio::time::timeout(Duration::from_secs(30), committer_task).await;
-        checkpoints.abort();
-        runtime.drain().await.context("flushing actor state")?;
-        runtime.stop();
+        if let Some(core) = core {
+            // The consumer commits and acknowledges the batch in hand, then stops.
+            if let Some(consumer) = core.consumer {
+                consumer.stop().await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), core.committer_task).await;
+            core.checkpoints.abort();
+            core.runtime.drain().await.context("flushing actor state")?;
+            core.runtime.stop();
+            core.segment_watcher.abort();
+        }
         if let Some(f) = model_follower {
             f.abort();
         }
-        segment_watcher.abort();
         inference.stop();
         tracing::info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// The core plus the committer handle the HTTP ingest uses without Redis.
+struct StartedCore {
+    core: Core,
+    consumer_committer: Committer,
+}
+
+/// Starts the actors: recovery of the log after the checkpoint, the
+/// checkpoint timer, the group committer and, with Redis, the consumer of
+/// the owned partitions.
+async fn start_core(
+    settings: &Settings,
+    db: &DatabaseConnection,
+    redis: &Option<RedisLink>,
+    gate: WriteGate,
+    hooks: &actors::hooks::Hooks,
+    metrics: &Metrics,
+    actor_metrics: ActorMetrics,
+) -> anyhow::Result<StartedCore> {
+    let owned = settings.owned_partitions()?;
+    let owns = if redis.is_none() || owned.clone().count() == settings.redis.partitions {
+        Ownership::All
+    } else {
+        Ownership::Partitions { of: settings.redis.partitions, range: owned.clone() }
+    };
+    let runtime = Runtime::start(
+        db.clone(),
+        RuntimeSettings {
+            shards: settings.shard_count(),
+            rules: StateRules {
+                session_gap: chrono::Duration::seconds(settings.actors.session_gap_s),
+                recent_cap: settings.actors.recent_sessions,
+            },
+            passivate_after: Duration::from_secs(settings.actors.passivate_after_s),
+            snapshot_every_events: settings.actors.snapshot_every_events,
+            snapshot_max_delay: Duration::from_millis(settings.actors.snapshot_max_delay_ms),
+            persist_max_batch: settings.actors.persist_max_batch,
+            write_gate: gate.clone(),
+            max_active_per_shard: settings.actors.max_active_per_shard,
+            hooks: hooks.clone(),
+            owns,
+        },
+        actor_metrics,
+    );
+    if let Some(t) = latest_event_time(db).await? {
+        runtime.raise_watermark(t);
+    }
+    // Segments: the active version before any actor starts, then follow activations made anywhere.
+    crate::segment::assign::install_active(db, &hooks.segments).await;
+    let segment_watcher =
+        crate::segment::assign::spawn_watcher(db.clone(), hooks.segments.clone(), crate::segment::assign::WATCH_EVERY);
+    // The log after the last checkpoint goes to the actors before any new
+    // event can, so every customer sees its events in log order.
+    let replayed = runtime.recover().await.context("replaying the event log after the checkpoint")?;
+    if replayed > 0 {
+        tracing::info!(events = replayed, "recovered events after the last checkpoint");
+    }
+    let checkpoints = {
+        let runtime = runtime.clone();
+        let every = Duration::from_millis(settings.actors.checkpoint_interval_ms.max(100));
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match runtime.checkpoint().await {
+                    Ok(seq) => tracing::debug!(seq, "checkpoint"),
+                    Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
+                }
+            }
+        })
+    };
+    let (committer, committer_task) = Committer::start(
+        db.clone(),
+        gate,
+        runtime.clone(),
+        metrics.clone(),
+        CommitterSettings {
+            max_events: settings.ingest.commit_max_events,
+            max_wait: Duration::from_millis(settings.ingest.commit_max_wait_ms),
+            queue_max_events: settings.ingest.queue_max_events,
+        },
+    );
+    let consumer = redis.as_ref().map(|link| {
+        Consumer::start(
+            link.clone(),
+            committer.clone(),
+            db.clone(),
+            metrics.clone(),
+            ConsumerSettings {
+                partitions: settings.redis.partitions,
+                owns: owned,
+                read_count: settings.redis.read_count,
+                claim_idle: Duration::from_millis(settings.redis.claim_idle_ms.max(100)),
+                max_attempts: settings.redis.max_attempts,
+                max_future_skew_s: settings.ingest.max_future_skew_s,
+            },
+        )
+    });
+    Ok(StartedCore {
+        core: Core { runtime, committer_task, checkpoints, segment_watcher, consumer },
+        consumer_committer: committer,
+    })
 }
 
 async fn latest_event_time(db: &DatabaseConnection) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {

@@ -2,7 +2,9 @@
 //! typed events: [`Metrics::record`] is the one place that logs them and
 //! bumps the counters. The runtime core has its own in `actors::telemetry`.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global `tracing` subscriber (once; later calls are no-ops).
@@ -25,6 +27,18 @@ pub enum IngestEvent {
     Overloaded,
     /// A commit failed: every request in it got 503.
     CommitFailed { error: String, requests: usize },
+    /// A gateway appended events to the partitioned streams (acknowledged).
+    Queued { events: usize },
+    /// Redis refused or was unreachable: the request got 503.
+    QueueFailed { error: String },
+    /// The streams' backlog per partition and the dead-letter stream's length.
+    Backlog { per_partition: Vec<u64>, dead_letters: u64 },
+    /// A processor moved an entry to the dead-letter stream.
+    DeadLettered { partition: usize, entry: String, reason: String },
+    /// A processor took over entries another consumer left unacknowledged.
+    Reclaimed { partition: usize, entries: usize },
+    /// A processor's read, commit or acknowledgement failed; it retries.
+    ConsumerRetry { step: &'static str, error: String },
 }
 
 /// The service's Prometheus registry and its ingest/HTTP metrics.
@@ -41,6 +55,13 @@ pub struct Metrics {
     commit_seconds: Histogram,
     pub queue_events: IntGauge,
     http_seconds: HistogramVec,
+    queued: IntCounter,
+    queue_failures: IntCounter,
+    stream_lag: IntGaugeVec,
+    dead_letters: IntCounter,
+    dead_letter_len: IntGauge,
+    reclaimed: IntCounter,
+    consumer_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -76,6 +97,31 @@ impl Metrics {
                     .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18)?),
                 &["method", "route", "status"],
             )?,
+            queued: IntCounter::new(
+                "cartpulse_events_queued_total",
+                "Events a gateway appended to the partitioned Redis Streams (acknowledged)",
+            )?,
+            queue_failures: IntCounter::new(
+                "cartpulse_ingest_redis_failures_total",
+                "Ingest requests answered 503 because Redis failed",
+            )?,
+            stream_lag: IntGaugeVec::new(
+                Opts::new("cartpulse_stream_lag_events", "Events in a partition not yet committed by a processor"),
+                &["partition"],
+            )?,
+            dead_letters: IntCounter::new(
+                "cartpulse_events_dead_lettered_total",
+                "Entries this processor moved to the dead-letter stream",
+            )?,
+            dead_letter_len: IntGauge::new("cartpulse_dead_letter_events", "Entries in the dead-letter stream")?,
+            reclaimed: IntCounter::new(
+                "cartpulse_stream_reclaimed_total",
+                "Unacknowledged entries taken over from another consumer",
+            )?,
+            consumer_retries: IntCounterVec::new(
+                Opts::new("cartpulse_stream_consumer_retries_total", "Processor steps that failed and were retried"),
+                &["step"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -88,6 +134,13 @@ impl Metrics {
         m.registry.register(Box::new(m.commit_seconds.clone()))?;
         m.registry.register(Box::new(m.queue_events.clone()))?;
         m.registry.register(Box::new(m.http_seconds.clone()))?;
+        m.registry.register(Box::new(m.queued.clone()))?;
+        m.registry.register(Box::new(m.queue_failures.clone()))?;
+        m.registry.register(Box::new(m.stream_lag.clone()))?;
+        m.registry.register(Box::new(m.dead_letters.clone()))?;
+        m.registry.register(Box::new(m.dead_letter_len.clone()))?;
+        m.registry.register(Box::new(m.reclaimed.clone()))?;
+        m.registry.register(Box::new(m.consumer_retries.clone()))?;
         Ok(m)
     }
 
@@ -117,7 +170,35 @@ impl Metrics {
                 tracing::error!(%error, requests, "group commit failed; nothing acknowledged");
                 self.commit_failures.inc();
             }
+            IngestEvent::Queued { events } => self.queued.inc_by(events as u64),
+            IngestEvent::QueueFailed { error } => {
+                tracing::warn!(%error, "appending to the event streams failed; answering 503");
+                self.queue_failures.inc();
+            }
+            IngestEvent::Backlog { per_partition, dead_letters } => {
+                for (p, n) in per_partition.iter().enumerate() {
+                    self.stream_lag.with_label_values(&[&p.to_string()]).set(*n as i64);
+                }
+                self.dead_letter_len.set(dead_letters as i64);
+            }
+            IngestEvent::DeadLettered { partition, entry, reason } => {
+                tracing::error!(partition, %entry, %reason, "event moved to the dead-letter stream");
+                self.dead_letters.inc();
+            }
+            IngestEvent::Reclaimed { partition, entries } => {
+                tracing::warn!(partition, entries, "took over unacknowledged entries of another consumer");
+                self.reclaimed.inc_by(entries as u64);
+            }
+            IngestEvent::ConsumerRetry { step, error } => {
+                tracing::warn!(step, %error, "processor step failed; retrying");
+                self.consumer_retries.with_label_values(&[step]).inc();
+            }
         }
+    }
+
+    /// Entries in the dead-letter stream at the last report.
+    pub fn dead_letter_len(&self) -> i64 {
+        self.dead_letter_len.get()
     }
 
     /// One finished HTTP request; `route` is the matched pattern (bounded).

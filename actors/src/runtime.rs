@@ -32,6 +32,36 @@ pub struct RuntimeSettings {
     pub write_gate: WriteGate,
     pub max_active_per_shard: usize,
     pub hooks: crate::hooks::Hooks,
+    /// The customers this runtime owns: all of them, or those whose
+    /// partition is in a range (a processor of a multi-replica deployment).
+    pub owns: Ownership,
+}
+
+/// Which customers a runtime owns. Its checkpoint row is named after it, so
+/// processors owning different partitions keep separate checkpoints, and its
+/// recovery replays only its customers' events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    All,
+    Partitions { of: usize, range: std::ops::RangeInclusive<usize> },
+}
+
+impl Ownership {
+    pub fn checkpoint_name(&self) -> String {
+        match self {
+            Ownership::All => store::RUNTIME_CHECKPOINT.to_owned(),
+            Ownership::Partitions { of, range } => {
+                format!("{}:{}-{}/{}", store::RUNTIME_CHECKPOINT, range.start(), range.end(), of)
+            }
+        }
+    }
+
+    pub fn owns(&self, customer: &str) -> bool {
+        match self {
+            Ownership::All => true,
+            Ownership::Partitions { of, range } => range.contains(&partition(customer, *of)),
+        }
+    }
 }
 
 /// Handle to the running core; cheap to clone.
@@ -46,6 +76,7 @@ pub struct Runtime {
     delivered_max: Arc<AtomicI64>,
     write_gate: WriteGate,
     sessions: Arc<SessionIndex>,
+    owns: Arc<Ownership>,
 }
 
 /// Which customer a recently seen session belongs to, so a session can be read
@@ -128,6 +159,7 @@ impl Runtime {
             write_gate: settings.write_gate.clone(),
             sessions: Arc::default(),
             delivered_max: Arc::new(AtomicI64::new(0)),
+            owns: Arc::new(settings.owns.clone()),
         }
     }
 
@@ -162,12 +194,14 @@ impl Runtime {
     /// events replayed.
     pub async fn recover(&self) -> Result<u64, RuntimeError> {
         let db_err = |e: sea_orm::DbErr| RuntimeError::Database(e.to_string());
-        let mut after = store::read_checkpoint(&self.db).await.map_err(db_err)?;
+        let name = self.owns.checkpoint_name();
+        let mut after = store::read_checkpoint(&self.db, &name).await.map_err(db_err)?;
         let mut n = 0u64;
         loop {
-            let events = store::log_after(&self.db, after, 20_000).await.map_err(db_err)?;
+            let mut events = store::log_after(&self.db, after, 20_000).await.map_err(db_err)?;
             let Some(last) = events.last() else { break };
             after = last.seq;
+            events.retain(|e| self.owns.owns(e.event.customer_id.as_str()));
             n += events.len() as u64;
             self.deliver(events);
         }
@@ -187,7 +221,9 @@ impl Runtime {
         self.persister.send(FlushNow).await.map_err(|e| RuntimeError::Unreachable(format!("persister: {e}")))??;
         let upto = delivered.min(lowest_pending.saturating_sub(1));
         let _turn = self.write_gate.enter().await;
-        store::write_checkpoint(&self.db, upto).await.map_err(|e| RuntimeError::Database(e.to_string()))?;
+        store::write_checkpoint(&self.db, &self.owns.checkpoint_name(), upto)
+            .await
+            .map_err(|e| RuntimeError::Database(e.to_string()))?;
         Ok(upto)
     }
 

@@ -46,20 +46,21 @@ pub async fn load_snapshots(
     Ok(out)
 }
 
-/// Name of the runtime's checkpoint row.
-const RUNTIME_CHECKPOINT: &str = "runtime";
+/// Name of the checkpoint row of a runtime that owns every customer.
+pub const RUNTIME_CHECKPOINT: &str = "runtime";
 
-/// The log position up to which every event is in a durable snapshot.
-pub async fn read_checkpoint(db: &DatabaseConnection) -> Result<i64, DbErr> {
-    Ok(checkpoint::Entity::find_by_id(RUNTIME_CHECKPOINT.to_owned()).one(db).await?.map(|c| c.seq).unwrap_or(0))
+/// The log position up to which every event (of the customers the runtime
+/// named `name` owns) is in a durable snapshot.
+pub async fn read_checkpoint(db: &DatabaseConnection, name: &str) -> Result<i64, DbErr> {
+    Ok(checkpoint::Entity::find_by_id(name.to_owned()).one(db).await?.map(|c| c.seq).unwrap_or(0))
 }
 
 /// Raises the checkpoint (never lowers it).
-pub async fn write_checkpoint(db: &DatabaseConnection, seq: i64) -> Result<(), DbErr> {
+pub async fn write_checkpoint(db: &DatabaseConnection, name: &str, seq: i64) -> Result<(), DbErr> {
     let mut q = Query::insert();
     q.into_table(checkpoint::Entity)
         .columns([checkpoint::Column::Name, checkpoint::Column::Seq, checkpoint::Column::UpdatedAt])
-        .values([RUNTIME_CHECKPOINT.into(), seq.into(), Utc::now().into()])
+        .values([name.into(), seq.into(), Utc::now().into()])
         .map_err(|e| DbErr::Custom(e.to_string()))?
         .on_conflict(
             OnConflict::column(checkpoint::Column::Name)

@@ -22,7 +22,21 @@ pub async fn get_customer(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     parse_id(&id, "customer")?;
-    match state.runtime.ask(CustomerId::new_unchecked(id), Query::Customer).await? {
+    let customer = CustomerId::new_unchecked(id);
+    let Some(runtime) = &state.runtime else {
+        // A gateway has no actors: the stored snapshot (at most
+        // `actors.snapshot_max_delay_ms` behind), with features as of now.
+        let mut stored =
+            actors::store::load_snapshots(&state.db, std::slice::from_ref(&customer)).await.map_err(|e| {
+                tracing::warn!(error = %e, "customer lookup failed");
+                ApiError::unavailable("database unavailable")
+            })?;
+        return match stored.remove(&customer) {
+            Some(s) => Ok(HttpResponse::Ok().json(s.view(chrono::Utc::now()))),
+            None => Err(ApiError::NotFound("no such customer".into())),
+        };
+    };
+    match runtime.ask(customer, Query::Customer).await? {
         Some(Answer::Customer(view)) => Ok(HttpResponse::Ok().json(view)),
         _ => Err(ApiError::NotFound("no such customer".into())),
     }
@@ -45,7 +59,8 @@ pub async fn get_session(
         })
     };
     let mut row = None;
-    let customer = match state.runtime.session_owner(&sid) {
+    let owner = state.runtime.as_ref().and_then(|rt| rt.session_owner(&sid));
+    let customer = match owner {
         Some(c) => c,
         None => {
             let r = stored().await?.ok_or_else(|| ApiError::NotFound("no such session".into()))?;
@@ -54,8 +69,10 @@ pub async fn get_session(
             c
         }
     };
-    if let Some(Answer::Session(Some(view))) = state.runtime.ask(customer, Query::Session(sid)).await? {
-        return Ok(HttpResponse::Ok().json(view));
+    if let Some(runtime) = &state.runtime {
+        if let Some(Answer::Session(Some(view))) = runtime.ask(customer, Query::Session(sid)).await? {
+            return Ok(HttpResponse::Ok().json(view));
+        }
     }
     let row = match row {
         Some(r) => r,

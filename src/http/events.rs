@@ -111,9 +111,9 @@ async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> R
     let mut prepared = Vec::with_capacity(parsed.events.len());
     for (_, event) in parsed.events {
         let body = serde_json::to_string(&event.kind).map_err(|e| ApiError::Internal(e.into()))?;
-        prepared.push(Prepared { event, body });
+        prepared.push(Prepared { event, body, acked_at_ms: None });
     }
-    let outcome = state.committer.submit(prepared).await.inspect_err(|e| {
+    let outcome = state.pipeline.submit(prepared).await.inspect_err(|e| {
         if matches!(e, crate::ingest::committer::CommitError::Overloaded) {
             state.metrics.record(IngestEvent::Overloaded);
         }

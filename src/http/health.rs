@@ -10,19 +10,32 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The service can do its job: the database answers.
+/// The service can do its job: the database answers, and Redis too when
+/// the process uses it.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.db.ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "status": "ready",
-            "database": "ok",
-            "actors_backlog_events": state.runtime.inflight(),
-        }))),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            Err(ApiError::unavailable("database unreachable"))
+    if let Err(e) = state.db.ping().await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return Err(ApiError::unavailable("database unreachable"));
+    }
+    if let Some(link) = &state.redis {
+        if let Err(e) = link.ping().await {
+            tracing::warn!(error = %e, "readiness: Redis unreachable");
+            return Err(ApiError::unavailable("Redis unreachable"));
         }
     }
+    let mut body = serde_json::json!({
+        "status": "ready",
+        "role": state.role.name(),
+        "database": "ok",
+        "redis": if state.redis.is_some() { "ok" } else { "not used" },
+    });
+    if let Some(rt) = &state.runtime {
+        body["actors_backlog_events"] = rt.inflight().into();
+    }
+    if let crate::ingest::Ingest::Queued(q) = &state.pipeline {
+        body["stream_backlog_events"] = q.backlog().into();
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// Prometheus text format. Unauthenticated, like most exporters: it carries

@@ -11,7 +11,6 @@ pub mod segments;
 pub mod stream;
 
 use crate::config::IngestSettings;
-use crate::ingest::committer::Committer;
 use crate::keys::KeyVerifier;
 use crate::telemetry::Metrics;
 use actix_web::dev::Service;
@@ -24,8 +23,13 @@ use std::time::Instant;
 pub struct AppState {
     pub db: DatabaseConnection,
     pub keys: KeyVerifier,
-    pub committer: Committer,
-    pub runtime: Runtime,
+    /// Where ingested events go (the log directly, or the Redis Streams).
+    pub pipeline: crate::ingest::Ingest,
+    /// The session actors; `None` in a gateway, which reads stored snapshots.
+    pub runtime: Option<Runtime>,
+    /// This process's role and, with Redis, the link (health, System page).
+    pub role: crate::config::Role,
+    pub redis: Option<crate::redis_link::RedisLink>,
     pub metrics: Metrics,
     pub ingest: IngestSettings,
     /// The live stream (`/v1/stream`): hub, aggregator, tokens.

@@ -23,9 +23,13 @@ use tokio::sync::{mpsc, oneshot};
 
 /// An event ready for the log: validated, with the JSON of its payload (the
 /// ids and the time are columns of their own, so they are not repeated).
+#[derive(Clone)]
 pub struct Prepared {
     pub event: Event,
     pub body: String,
+    /// When the event was acknowledged, if earlier than its commit (a
+    /// gateway acknowledges once Redis holds it); the commit time otherwise.
+    pub acked_at_ms: Option<i64>,
 }
 
 /// What happened to one request's events.
@@ -44,6 +48,8 @@ pub enum CommitError {
     Database(String),
     #[error("the service is shutting down")]
     Stopped,
+    #[error("the event queue is unavailable")]
+    Queue(String),
 }
 
 struct Job {
@@ -167,7 +173,11 @@ async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runti
                     match seqs.get(&(j, i)) {
                         Some(seq) => {
                             o.accepted += 1;
-                            logged.push(LoggedEvent { seq: *seq, event: p.event, acked_at_ms });
+                            logged.push(LoggedEvent {
+                                seq: *seq,
+                                event: p.event,
+                                acked_at_ms: p.acked_at_ms.unwrap_or(acked_at_ms),
+                            });
                         }
                         None => o.duplicates += 1,
                     }

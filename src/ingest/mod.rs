@@ -1,5 +1,31 @@
 //! Ingest: parsing at the edge ([`parse`]) and the durable group commit into
-//! the event log ([`committer`]).
+//! the event log ([`committer`]). With Redis, gateways append to partitioned
+//! streams ([`queue`], format in [`streams`]) and processors consume them
+//! into the committer ([`consumer`]).
 
 pub mod committer;
+pub mod consumer;
 pub mod parse;
+pub mod queue;
+pub mod streams;
+
+use committer::{CommitError, Committer, Outcome, Prepared};
+use queue::EventQueue;
+
+/// Where a request's events go: straight to the log (one process), or into
+/// the Redis Streams for the processors (gateway, or all with Redis).
+#[derive(Clone)]
+pub enum Ingest {
+    Direct(Committer),
+    Queued(EventQueue),
+}
+
+impl Ingest {
+    /// Answers once the events are durable (in the log, or in Redis).
+    pub async fn submit(&self, events: Vec<Prepared>) -> Result<Outcome, CommitError> {
+        match self {
+            Ingest::Direct(c) => c.submit(events).await,
+            Ingest::Queued(q) => q.submit(events).await,
+        }
+    }
+}

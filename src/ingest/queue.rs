@@ -1,0 +1,100 @@
+//! The gateway side of ingest with Redis: a request's events are appended to
+//! their partitions' streams in one pipelined round trip, and the request is
+//! acknowledged once Redis has them all. The processors commit them to the
+//! log later (de-duplicated by `event_id` there), so a gateway cannot tell
+//! duplicates: it reports every valid event as accepted (queued).
+//!
+//! When Redis fails, the request gets 503 and nothing is acknowledged (some
+//! of its events may have been appended; the client's retry is de-duplicated
+//! by the processor). When the processors fall behind by more than
+//! `redis.max_backlog` events, gateways answer 503 too, so Redis memory
+//! stays bounded.
+
+use super::committer::{CommitError, Outcome, Prepared};
+use super::streams;
+use crate::redis_link::RedisLink;
+use crate::telemetry::{IngestEvent, Metrics};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the backlog is read from Redis.
+const BACKLOG_EVERY: Duration = Duration::from_millis(500);
+
+/// Handle used by the ingest handler; cheap to clone.
+#[derive(Clone)]
+pub struct EventQueue {
+    link: RedisLink,
+    partitions: usize,
+    max_backlog: u64,
+    backlog: Arc<AtomicU64>,
+    metrics: Metrics,
+}
+
+impl EventQueue {
+    /// Starts the backlog reader (it also publishes the per-partition lag and
+    /// the dead-letter length to `/metrics`).
+    pub fn start(link: RedisLink, partitions: usize, max_backlog: u64, metrics: Metrics) -> EventQueue {
+        let q = EventQueue { link, partitions, max_backlog, backlog: Arc::default(), metrics };
+        let watcher = q.clone();
+        tokio::spawn(async move { watcher.watch_backlog().await });
+        q
+    }
+
+    /// Appends the events; answers once Redis holds them all.
+    pub async fn submit(&self, events: Vec<Prepared>) -> Result<Outcome, CommitError> {
+        if self.backlog.load(Ordering::Relaxed) > self.max_backlog {
+            return Err(CommitError::Overloaded);
+        }
+        let acked_at_ms = chrono::Utc::now().timestamp_millis();
+        let mut pipe = redis::pipe();
+        for p in &events {
+            let part = actors::runtime::partition(p.event.customer_id.as_str(), self.partitions);
+            let fields =
+                streams::encode(&p.event, acked_at_ms).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
+            pipe.xadd(streams::partition_key(&self.link, part), "*", &fields).ignore();
+        }
+        let result: Result<(), String> = async {
+            let mut c = self.link.conn().await.map_err(|e| e.to_string())?;
+            pipe.query_async::<()>(&mut *c).await.map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.metrics.record(IngestEvent::Queued { events: events.len() });
+                Ok(Outcome { accepted: events.len(), duplicates: 0 })
+            }
+            Err(error) => {
+                self.metrics.record(IngestEvent::QueueFailed { error: error.clone() });
+                Err(CommitError::Queue(error))
+            }
+        }
+    }
+
+    /// Events appended and not yet committed, at the last reading.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// True when Redis answers.
+    pub async fn healthy(&self) -> bool {
+        self.link.ping().await.is_ok()
+    }
+
+    async fn watch_backlog(self) {
+        let mut tick = tokio::time::interval(BACKLOG_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(per_partition) = streams::backlog(&self.link, self.partitions).await else { continue };
+            self.backlog.store(per_partition.iter().sum(), Ordering::Relaxed);
+            let dead_letters = match self.link.conn().await {
+                Ok(mut c) => {
+                    redis::cmd("XLEN").arg(streams::dead_letter_key(&self.link)).query_async(&mut *c).await.unwrap_or(0)
+                }
+                Err(_) => 0,
+            };
+            self.metrics.record(IngestEvent::Backlog { per_partition, dead_letters });
+        }
+    }
+}

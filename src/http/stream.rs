@@ -27,6 +27,9 @@ pub async fn connect(
     query: web::Query<StreamQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    if !state.role.serves_clients() {
+        return Err(ApiError::unavailable("this replica is a processor; connect to a gateway for the stream"));
+    }
     let stream = state.stream.clone();
     let auth = if let Some(h) = req.headers().get(header::AUTHORIZATION) {
         let credential = h

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Kills the server when the test ends, also when an assertion fails.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ fn start_server(db_url: &str, port: u16) -> Server {
     )
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
@@ -54,7 +54,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
 
 /// Customer i: one session of `3 + i % 5` product pages, a purchase and a
 /// session_end, all in one batch.
-fn batch(i: usize) -> Value {
+pub(crate) fn batch(i: usize) -> Value {
     let c = format!("k{i}");
     let s = format!("k{i}-s");
     let mut events: Vec<Value> = (0..3 + i % 5)
@@ -65,7 +65,7 @@ fn batch(i: usize) -> Value {
     Value::Array(events)
 }
 
-fn expected_events(i: usize) -> usize {
+pub(crate) fn expected_events(i: usize) -> usize {
     3 + i % 5 + 2
 }
 

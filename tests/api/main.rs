@@ -13,5 +13,7 @@ mod ingest;
 mod lifecycle;
 mod models;
 mod replay;
+mod roles;
 mod segment;
 mod stream;
+mod stream_redis;

@@ -14,14 +14,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn ws_url(app: &TestApp, query: &str) -> String {
+pub(crate) fn ws_url(app: &TestApp, query: &str) -> String {
     format!("{}/v1/stream{query}", app.address.replacen("http://", "ws://", 1))
 }
 
 /// Connects with an optional `Authorization: Bearer` credential.
-async fn connect(app: &TestApp, bearer: Option<&str>, query: &str) -> Result<Ws, WsError> {
+pub(crate) async fn connect(app: &TestApp, bearer: Option<&str>, query: &str) -> Result<Ws, WsError> {
     let mut req = ws_url(app, query).into_client_request().unwrap();
     if let Some(k) = bearer {
         req.headers_mut().insert("Authorization", format!("Bearer {k}").parse().unwrap());
@@ -29,18 +29,18 @@ async fn connect(app: &TestApp, bearer: Option<&str>, query: &str) -> Result<Ws,
     tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.expect("send");
 }
 
 /// What the server sent next: a JSON message, or its close code.
 #[derive(Debug)]
-enum Got {
+pub(crate) enum Got {
     Json(Value),
-    Closed(Option<u16>),
+    Closed(#[allow(dead_code)] Option<u16>),
 }
 
-async fn next(ws: &mut Ws, timeout: Duration) -> Got {
+pub(crate) async fn next(ws: &mut Ws, timeout: Duration) -> Got {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let m = tokio::time::timeout_at(deadline, ws.next()).await.expect("no message in time");
@@ -54,7 +54,7 @@ async fn next(ws: &mut Ws, timeout: Duration) -> Got {
 }
 
 /// The next JSON message satisfying `pred` (others are skipped).
-async fn until(ws: &mut Ws, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(ws: &mut Ws, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -67,7 +67,7 @@ async fn until(ws: &mut Ws, timeout: Duration, pred: impl Fn(&Value) -> bool) ->
     }
 }
 
-async fn closed_with(ws: &mut Ws, timeout: Duration) -> Option<u16> {
+pub(crate) async fn closed_with(ws: &mut Ws, timeout: Duration) -> Option<u16> {
     let deadline = Instant::now() + timeout;
     loop {
         match next(ws, deadline.saturating_duration_since(Instant::now())).await {
@@ -77,15 +77,15 @@ async fn closed_with(ws: &mut Ws, timeout: Duration) -> Option<u16> {
     }
 }
 
-fn control(v: &Value, kind: &str) -> bool {
+pub(crate) fn control(v: &Value, kind: &str) -> bool {
     v["topic"] == "_control" && v["data"]["type"] == kind
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-async fn subscribe(ws: &mut Ws, topics: &[&str], since: Value) {
+pub(crate) async fn subscribe(ws: &mut Ws, topics: &[&str], since: Value) {
     send(ws, json!({"type": "subscribe", "topics": topics, "since": since})).await;
     until(ws, Duration::from_secs(5), |v| control(v, "subscribed")).await;
 }

@@ -1,0 +1,337 @@
+//! Many replicas, each the real binary in its own process, over the real
+//! Redis on 127.0.0.1:6379 (a fresh key prefix per test) and a fresh
+//! Postgres database: two gateways and a processor serve one stream; a
+//! client whose gateway dies recovers on the other; a processor killed in
+//! the middle of a replay loses no acknowledged event and counts none twice.
+
+use crate::crash::{batch, expected_events, free_port, wait_ready, Server, BIN};
+use crate::helpers::*;
+use crate::stream::{control, until, Ws};
+use futures::SinkExt;
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// A deployment under test: one database, one Redis prefix, an admin key.
+struct Deployment {
+    db_url: String,
+    prefix: String,
+    key: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// One replica: its process and its base URL.
+struct Replica {
+    server: Server,
+    port: u16,
+}
+
+impl Replica {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        self.server.0.kill().expect("SIGKILL");
+        self.server.0.wait().unwrap();
+    }
+}
+
+impl Deployment {
+    async fn new() -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = fresh_database(Db::Postgres, dir.path()).await;
+        let out = Command::new(BIN)
+            .args(["keys", "create", "--name", "roles", "--scope", "admin", "--database-url", &db_url])
+            .output()
+            .expect("keys create");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let prefix = format!("cp_t_{}", hex::encode(rand::random::<[u8; 5]>()));
+        Deployment { db_url, prefix, key, client: reqwest::Client::new(), _dir: dir }
+    }
+
+    /// Starts `cartpulse serve --role ROLE` on `port` (a free one if None) and waits until it is ready.
+    async fn start(&self, role: &str, port: Option<u16>) -> Replica {
+        let port = port.unwrap_or_else(free_port);
+        let server = Server(
+            Command::new(BIN)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--role", role])
+                .args(["--database-url", &self.db_url, "--redis-url", REDIS, "--partitions", "8"])
+                .env("CARTPULSE_REDIS__PREFIX", &self.prefix)
+                .env("CARTPULSE_LOG", "warn")
+                .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "200")
+                // Stale entries of a killed processor are reclaimed quickly.
+                .env("CARTPULSE_REDIS__CLAIM_IDLE_MS", "1000")
+                .stdout(Stdio::null())
+                .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+                .spawn()
+                .expect("spawn cartpulse serve"),
+        );
+        let r = Replica { server, port };
+        wait_ready(&self.client, &r.base()).await;
+        r
+    }
+
+    async fn post(&self, r: &Replica, events: &Value) -> (u16, Value) {
+        match self.client.post(format!("{}/v1/events", r.base())).bearer_auth(&self.key).json(events).send().await {
+            Ok(resp) => (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    async fn get(&self, r: &Replica, path: &str) -> (u16, Value) {
+        let resp = self.client.get(format!("{}{path}", r.base())).bearer_auth(&self.key).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the gateways report no event left in the streams.
+    async fn drained(&self, gateway: &Replica) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, ready) = self.get(gateway, "/readyz").await;
+            if ready["stream_backlog_events"] == 0 {
+                // The backlog is read every 500 ms: read it twice to be sure.
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                if self.get(gateway, "/readyz").await.1["stream_backlog_events"] == 0 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the processors did not drain the streams: {ready}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn ws(&self, r: &Replica) -> Ws {
+        let mut req = format!("ws://127.0.0.1:{}/v1/stream", r.port).into_client_request().unwrap();
+        req.headers_mut().insert("Authorization", format!("Bearer {}", self.key).parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.expect("WebSocket connect").0
+    }
+}
+
+async fn subscribe(ws: &mut Ws, topics: &[&str], since: Value) {
+    ws.send(Message::text(json!({"type": "subscribe", "topics": topics, "since": since}).to_string())).await.unwrap();
+    until(ws, Duration::from_secs(5), |v| control(v, "subscribed")).await;
+}
+
+/// A purchase of `value` × 2 by a new customer, now.
+fn order(id: &str, value: f64) -> Value {
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (c, s) = (format!("{id}-c"), format!("{id}-s"));
+    json!([
+        page_view(&format!("{id}-p"), &c, &s, &t, "product"),
+        purchase(&format!("{id}-buy"), &c, Some(&s), &t, &format!("{id}-o"), 2, value),
+    ])
+}
+
+/// The kpis messages a client sees until one shows `orders` orders in the last minute.
+async fn kpis_until_orders(ws: &mut Ws, orders: f64) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v = until(ws, left, |v| v["topic"] == "kpis").await;
+        let done = v["data"]["orders_per_min"].as_f64() == Some(orders);
+        seen.push(v);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn two_gateways_and_a_processor_serve_one_stream() {
+    let d = Deployment::new().await;
+    let _processor = d.start("processor", None).await;
+    let (a, b) = (d.start("gateway", None).await, d.start("gateway", None).await);
+    let (mut wa, mut wb) = (d.ws(&a).await, d.ws(&b).await);
+    subscribe(&mut wa, &["kpis"], json!({})).await;
+    subscribe(&mut wb, &["kpis"], json!({})).await;
+
+    // Ingest through gateway A only.
+    let (status, body) = d.post(&a, &order("two", 7.5)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 2);
+    let seen_a = kpis_until_orders(&mut wa, 1.0).await;
+    let seen_b = kpis_until_orders(&mut wb, 1.0).await;
+    let (last_a, last_b) = (seen_a.last().unwrap(), seen_b.last().unwrap());
+    assert_eq!(last_a["data"]["revenue_per_min"], 15.0, "{last_a}");
+    // The same message, numbered once for everyone: same seq, same data.
+    let by_seq = |seen: &[Value], seq: &Value| seen.iter().find(|v| &v["seq"] == seq).cloned();
+    let later = if last_a["seq"].as_u64() >= last_b["seq"].as_u64() { last_a } else { last_b };
+    let twin_a = match by_seq(&seen_a, &later["seq"]) {
+        Some(v) => v,
+        None => until(&mut wa, Duration::from_secs(5), |v| v["seq"] == later["seq"]).await,
+    };
+    let twin_b = match by_seq(&seen_b, &later["seq"]) {
+        Some(v) => v,
+        None => until(&mut wb, Duration::from_secs(5), |v| v["seq"] == later["seq"]).await,
+    };
+    assert_eq!(twin_a, twin_b, "the two gateways delivered different messages under one seq");
+    for seen in [&seen_a, &seen_b] {
+        for w in seen.windows(2) {
+            assert_eq!(w[1]["seq"].as_u64().unwrap(), w[0]["seq"].as_u64().unwrap() + 1, "kpis seq must be gap-free");
+        }
+    }
+
+    // Gateway B reads the customer the processor built (from its snapshot).
+    d.drained(&b).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, c) = d.get(&b, "/v1/customers/two-c").await;
+        let sessions = c["recent_sessions"].as_array().is_some_and(|r| !r.is_empty());
+        if s == 200 && (sessions || c["open_session"].is_object()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway B never saw the customer: {s} {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A duplicate through the other gateway is acknowledged and not counted again.
+    let (status, _) = d.post(&b, &order("two", 7.5)).await;
+    assert_eq!(status, 200);
+    d.drained(&b).await;
+    let more = until(&mut wb, Duration::from_secs(5), |v| v["topic"] == "kpis").await;
+    assert_eq!(more["data"]["orders_per_min"], 1.0, "a duplicate was counted: {more}");
+}
+
+#[actix_web::test]
+async fn a_client_of_a_dead_gateway_recovers_what_it_missed_on_the_other() {
+    let d = Deployment::new().await;
+    let _processor = d.start("processor", None).await;
+    let (mut a, b) = (d.start("gateway", None).await, d.start("gateway", None).await);
+    let mut ws = d.ws(&a).await;
+    subscribe(&mut ws, &["kpis"], json!({})).await;
+    let last = until(&mut ws, Duration::from_secs(5), |v| v["topic"] == "kpis").await;
+    let last_seq = last["seq"].as_u64().unwrap();
+
+    a.kill();
+    // While the client is away, an order arrives through B.
+    assert_eq!(d.post(&b, &order("away", 3.0)).await.0, 200);
+    d.drained(&b).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut ws = d.ws(&b).await;
+    subscribe(&mut ws, &["kpis"], json!({ "kpis": last_seq })).await;
+    let mut expect = last_seq + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = until(&mut ws, deadline.saturating_duration_since(Instant::now()), |v| {
+            v["topic"] == "kpis" || control(v, "gap")
+        })
+        .await;
+        assert_ne!(v["topic"], "_control", "recent history must be recoverable: {v}");
+        assert_eq!(v["seq"].as_u64().unwrap(), expect, "missed or repeated a message");
+        expect += 1;
+        if v["data"]["orders_per_min"] == 1.0 {
+            break;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice() {
+    let d = Deployment::new().await;
+    let port = free_port();
+    let mut processor = d.start("processor", Some(port)).await;
+    let gateway = d.start("gateway", None).await;
+
+    const N: usize = 400;
+    let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let base = gateway.base();
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        let (client, base, key, acked, done) =
+            (d.client.clone(), base.clone(), d.key.clone(), acked.clone(), done.clone());
+        producers.push(actix_web::rt::spawn(async move {
+            for i in (p..N).step_by(4) {
+                // The gateway keeps acknowledging while the processor is down.
+                let r = client.post(format!("{base}/v1/events")).bearer_auth(&key).json(&batch(i)).send().await;
+                let r = r.expect("the gateway answers");
+                assert_eq!(r.status(), 200, "gateway refused a batch");
+                acked.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    // Kill the processor once it has committed part of the replay.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = d.client.get(format!("{}/metrics", processor.base())).send().await.unwrap().text().await.unwrap();
+        if metric_value(&text, "cartpulse_events_ingested_total") >= 200.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the processor made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    processor.kill();
+    assert!(done.load(Ordering::SeqCst) < 4, "the kill came too late to test anything");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let processor = d.start("processor", Some(port)).await;
+    for p in producers {
+        p.await.unwrap();
+    }
+    assert_eq!(acked.lock().unwrap().len(), N);
+    d.drained(&gateway).await;
+
+    // Every customer whole, nothing counted twice, read from the actors.
+    for i in 0..N {
+        let (s, c) = d.get(&processor, &format!("/v1/customers/k{i}")).await;
+        assert_eq!(s, 200, "acknowledged customer k{i} lost");
+        assert_eq!(c["profile"]["frequency"], 1.0, "k{i}: {c}");
+        assert_eq!(c["profile"]["sessions"], 1.0, "k{i}");
+        assert_eq!(c["recent_sessions"][0]["n_events"], expected_events(i), "k{i}");
+    }
+    let settings = test_settings(&d.db_url);
+    let db = cartpulse::db::connect(&settings).await.unwrap();
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let logged = entities::event::Entity::find().count(&db).await.unwrap();
+    let total: usize = (0..N).map(expected_events).sum();
+    assert_eq!(logged as usize, total, "the log must hold every event once");
+}
+
+#[actix_web::test]
+async fn a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows() {
+    let d = Deployment::new().await;
+    let processor = d.start("processor", None).await;
+    let gateway = d.start("gateway", None).await;
+    // An entry no gateway would write (e.g. from an older version): the
+    // processor's edge parser refuses it.
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:events:0", d.prefix);
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("e")
+        .arg(r#"{"type":"page_view","event_id":"bad","customer_id":"x"}"#)
+        .arg("a")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(d.post(&gateway, &order("after", 1.0)).await.0, 200);
+    d.drained(&gateway).await;
+    let dead: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(format!("{}:events:dead", d.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let text = format!("{dead:?}");
+    assert!(text.contains("is required"), "the reason names the problem: {text}");
+    let (s, _) = d.get(&processor, "/v1/customers/after-c").await;
+    assert_eq!(s, 200);
+    let text = d.client.get(format!("{}/metrics", gateway.base())).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric_value(&text, "cartpulse_dead_letter_events"), 1.0);
+}

@@ -9,6 +9,11 @@
 //! - [`connection`]: one task per client: authentication, subscriptions,
 //!   heartbeats, and its bounded [`outbox`];
 //! - [`token`]: signed short-lived tokens for browsers;
+//! - [`relay`]: the Redis fan-out across replicas ([`Fanout::Redis`]):
+//!   processes that run the actors publish each message through a Lua script
+//!   that numbers and keeps it in Redis and publishes it on the topic's
+//!   sharded channel; processes that serve clients subscribe once per topic
+//!   and fan out locally, recovering gaps from the Redis history;
 //! - [`protocol`]: the wire format; [`telemetry`]: metrics.
 //!
 //! [`Stream`] is the handle the HTTP layer holds.
@@ -18,10 +23,11 @@ pub mod connection;
 pub mod hub;
 pub mod outbox;
 pub mod protocol;
+pub mod relay;
 pub mod telemetry;
 pub mod token;
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Addr, Arbiter, AsyncContext};
 use actors::hooks::Hooks;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -68,6 +74,14 @@ pub struct StreamSettings {
     pub kpis_interval_ms: u64,
     /// Window of the `conversion_rate` KPI.
     pub conversion_window_s: u64,
+    /// With Redis: messages waiting to be published at most (beyond, they
+    /// are dropped and counted) …
+    pub redis_publish_queue: usize,
+    /// … and sent per pipeline at most.
+    pub redis_publish_batch: usize,
+    /// With Redis: gateways re-announce the customers they follow this often
+    /// (a watch expires after three times this without a refresh).
+    pub watch_refresh_s: u64,
 }
 
 impl Default for StreamSettings {
@@ -90,6 +104,9 @@ impl Default for StreamSettings {
             max_frame_bytes: 64 << 10,
             kpis_interval_ms: 1_000,
             conversion_window_s: 300,
+            redis_publish_queue: 16_384,
+            redis_publish_batch: 256,
+            watch_refresh_s: 10,
         }
     }
 }
@@ -140,9 +157,6 @@ impl Stream {
         session_gap: Duration,
         fanout: Fanout,
     ) -> anyhow::Result<Stream> {
-        if let Fanout::Redis { .. } = fanout {
-            anyhow::bail!("the Redis fan-out is not built yet");
-        }
         let metrics = telemetry::StreamMetrics::register(registry)?;
         let tokens = Arc::new(token::TokenSigner::new(settings.token_secret.as_ref(), settings.token_ttl_s));
         let arbiter = Arbiter::new();
@@ -153,16 +167,55 @@ impl Stream {
             customer_linger: Duration::from_secs(settings.customer_linger_s),
             max_lingering_topics: settings.max_lingering_topics,
         };
+        // Which parts this process runs: one process does everything through
+        // its own hub; with Redis, a process that runs the actors publishes
+        // to Redis and one that serves clients receives from it (both, with
+        // role `all`: its own clients get what every other gateway gets).
+        let (link, publishes, receives) = match &fanout {
+            Fanout::Local => (None, true, false),
+            Fanout::Redis { link, role } => (Some(link.clone()), role.runs_actors(), role.serves_clients()),
+        };
         let bus = hooks.updates.clone();
         let m = metrics.clone();
-        let hub = Hub::start_in_arbiter(&arbiter.handle(), move |_| Hub::new(hub_settings, bus, m));
-        let rx = hooks.updates.subscribe();
-        let (h, m) = (hub.clone(), metrics.clone());
-        let interval = Duration::from_millis(settings.kpis_interval_ms.max(1));
-        let window = Duration::from_secs(settings.conversion_window_s.max(1));
-        aggregator::Aggregator::start_in_arbiter(&arbiter.handle(), move |_| {
-            aggregator::Aggregator::new(h, rx, interval, session_gap, window, m)
+        let hub_link = link.clone().filter(|_| receives);
+        let refresh = Duration::from_secs(settings.watch_refresh_s.max(1));
+        let hub = Hub::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            let remote = hub_link.map(|link| {
+                let addr = ctx.address();
+                let sm = m.clone();
+                let subscriber =
+                    relay::subscriber::Subscriber::start(link.clone(), "subscriber", m.clone(), move |ev| {
+                        on_topic_event(&addr, &sm, ev)
+                    });
+                let announcer = relay::watch::Announcer::start(link.clone(), refresh, m.clone());
+                hub::Remote { link, subscriber, announcer }
+            });
+            Hub::new(hub_settings, bus, m, remote)
         });
+        if publishes {
+            let rx = hooks.updates.subscribe();
+            let (h, m) = (hub.clone(), metrics.clone());
+            let interval = Duration::from_millis(settings.kpis_interval_ms.max(1));
+            let window = Duration::from_secs(settings.conversion_window_s.max(1));
+            let publish = relay::publisher::PublishSettings {
+                queue: settings.redis_publish_queue.max(1),
+                batch: settings.redis_publish_batch.max(1),
+                history_messages: settings.history_messages.max(1),
+                customer_history_messages: settings.customer_history_messages.max(1),
+                customer_ttl_s: (settings.customer_linger_s * 4).max(60),
+            };
+            let bus = hooks.updates.clone();
+            aggregator::Aggregator::start_in_arbiter(&arbiter.handle(), move |_| {
+                let to = match link {
+                    None => aggregator::PublishTo::Hub(h),
+                    Some(link) => {
+                        relay::watch::start_follower(link.clone(), bus, m.clone());
+                        aggregator::PublishTo::Redis(relay::publisher::Publisher::start(link, publish, m.clone()))
+                    }
+                };
+                aggregator::Aggregator::new(to, rx, interval, session_gap, window, m)
+            });
+        }
         Ok(Stream {
             hub,
             settings: Arc::new(settings.clone()),
@@ -203,6 +256,29 @@ impl Stream {
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while self.live.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A gateway's subscriber event, handed to the hub: frames (the topic and
+/// seq read from the frame's head), and reconnections (the hub then reads
+/// every topic's history from where it stopped).
+fn on_topic_event(hub: &Addr<Hub>, metrics: &telemetry::StreamMetrics, ev: relay::subscriber::SubEvent) {
+    use relay::subscriber::SubEvent;
+    match ev {
+        SubEvent::Connected { reconnect } => {
+            if reconnect {
+                hub.do_send(hub::messages::Resync);
+            }
+        }
+        SubEvent::Message { payload, .. } => {
+            let Some((name, seq)) = relay::frame_head(&payload) else { return };
+            let (Some(topic), Ok(text)) = (protocol::Topic::parse(&name), String::from_utf8(payload)) else { return };
+            // A frame the hub cannot take now is read back from the history
+            // when the next one shows the gap.
+            if hub.try_send(hub::messages::Received { topic, seq, text: text.into() }).is_err() {
+                metrics.record(telemetry::StreamEvent::PublishDropped { topic: &name });
+            }
         }
     }
 }

@@ -30,6 +30,25 @@ pub enum StreamEvent<'a> {
     ClientError { code: &'static str },
     /// A stream token was issued.
     TokenIssued,
+    /// Messages numbered, kept and published in Redis (one pipeline).
+    RedisPublished { n: u64 },
+    /// Messages that never reached Redis (`redis_queue_full`: the
+    /// publisher's queue was full; `redis_failed`: a pipeline failed).
+    RedisPublishDropped { n: u64, reason: &'static str },
+    /// A Redis connection (`conn`: publisher, subscriber, watch_announcer,
+    /// watch_follower) was lost or could not be made; recorded once per
+    /// outage, not per retry.
+    RedisDown { conn: &'static str, error: &'a str },
+    /// … and is back; `reconnect` unless it is the first connection.
+    RedisUp { conn: &'static str, down_for: std::time::Duration, reconnect: bool },
+    /// Frames read from a topic's Redis history to fill a gap of its channel.
+    RedisGapFilled { n: u64 },
+    /// Frames replayed to a client from the Redis history (`since`).
+    RedisReplayed { n: u64 },
+    /// A history read failed (Redis unreachable); the caller degrades.
+    RedisReadFailed { error: &'a str },
+    /// Frames of a topic neither the channel nor the history could provide.
+    RedisLost { topic: &'a str, n: u64 },
 }
 
 /// Prometheus metrics of the stream layer.
@@ -47,6 +66,12 @@ pub struct StreamMetrics {
     latency: Histogram,
     client_errors: IntCounterVec,
     tokens: IntCounter,
+    redis_published: IntCounter,
+    redis_outages: IntCounterVec,
+    redis_reconnects: IntCounterVec,
+    redis_gap_filled: IntCounter,
+    redis_replayed: IntCounter,
+    redis_read_failures: IntCounter,
 }
 
 impl StreamMetrics {
@@ -94,6 +119,30 @@ impl StreamMetrics {
                 &["code"],
             )?,
             tokens: IntCounter::new("cartpulse_stream_tokens_issued_total", "Stream tokens issued")?,
+            redis_published: IntCounter::new(
+                "cartpulse_stream_redis_published_total",
+                "Topic messages numbered, kept and published in Redis by this process",
+            )?,
+            redis_outages: IntCounterVec::new(
+                Opts::new("cartpulse_stream_redis_outages_total", "Redis connections lost or refused, by connection"),
+                &["conn"],
+            )?,
+            redis_reconnects: IntCounterVec::new(
+                Opts::new("cartpulse_stream_redis_reconnects_total", "Redis connections restored after an outage"),
+                &["conn"],
+            )?,
+            redis_gap_filled: IntCounter::new(
+                "cartpulse_stream_redis_gap_filled_total",
+                "Frames read from the Redis history to fill a gap in a topic's channel",
+            )?,
+            redis_replayed: IntCounter::new(
+                "cartpulse_stream_redis_replayed_total",
+                "Frames replayed to clients from the Redis history (since recovery)",
+            )?,
+            redis_read_failures: IntCounter::new(
+                "cartpulse_stream_redis_read_failures_total",
+                "Redis history reads that failed",
+            )?,
         };
         registry.register(Box::new(m.clients.clone()))?;
         registry.register(Box::new(m.connects.clone()))?;
@@ -107,6 +156,12 @@ impl StreamMetrics {
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.client_errors.clone()))?;
         registry.register(Box::new(m.tokens.clone()))?;
+        registry.register(Box::new(m.redis_published.clone()))?;
+        registry.register(Box::new(m.redis_outages.clone()))?;
+        registry.register(Box::new(m.redis_reconnects.clone()))?;
+        registry.register(Box::new(m.redis_gap_filled.clone()))?;
+        registry.register(Box::new(m.redis_replayed.clone()))?;
+        registry.register(Box::new(m.redis_read_failures.clone()))?;
         Ok(m)
     }
 
@@ -156,6 +211,35 @@ impl StreamMetrics {
             StreamEvent::TokenIssued => {
                 tracing::debug!("stream token issued");
                 self.tokens.inc();
+            }
+            StreamEvent::RedisPublished { n } => self.redis_published.inc_by(n),
+            StreamEvent::RedisPublishDropped { n, reason } => {
+                // The outage itself is logged once (RedisDown); not every message.
+                tracing::debug!(n, reason, "stream messages not published to Redis");
+                self.dropped.with_label_values(&[reason]).inc_by(n);
+            }
+            StreamEvent::RedisDown { conn, error } => {
+                tracing::warn!(conn, error, "stream lost its Redis connection; retrying with backoff");
+                self.redis_outages.with_label_values(&[conn]).inc();
+            }
+            StreamEvent::RedisUp { conn, down_for, reconnect } => {
+                tracing::info!(conn, down_ms = down_for.as_millis() as u64, "stream Redis connection restored");
+                if reconnect {
+                    self.redis_reconnects.with_label_values(&[conn]).inc();
+                }
+            }
+            StreamEvent::RedisGapFilled { n } => {
+                tracing::debug!(n, "stream gap filled from the Redis history");
+                self.redis_gap_filled.inc_by(n);
+            }
+            StreamEvent::RedisReplayed { n } => self.redis_replayed.inc_by(n),
+            StreamEvent::RedisReadFailed { error } => {
+                tracing::debug!(error, "stream history read failed");
+                self.redis_read_failures.inc();
+            }
+            StreamEvent::RedisLost { topic, n } => {
+                tracing::warn!(topic, n, "stream messages lost: neither the channel nor the Redis history had them");
+                self.dropped.with_label_values(&["lost"]).inc_by(n);
             }
         }
     }

@@ -2,7 +2,8 @@
 //! bus (never the database), keeps the rolling KPIs ([`rollup`]) and
 //! publishes to the hub: the rollup on `kpis` every `kpis_interval`,
 //! threshold crossings on `scores`, segment moves on `segments`, and watched
-//! customers' views on `customer:{id}`. It runs on the hub's arbiter thread,
+//! customers' views on `customer:{id}`: to the local hub (one process) or to
+//! Redis ([`Publisher`], many replicas). It runs on the hub's arbiter thread,
 //! away from the HTTP workers and the shards.
 
 pub mod messages;
@@ -11,6 +12,7 @@ pub mod rollup;
 use super::hub::messages::Publish;
 use super::hub::Hub;
 use super::protocol::{now_ms, Topic};
+use super::relay::publisher::Publisher;
 use super::telemetry::{StreamEvent, StreamMetrics};
 use actix::{Actor, Addr, AsyncContext, Context, StreamHandler};
 use actors::hooks::Update;
@@ -20,8 +22,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
+/// Where the aggregator's messages go.
+pub enum PublishTo {
+    /// The local hub numbers and fans them out.
+    Hub(Addr<Hub>),
+    /// Redis numbers, keeps and fans them out to every gateway.
+    Redis(Publisher),
+}
+
 pub struct Aggregator {
-    hub: Addr<Hub>,
+    to: PublishTo,
     rx: Option<broadcast::Receiver<Arc<Update>>>,
     rollup: Rollup,
     interval: Duration,
@@ -32,7 +42,7 @@ impl Aggregator {
     /// `rx` is subscribed by the caller before the actors start replaying the
     /// log, so nothing they announce is missed.
     pub fn new(
-        hub: Addr<Hub>,
+        to: PublishTo,
         rx: broadcast::Receiver<Arc<Update>>,
         interval: Duration,
         session_gap: Duration,
@@ -40,7 +50,7 @@ impl Aggregator {
         metrics: StreamMetrics,
     ) -> Aggregator {
         Aggregator {
-            hub,
+            to,
             rx: Some(rx),
             rollup: Rollup::new(session_gap, conversion_window, Instant::now()),
             interval,
@@ -49,8 +59,13 @@ impl Aggregator {
     }
 
     fn publish(&self, topic: Topic, data: String) {
-        if self.hub.try_send(Publish { topic: topic.clone(), data }).is_err() {
-            self.metrics.record(StreamEvent::PublishDropped { topic: &topic.name() });
+        match &self.to {
+            PublishTo::Hub(hub) => {
+                if hub.try_send(Publish { topic: topic.clone(), data }).is_err() {
+                    self.metrics.record(StreamEvent::PublishDropped { topic: &topic.name() });
+                }
+            }
+            PublishTo::Redis(p) => p.publish(topic, data),
         }
     }
 

@@ -58,3 +58,19 @@ pub struct Shutdown;
 #[derive(Message)]
 #[rtype(result = "Option<(u64, u64)>")]
 pub struct TopicState(pub Topic);
+
+/// Remote mode: a frame received from a topic's channel, with the seq it
+/// was given in Redis.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Received {
+    pub topic: Topic,
+    pub seq: u64,
+    pub text: bytestring::ByteString,
+}
+
+/// Remote mode: the subscriber reconnected after an outage; read every
+/// topic's history from where it stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync;

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod models;
 pub mod redis_link;
 pub mod replay;
+pub mod replicas;
 pub mod segment;
 pub mod startup;
 pub mod stream;

@@ -36,6 +36,8 @@ pub struct Application {
     model_follower: Option<tokio::task::JoinHandle<()>>,
     /// What only a process running the actors has.
     core: Option<Core>,
+    /// With Redis: this replica's record in the replica list.
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The session actors and what feeds and persists them.
@@ -124,6 +126,24 @@ impl Application {
             (None, None) => anyhow::bail!("a {} needs Redis", role.name()),
         };
         let core = core.map(|c| c.core);
+        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let replicas = {
+            let host = settings.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0");
+            let partitions = (role.runs_actors() && redis.is_some()).then(|| {
+                let owned = settings.owned_partitions().unwrap_or(0..=0);
+                format!("{}-{} of {}", owned.start(), owned.end(), settings.redis.partitions)
+            });
+            let s = stream.clone();
+            crate::replicas::Replicas::new(
+                redis.clone(),
+                role.name(),
+                format!("{host}:{port}"),
+                partitions,
+                Arc::new(move || s.clients()),
+            )
+        };
+        let heartbeat = replicas.spawn_heartbeat();
         let state = web::Data::new(AppState {
             keys: KeyVerifier::new(db.clone()),
             db,
@@ -131,6 +151,7 @@ impl Application {
             runtime: core.as_ref().map(|c| c.runtime.clone()),
             role,
             redis,
+            replicas,
             metrics,
             ingest: settings.ingest.clone(),
             stream,
@@ -139,8 +160,6 @@ impl Application {
             segments: hooks.segments.clone(),
             console: crate::console::Console::new(&settings.console),
         });
-        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
-        let port = listener.local_addr()?.port();
         let app_state = state.clone();
         let server = HttpServer::new(move || http::app(app_state.clone()))
             .listen(listener)?
@@ -149,7 +168,7 @@ impl Application {
             .disable_signals()
             .run();
         tracing::info!(port, role = role.name(), "cartpulse listening");
-        Ok(Application { port, server, state, inference, model_follower, core })
+        Ok(Application { port, server, state, inference, model_follower, core, heartbeat })
     }
 
     pub fn port(&self) -> u16 {
@@ -168,7 +187,7 @@ impl Application {
 
     /// Serves until stopped, then drains and flushes everything.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { server, state, inference, model_follower, core, .. } = self;
+        let Application { server, state, inference, model_follower, core, heartbeat, .. } = self;
         let handle = server.handle();
         let stream = state.stream.clone();
         let signals = actix_web::rt::spawn(async move {
@@ -181,6 +200,10 @@ impl Application {
         server.await.context("HTTP server failed")?;
         signals.abort();
         tracing::info!("HTTP stopped; draining");
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        state.replicas.leave().await;
         // The server and its workers are gone; dropping the last handle to the
         // committer ends its loop once the queue is empty.
         drop(state);

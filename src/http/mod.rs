@@ -9,6 +9,7 @@ pub mod models;
 pub mod predict;
 pub mod segments;
 pub mod stream;
+pub mod system;
 
 use crate::config::IngestSettings;
 use crate::keys::KeyVerifier;
@@ -30,6 +31,8 @@ pub struct AppState {
     /// This process's role and, with Redis, the link (health, System page).
     pub role: crate::config::Role,
     pub redis: Option<crate::redis_link::RedisLink>,
+    /// This replica's record and the others' (System page).
+    pub replicas: crate::replicas::Replicas,
     pub metrics: Metrics,
     pub ingest: IngestSettings,
     /// The live stream (`/v1/stream`): hub, aggregator, tokens.
@@ -60,6 +63,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/models", web::get().to(models::list))
                 .route("/models/rollback", web::post().to(models::rollback))
                 .route("/models/{version}/promote", web::post().to(models::promote))
+                .route("/system", web::get().to(system::system))
                 .route("/segments", web::get().to(segments::list))
                 .route("/segments/{version}/activate", web::post().to(segments::activate)),
         )

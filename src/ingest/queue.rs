@@ -28,6 +28,8 @@ pub struct EventQueue {
     partitions: usize,
     max_backlog: u64,
     backlog: Arc<AtomicU64>,
+    /// The last reading per partition, and the dead-letter stream's length.
+    detail: Arc<std::sync::Mutex<(Vec<u64>, u64)>>,
     metrics: Metrics,
 }
 
@@ -35,7 +37,7 @@ impl EventQueue {
     /// Starts the backlog reader (it also publishes the per-partition lag and
     /// the dead-letter length to `/metrics`).
     pub fn start(link: RedisLink, partitions: usize, max_backlog: u64, metrics: Metrics) -> EventQueue {
-        let q = EventQueue { link, partitions, max_backlog, backlog: Arc::default(), metrics };
+        let q = EventQueue { link, partitions, max_backlog, backlog: Arc::default(), detail: Arc::default(), metrics };
         let watcher = q.clone();
         tokio::spawn(async move { watcher.watch_backlog().await });
         q
@@ -76,9 +78,9 @@ impl EventQueue {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// True when Redis answers.
-    pub async fn healthy(&self) -> bool {
-        self.link.ping().await.is_ok()
+    /// Backlog per partition and dead-letter entries, at the last reading.
+    pub fn detail(&self) -> (Vec<u64>, u64) {
+        self.detail.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     async fn watch_backlog(self) {
@@ -94,6 +96,9 @@ impl EventQueue {
                 }
                 Err(_) => 0,
             };
+            if let Ok(mut d) = self.detail.lock() {
+                *d = (per_partition.clone(), dead_letters);
+            }
             self.metrics.record(IngestEvent::Backlog { per_partition, dead_letters });
         }
     }

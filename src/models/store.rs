@@ -83,6 +83,30 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl ModelStore {
+    /// Whether the store can be reached, for the System page: a local
+    /// directory exists (or is still to be created by the first publish);
+    /// S3 answers a HEAD request. Any answer from S3, even 403 or 404 (a task
+    /// role may read objects without listing the bucket), counts as reachable.
+    pub async fn check(&self) -> Result<&'static str, String> {
+        match self {
+            ModelStore::Local(l) => match tokio::fs::metadata(&l.root).await {
+                Ok(m) if m.is_dir() => Ok("ok"),
+                Ok(_) => Err(format!("{} is not a directory", l.root.display())),
+                Err(_) => Ok("empty (created by the first publish)"),
+            },
+            ModelStore::S3(s) => {
+                let key = if s.prefix.is_empty() { ".health".to_owned() } else { format!("{}/.health", s.prefix) };
+                let head = s.client.head_object().bucket(&s.bucket).key(key);
+                match tokio::time::timeout(std::time::Duration::from_secs(3), head.send()).await {
+                    Err(_) => Err("no answer from S3 within 3 s".into()),
+                    Ok(Ok(_)) => Ok("ok"),
+                    Ok(Err(aws_sdk_s3::error::SdkError::ServiceError(_))) => Ok("ok"),
+                    Ok(Err(e)) => Err(format!("S3 unreachable: {}", aws_sdk_s3::error::DisplayErrorContext(&e))),
+                }
+            }
+        }
+    }
+
     /// The store the settings name: `s3://bucket[/prefix]` or a directory.
     pub async fn from_settings(settings: &Settings) -> Result<ModelStore, StoreError> {
         let loc = settings.model_store.trim();
@@ -105,6 +129,14 @@ impl ModelStore {
     /// A local store at `root` (created on the first put).
     pub fn local(root: impl Into<PathBuf>) -> ModelStore {
         ModelStore::Local(LocalStore { root: root.into() })
+    }
+
+    /// The store itself: its directory or `s3://bucket/prefix`.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelStore::Local(l) => l.root.display().to_string(),
+            ModelStore::S3(s) => format!("s3://{}/{}", s.bucket, s.prefix).trim_end_matches('/').to_owned(),
+        }
     }
 
     /// Where a version's objects are: `<dir>/<version>` or `s3://bucket/prefix/<version>`.

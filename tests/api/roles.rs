@@ -193,6 +193,15 @@ async fn two_gateways_and_a_processor_serve_one_stream() {
         assert!(Instant::now() < deadline, "gateway B never saw the customer: {s} {c}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Every replica sees the others with their roles (System page).
+    let (s, sys) = d.get(&a, "/v1/system").await;
+    assert_eq!(s, 200, "{sys}");
+    let roles: Vec<&str> = sys["replicas"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["gateway", "gateway", "processor"], "{sys}");
+    assert_eq!(sys["redis"]["status"], "ok");
+    assert_eq!(sys["database"], "ok");
+    assert_eq!(sys["ingest"]["dead_letters"], 0);
+    assert_eq!(sys["stream_clients"], 1, "one client on this gateway: {sys}");
     // A duplicate through the other gateway is acknowledged and not counted again.
     let (status, _) = d.post(&b, &order("two", 7.5)).await;
     assert_eq!(status, 200);

@@ -88,7 +88,7 @@ resource "aws_ecs_task_definition" "gateway" {
 
   container_definitions = jsonencode([merge(local.container_base, {
     name         = "cartpulse"
-    command      = ["serve", "--role", "gateway"]
+    command      = ["serve", "--role", "gateway", "--partitions", tostring(var.processor_partitions)]
     portMappings = [{ containerPort = local.container_port, protocol = "tcp", name = "http" }]
     healthCheck  = local.readyz_check
     logConfiguration = {

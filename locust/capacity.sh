@@ -15,6 +15,9 @@
 #   WORKERS [2]         Locust worker processes
 #   P99_LIMIT_MS [250]  highest acceptable p99 of the update latency (server ts → receipt)
 #   STREAM_AUTH [header]  header | message | token (docs/stream.md)
+#   EXTRA_HOSTS []      more gateways of the same deployment, comma-separated base
+#                       URLs; viewers and producers are spread round-robin over HOST
+#                       and these (e.g. two gateways + a processor over Redis)
 #   OUT [locust/results/<UTC time>]  where the CSV files and the HTML report go
 #   LOCUST_VENV [$HOME/.cache/cartpulse-locust-venv]
 #
@@ -42,7 +45,8 @@ P99_LIMIT_MS="${P99_LIMIT_MS:-250}"
 STREAM_AUTH="${STREAM_AUTH:-header}"
 OUT="${OUT:-$here/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 LOCUST_VENV="${LOCUST_VENV:-$HOME/.cache/cartpulse-locust-venv}"
-export VIEWERS PRODUCERS EVENT_RATE BATCH_SIZE STREAM_AUTH
+EXTRA_HOSTS="${EXTRA_HOSTS:-}"
+export VIEWERS PRODUCERS EVENT_RATE BATCH_SIZE STREAM_AUTH EXTRA_HOSTS
 
 for v in VIEWERS PRODUCERS BATCH_SIZE DURATION SPAWN_RATE WORKERS P99_LIMIT_MS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "capacity: $v must be a whole number (got '${!v}')" >&2; exit 2; }

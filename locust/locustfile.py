@@ -67,6 +67,17 @@ INGEST_KEY = os.environ.get("CARTPULSE_INGEST_KEY", "")
 
 # Unique per Locust process, so ids never collide across workers or runs.
 RUN_ID = uuid.uuid4().hex[:10]
+# More gateways of the same deployment (comma-separated base URLs): users are
+# spread round-robin over --host and these, as a load balancer would.
+EXTRA_HOSTS = [h.strip().rstrip("/") for h in os.environ.get("EXTRA_HOSTS", "").split(",") if h.strip()]
+_NEXT_HOST = [0]
+
+
+def _pick_host(default: str) -> str:
+    """The gateway this user talks to: round-robin over --host and EXTRA_HOSTS."""
+    hosts = [default.rstrip("/")] + EXTRA_HOSTS
+    _NEXT_HOST[0] += 1
+    return hosts[_NEXT_HOST[0] % len(hosts)]
 
 
 @events.init.add_listener
@@ -115,7 +126,7 @@ class DashboardViewer(User):
         import urllib.request
 
         req = urllib.request.Request(
-            self.host.rstrip("/") + "/v1/stream/token",
+            self.target + "/v1/stream/token",
             method="POST",
             headers={"Authorization": f"Bearer {READ_KEY}"},
         )
@@ -124,7 +135,8 @@ class DashboardViewer(User):
 
     def on_start(self):
         self.ws = None
-        url = _ws_url(self.host)
+        self.target = _pick_host(self.host)
+        url = _ws_url(self.target)
         headers = []
         start = _now_ms()
         try:
@@ -345,6 +357,7 @@ class ShopTraffic(FastHttpUser):
     connection_timeout = 10.0
 
     def on_start(self):
+        self.target = _pick_host(self.host)
         self.rng = random.Random()
         self.prefix = f"lc-{RUN_ID}-{uuid.uuid4().hex[:6]}"
         pool = 3000
@@ -388,7 +401,7 @@ class ShopTraffic(FastHttpUser):
                 ev = s.next_event(now)
             batch.append(ev)
         with self.client.post(
-            "/v1/events", data=json.dumps(batch), headers=self.headers, name="/v1/events", catch_response=True
+            self.target + "/v1/events", data=json.dumps(batch), headers=self.headers, name="/v1/events", catch_response=True
         ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")

@@ -353,10 +353,14 @@ async fn clients_stay_through_a_redis_outage_and_miss_nothing_that_survived_it()
 
     // 1. The subscriber connection drops, the data stays: nothing missed,
     //    the seqs published meanwhile come from the history, in order.
+    //    (Killed again and again for 2.5 s, so that it is away at several
+    //    kpis ticks and their frames must come from the history.)
     let mut c = redis_conn(&url).await;
-    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut c).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut c).await.unwrap();
+    let until_t = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until_t {
+        let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut c).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let target = seen[0] + 6;
     while *seen.last().unwrap() < target {
         let v = until(&mut ws, Duration::from_secs(10), |v| v["topic"] == "kpis").await;
@@ -366,6 +370,7 @@ async fn clients_stay_through_a_redis_outage_and_miss_nothing_that_survived_it()
         assert_eq!(w[1], w[0] + 1, "gap-free across the subscriber's reconnection: {seen:?}");
     }
     assert!(app.metric("cartpulse_stream_redis_reconnects_total{conn=\"subscriber\"}").await >= 1.0);
+    assert!(app.metric("cartpulse_stream_redis_gap_filled_total").await >= 1.0, "no frame came from the history");
 
     // 2. Redis itself goes away: the client stays connected (and answered).
     redis.kill();

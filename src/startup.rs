@@ -99,7 +99,16 @@ impl Application {
         // The live stream's aggregator subscribes to the update bus before
         // the actors start (and replay the log), so it misses nothing.
         let fanout = match &redis {
-            Some(link) => crate::stream::Fanout::Redis { link: link.clone(), role },
+            Some(link) => {
+                let owned = settings.owned_partitions()?;
+                let kpis = if owned.clone().count() == settings.redis.partitions {
+                    crate::stream::KpiShare::Whole
+                } else {
+                    let owner = format!("{}-{}", owned.start(), owned.end());
+                    crate::stream::KpiShare::Part { owner, leader: *owned.start() == 0 }
+                };
+                crate::stream::Fanout::Redis { link: link.clone(), role, kpis }
+            }
             None => crate::stream::Fanout::Local,
         };
         let stream = crate::stream::Stream::start(

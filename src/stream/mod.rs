@@ -119,7 +119,17 @@ pub enum Fanout {
     /// Many replicas: messages are numbered and kept in Redis and reach every
     /// gateway over sharded pub/sub. `role` says whether this process
     /// publishes (runs actors), serves clients, or both.
-    Redis { link: crate::redis_link::RedisLink, role: crate::config::Role },
+    Redis { link: crate::redis_link::RedisLink, role: crate::config::Role, kpis: KpiShare },
+}
+
+/// Whose `kpis` a publishing process computes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KpiShare {
+    /// It runs the actors of every partition: its rollup is the deployment's.
+    Whole,
+    /// It owns the partitions `owner` (e.g. `0-7`); `leader` when partition 0
+    /// is among them: that one merges every processor's part and publishes.
+    Part { owner: String, leader: bool },
 }
 
 /// The stream layer as the HTTP handlers see it; cheap to clone.
@@ -173,7 +183,7 @@ impl Stream {
         // role `all`: its own clients get what every other gateway gets).
         let (link, publishes, receives) = match &fanout {
             Fanout::Local => (None, true, false),
-            Fanout::Redis { link, role } => (Some(link.clone()), role.runs_actors(), role.serves_clients()),
+            Fanout::Redis { link, role, .. } => (Some(link.clone()), role.runs_actors(), role.serves_clients()),
         };
         let bus = hooks.updates.clone();
         let m = metrics.clone();
@@ -205,12 +215,22 @@ impl Stream {
                 customer_ttl_s: (settings.customer_linger_s * 4).max(60),
             };
             let bus = hooks.updates.clone();
+            let share = match &fanout {
+                Fanout::Redis { kpis, .. } => kpis.clone(),
+                Fanout::Local => KpiShare::Whole,
+            };
             aggregator::Aggregator::start_in_arbiter(&arbiter.handle(), move |_| {
                 let to = match link {
                     None => aggregator::PublishTo::Hub(h),
                     Some(link) => {
                         relay::watch::start_follower(link.clone(), bus, m.clone());
-                        aggregator::PublishTo::Redis(relay::publisher::Publisher::start(link, publish, m.clone()))
+                        let publisher = relay::publisher::Publisher::start(link.clone(), publish, m.clone());
+                        match share {
+                            KpiShare::Whole => aggregator::PublishTo::Redis(publisher),
+                            KpiShare::Part { owner, leader } => {
+                                aggregator::PublishTo::RedisShare { publisher, link, owner, leader }
+                            }
+                        }
                     }
                 };
                 aggregator::Aggregator::new(to, rx, interval, session_gap, window, m)

@@ -60,11 +60,18 @@ impl Deployment {
 
     /// Starts `cartpulse serve --role ROLE` on `port` (a free one if None) and waits until it is ready.
     async fn start(&self, role: &str, port: Option<u16>) -> Replica {
+        self.start_owning(role, port, None).await
+    }
+
+    /// The same, for a processor owning only the partitions `owns` (`a-b`).
+    async fn start_owning(&self, role: &str, port: Option<u16>, owns: Option<&str>) -> Replica {
         let port = port.unwrap_or_else(free_port);
+        let owns: Vec<&str> = owns.map(|o| vec!["--owns", o]).unwrap_or_default();
         let server = Server(
             Command::new(BIN)
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--role", role])
                 .args(["--database-url", &self.db_url, "--redis-url", REDIS, "--partitions", "8"])
+                .args(&owns)
                 .env("CARTPULSE_REDIS__PREFIX", &self.prefix)
                 .env("CARTPULSE_LOG", "warn")
                 .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "200")
@@ -343,4 +350,41 @@ async fn a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows() {
     assert_eq!(s, 200);
     let text = d.client.get(format!("{}/metrics", gateway.base())).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric_value(&text, "cartpulse_dead_letter_events"), 1.0);
+}
+
+#[actix_web::test]
+async fn two_processors_owning_half_the_partitions_each_publish_one_rollup() {
+    let d = Deployment::new().await;
+    let _low = d.start_owning("processor", None, Some("0-3")).await;
+    let _high = d.start_owning("processor", None, Some("4-7")).await;
+    let gateway = d.start("gateway", None).await;
+    let mut ws = d.ws(&gateway).await;
+    subscribe(&mut ws, &["kpis"], json!({})).await;
+    // Three buyers, at least one on each processor.
+    let mut sides = [0, 0];
+    let mut buyers = Vec::new();
+    for i in 0.. {
+        let id = format!("half{i}");
+        let side = usize::from(actors::runtime::partition(&format!("{id}-c"), 8) >= 4);
+        if sides[side] < 2 && buyers.len() < 3 {
+            sides[side] += 1;
+            buyers.push(id);
+        }
+        if buyers.len() == 3 && sides[0] > 0 && sides[1] > 0 {
+            break;
+        }
+    }
+    for id in &buyers {
+        assert_eq!(d.post(&gateway, &order(id, 10.0)).await.0, 200);
+    }
+    d.drained(&gateway).await;
+    // The deployment's rollup: every order once, from both processors, and
+    // never a partial one once all three are in.
+    let seen = kpis_until_orders(&mut ws, 3.0).await;
+    assert!(seen.iter().all(|v| v["data"]["orders_per_min"].as_f64().unwrap() <= 3.0), "{seen:?}");
+    for _ in 0..3 {
+        let v = until(&mut ws, Duration::from_secs(5), |v| v["topic"] == "kpis").await;
+        assert_eq!(v["data"]["orders_per_min"], 3.0, "a partial rollup was published: {v}");
+        assert_eq!(v["data"]["revenue_per_min"], 60.0, "{v}");
+    }
 }

@@ -17,7 +17,7 @@ use super::telemetry::{StreamEvent, StreamMetrics};
 use actix::{Actor, Addr, AsyncContext, Context, StreamHandler};
 use actors::hooks::Update;
 use messages::{bus_stream, BusItem};
-use rollup::Rollup;
+use rollup::{Kpis, Rollup};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -28,7 +28,16 @@ pub enum PublishTo {
     Hub(Addr<Hub>),
     /// Redis numbers, keeps and fans them out to every gateway.
     Redis(Publisher),
+    /// Like `Redis`, from a processor that owns only some partitions: its
+    /// `kpis` are a share of the deployment's. Every such processor writes
+    /// its [`rollup::KpiPart`] to `{prefix}:kpi-parts` each tick; the one
+    /// owning partition 0 (the `leader`) adds up the fresh parts and
+    /// publishes the deployment's rollup.
+    RedisShare { publisher: Publisher, link: crate::redis_link::RedisLink, owner: String, leader: bool },
 }
+
+/// Parts older than this many ticks belong to a processor that stopped.
+const PART_FRESH_TICKS: u32 = 3;
 
 pub struct Aggregator {
     to: PublishTo,
@@ -65,8 +74,58 @@ impl Aggregator {
                     self.metrics.record(StreamEvent::PublishDropped { topic: &topic.name() });
                 }
             }
-            PublishTo::Redis(p) => p.publish(topic, data),
+            PublishTo::Redis(p) | PublishTo::RedisShare { publisher: p, .. } => p.publish(topic, data),
         }
+    }
+
+    /// Writes this processor's share; the leader also merges and publishes.
+    fn share_kpis(&self, part: rollup::KpiPart, ctx: &mut Context<Self>) {
+        let PublishTo::RedisShare { publisher, link, owner, leader } = &self.to else { return };
+        let (publisher, link, owner, leader) = (publisher.clone(), link.clone(), owner.clone(), *leader);
+        let fresh_ms = (self.interval * PART_FRESH_TICKS).as_millis() as i64;
+        let fut = async move {
+            let key = link.key("kpi-parts");
+            let now = now_ms();
+            let Ok(json) = serde_json::to_string(&serde_json::json!({ "at_ms": now, "part": &part })) else { return };
+            let mut c = match link.conn().await {
+                Ok(c) => c,
+                Err(e) => return tracing::debug!(error = %e, "kpi share: no Redis"),
+            };
+            let written: Result<(), _> = redis::cmd("HSET").arg(&key).arg(&owner).arg(json).query_async(&mut *c).await;
+            if let Err(e) = written {
+                return tracing::debug!(error = %e, "kpi share: HSET failed");
+            }
+            if !leader {
+                return;
+            }
+            let all: std::collections::HashMap<String, String> =
+                match redis::cmd("HGETALL").arg(&key).query_async(&mut *c).await {
+                    Ok(a) => a,
+                    Err(e) => return tracing::debug!(error = %e, "kpi share: HGETALL failed"),
+                };
+            drop(c);
+            let mut parts = vec![part];
+            for (who, json) in all {
+                if who == owner {
+                    continue;
+                }
+                #[derive(serde::Deserialize)]
+                struct Stored {
+                    at_ms: i64,
+                    part: rollup::KpiPart,
+                }
+                match serde_json::from_str::<Stored>(&json) {
+                    Ok(s) if now - s.at_ms <= fresh_ms => parts.push(s.part),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(owner = %who, error = %e, "kpi share: unreadable part; ignored"),
+                }
+            }
+            match serde_json::to_string(&Kpis::merge(&parts)) {
+                Ok(data) => publisher.publish(Topic::Kpis, data),
+                Err(e) => tracing::error!(error = %e, "cannot encode the KPI rollup"),
+            }
+        };
+        ctx.spawn(actix::fut::wrap_future(fut));
     }
 
     fn on_update(&mut self, u: &Update) {
@@ -130,7 +189,11 @@ impl Actor for Aggregator {
         if let Some(rx) = self.rx.take() {
             ctx.add_stream(bus_stream(rx));
         }
-        ctx.run_interval(self.interval, |act, _| {
+        ctx.run_interval(self.interval, |act, ctx| {
+            if matches!(act.to, PublishTo::RedisShare { .. }) {
+                let part = act.rollup.part(Instant::now());
+                return act.share_kpis(part, ctx);
+            }
             let kpis = act.rollup.tick(Instant::now());
             match serde_json::to_string(&kpis) {
                 Ok(data) => act.publish(Topic::Kpis, data),

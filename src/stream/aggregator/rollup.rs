@@ -17,7 +17,7 @@
 
 use actors::event::{CustomerId, SessionId};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,13 @@ impl Rollup {
 
     /// Closes the current interval and computes the rollup.
     pub fn tick(&mut self, now: Instant) -> Kpis {
+        Kpis::merge(&[self.part(now)])
+    }
+
+    /// Closes the current interval and returns this process's share of the
+    /// rollup as sums, which processors owning different partitions add up
+    /// (see [`Kpis::merge`]).
+    pub fn part(&mut self, now: Instant) -> KpiPart {
         let started = std::mem::replace(&mut self.last_tick, now);
         self.slices.push_back((started, now, std::mem::take(&mut self.current)));
         let minute = Duration::from_secs(60);
@@ -194,21 +201,12 @@ impl Rollup {
         while self.closed.front().map(|(t, _)| now.saturating_duration_since(*t) > window).unwrap_or(false) {
             self.closed.pop_front();
         }
-        let conversion_rate = (!self.closed.is_empty())
-            .then(|| self.closed.iter().filter(|(_, p)| *p).count() as f64 / self.closed.len() as f64);
         let scores: Vec<f64> = self.active.values().filter_map(|a| a.score).collect();
-        let mean_intent = (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64);
 
         let mut merged = new_histogram();
         for h in &self.latency {
             let _ = merged.add(h);
         }
-        let latency = if merged.is_empty() {
-            Latency { p50: None, p99: None }
-        } else {
-            let ms = |q: f64| round(merged.value_at_quantile(q) as f64 / 1000.0, 1);
-            Latency { p50: Some(ms(0.5)), p99: Some(ms(0.99)) }
-        };
         // One histogram per second of wall time; the last 10 make the window.
         if now.saturating_duration_since(self.latency_started) >= Duration::from_secs(1) {
             self.latency_started = now;
@@ -217,7 +215,6 @@ impl Rollup {
                 self.latency.pop_front();
             }
         }
-
         let version = self.newest_version;
         let segment_sizes = self
             .segment_sizes
@@ -225,15 +222,76 @@ impl Rollup {
             .filter(|((v, _), (_, n))| Some(*v) == version && *n > 0)
             .map(|(_, (name, n))| (name.clone(), *n))
             .collect();
-        Kpis {
-            events_per_s: round(events_per_s, 1),
-            orders_per_min: orders as f64,
-            revenue_per_min: round(revenue, 2),
+        KpiPart {
+            events_per_s,
+            orders,
+            revenue,
             active_sessions: self.active.len(),
-            conversion_rate: conversion_rate.map(|r| round(r, 4)),
-            mean_intent: mean_intent.map(|r| round(r, 4)),
+            closed: self.closed.len() as u64,
+            purchased: self.closed.iter().filter(|(_, p)| *p).count() as u64,
+            score_sum: scores.iter().sum(),
+            scored: scores.len() as u64,
+            segment_version: version,
             segment_sizes,
-            latency_ms: latency,
+            latency_us: merged.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect(),
+        }
+    }
+}
+
+/// One process's share of the rollup: sums that add up across processors
+/// owning different partitions (each customer lives in one of them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KpiPart {
+    pub events_per_s: f64,
+    pub orders: u64,
+    pub revenue: f64,
+    pub active_sessions: usize,
+    /// Sessions closed within the conversion window, and those that purchased.
+    pub closed: u64,
+    pub purchased: u64,
+    /// Latest scores of the open sessions that have one: sum and count.
+    pub score_sum: f64,
+    pub scored: u64,
+    pub segment_version: Option<i32>,
+    pub segment_sizes: BTreeMap<String, u64>,
+    /// Latency histogram (µs value → count) over the last 10 s.
+    pub latency_us: Vec<(u64, u64)>,
+}
+
+impl Kpis {
+    /// The rollup of the whole deployment from every processor's part.
+    pub fn merge(parts: &[KpiPart]) -> Kpis {
+        let sum_u = |f: fn(&KpiPart) -> u64| parts.iter().map(f).sum::<u64>();
+        let (closed, purchased, scored) = (sum_u(|p| p.closed), sum_u(|p| p.purchased), sum_u(|p| p.scored));
+        let score_sum: f64 = parts.iter().map(|p| p.score_sum).sum();
+        let version = parts.iter().filter_map(|p| p.segment_version).max();
+        let mut segment_sizes: BTreeMap<String, u64> = BTreeMap::new();
+        for p in parts.iter().filter(|p| p.segment_version == version && version.is_some()) {
+            for (name, n) in &p.segment_sizes {
+                *segment_sizes.entry(name.clone()).or_default() += n;
+            }
+        }
+        let mut latency = new_histogram();
+        for p in parts {
+            for &(v, n) in &p.latency_us {
+                let _ = latency.record_n(v, n);
+            }
+        }
+        let latency_ms = if latency.is_empty() {
+            Latency { p50: None, p99: None }
+        } else {
+            let ms = |q: f64| round(latency.value_at_quantile(q) as f64 / 1000.0, 1);
+            Latency { p50: Some(ms(0.5)), p99: Some(ms(0.99)) }
+        };
+        Kpis {
+            events_per_s: round(parts.iter().map(|p| p.events_per_s).sum(), 1),
+            orders_per_min: sum_u(|p| p.orders) as f64,
+            revenue_per_min: round(parts.iter().map(|p| p.revenue).sum(), 2),
+            active_sessions: parts.iter().map(|p| p.active_sessions).sum(),
+            conversion_rate: (closed > 0).then(|| round(purchased as f64 / closed as f64, 4)),
+            mean_intent: (scored > 0).then(|| round(score_sum / scored as f64, 4)),
+            segment_sizes,
+            latency_ms,
         }
     }
 }
@@ -297,6 +355,41 @@ mod tests {
         assert_eq!((k.orders_per_min, k.revenue_per_min), (0.0, 0.0));
         assert_eq!(k.active_sessions, 0);
         assert_eq!(k.conversion_rate, None);
+    }
+
+    #[test]
+    fn parts_of_two_processors_merge_into_the_rollup_of_one() {
+        let t0 = Instant::now();
+        let gap = Duration::from_secs(1800);
+        let win = Duration::from_secs(300);
+        let (mut one, mut a, mut b) = (Rollup::new(gap, win, t0), Rollup::new(gap, win, t0), Rollup::new(gap, win, t0));
+        // Customer x lives on processor a, y on processor b; `one` sees both.
+        let feed = |r: &mut Rollup, c_: &str, events: u32, orders: u32, revenue: f64, score: f64, lat: f64| {
+            r.session_opened(&c(c_), &s(&format!("{c_}1")), t0);
+            r.applied(&c(c_), events, orders, revenue, true, t0);
+            r.scored(&c(c_), &s(&format!("{c_}1")), score, false);
+            r.latency(lat);
+            r.segment_changed(&c(c_), 3, orders, if orders > 0 { "buyers" } else { "browsers" });
+        };
+        for (r, who) in [(&mut one, "x"), (&mut a, "x")] {
+            feed(r, who, 7, 1, 30.0, 0.9, 0.004);
+        }
+        for (r, who) in [(&mut one, "y"), (&mut b, "y")] {
+            feed(r, who, 3, 0, 0.0, 0.1, 0.020);
+        }
+        one.session_closed(&c("y"), &s("y1"), false, t0);
+        b.session_closed(&c("y"), &s("y1"), false, t0);
+        let t1 = t0 + Duration::from_secs(1);
+        let whole = one.tick(t1);
+        let merged = Kpis::merge(&[a.part(t1), b.part(t1)]);
+        assert_eq!(merged, whole);
+        assert_eq!(merged.events_per_s, 10.0);
+        assert_eq!(merged.active_sessions, 1);
+        assert_eq!(merged.conversion_rate, Some(0.0));
+        assert_eq!(merged.segment_sizes.get("buyers"), Some(&1));
+        // A part survives the trip through JSON (how processors exchange them).
+        let p = a.part(t1 + Duration::from_secs(1));
+        assert_eq!(serde_json::from_str::<KpiPart>(&serde_json::to_string(&p).unwrap()).unwrap(), p);
     }
 
     #[test]

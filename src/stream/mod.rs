@@ -113,6 +113,7 @@ impl Default for StreamSettings {
 
 /// How topic messages travel from the aggregator to the clients.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // made once per process
 pub enum Fanout {
     /// One process: the hub numbers, keeps and fans out every message itself.
     Local,

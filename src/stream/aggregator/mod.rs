@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// Where the aggregator's messages go.
+#[allow(clippy::large_enum_variant)] // one per process
 pub enum PublishTo {
     /// The local hub numbers and fans them out.
     Hub(Addr<Hub>),

@@ -388,3 +388,98 @@ async fn two_processors_owning_half_the_partitions_each_publish_one_rollup() {
         assert_eq!(v["data"]["revenue_per_min"], 60.0, "{v}");
     }
 }
+
+/// A Redis of the test's own, with an append-only file fsynced on every
+/// write in `dir`, so a restart keeps what it acknowledged.
+struct DurableRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl DurableRedis {
+    async fn start(port: u16, dir: &std::path::Path) -> DurableRedis {
+        let mut r = DurableRedis { port, dir: dir.to_owned(), child: None };
+        r.restart().await;
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(self.url()).unwrap();
+        while client.get_multiplexed_async_connection().await.is_err() {
+            assert!(Instant::now() < deadline, "private redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for DurableRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[actix_web::test]
+async fn ingest_answers_503_while_redis_is_down_and_loses_nothing_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = DurableRedis::start(free_port(), dir.path()).await;
+    let url = redis.url();
+    let app = spawn_app_with(Db::Sqlite, move |s| {
+        s.redis_url = Some(secrecy::SecretString::from(url));
+    })
+    .await;
+    let (status, body) = app.post_events(&order("before", 4.0)).await;
+    assert_eq!(status, 200, "{body}");
+
+    redis.kill();
+    let started = Instant::now();
+    let (status, body) = app.post_events(&order("during", 4.0)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Redis"), "the error names the cause: {body}");
+    assert!(started.elapsed() < Duration::from_secs(10), "503 must come promptly");
+    assert_eq!(app.get_text("/readyz").await.0, 503);
+
+    redis.restart().await;
+    // The pool replaces its dead connections; the consumer reconnects.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = app.post_events(&order("after", 4.0)).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ingest did not recover after Redis came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in ["before-c", "after-c"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (s, c) = app.get_customer(id).await;
+            if s == 200 && c["profile"]["frequency"] == 1.0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "acknowledged customer {id} never committed: {s} {c}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(app.get_customer("during-c").await.0, 404, "a refused batch must not be stored");
+}

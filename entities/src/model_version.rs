@@ -21,6 +21,9 @@ pub struct Model {
     pub sha256: String,
     /// sha256 (hex) of `model.safetensors` as published.
     pub weights_sha256: String,
+    /// JSON array of the report images stored with the version
+    /// (`{"name": "roc.png", "sha256", "bytes"}`), `[]` when it has none.
+    pub report: String,
     /// `candidate`, `active`, `shadow` or `retired`.
     pub status: String,
     /// Share of customers scored by this version while active (0 otherwise).

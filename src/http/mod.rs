@@ -63,6 +63,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/models", web::get().to(models::list))
                 .route("/models/rollback", web::post().to(models::rollback))
                 .route("/models/{version}/promote", web::post().to(models::promote))
+                .route("/models/{version}/report/{name}", web::get().to(models::report_image))
                 .route("/system", web::get().to(system::system))
                 .route("/segments", web::get().to(segments::list))
                 .route("/segments/{version}/activate", web::post().to(segments::activate)),

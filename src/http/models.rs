@@ -1,25 +1,30 @@
 //! `/v1/models` (admin key): the model registry over HTTP. `GET` lists the
 //! versions, `POST /v1/models/{version}/promote` (optional body
 //! `{"traffic": P}`) promotes, `POST /v1/models/rollback` rolls back.
-//! Publishing uploads a model directory and is command-line only
-//! (`cartpulse models publish DIR`).
+//! `GET /v1/models/{version}/report/{name}.png` (read key) serves a report
+//! image stored with the version. Publishing uploads a model directory and
+//! is command-line only (`cartpulse models publish DIR`).
 
-use super::auth::{AdminScope, Auth};
+use super::auth::{AdminScope, Auth, ReadScope};
 use super::error::ApiError;
 use super::AppState;
 use crate::models::{RegistryError, StoreError};
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::UnknownVersion(_) => ApiError::NotFound(e.to_string()),
+            RegistryError::UnknownVersion(_) | RegistryError::UnknownReportImage { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
             RegistryError::TrafficOutOfRange(_)
             | RegistryError::NothingToRollBack(_)
             | RegistryError::Refused(_)
             | RegistryError::InvalidModel { .. }
             | RegistryError::AlreadyPublished { .. }
+            | RegistryError::ReportDiffers { .. }
             | RegistryError::Load { .. } => ApiError::BadRequest(e.to_string()),
             RegistryError::Store(StoreError::Backend { .. }) => {
                 tracing::warn!(error = %e, "model store unavailable");
@@ -73,4 +78,30 @@ pub async fn promote(
 pub async fn rollback(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let change = state.models.rollback().await?;
     Ok(HttpResponse::Ok().json(change))
+}
+
+/// `GET /v1/models/{version}/report/{name}` (read scope): a report image
+/// (`roc.png`, …) stored with the version, checked against its registered
+/// sha256. 404 naming the images the version has for an unknown (or
+/// malformed) name. A stored image that is missing or corrupt is a server
+/// fault (500, logged with the object), not the client's.
+pub async fn report_image(
+    _auth: Auth<ReadScope>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (version, name) = path.into_inner();
+    let bytes = match state.models.report_image(&version, &name).await {
+        Ok(b) => b,
+        Err(e @ RegistryError::Store(StoreError::Corrupt { .. } | StoreError::Missing { .. })) => {
+            return Err(ApiError::Internal(anyhow::Error::new(e)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "image/png"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // Published images never change; private: the request was authenticated.
+        .insert_header((header::CACHE_CONTROL, "private, max-age=86400, immutable"))
+        .body(bytes))
 }

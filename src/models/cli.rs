@@ -1,7 +1,8 @@
 //! `cartpulse models publish DIR | list | promote VERSION [--traffic P] | rollback`:
 //! the registry from the command line, over the database and model store of
 //! the global flags (`--database-url`, `--model-store`). Publishing is
-//! command-line only; the rest is also on `/v1/models`.
+//! command-line only (with the report images of `DIR/report` or `--report`);
+//! the rest is also on `/v1/models`.
 
 use super::registry::{Change, ModelInfo, ModelRegistry};
 use crate::config::Settings;
@@ -11,7 +12,13 @@ use std::path::PathBuf;
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum ModelsCommand {
     /// Check a model directory (from `cartpulse train --out DIR`), put it in the model store, register it as a candidate.
-    Publish { dir: PathBuf },
+    /// The report images (`*.png` of `DIR/report`, or of --report) are stored with it.
+    Publish {
+        dir: PathBuf,
+        /// Directory of the report images (`cartpulse train --report`); default `DIR/report` when it exists.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Every version: status, traffic share, CV figures.
     List {
         /// Print JSON instead of a table.
@@ -35,12 +42,17 @@ pub async fn run(settings: &Settings, command: ModelsCommand) -> anyhow::Result<
     crate::db::migrate(&db).await?;
     let registry = ModelRegistry::from_settings(db, settings).await?;
     match command {
-        ModelsCommand::Publish { dir } => {
-            let p = registry.publish(&dir).await?;
-            if p.already_published {
-                eprintln!("{} was already published with the same contents; nothing changed", p.version);
+        ModelsCommand::Publish { dir, report } => {
+            let p = registry.publish_with_report(&dir, report.as_deref()).await?;
+            let images = if p.report.is_empty() {
+                "no report images".to_owned()
             } else {
-                eprintln!("published {} as a candidate ({})", p.version, p.store_key);
+                format!("report images: {}", p.report.join(", "))
+            };
+            if p.already_published {
+                eprintln!("{} was already published with the same contents; nothing changed ({images})", p.version);
+            } else {
+                eprintln!("published {} as a candidate ({}; {images})", p.version, p.store_key);
             }
             println!("{}", serde_json::to_string(&p)?);
         }

@@ -7,5 +7,8 @@ pub mod cli;
 pub mod registry;
 pub mod store;
 
-pub use registry::{Change, ModelInfo, ModelRegistry, Published, RegistryError, ServingEntry, Share, Status};
+pub use registry::{
+    Change, ModelInfo, ModelRegistry, Published, RegistryError, ReportImage, ReportImageInfo, ServingEntry, Share,
+    Status,
+};
 pub use store::{ModelStore, StoreError};

@@ -30,8 +30,51 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// The report subdirectory `publish` looks in when none is named:
+/// `cartpulse train --out X --report X/report` puts the images there.
+pub const REPORT_DIR: &str = "report";
+/// Most report images stored with one version.
+pub const MAX_REPORT_IMAGES: usize = 16;
+/// Largest report image accepted (the training figures are ~50 kB).
+pub const MAX_REPORT_IMAGE_BYTES: usize = 8 * 1024 * 1024;
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// Whether `name` may be a report image: `[a-z0-9][a-z0-9_-]{0,63}.png`.
+/// Checked before a name becomes part of a store key or a URL.
+pub fn valid_report_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".png") else { return false };
+    !stem.is_empty()
+        && stem.len() <= 64
+        && stem.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && stem.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+}
+
+/// The store object of report image `name` (a flat name next to the manifest).
+pub fn report_object(name: &str) -> String {
+    format!("report-{name}")
+}
+
+/// One report image stored with a version (as kept in `model_versions.report`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportImage {
+    /// `roc.png`, `calibration.png`, `confusion.png`, …
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// A report image as listed by `models list --json` / `GET /v1/models`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportImageInfo {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// Where the API serves it: `/v1/models/{version}/report/{name}` (read scope).
+    pub url: String,
+}
 
 /// A version's lifecycle state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +122,13 @@ pub enum RegistryError {
     AlreadyPublished { version: String, registered: String, offered: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "model {version} is already published with other report images (registered: {registered}; offered: \
+         {offered}); published versions are immutable"
+    )]
+    ReportDiffers { version: String, registered: String, offered: String },
+    #[error("model {version} has no report image {name:?} (it has: {available})")]
+    UnknownReportImage { version: String, name: String, available: String },
     #[error("model {version}: its verified objects do not load: {cause}")]
     Load { version: String, cause: String },
     #[error("model registry database error: {0}")]
@@ -98,6 +148,8 @@ pub struct ModelInfo {
     pub sha256: String,
     /// sha256 of `model.safetensors`.
     pub weights_sha256: String,
+    /// The report images stored with the version (empty when published without).
+    pub report: Vec<ReportImageInfo>,
     pub created_at: DateTime<Utc>,
     pub published_at: DateTime<Utc>,
     pub promoted_at: Option<DateTime<Utc>>,
@@ -106,7 +158,17 @@ pub struct ModelInfo {
 
 impl From<model_version::Model> for ModelInfo {
     fn from(m: model_version::Model) -> Self {
+        let report = report_images(&m)
+            .into_iter()
+            .map(|r| ReportImageInfo {
+                url: format!("/v1/models/{}/report/{}", m.version, r.name),
+                name: r.name,
+                sha256: r.sha256,
+                bytes: r.bytes,
+            })
+            .collect();
         ModelInfo {
+            report,
             metrics: serde_json::from_str(&m.metrics).unwrap_or(serde_json::Value::Null),
             version: m.version,
             status: m.status,
@@ -136,6 +198,8 @@ pub struct Published {
     pub store_key: String,
     pub sha256: String,
     pub weights_sha256: String,
+    /// The report images stored with it (names).
+    pub report: Vec<String>,
     /// The same version with the same bytes was already published (nothing changed).
     pub already_published: bool,
 }
@@ -227,11 +291,20 @@ impl ModelRegistry {
             .ok_or_else(|| RegistryError::UnknownVersion(version.to_owned()))
     }
 
-    /// Checks the model directory (format, weights sha256, shapes), puts its
-    /// objects in the store (weights first, manifest last) and registers the
-    /// version as a candidate. Publishing the same directory again changes
-    /// nothing; a different model under a published version is refused.
+    /// [`ModelRegistry::publish_with_report`] with the report images found in
+    /// `<dir>/report` (none when that directory does not exist).
     pub async fn publish(&self, dir: &Path) -> Result<Published, RegistryError> {
+        self.publish_with_report(dir, None).await
+    }
+
+    /// Checks the model directory (format, weights sha256, shapes) and the
+    /// report images (every `*.png` of `report`, default `<dir>/report` when it
+    /// exists: valid names, PNG bytes, sizes), puts the objects in the store
+    /// (weights, images, manifest last) and registers the version as a
+    /// candidate. Publishing the same directory again changes nothing; a
+    /// different model, or other report images, under a published version
+    /// are refused.
+    pub async fn publish_with_report(&self, dir: &Path, report: Option<&Path>) -> Result<Published, RegistryError> {
         let invalid = |cause: String| RegistryError::InvalidModel { dir: dir.display().to_string(), cause };
         let manifest_bytes = tokio::fs::read(dir.join(MANIFEST_FILE))
             .await
@@ -259,14 +332,18 @@ impl ModelRegistry {
             RegistryError::Load { cause, .. } => invalid(cause),
             other => other,
         })?;
+        let images = read_report(dir, report).await.map_err(invalid)?;
+        let report: Vec<ReportImage> = images.iter().map(|(r, _)| r.clone()).collect();
         if let Some(row) = model_version::Entity::find_by_id(version.clone()).one(&self.inner.db).await? {
-            if row.sha256 != sha256 {
-                return Err(RegistryError::AlreadyPublished { version, registered: row.sha256, offered: sha256 });
-            }
+            check_same(&row, &version, &sha256, &report)?;
         }
         let store = &self.inner.store;
         store.put(&version, WEIGHTS_FILE, weights_bytes).await?;
+        for (image, bytes) in images {
+            store.put(&version, &report_object(&image.name), bytes).await?;
+        }
         store.put(&version, MANIFEST_FILE, manifest_bytes).await?;
+        let names: Vec<String> = report.iter().map(|r| r.name.clone()).collect();
         let store_key = store.version_location(&version);
         let now = Utc::now();
         let row = model_version::ActiveModel {
@@ -275,6 +352,7 @@ impl ModelRegistry {
             store_key: Set(store_key.clone()),
             sha256: Set(sha256.clone()),
             weights_sha256: Set(weights_sha256.clone()),
+            report: Set(serde_json::to_string(&report).unwrap_or_else(|_| "[]".into())),
             status: Set(Status::Candidate.as_str().to_owned()),
             traffic_share: Set(0.0),
             created_at: Set(manifest.created_at),
@@ -289,20 +367,40 @@ impl ModelRegistry {
         if inserted == 0 {
             // Published before (or by a concurrent publisher): fine if it is the same model.
             let row = self.row(&self.inner.db, &version).await?;
-            if row.sha256 != sha256 {
-                return Err(RegistryError::AlreadyPublished { version, registered: row.sha256, offered: sha256 });
-            }
+            check_same(&row, &version, &sha256, &report)?;
             return Ok(Published {
                 version,
                 store_key: row.store_key,
                 sha256,
                 weights_sha256,
+                report: names,
                 already_published: true,
             });
         }
-        tracing::info!(%version, %store_key, "model published");
+        tracing::info!(%version, %store_key, report = names.len(), "model published");
         self.bump();
-        Ok(Published { version, store_key, sha256, weights_sha256, already_published: false })
+        Ok(Published { version, store_key, sha256, weights_sha256, report: names, already_published: false })
+    }
+
+    /// The bytes of report image `name` of `version`, read from the store and
+    /// checked against the sha256 registered at publication.
+    pub async fn report_image(&self, version: &str, name: &str) -> Result<Vec<u8>, RegistryError> {
+        let row = self.row(&self.inner.db, version).await?;
+        let images = report_images(&row);
+        let unknown = || RegistryError::UnknownReportImage {
+            version: version.to_owned(),
+            name: name.to_owned(),
+            available: if images.is_empty() {
+                "no report images".into()
+            } else {
+                images.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            },
+        };
+        if !valid_report_name(name) {
+            return Err(unknown());
+        }
+        let image = images.iter().find(|r| r.name == name).ok_or_else(unknown)?;
+        Ok(self.inner.store.get_verified(version, &report_object(name), &image.sha256).await?)
     }
 
     /// Makes `version` active. Without `traffic` it becomes the only active
@@ -492,6 +590,107 @@ async fn check_loads(version: &str, manifest: Vec<u8>, weights: Vec<u8>) -> Resu
         Ok(Err(e)) => Err(fail(format!("{e:#}"))),
         Err(e) => Err(fail(format!("loading task failed: {e}"))),
     }
+}
+
+/// The report images of a registry row (none when the column is unreadable).
+fn report_images(row: &model_version::Model) -> Vec<ReportImage> {
+    serde_json::from_str(&row.report).unwrap_or_default()
+}
+
+/// A published row may be published again only with the same manifest and report images.
+fn check_same(
+    row: &model_version::Model,
+    version: &str,
+    sha256: &str,
+    report: &[ReportImage],
+) -> Result<(), RegistryError> {
+    if row.sha256 != sha256 {
+        return Err(RegistryError::AlreadyPublished {
+            version: version.to_owned(),
+            registered: row.sha256.clone(),
+            offered: sha256.to_owned(),
+        });
+    }
+    let registered = report_images(row);
+    if registered != report {
+        let names = |r: &[ReportImage]| {
+            if r.is_empty() {
+                "none".to_owned()
+            } else {
+                r.iter()
+                    .map(|i| format!("{} ({}…)", i.name, &i.sha256[..12.min(i.sha256.len())]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        return Err(RegistryError::ReportDiffers {
+            version: version.to_owned(),
+            registered: names(&registered),
+            offered: names(report),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the report images to publish: every `*.png` in `report`, or in
+/// `<dir>/report` when no directory is named (nothing when it does not
+/// exist). Other files (the figures' CSV data) are left out. Sorted by name.
+async fn read_report(dir: &Path, report: Option<&Path>) -> Result<Vec<(ReportImage, Vec<u8>)>, String> {
+    let (rdir, named): (PathBuf, bool) = match report {
+        Some(r) => (r.to_owned(), true),
+        None => (dir.join(REPORT_DIR), false),
+    };
+    let mut entries = match tokio::fs::read_dir(&rdir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return Ok(vec![]),
+        Err(e) => return Err(format!("reading the report directory {}: {e}", rdir.display())),
+    };
+    let mut names = Vec::new();
+    loop {
+        match entries.next_entry().await {
+            Ok(Some(entry)) => {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.to_ascii_lowercase().ends_with(".png") {
+                    names.push(name);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("reading the report directory {}: {e}", rdir.display())),
+        }
+    }
+    names.sort();
+    if names.len() > MAX_REPORT_IMAGES {
+        return Err(format!(
+            "{} has {} PNG files; at most {MAX_REPORT_IMAGES} report images are stored with a version",
+            rdir.display(),
+            names.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        if !valid_report_name(&name) {
+            return Err(format!(
+                "report image {name:?} in {}: names are 1-64 characters of a-z 0-9 _ - (starting with a letter or \
+                 digit) and .png",
+                rdir.display()
+            ));
+        }
+        let path = rdir.join(&name);
+        let bytes = tokio::fs::read(&path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if bytes.len() > MAX_REPORT_IMAGE_BYTES {
+            return Err(format!(
+                "{} is {} bytes; report images are at most {MAX_REPORT_IMAGE_BYTES}",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        if !bytes.starts_with(PNG_SIGNATURE) {
+            return Err(format!("{} is not a PNG image", path.display()));
+        }
+        let image = ReportImage { name, sha256: sha256_hex(&bytes), bytes: bytes.len() as u64 };
+        out.push((image, bytes));
+    }
+    Ok(out)
 }
 
 fn metrics_json(m: &Manifest) -> serde_json::Value {

@@ -6,7 +6,8 @@
 //! per test. The S3 tests fail when that server is not there.
 //!
 //! Models are real: each test trains tiny ones (one small net, a few epochs)
-//! on a synthetic UCI-format file through `cartpulse::train`.
+//! on a synthetic UCI-format file through `cartpulse::train`; the report
+//! images are the real `--report` figures.
 
 use crate::helpers::*;
 use crate::on_both_databases;
@@ -93,6 +94,12 @@ fn synthetic_csv(dir: &Path, rows: usize, seed: u64) -> PathBuf {
 
 /// Trains a tiny real model into `<dir>/model-<seed>`; returns the directory and its version.
 fn train_tiny(dir: &Path, seed: u64) -> (PathBuf, String) {
+    train_tiny_with(dir, seed, false)
+}
+
+/// Like [`train_tiny`]; with `report` the figures go to `<dir>/model-<seed>/report`
+/// (`train --out X --report X/report`).
+fn train_tiny_with(dir: &Path, seed: u64, report: bool) -> (PathBuf, String) {
     let data = synthetic_csv(dir, 240, seed);
     let out = dir.join(format!("model-{seed}"));
     let opts = TrainOptions {
@@ -100,7 +107,7 @@ fn train_tiny(dir: &Path, seed: u64) -> (PathBuf, String) {
         folds: 2,
         seed,
         out: out.clone(),
-        report: None,
+        report: report.then(|| out.join("report")),
         config: ModelConfig {
             members: 1,
             net: NetConfig { hidden: vec![8], max_epochs: 4, patience: 2, ..NetConfig::default() },
@@ -401,6 +408,146 @@ async fn rollback(db: Db) {
 }
 on_both_databases!(rollback);
 
+/// GETs `path` with `key`; returns (status, content type, body bytes).
+async fn get_bytes(app: &TestApp, path: &str, key: Option<&str>) -> (u16, String, Vec<u8>) {
+    let mut r = app.client.get(format!("{}{}", app.address, path));
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    let r = r.send().await.expect("GET");
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (status, ct, r.bytes().await.expect("body").to_vec())
+}
+
+const REPORT: [&str; 3] = ["calibration.png", "confusion.png", "roc.png"];
+
+/// The report images of `train --report` are published with the version
+/// (from `<dir>/report`), listed by `GET /v1/models`, served byte for byte as
+/// PNG to read keys, 404 for an unknown or malformed name, 401 without a key;
+/// published images are immutable and checked against their sha256.
+async fn report_images(db: Db, store: Store) {
+    let (app, registry, _settings, _store) = app_and_registry(db, store).await;
+    let (dir, a) = train_tiny_with(app.dir.path(), 1, true);
+    let p = registry.publish(&dir).await.expect("publish with a report");
+    assert_eq!(p.report, REPORT);
+    // A version published without a report has none.
+    let (plain, b) = train_tiny(app.dir.path(), 2);
+    assert!(registry.publish(&plain).await.expect("publish without a report").report.is_empty());
+
+    let (status, list) = app.list_models(Some(&app.admin_key)).await;
+    assert_eq!(status, 200, "{list}");
+    let row = model_row(&list, &a);
+    let listed: Vec<&str> = row["report"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, REPORT, "{row}");
+    assert_eq!(model_row(&list, &b)["report"], serde_json::json!([]));
+
+    for image in row["report"].as_array().unwrap() {
+        let name = image["name"].as_str().unwrap();
+        let url = image["url"].as_str().unwrap();
+        assert_eq!(url, format!("/v1/models/{a}/report/{name}"));
+        let want = std::fs::read(dir.join("report").join(name)).unwrap();
+        assert_eq!(image["sha256"], cartpulse::models::store::sha256_hex(&want).as_str());
+        assert_eq!(image["bytes"], want.len());
+        let (status, ct, body) = get_bytes(&app, url, Some(&app.read_key)).await;
+        assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(ct, "image/png");
+        assert!(body == want, "{name}: the served bytes differ from the published file");
+    }
+
+    // Unknown images, malformed names and unknown versions: 404 with a reason.
+    let (status, body) = app.get_json(&format!("/v1/models/{a}/report/lift.png"), Some(&app.read_key)).await;
+    assert_eq!(status, 404, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("lift.png") && msg.contains("roc.png") && msg.contains(a.as_str()), "{msg}");
+    for name in ["ROC.png", "roc.PNG", "roc", "manifest.json", "model.safetensors", "%2E%2E%2Fmanifest.json", ".png"] {
+        let (status, body) = app.get_json(&format!("/v1/models/{a}/report/{name}"), Some(&app.read_key)).await;
+        assert_eq!(status, 404, "{name}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("no report image"), "{name}: {body}");
+    }
+    let (status, body) = app.get_json(&format!("/v1/models/{b}/report/roc.png"), Some(&app.read_key)).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no report images"), "{body}");
+    let (status, body) = app.get_json("/v1/models/pi-no-such-version/report/roc.png", Some(&app.read_key)).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown model version"), "{body}");
+
+    // Keys: none is 401, an ingest key 403, read and admin keys see it.
+    let url = format!("/v1/models/{a}/report/roc.png");
+    assert_eq!(get_bytes(&app, &url, None).await.0, 401);
+    assert_eq!(get_bytes(&app, &url, Some("cp_not_a_key")).await.0, 401);
+    assert_eq!(get_bytes(&app, &url, Some(&app.ingest_key)).await.0, 403);
+    assert_eq!(get_bytes(&app, &url, Some(&app.admin_key)).await.0, 200);
+
+    // Republishing the same directory changes nothing; other images under the
+    // same version are refused (published versions are immutable).
+    assert!(registry.publish(&dir).await.expect("republish").already_published);
+    let fewer = app.dir.path().join("fewer-images");
+    std::fs::create_dir_all(&fewer).unwrap();
+    for name in ["calibration.png", "roc.png"] {
+        std::fs::copy(dir.join("report").join(name), fewer.join(name)).unwrap();
+    }
+    let err = registry.publish_with_report(&dir, Some(&fewer)).await.expect_err("other report images");
+    assert!(matches!(err, RegistryError::ReportDiffers { .. }), "{err:?}");
+    assert!(err.to_string().contains("immutable"), "{err}");
+    // A report image is checked like the other objects: PNG bytes, valid names.
+    let bad = app.dir.path().join("bad-report");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("roc.png"), b"not a png").unwrap();
+    let err = registry.publish_with_report(&plain, Some(&bad)).await.expect_err("not a PNG");
+    assert!(err.to_string().contains("not a PNG"), "{err}");
+    std::fs::write(bad.join("roc.png"), std::fs::read(dir.join("report/roc.png")).unwrap()).unwrap();
+    std::fs::write(bad.join("My Plot.png"), std::fs::read(dir.join("report/roc.png")).unwrap()).unwrap();
+    let err = registry.publish_with_report(&plain, Some(&bad)).await.expect_err("bad name");
+    assert!(err.to_string().contains("My Plot.png"), "{err}");
+    assert!(registry.get(&b).await.unwrap().report.is_empty(), "refused publications changed nothing");
+
+    // An image altered in the store is not served.
+    overwrite_object(&registry, &a, "report-roc.png", Some(b"\x89PNG\r\n\x1a\nbut not this one".to_vec())).await;
+    let (status, _, _) = get_bytes(&app, &url, Some(&app.read_key)).await;
+    assert_eq!(status, 500);
+    let err = registry.report_image(&a, "roc.png").await.expect_err("corrupt image");
+    assert!(
+        matches!(&err, RegistryError::Store(StoreError::Corrupt { object, .. }) if object == "report-roc.png"),
+        "{err:?}"
+    );
+}
+
+async fn report_images_local(db: Db) {
+    report_images(db, Store::Local).await
+}
+on_both_databases!(report_images_local);
+
+#[actix_web::test]
+async fn report_images_s3() {
+    report_images(Db::Sqlite, Store::S3).await
+}
+
+/// The console's session cookie works for the images as for the other
+/// `/v1` reads (a viewer is a read key), and `/console/api/models` lists them.
+#[actix_web::test]
+async fn report_images_with_a_console_viewer() {
+    let (app, registry, _, _store) = app_and_registry(Db::Sqlite, Store::Local).await;
+    let (dir, a) = train_tiny_with(app.dir.path(), 3, true);
+    registry.publish(&dir).await.expect("publish");
+    app.create_console_user("vera", cartpulse::console::Role::Viewer, "a long enough password").await;
+    let login = app.console_login("vera", "a long enough password").await;
+    let r = app
+        .client
+        .get(format!("{}/console/api/models", app.address))
+        .header("Cookie", &login.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let list: serde_json::Value = r.json().await.unwrap();
+    let url = model_row(&list, &a)["report"][0]["url"].as_str().unwrap().to_owned();
+    let r = app.client.get(format!("{}{url}", app.address)).header("Cookie", &login.cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(r.bytes().await.unwrap().starts_with(b"\x89PNG"));
+}
+
 #[actix_web::test]
 async fn models_endpoints_need_an_admin_key() {
     let (app, registry, _, _store) = app_and_registry(Db::Sqlite, Store::Local).await;
@@ -432,7 +579,10 @@ async fn models_cli() {
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("cli.db").display());
     let store = dir.path().join("store");
-    let (model_dir, version) = train_tiny(dir.path(), 5);
+    let (model_dir, version) = train_tiny_with(dir.path(), 5, true);
+    // The report named with --report instead of the default <dir>/report.
+    let report = dir.path().join("figures");
+    std::fs::rename(model_dir.join("report"), &report).unwrap();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(BIN)
             .args(["--database-url", &db_url, "--model-store", store.to_str().unwrap()])
@@ -446,10 +596,23 @@ async fn models_cli() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (ok, out, err) = run(&["models", "publish", model_dir.to_str().unwrap()]);
+    let (ok, _, err) = run(&[
+        "models",
+        "publish",
+        model_dir.to_str().unwrap(),
+        "--report",
+        dir.path().join("nowhere").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("report directory"), "{err}");
+    let (ok, out, err) = run(&["models", "publish", model_dir.to_str().unwrap(), "--report", report.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains(&version), "{out}");
+    assert!(err.contains("report images: calibration.png, confusion.png, roc.png"), "{err}");
     assert!(store.join(&version).join(WEIGHTS_FILE).exists());
+    assert_eq!(
+        std::fs::read(store.join(&version).join("report-roc.png")).unwrap(),
+        std::fs::read(report.join("roc.png")).unwrap()
+    );
     let (ok, out, err) = run(&["models", "list"]);
     assert!(ok, "{err}");
     let line = out.lines().find(|l| l.starts_with(&version)).unwrap_or_else(|| panic!("{out}"));

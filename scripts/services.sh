@@ -49,6 +49,12 @@ ensure_redis() {
             --dir /var/lib/redis --logfile /var/log/redis/ci.log
         for _ in $(seq 1 40); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.25; done
     fi
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { log "Redis did not come up on 127.0.0.1:6379"; exit 1; }
+}
+
+# Tests put their Redis keys under cp_t_* prefixes; delete what earlier runs left.
+drop_test_redis_keys() {
+    redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'cp_t_*' | xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null || true
 }
 
 # An S3-compatible server for the model-store tests: moto's standalone server

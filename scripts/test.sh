@@ -9,7 +9,10 @@ source scripts/services.sh
 ulimit -Sn 20000 2>/dev/null || true
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cartpulse-target}"
 ensure_postgres
+ensure_redis
 ensure_moto
 drop_test_databases
+drop_test_redis_keys
 cargo test --workspace --locked "$@"
 drop_test_databases
+drop_test_redis_keys

@@ -5,7 +5,8 @@
 #
 # Sets up a real server: a debug `cartpulse serve` (release with
 # E2E_RELEASE=1) on a free port over a temp SQLite database and model store,
-# with two tiny trained models published (the first active), an ingest key
+# with two tiny trained models published with their report images (the
+# first active), an ingest key
 # and console users `admin` and `viewer`. Installs chromium and the npm
 # packages when missing. Extra arguments go to `node --test`.
 #   PERF=full scripts/e2e.sh   # the 10-minute perf run instead of the short one
@@ -59,9 +60,10 @@ else
   node console/tests/gen-shoppers.mjs 1200 "$SAMPLE"
 fi
 
-echo "== training two tiny models (2 folds) and publishing them"
-"$BIN" train --data "$SAMPLE" --folds 2 --seed 1 --out "$WORK/model-a" >/dev/null
-"$BIN" train --data "$SAMPLE" --folds 2 --seed 2 --out "$WORK/model-b" >/dev/null
+echo "== training two tiny models (2 folds, with their report images) and publishing them"
+# `models publish DIR` stores the PNGs of DIR/report with the version.
+"$BIN" train --data "$SAMPLE" --folds 2 --seed 1 --out "$WORK/model-a" --report "$WORK/model-a/report" >/dev/null
+"$BIN" train --data "$SAMPLE" --folds 2 --seed 2 --out "$WORK/model-b" --report "$WORK/model-b/report" >/dev/null
 MODEL_A=$("$BIN" models publish "$WORK/model-a" 2>/dev/null | tail -1 | node -pe "JSON.parse(require('fs').readFileSync(0)).version")
 MODEL_B=$("$BIN" models publish "$WORK/model-b" 2>/dev/null | tail -1 | node -pe "JSON.parse(require('fs').readFileSync(0)).version")
 [ "$MODEL_A" != "$MODEL_B" ] || { echo "both trainings produced version $MODEL_A" >&2; exit 1; }

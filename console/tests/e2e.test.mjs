@@ -143,6 +143,26 @@ test('Models: an admin promotes a model with an A/B share, after confirming', as
     await row.filter({ hasText: '30 %' }).waitFor();
     assert.match(await row.textContent(), /active/);
     await screenshot(page, '04b-models-promoted');
+    // The report images published with the version are shown (same origin, alt text).
+    await row.getByRole('button', { name: `Show the report images of ${version}` }).click();
+    const report = page.locator(`details[data-version="${version}"]`);
+    assert.equal(await report.getAttribute('open'), '', 'the button opens the report');
+    const roc = report.getByRole('img', { name: `ROC curve of model ${version}` });
+    await roc.scrollIntoViewIfNeeded();
+    await page.waitForFunction(
+      (v) => [...document.querySelectorAll(`details[data-version="${v}"] img`)].every((i) => i.complete && i.naturalWidth > 0),
+      version,
+      { timeout: 10_000 },
+    );
+    const imgs = await report.locator('img').evaluateAll((list) =>
+      list.map((i) => ({ src: new URL(i.src).pathname, origin: new URL(i.src).origin, alt: i.alt, w: i.naturalWidth, h: i.naturalHeight })),
+    );
+    assert.deepEqual(imgs.map((i) => i.src).sort(), ['calibration', 'confusion', 'roc'].map((n) => `/v1/models/${version}/report/${n}.png`));
+    for (const i of imgs) {
+      assert.equal(i.origin, env('E2E_BASE'), 'same origin');
+      assert.ok(i.alt.length > 10 && i.w > 100 && i.h > 100, `displayed with alt text: ${JSON.stringify(i)}`);
+    }
+    await screenshot(page, '04c-models-report');
     noProblems(page);
   } finally {
     await context.close();
@@ -179,13 +199,52 @@ test('Models: a viewer sees the registry and is refused the same change', async 
   }
 });
 
+test('System: the single replica (role all) and the database tile', async () => {
+  const { context, page } = await newPage(browser);
+  try {
+    await login(page, ...VIEWER());
+    await page.getByRole('link', { name: 'System' }).click();
+    const replicas = page.getByRole('table', { name: /live replica/ });
+    await replicas.locator('tbody tr').first().waitFor();
+    const rows = await replicas.locator('tbody tr').all();
+    assert.equal(rows.length, 1, 'one replica: this process');
+    const cells = await rows[0].locator('th, td').allTextContents();
+    assert.equal(cells[1], 'all', `role: ${cells}`);
+    assert.match(cells[0], /this one/);
+    assert.equal(cells[2], new URL(env('E2E_BASE')).host, `address: ${cells}`);
+    await page.locator('#sys-database').filter({ hasText: /^ok$/ }).waitFor();
+    assert.equal(await page.getByRole('status', { name: 'Database' }).textContent(), 'ok', 'the tile is named by its label');
+    assert.equal(await page.locator('#sys-redis').textContent(), 'not used');
+    assert.equal(await page.locator('#sys-store').textContent(), 'ok');
+    assert.equal(await page.locator('#sys-ingest-mode').textContent(), 'direct');
+    assert.equal(await page.locator('#sys-dead').textContent(), 'none');
+    await page.locator('#metrics-table tbody tr').first().waitFor();
+    // Keyboard: the replica table's scroll region is reachable with Tab.
+    await page.locator('#sys-title').click();
+    let reached = false;
+    for (let i = 0; i < 40 && !reached; i++) {
+      await page.keyboard.press('Tab');
+      reached = await page.evaluate(() => document.activeElement?.id === 'sys-replicas');
+    }
+    assert.ok(reached, 'Tab reaches the replicas table');
+    await screenshot(page, '06-system');
+    noProblems(page);
+  } finally {
+    await context.close();
+  }
+});
+
 test('Segments and System pages render; phone width has no sideways scroll', async () => {
   const { context, page } = await newPage(browser, { width: 390, height: 844 });
   try {
     await login(page, ...VIEWER());
     await page.getByRole('link', { name: 'System' }).click();
     await page.locator('#sys-ready').filter({ hasText: 'ready' }).waitFor();
+    await page.locator('#sys-database').filter({ hasText: 'ok' }).waitFor();
+    await page.locator('#replicas-table tbody tr').first().waitFor();
     await page.locator('#metrics-table tbody tr').first().waitFor();
+    const sysOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(sysOverflow <= 1, `System page is ${sysOverflow}px wider than the phone screen`);
     await screenshot(page, '06a-system-phone');
     await page.getByRole('link', { name: 'Segments' }).click();
     await page.locator('#segments-list').locator('p, table').first().waitFor();

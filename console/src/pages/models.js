@@ -1,6 +1,8 @@
-// Models: the registry with its cross-validation figures; promote (with an
-// A/B traffic share), roll back. Admin only, each behind a confirmation; the
-// buttons are disabled for viewers, and the server refuses them anyway.
+// Models: the registry with its cross-validation figures and the report
+// images published with each version (ROC, calibration, confusion matrix;
+// served same-origin by /v1/models/{version}/report/{name}); promote (with
+// an A/B traffic share), roll back. Admin only, each behind a confirmation;
+// the buttons are disabled for viewers, and the server refuses them anyway.
 
 import { api } from '../api.js';
 import { el, fmt, time, table, confirmDialog, message } from '../ui.js';
@@ -8,6 +10,9 @@ import { el, fmt, time, table, confirmDialog, message } from '../ui.js';
 export function modelsPage(ctx) {
   const status = el('p', { class: 'msg', role: 'status', 'aria-live': 'polite', id: 'models-status' });
   const list = el('div', { id: 'models-list' });
+  const reports = el('section', { class: 'reports', id: 'models-reports', 'aria-labelledby': 'models-reports-title' });
+  // Which versions' reports are open (kept across reloads after a promotion).
+  let open = null;
   const admin = ctx.isAdmin();
   const rollback = el('button', {
     type: 'button',
@@ -25,6 +30,7 @@ export function modelsPage(ctx) {
     status,
     list,
     el('div', { class: 'row' }, rollback),
+    reports,
   );
 
   function share(v) {
@@ -76,6 +82,83 @@ export function modelsPage(ctx) {
     }
   }
 
+  const FIGURES = {
+    'roc.png': 'ROC curve',
+    'calibration.png': 'Calibration plot',
+    'confusion.png': 'Confusion matrix',
+  };
+  const figureName = (name) => FIGURES[name] || name.replace(/\.png$/, '').replace(/[-_]+/g, ' ');
+  const reportId = (version) => `report-${version}`;
+  // ROC first, then calibration, confusion, then any others by name.
+  const order = Object.keys(FIGURES);
+  const rank = (name) => (order.includes(name) ? order.indexOf(name) : order.length);
+  const byFigure = (images) => [...images].sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name));
+
+  function reportButton(m) {
+    if (!m.report?.length) return el('span', { class: 'muted', text: 'none' });
+    return el('button', {
+      type: 'button',
+      class: 'link',
+      text: `${m.report.length} image${m.report.length === 1 ? '' : 's'}`,
+      'aria-controls': reportId(m.version),
+      'aria-label': `Show the report images of ${m.version}`,
+      onclick: () => {
+        const d = document.getElementById(reportId(m.version));
+        if (!d) return;
+        d.open = true;
+        d.scrollIntoView({ block: 'start' });
+        d.querySelector('summary')?.focus();
+      },
+    });
+  }
+
+  function renderReports(models) {
+    const withReport = models.filter((m) => m.report?.length);
+    if (open === null) {
+      // At first the active versions' reports (or the newest one's) are open.
+      const active = withReport.filter((m) => m.status === 'active').map((m) => m.version);
+      open = new Set(active.length ? active : withReport.slice(0, 1).map((m) => m.version));
+    }
+    reports.replaceChildren(
+      el('h2', { id: 'models-reports-title', text: 'Evaluation reports' }),
+      withReport.length
+        ? el('p', { class: 'muted', text: 'Out-of-fold figures of the cross-validation, stored with each version when it was published.' })
+        : el('p', { class: 'muted', text: 'No version has report images: publish one trained with `cartpulse train --report DIR/report`.' }),
+      ...withReport.map((m) => {
+        const d = el(
+          'details',
+          { id: reportId(m.version), open: open.has(m.version), 'data-version': m.version },
+          el('summary', {}, el('span', { class: 'mono', text: m.version }), ' ', el('span', { class: `badge ${m.status}`, text: m.status })),
+          el(
+            'div',
+            { class: 'figures' },
+            byFigure(m.report).map((r) =>
+              el(
+                'figure',
+                {},
+                el(
+                  'a',
+                  { href: r.url, target: '_blank', rel: 'noopener', 'aria-label': `${figureName(r.name)} of ${m.version}, full size` },
+                  el('img', {
+                    src: r.url,
+                    alt: `${figureName(r.name)} of model ${m.version} (out-of-fold cross-validation scores)`,
+                    loading: 'lazy',
+                    decoding: 'async',
+                    'data-name': r.name,
+                    onerror: (e) => e.target.replaceWith(el('p', { class: 'error', text: `${r.name} could not be loaded.` })),
+                  }),
+                ),
+                el('figcaption', { text: figureName(r.name) }),
+              ),
+            ),
+          ),
+        );
+        d.addEventListener('toggle', () => (d.open ? open.add(m.version) : open.delete(m.version)));
+        return d;
+      }),
+    );
+  }
+
   async function load() {
     try {
       const { models } = await api.get('/console/api/models');
@@ -94,12 +177,14 @@ export function modelsPage(ctx) {
             ['F1', (m) => (m.metrics?.f1 === undefined ? '—' : fmt(m.metrics.f1, 4))],
             ['Folds', (m) => m.metrics?.folds ?? '—'],
             ['Published', (m) => time(m.published_at)],
+            ['Report', (m) => reportButton(m)],
             ['Promote', (m) => promoteControls(m)],
           ],
           models,
           'Published models, newest first',
         )),
       );
+      renderReports(models);
     } catch (e) {
       message(status, `Cannot list models: ${e.message}`, 'error');
     }

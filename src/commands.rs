@@ -43,6 +43,48 @@ pub async fn bench_ingest(global: GlobalArgs, args: BenchIngestArgs) -> anyhow::
 
 /// `cartpulse demo`: serves, creates keys, replays the UCI file (or
 /// synthetic traffic) into itself on a separate thread, keeps serving.
+/// The demo scores sessions from the first event: without an active model
+/// it trains a small one (2-fold CV, one network instead of the ensemble) on
+/// the file it is about to replay, or on synthetic UCI-shaped rows, with the
+/// report images, then publishes and promotes it. About half a minute on 2 cores.
+async fn ensure_demo_model(
+    settings: &Settings,
+    db: &sea_orm::DatabaseConnection,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let registry = crate::models::ModelRegistry::from_settings(db.clone(), settings).await?;
+    if registry.list().await?.iter().any(|m| m.status == "active") {
+        return Ok(());
+    }
+    let work = tempfile::tempdir()?;
+    let data = if file.exists() {
+        file.to_owned()
+    } else {
+        let p = work.path().join("synthetic-shoppers.csv");
+        std::fs::write(&p, crate::train::synthetic_shoppers_csv(4_000, 42))?;
+        p
+    };
+    let out = work.path().join("purchase-intent");
+    eprintln!("demo: no model is active; training a small one on {} …", data.display());
+    let opts = crate::train::TrainOptions {
+        data,
+        folds: 2,
+        seed: 42,
+        out: out.clone(),
+        report: Some(out.join("report")),
+        config: crate::train::ModelConfig { members: 1, ..Default::default() },
+        progress: true,
+    };
+    let report = tokio::task::spawn_blocking(move || crate::train::run(opts)).await??;
+    let published = registry.publish(&out).await?;
+    registry.promote(&published.version, None).await?;
+    eprintln!(
+        "demo: model {} active (2-fold CV accuracy {:.3}, ROC AUC {:.3}; `cartpulse train` builds the full ensemble)",
+        published.version, report.accuracy, report.auc
+    );
+    Ok(())
+}
+
 pub async fn demo(settings: Settings, file: std::path::PathBuf, synthetic: u64) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     let db = crate::db::connect(&settings).await?;
@@ -52,6 +94,9 @@ pub async fn demo(settings: Settings, file: std::path::PathBuf, synthetic: u64) 
     // A console admin with a fresh random password, printed below.
     let console_password = SecretString::from(hex::encode(rand::random::<[u8; 9]>()));
     crate::console::users::ensure_admin(&db, "admin", &console_password).await?;
+    if settings.inference.model_dir.is_none() {
+        ensure_demo_model(&settings, &db, &file).await?;
+    }
     drop(db);
     let app = crate::startup::Application::build(settings).await?;
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -11,6 +11,7 @@
 //!
 //! Prints a table to stderr and one JSON object as the last stdout line.
 
+use crate::inference::messages::{Prediction, Stages};
 use crate::inference::telemetry::InferenceMetrics;
 use crate::inference::{InferenceHandle, PoolSettings, ServingSet};
 use actors::features::ShoppersFeatures;
@@ -41,12 +42,32 @@ struct Closed {
 
 #[derive(Serialize)]
 struct Open {
+    generator: &'static str,
     target_rps: u64,
     achieved_rps: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
     errors: u64,
+    /// Mean rows per batch the requests were scored in.
+    mean_batch_rows: f64,
+    /// Where the time went, p50/p99 in ms per stage.
+    stages: Vec<Stage>,
+}
+
+#[derive(Serialize)]
+struct Stage {
+    stage: &'static str,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Generator {
+    /// Tokio timer on the bench's runtime (1 ms granularity: requests leave in bursts).
+    TokioTimer,
+    /// A thread of its own sleeping to each request's due time.
+    Thread,
 }
 
 #[derive(Serialize)]
@@ -58,6 +79,7 @@ struct Report {
     baseline_direct_predictions_per_s: f64,
     closed_loop: Vec<Closed>,
     open_loop: Open,
+    open_loop_tokio_timer: Open,
     /// Pool rows/s at batch 256 over the direct baseline: what the pool's
     /// messaging and parallelism add or cost.
     pool_over_direct_256: f64,
@@ -77,6 +99,140 @@ fn rows_of(path: &std::path::Path) -> anyhow::Result<Vec<ShoppersFeatures>> {
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
+}
+
+type Reply = tokio::sync::oneshot::Receiver<Result<Prediction, crate::inference::InferenceError>>;
+
+/// One single-row request every `1/rate` s for `secs`, each timed from its
+/// due time, with where the time went per stage.
+async fn open_loop(
+    pool: &InferenceHandle,
+    rows: &Arc<Vec<ShoppersFeatures>>,
+    rate: u64,
+    secs: f64,
+    generator: Generator,
+) -> anyhow::Result<Open> {
+    let rate = rate.max(1);
+    let total = ((rate as f64) * secs) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    // (due, submitted) per request; the collector below awaits the answers.
+    let (sub_tx, mut sub_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Result<Reply, ()>)>();
+    let request = |pool: &InferenceHandle, rows: &[ShoppersFeatures], k: u64| {
+        let row = vec![rows[(k as usize) % rows.len()].clone()];
+        let key = format!("c{}", k % 5000);
+        pool.submit(Some(&key), row).map_err(|_| ())
+    };
+    let started = Instant::now();
+    let (pool2, rows2) = (pool.clone(), rows.clone());
+    let thread = match generator {
+        Generator::TokioTimer => {
+            tokio::task::spawn_local(async move {
+                for k in 0..total {
+                    let due = started + interval.mul_f64(k as f64);
+                    let now = Instant::now();
+                    // Sleeps in steps of at least a millisecond (timer
+                    // granularity) and catches up with every request that
+                    // fell due meanwhile.
+                    if due > now && due - now >= Duration::from_millis(1) {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    let _ = sub_tx.send((due, request(&pool2, &rows2, k)));
+                }
+            });
+            None
+        }
+        Generator::Thread => Some(std::thread::spawn(move || {
+            for k in 0..total {
+                let due = started + interval.mul_f64(k as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let _ = sub_tx.send((due, request(&pool2, &rows2, k)));
+            }
+        })),
+    };
+    let (res_tx, mut res_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Instant, Option<Stages>)>();
+    let mut errors = 0u64;
+    while let Some((due, sub)) = sub_rx.recv().await {
+        match sub {
+            Ok(rx) => {
+                let res_tx = res_tx.clone();
+                tokio::task::spawn_local(async move {
+                    let stages = match rx.await {
+                        Ok(Ok(p)) => Some(p.stages),
+                        _ => None,
+                    };
+                    let _ = res_tx.send((due, Instant::now(), stages));
+                });
+            }
+            Err(()) => errors += 1,
+        }
+    }
+    drop(res_tx);
+    if let Some(t) = thread {
+        let _ = t.join();
+    }
+    let new_h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
+    let mut h = new_h()?;
+    let names = ["send lag", "pool mailbox", "batch formation", "worker queue", "forward", "reply delivery"];
+    let mut hs = names.iter().map(|_| new_h()).collect::<Result<Vec<_>, _>>()?;
+    let mut batch_rows = 0usize;
+    let us = |a: Instant, b: Instant| b.saturating_duration_since(a).as_micros() as u64;
+    while let Some((due, done, stages)) = res_rx.recv().await {
+        let Some(st) = stages else {
+            errors += 1;
+            continue;
+        };
+        let _ = h.record(us(due, done).max(1));
+        let parts = [
+            us(due, st.enqueued),
+            us(st.enqueued, st.pooled),
+            us(st.pooled, st.dispatched),
+            us(st.dispatched, st.started),
+            us(st.started, st.scored),
+            us(st.replied, done),
+        ];
+        for (hist, v) in hs.iter_mut().zip(parts) {
+            let _ = hist.record(v.max(1));
+        }
+        batch_rows += st.batch_rows;
+    }
+    let el = started.elapsed().as_secs_f64();
+    let open = Open {
+        generator: match generator {
+            Generator::TokioTimer => "tokio timer",
+            Generator::Thread => "own thread",
+        },
+        target_rps: rate,
+        achieved_rps: total as f64 / el,
+        p50_ms: ms(&h, 0.5),
+        p99_ms: ms(&h, 0.99),
+        max_ms: h.max() as f64 / 1000.0,
+        errors,
+        mean_batch_rows: batch_rows as f64 / h.len().max(1) as f64,
+        stages: names
+            .iter()
+            .zip(&hs)
+            .map(|(stage, hist)| Stage { stage, p50_ms: ms(hist, 0.5), p99_ms: ms(hist, 0.99) })
+            .collect(),
+    };
+    eprintln!(
+        "pool, open loop {} req/s, generator on {} (achieved {:.0}): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, \
+         {} errors, {:.1} rows/batch",
+        open.target_rps,
+        open.generator,
+        open.achieved_rps,
+        open.p50_ms,
+        open.p99_ms,
+        open.max_ms,
+        open.errors,
+        open.mean_batch_rows
+    );
+    for s in &open.stages {
+        eprintln!("    {:<16} p50 {:.3} ms, p99 {:.3} ms", s.stage, s.p50_ms, s.p99_ms);
+    }
+    Ok(open)
 }
 
 /// Runs inside an actix system.
@@ -170,54 +326,8 @@ pub async fn run(opts: InferenceBenchOptions) -> anyhow::Result<()> {
     }
 
     // 3. Open loop at a fixed rate; each request timed from its scheduled start.
-    let rate = opts.rate.max(1);
-    let total = ((rate as f64) * secs) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, ()>>();
-    let started = Instant::now();
-    for k in 0..total {
-        let due = started + interval.mul_f64(k as f64);
-        let now = Instant::now();
-        if due > now {
-            // Sleep in steps of at least a millisecond (timer granularity) and
-            // catch up with every request that fell due meanwhile.
-            if due - now >= Duration::from_millis(1) {
-                tokio::time::sleep_until(due.into()).await;
-            }
-        }
-        let pool = pool.clone();
-        let row = vec![rows[(k as usize) % rows.len()].clone()];
-        let tx = tx.clone();
-        let key = format!("c{}", k % 5000);
-        tokio::task::spawn_local(async move {
-            let r = pool.predict(Some(&key), row).await;
-            let _ = tx.send(r.map(|_| due.elapsed().as_micros() as u64).map_err(|_| ()));
-        });
-    }
-    drop(tx);
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0u64;
-    while let Some(r) = rx.recv().await {
-        match r {
-            Ok(us) => {
-                let _ = h.record(us.max(1));
-            }
-            Err(()) => errors += 1,
-        }
-    }
-    let el = started.elapsed().as_secs_f64();
-    let open = Open {
-        target_rps: rate,
-        achieved_rps: total as f64 / el,
-        p50_ms: ms(&h, 0.5),
-        p99_ms: ms(&h, 0.99),
-        max_ms: h.max() as f64 / 1000.0,
-        errors,
-    };
-    eprintln!(
-        "pool, open loop {} req/s (achieved {:.0}): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} errors",
-        open.target_rps, open.achieved_rps, open.p50_ms, open.p99_ms, open.max_ms, open.errors
-    );
+    let open_timer = open_loop(&pool, &rows, opts.rate, secs, Generator::TokioTimer).await?;
+    let open = open_loop(&pool, &rows, opts.rate, secs, Generator::Thread).await?;
     pool.stop();
     let p256 = closed.iter().find(|c| c.batch == 256).map(|c| c.predictions_per_s).unwrap_or(0.0);
     let report = Report {
@@ -229,6 +339,7 @@ pub async fn run(opts: InferenceBenchOptions) -> anyhow::Result<()> {
         pool_over_direct_256: p256 / baseline.max(1e-9),
         closed_loop: closed,
         open_loop: open,
+        open_loop_tokio_timer: open_timer,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -1,7 +1,6 @@
-//! Messages of the inference pool: requests in, batches to the workers,
-//! model swaps.
+//! Messages of the inference pool: batches to the workers, answers back.
 
-use super::serving::{ServingModel, ServingSet};
+use super::serving::ServingModel;
 use super::InferenceError;
 use actix::Message;
 use actors::features::ShoppersFeatures;
@@ -17,26 +16,38 @@ pub struct Prediction {
     pub model_version: Arc<str>,
     /// The model's decision threshold (predict "buys" at or above it).
     pub threshold: f32,
+    /// Where the request's time went (benchmarks and profiling read these).
+    pub stages: Stages,
+}
+
+/// When a request passed each stage of the pool, and the size of the batch
+/// it was scored in.
+#[derive(Clone, Copy, Debug)]
+pub struct Stages {
+    /// Handed to the pool by the caller.
+    pub enqueued: Instant,
+    /// Taken in by the pool (queued for a worker).
+    pub pooled: Instant,
+    /// Its batch was handed to a worker.
+    pub dispatched: Instant,
+    /// A worker started on its batch.
+    pub started: Instant,
+    /// The worker finished the forward pass of its batch.
+    pub scored: Instant,
+    /// Its reply was sent.
+    pub replied: Instant,
+    /// Rows in its batch.
+    pub batch_rows: usize,
 }
 
 pub type PredictReply = oneshot::Sender<Result<Prediction, InferenceError>>;
-
-/// A caller → pool: score these rows. `key` (a customer id) picks the model
-/// when traffic is split.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Predict {
-    pub key: Option<String>,
-    pub rows: Vec<ShoppersFeatures>,
-    pub reply: PredictReply,
-    pub enqueued: Instant,
-}
 
 /// One request inside a batch.
 pub struct Job {
     pub rows: Vec<ShoppersFeatures>,
     pub reply: PredictReply,
     pub enqueued: Instant,
+    pub pooled: Instant,
 }
 
 /// Pool → worker: score these jobs with this model.
@@ -46,9 +57,5 @@ pub struct RunBatch {
     pub model: ServingModel,
     pub jobs: Vec<Job>,
     pub rows: usize,
+    pub dispatched: Instant,
 }
-
-/// Replaces the served models; batches already sent finish on the old ones.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetModels(pub ServingSet);

@@ -1,6 +1,7 @@
-//! Serving the purchase-intent model: an [`pool::InferencePool`] actor that
-//! micro-batches score requests and hands each batch to a worker on a
-//! `SyncArbiter` (candle's CPU work never runs on the async arbiters), the
+//! Serving the purchase-intent model: an [`pool::InferencePool`] that hands
+//! score requests to an idle worker at once and batches them while every
+//! worker is busy, workers on a `SyncArbiter` (the model's CPU work never
+//! runs on the async arbiters), the
 //! [`serving::ServingSet`] of active model versions it splits traffic over,
 //! and the handle the rest of the service uses ([`InferenceHandle`], which is
 //! also the actors' [`actors::hooks::Scorer`]).
@@ -30,7 +31,9 @@ pub struct PoolSettings {
     pub workers: usize,
     /// Most rows in one batch.
     pub max_batch: usize,
-    /// Longest a request waits for others to share its batch.
+    /// No longer used: a request never waits for others to share its batch
+    /// (it goes to an idle worker at once; batches form while every worker
+    /// is busy). Kept so existing configurations still load.
     pub max_wait: Duration,
     /// Rows queued or being scored beyond which requests are refused
     /// (overloaded) instead of queueing without bound.

@@ -1,134 +1,307 @@
-//! The `InferencePool` actor: the supervisor of the workers. It collects
-//! requests into one pending batch per served model and sends a batch to the
-//! workers when it is full or when its oldest request has waited `max_wait`,
-//! so single-row requests from many session actors share one candle call.
-//! It refuses work beyond `max_queued_rows` instead of queueing without
+//! The `InferencePool`: the supervisor of the workers, shared by every handle
+//! and every worker. It keeps one pending batch per served model and hands
+//! work out as soon as a worker is idle; while every worker is busy, requests
+//! pile up and the next free worker takes them as one batch (up to
+//! `max_batch` rows). So an idle pool answers a single request at once (no
+//! timer, no extra hop through an actor mailbox) and a busy one batches on
+//! its own, single-row requests from many session actors sharing one forward
+//! pass. It refuses work beyond `max_queued_rows` instead of queueing without
 //! bound, and swaps models between batches without failing any request.
 
-use super::messages::{Job, Predict, RunBatch, SetModels};
-use super::serving::ServingSet;
+use super::messages::{Job, PredictReply, RunBatch};
+use super::serving::{ServingModel, ServingSet};
 use super::telemetry::{InferenceEvent, InferenceMetrics};
 use super::worker::Worker;
 use super::{InferenceError, PoolSettings};
+use ::actors::features::ShoppersFeatures;
 use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::Instant;
 
 pub struct InferencePool {
     settings: PoolSettings,
-    workers: Addr<Worker>,
+    state: Mutex<State>,
+    /// The workers' `SyncArbiter`; set once, right after it starts.
+    workers: OnceLock<Addr<Worker>>,
+    /// Rows queued or being scored.
+    queued: AtomicUsize,
+    pub(super) metrics: InferenceMetrics,
+    /// True while a model is served.
+    ready: AtomicBool,
+    /// The served versions and shares.
+    serving: RwLock<Vec<(String, f64)>>,
+    stopped: AtomicBool,
+}
+
+struct State {
     set: ServingSet,
     /// One pending batch per model of `set` (same index).
     pending: Vec<Pending>,
-    flush_scheduled: bool,
-    queued: Arc<AtomicUsize>,
-    metrics: InferenceMetrics,
-    /// Shared with the handle: true while a model is served.
-    ready: Arc<AtomicBool>,
-    /// Shared with the handle: the served versions and shares.
-    serving: Arc<RwLock<Vec<(String, f64)>>>,
+    /// Requests picked for a set that was since replaced: scored with the
+    /// model they were picked for, before anything else.
+    draining: Vec<Pending>,
+    /// Workers waiting for work.
+    idle: usize,
 }
 
-#[derive(Default)]
 struct Pending {
+    model: ServingModel,
     jobs: Vec<Job>,
     rows: usize,
 }
 
+impl State {
+    /// The next batch: what was left by a model swap first, then the pending
+    /// batch whose oldest request has waited longest; at most `max_batch`
+    /// rows unless a single request is larger.
+    fn next_batch(&mut self, max_batch: usize) -> Option<RunBatch> {
+        let p = match self.draining.iter().position(|p| !p.jobs.is_empty()) {
+            Some(i) => &mut self.draining[i],
+            None => self.pending.iter_mut().filter(|p| !p.jobs.is_empty()).min_by_key(|p| p.jobs[0].pooled)?,
+        };
+        let (mut take, mut rows) = (0, 0);
+        for job in &p.jobs {
+            let n = job.rows.len();
+            if take > 0 && rows + n > max_batch {
+                break;
+            }
+            take += 1;
+            rows += n;
+        }
+        let jobs: Vec<Job> =
+            if take == p.jobs.len() { std::mem::take(&mut p.jobs) } else { p.jobs.drain(..take).collect() };
+        p.rows -= rows;
+        let model = p.model.clone();
+        self.draining.retain(|p| !p.jobs.is_empty());
+        Some(RunBatch { model, jobs, rows, dispatched: Instant::now() })
+    }
+
+    /// Batches for the idle workers while there is work for them.
+    fn dispatchable(&mut self, max_batch: usize) -> Vec<RunBatch> {
+        let mut out = Vec::new();
+        while self.idle > 0 {
+            match self.next_batch(max_batch) {
+                Some(b) => {
+                    self.idle -= 1;
+                    out.push(b);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
 impl InferencePool {
-    pub fn new(
-        settings: PoolSettings,
-        workers: Addr<Worker>,
-        queued: Arc<AtomicUsize>,
-        metrics: InferenceMetrics,
-        ready: Arc<AtomicBool>,
-        serving: Arc<RwLock<Vec<(String, f64)>>>,
-    ) -> Self {
+    pub fn new(settings: PoolSettings, metrics: InferenceMetrics) -> Self {
+        let workers = settings.workers.max(1);
         InferencePool {
             settings,
-            workers,
-            set: ServingSet::default(),
-            pending: Vec::new(),
-            flush_scheduled: false,
-            queued,
+            state: Mutex::new(State {
+                set: ServingSet::default(),
+                pending: Vec::new(),
+                draining: Vec::new(),
+                idle: workers,
+            }),
+            workers: OnceLock::new(),
+            queued: AtomicUsize::new(0),
             metrics,
-            ready,
-            serving,
+            ready: AtomicBool::new(false),
+            serving: RwLock::new(Vec::new()),
+            stopped: AtomicBool::new(false),
         }
     }
 
-    fn dispatch(&mut self, i: usize) {
-        let Some(p) = self.pending.get_mut(i) else { return };
-        if p.jobs.is_empty() {
+    pub(super) fn set_workers(&self, workers: Addr<Worker>) {
+        let _ = self.workers.set(workers);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic never happens while the lock is held (no model code runs
+        // under it), but a poisoned lock must not stop the service.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, batches: Vec<RunBatch>) {
+        for b in batches {
+            match self.workers.get() {
+                // An idle worker waits on this queue; it takes the batch at once.
+                Some(w) => w.do_send(b),
+                None => {
+                    for job in b.jobs {
+                        let _ = job.reply.send(Err(InferenceError::Stopped));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a request in: refused (no model, overloaded, stopped) through
+    /// `reply`, or queued and, if a worker is idle, handed to it now.
+    pub fn submit(&self, key: Option<&str>, rows: Vec<ShoppersFeatures>, reply: PredictReply, enqueued: Instant) {
+        if self.stopped.load(Ordering::Relaxed) {
+            let _ = reply.send(Err(InferenceError::Stopped));
             return;
         }
-        let jobs = std::mem::take(&mut p.jobs);
-        let rows = std::mem::take(&mut p.rows);
-        let model = self.set.models()[i].clone();
-        // The workers share one queue; an idle one takes the batch.
-        self.workers.do_send(RunBatch { model, jobs, rows });
-    }
-
-    fn flush_all(&mut self) {
-        for i in 0..self.pending.len() {
-            self.dispatch(i);
-        }
-    }
-}
-
-impl Actor for InferencePool {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(1 << 20);
-    }
-}
-
-impl Handler<Predict> for InferencePool {
-    type Result = ();
-
-    fn handle(&mut self, msg: Predict, ctx: &mut Self::Context) {
-        let Some(i) = self.set.pick(msg.key.as_deref()) else {
-            self.metrics.record(InferenceEvent::Refused { reason: "no_model" });
-            let _ = msg.reply.send(Err(InferenceError::NoModel));
-            return;
+        let n = rows.len();
+        let batches = {
+            let mut st = self.lock();
+            let Some(i) = st.set.pick(key) else {
+                drop(st);
+                self.metrics.record(InferenceEvent::Refused { reason: "no_model" });
+                let _ = reply.send(Err(InferenceError::NoModel));
+                return;
+            };
+            let queued = self.queued.load(Ordering::Relaxed);
+            if queued + n > self.settings.max_queued_rows && queued > 0 {
+                drop(st);
+                self.metrics.record(InferenceEvent::Refused { reason: "overloaded" });
+                let _ = reply.send(Err(InferenceError::Overloaded(queued)));
+                return;
+            }
+            self.queued.fetch_add(n, Ordering::Relaxed);
+            let p = &mut st.pending[i];
+            p.jobs.push(Job { rows, reply, enqueued, pooled: Instant::now() });
+            p.rows += n;
+            st.dispatchable(self.settings.max_batch)
         };
-        let n = msg.rows.len();
-        let queued = self.queued.load(Ordering::Relaxed);
-        if queued + n > self.settings.max_queued_rows && queued > 0 {
-            self.metrics.record(InferenceEvent::Refused { reason: "overloaded" });
-            let _ = msg.reply.send(Err(InferenceError::Overloaded(queued)));
-            return;
+        self.send(batches);
+    }
+
+    /// A worker finished a batch of `rows`: its next batch, or `None` (the
+    /// worker is idle until one is sent to it).
+    pub(super) fn finished(&self, rows: usize) -> Option<RunBatch> {
+        self.queued.fetch_sub(rows, Ordering::Relaxed);
+        let mut st = self.lock();
+        let next = st.next_batch(self.settings.max_batch);
+        if next.is_none() {
+            st.idle += 1;
         }
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        let p = &mut self.pending[i];
-        p.jobs.push(Job { rows: msg.rows, reply: msg.reply, enqueued: msg.enqueued });
-        p.rows += n;
-        if p.rows >= self.settings.max_batch {
-            self.dispatch(i);
-        } else if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            ctx.run_later(self.settings.max_wait, |act, _| {
-                act.flush_scheduled = false;
-                act.flush_all();
-            });
-        }
+        next
+    }
+
+    /// A worker failed a batch of `rows` and stops (the `SyncArbiter` starts
+    /// a fresh one): what is pending goes to whichever worker is free next.
+    pub(super) fn failed(&self, rows: usize) {
+        self.queued.fetch_sub(rows, Ordering::Relaxed);
+        let batches = {
+            let mut st = self.lock();
+            st.idle += 1;
+            st.dispatchable(self.settings.max_batch)
+        };
+        self.send(batches);
+    }
+
+    /// Serves `set` from the next batch on; what is pending was picked for
+    /// the old set and is scored with it.
+    pub fn set_models(&self, set: ServingSet) {
+        let described = set.describe();
+        let batches = {
+            let mut st = self.lock();
+            let old = std::mem::take(&mut st.pending);
+            st.draining.extend(old.into_iter().filter(|p| !p.jobs.is_empty()));
+            st.pending = set.models().iter().map(|m| Pending { model: m.clone(), jobs: Vec::new(), rows: 0 }).collect();
+            st.set = set;
+            self.ready.store(!st.set.is_empty(), Ordering::Relaxed);
+            if let Ok(mut s) = self.serving.write() {
+                *s = described.clone();
+            }
+            st.dispatchable(self.settings.max_batch)
+        };
+        self.metrics.record(InferenceEvent::ModelsChanged { versions: &described });
+        self.send(batches);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn serving(&self) -> Vec<(String, f64)> {
+        self.serving.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Refuses new requests; queued ones are still scored.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
     }
 }
 
-impl Handler<SetModels> for InferencePool {
-    type Result = ();
+#[cfg(test)]
+mod tests {
+    use crate::inference::telemetry::InferenceMetrics;
+    use crate::inference::{InferenceError, InferenceHandle, PoolSettings, ServingSet};
+    use crate::train::artifact::PurchaseModel;
+    use crate::train::model::NetConfig;
+    use crate::train::{ModelConfig, TrainOptions};
+    use actors::features::ShoppersFeatures;
+    use std::time::Duration;
 
-    fn handle(&mut self, msg: SetModels, _ctx: &mut Self::Context) {
-        // What is pending was picked for the old set; it is scored with it.
-        self.flush_all();
-        self.set = msg.0;
-        self.pending = (0..self.set.models().len()).map(|_| Pending::default()).collect();
-        let described = self.set.describe();
-        self.ready.store(!self.set.is_empty(), Ordering::Relaxed);
-        self.metrics.record(InferenceEvent::ModelsChanged { versions: &described });
-        if let Ok(mut s) = self.serving.write() {
-            *s = described;
+    fn tiny_model(dir: &std::path::Path, seed: u64) -> (PurchaseModel, Vec<ShoppersFeatures>) {
+        let data = dir.join(format!("shoppers{seed}.csv"));
+        std::fs::write(&data, crate::train::synthetic_shoppers_csv(300, seed)).unwrap();
+        let out = dir.join(format!("model{seed}"));
+        crate::train::run(TrainOptions {
+            data: data.clone(),
+            folds: 2,
+            seed,
+            out: out.clone(),
+            report: None,
+            config: ModelConfig {
+                members: 2,
+                net: NetConfig { hidden: vec![8], max_epochs: 3, ..NetConfig::default() },
+                ..ModelConfig::default()
+            },
+            progress: false,
+        })
+        .unwrap();
+        (PurchaseModel::load(&out).unwrap(), crate::train::load_csv(&data, true).unwrap().features)
+    }
+
+    fn settings(max_queued_rows: usize) -> PoolSettings {
+        PoolSettings { workers: 1, max_batch: 64, max_wait: Duration::ZERO, max_queued_rows }
+    }
+
+    #[actix_web::test]
+    async fn busy_workers_batch_refuse_beyond_the_limit_and_swap_between_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, rows) = tiny_model(dir.path(), 1);
+        let (b, _) = tiny_model(dir.path(), 2);
+        let (va, vb) = (a.manifest.model_version.clone(), b.manifest.model_version.clone());
+        let want_a = a.predict(&rows).unwrap();
+        let want_b = b.predict(&rows).unwrap();
+        let pool = InferenceHandle::start(settings(50_100), InferenceMetrics::detached());
+        let none = pool.submit(None, rows[..1].to_vec()).unwrap().await.unwrap();
+        assert!(matches!(none, Err(InferenceError::NoModel)), "{none:?}");
+        pool.set_models(ServingSet::single(a));
+
+        // A big request keeps the one worker busy; single rows queue behind it.
+        let big: Vec<ShoppersFeatures> = rows.iter().cycle().take(50_000).cloned().collect();
+        let big = pool.submit(None, big).unwrap();
+        let small: Vec<_> = (0..40).map(|i| pool.submit(Some("c"), vec![rows[i].clone()]).unwrap()).collect();
+        // Beyond max_queued_rows: refused at once.
+        let refused = pool.submit(None, rows[..300].to_vec()).unwrap().await.unwrap();
+        assert!(matches!(refused, Err(InferenceError::Overloaded(_))), "{refused:?}");
+        // Swapped while those wait: they still get the model they were picked for.
+        pool.set_models(ServingSet::single(b));
+        let after: Vec<_> = (0..40).map(|i| pool.submit(Some("c"), vec![rows[i].clone()]).unwrap()).collect();
+
+        assert_eq!(big.await.unwrap().unwrap().probabilities.len(), 50_000);
+        let mut batched = 0;
+        for (i, rx) in small.into_iter().enumerate() {
+            let p = rx.await.unwrap().unwrap();
+            assert_eq!(&*p.model_version, va.as_str());
+            assert!((p.probabilities[0] - want_a[i]).abs() < 1e-6);
+            batched += usize::from(p.stages.batch_rows > 1);
         }
+        assert!(batched >= 30, "requests queued behind a busy worker share batches ({batched}/40)");
+        for (i, rx) in after.into_iter().enumerate() {
+            let p = rx.await.unwrap().unwrap();
+            assert_eq!(&*p.model_version, vb.as_str());
+            assert!((p.probabilities[0] - want_b[i]).abs() < 1e-6);
+        }
+        // Idle again: a lone request is scored alone, at once.
+        let p = pool.predict(None, vec![rows[0].clone()]).await.unwrap();
+        assert_eq!(p.stages.batch_rows, 1);
     }
 }

@@ -6,8 +6,9 @@ use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge
 
 #[derive(Debug)]
 pub enum InferenceEvent<'a> {
-    /// A request was answered with scores.
-    Answered { version: &'a str, rows: usize, seconds: f64 },
+    /// The requests of a batch were answered with scores: `rows` in all,
+    /// each request's latency in `seconds`.
+    Answered { version: &'a str, rows: usize, seconds: &'a [f64] },
     /// A worker scored a batch.
     Batch { rows: usize, seconds: f64 },
     /// A request was refused before scoring.
@@ -81,7 +82,10 @@ impl InferenceMetrics {
         match event {
             InferenceEvent::Answered { version, rows, seconds } => {
                 self.predictions.with_label_values(&[version]).inc_by(rows as u64);
-                self.latency.with_label_values(&[version]).observe(seconds);
+                let latency = self.latency.with_label_values(&[version]);
+                for &s in seconds {
+                    latency.observe(s);
+                }
             }
             InferenceEvent::Batch { rows, seconds } => {
                 self.batch_rows.observe(rows as f64);

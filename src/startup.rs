@@ -153,6 +153,7 @@ impl Application {
             )
         };
         let heartbeat = replicas.spawn_heartbeat();
+        let console = crate::console::Console::new(&settings.console, redis.clone());
         let state = web::Data::new(AppState {
             keys: KeyVerifier::new(db.clone()),
             db,
@@ -167,7 +168,7 @@ impl Application {
             models,
             inference: inference.clone(),
             segments: hooks.segments.clone(),
-            console: crate::console::Console::new(&settings.console),
+            console,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || http::app(app_state.clone()))

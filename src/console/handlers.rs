@@ -58,7 +58,7 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
         .map_err(|_| ApiError::BadRequest("body must be JSON {\"name\": ..., \"password\": ...}".into()))?;
     let ip = req.peer_addr().map(|a| a.ip());
     let console = &state.console;
-    if let Err(retry_after) = console.limiter.check(&b.name, ip) {
+    if let Err(retry_after) = console.limiter.check_shared(&b.name, ip).await {
         tracing::warn!(user = %b.name, "console login rate-limited");
         return Ok(HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, retry_after.to_string()))
@@ -74,7 +74,7 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
     let user = match found {
         Some(u) if ok => u,
         _ => {
-            console.limiter.failed(&b.name, ip);
+            console.limiter.failed_shared(&b.name, ip).await;
             tracing::info!(user = %b.name, "console login refused");
             return Err(ApiError::Unauthorized("wrong name or password".into()));
         }

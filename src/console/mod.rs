@@ -59,13 +59,17 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(settings: &ConsoleSettings) -> Console {
+    /// `redis`: the failed-login counts are shared by every replica through it.
+    pub fn new(settings: &ConsoleSettings, redis: Option<crate::redis_link::RedisLink>) -> Console {
         Console {
-            limiter: Arc::new(ratelimit::LoginLimiter::new(
-                settings.login_max_failures_per_name,
-                settings.login_max_failures_per_ip,
-                std::time::Duration::from_secs(settings.login_window_s.max(1)),
-            )),
+            limiter: Arc::new(
+                ratelimit::LoginLimiter::new(
+                    settings.login_max_failures_per_name,
+                    settings.login_max_failures_per_ip,
+                    std::time::Duration::from_secs(settings.login_window_s.max(1)),
+                )
+                .shared(redis),
+            ),
             settings: settings.clone(),
         }
     }

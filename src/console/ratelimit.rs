@@ -5,8 +5,12 @@
 //! moves on. Only failures count, so a user who types the password right is
 //! not locked out by their own successful logins.
 //!
-//! In memory, per process: behind several replicas each one limits on its
-//! own, which multiplies the budget by the replica count but still bounds it.
+//! With Redis (many replicas) the failures are counted in Redis, shared by
+//! every replica, in one sorted set of failure times per key (names and
+//! addresses hashed; each set expires with the window). Failures are also
+//! counted in memory, and if Redis does not answer the process falls back to
+//! its own count, which multiplies the budget by the replica count but still
+//! bounds it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -22,11 +26,93 @@ pub struct LoginLimiter {
     per_ip: usize,
     window: Duration,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    redis: Option<crate::redis_link::RedisLink>,
 }
 
 impl LoginLimiter {
     pub fn new(per_name: usize, per_ip: usize, window: Duration) -> LoginLimiter {
-        LoginLimiter { per_name: per_name.max(1), per_ip: per_ip.max(1), window, failures: Mutex::new(HashMap::new()) }
+        LoginLimiter {
+            per_name: per_name.max(1),
+            per_ip: per_ip.max(1),
+            window,
+            failures: Mutex::new(HashMap::new()),
+            redis: None,
+        }
+    }
+
+    /// Counts in Redis too, shared by every replica.
+    pub fn shared(mut self, redis: Option<crate::redis_link::RedisLink>) -> LoginLimiter {
+        self.redis = redis;
+        self
+    }
+
+    fn redis_key(link: &crate::redis_link::RedisLink, key: &str) -> String {
+        use sha2::Digest;
+        link.key(&format!("login:{}", hex::encode(&sha2::Sha256::digest(key.as_bytes())[..16])))
+    }
+
+    /// Like [`LoginLimiter::check`], over every replica's failures when Redis is set.
+    pub async fn check_shared(&self, name: &str, ip: Option<IpAddr>) -> Result<(), u64> {
+        let local = self.check(name, ip);
+        let Some(link) = &self.redis else { return local };
+        let now = chrono::Utc::now().timestamp_millis();
+        let window_ms = self.window.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        let keys: Vec<(String, usize)> = Self::keys(name, ip)
+            .into_iter()
+            .zip([self.per_name, self.per_ip])
+            .filter_map(|(k, limit)| k.map(|k| (Self::redis_key(link, &k), limit)))
+            .collect();
+        for (k, _) in &keys {
+            pipe.cmd("ZREMRANGEBYSCORE").arg(k).arg("-inf").arg(now - window_ms).ignore();
+            pipe.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES");
+        }
+        let replies: Result<Vec<Vec<(String, f64)>>, String> = async {
+            let mut c = link.conn().await.map_err(|e| e.to_string())?;
+            pipe.query_async(&mut *c).await.map_err(|e| e.to_string())
+        }
+        .await;
+        let replies = match replies {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "login limiter: Redis unavailable; counting in this process only");
+                return local;
+            }
+        };
+        let mut wait = None::<i64>;
+        for ((_, limit), times) in keys.iter().zip(replies) {
+            if times.len() >= *limit {
+                let oldest = times[times.len() - limit].1 as i64;
+                let w = (window_ms - (now - oldest)).max(0);
+                wait = Some(wait.map_or(w, |x| x.max(w)));
+            }
+        }
+        match (wait, local) {
+            (Some(w), _) => Err(((w + 999) / 1000).max(1) as u64),
+            (None, local) => local,
+        }
+    }
+
+    /// Like [`LoginLimiter::failed`], also counted in Redis when it is set.
+    pub async fn failed_shared(&self, name: &str, ip: Option<IpAddr>) {
+        self.failed(name, ip);
+        let Some(link) = &self.redis else { return };
+        let now = chrono::Utc::now().timestamp_millis();
+        let member = format!("{now}-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let mut pipe = redis::pipe();
+        for k in Self::keys(name, ip).into_iter().flatten() {
+            let k = Self::redis_key(link, &k);
+            pipe.cmd("ZADD").arg(&k).arg(now).arg(&member).ignore();
+            pipe.cmd("PEXPIRE").arg(&k).arg(self.window.as_millis() as u64 + 1000).ignore();
+        }
+        let done: Result<(), String> = async {
+            let mut c = link.conn().await.map_err(|e| e.to_string())?;
+            pipe.query_async::<()>(&mut *c).await.map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "login limiter: Redis unavailable; the failure is counted in this process only");
+        }
     }
 
     fn keys(name: &str, ip: Option<IpAddr>) -> [Option<String>; 2] {

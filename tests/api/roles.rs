@@ -483,3 +483,33 @@ async fn ingest_answers_503_while_redis_is_down_and_loses_nothing_it_acknowledge
     }
     assert_eq!(app.get_customer("during-c").await.0, 404, "a refused batch must not be stored");
 }
+
+#[actix_web::test]
+async fn failed_console_logins_count_across_replicas() {
+    let prefix = format!("cp_t_{}", hex::encode(rand::random::<[u8; 5]>()));
+    let shared = |s: &mut cartpulse::config::Settings, prefix: &str| {
+        s.redis_url = Some(secrecy::SecretString::from(REDIS.to_owned()));
+        s.redis.prefix = prefix.to_owned();
+        s.console.login_max_failures_per_name = 3;
+        s.console.login_max_failures_per_ip = 100;
+    };
+    let p = prefix.clone();
+    let a = spawn_app_with(Db::Sqlite, move |s| shared(s, &p)).await;
+    let p = prefix.clone();
+    let b = spawn_app_with(Db::Sqlite, move |s| shared(s, &p)).await;
+    for app in [&a, &b] {
+        app.create_console_user("ops", cartpulse::console::Role::Admin, "right-password-1").await;
+    }
+    // Two failures on A and one on B: the name's budget of 3 is spent everywhere.
+    for app in [&a, &a, &b] {
+        assert_eq!(app.console_login_raw("ops", "wrong").await.status().as_u16(), 401);
+    }
+    for app in [&a, &b] {
+        let r = app.console_login_raw("ops", "right-password-1").await;
+        assert_eq!(r.status().as_u16(), 429, "the limit must hold across replicas");
+        assert!(r.headers().get("retry-after").is_some());
+    }
+    // Another name is not affected.
+    b.create_console_user("other", cartpulse::console::Role::Viewer, "right-password-2").await;
+    assert_eq!(b.console_login_raw("other", "right-password-2").await.status().as_u16(), 200);
+}

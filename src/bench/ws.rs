@@ -65,6 +65,25 @@ pub struct WsArgs {
     pub events_per_s: u64,
     #[arg(long, default_value_t = 20)]
     pub latency_seconds: u64,
+    /// With 2 or more (and `--redis-url`), the latency phase runs a second
+    /// time across replicas: one `serve --role processor` and this many
+    /// `--role gateway` processes over a fresh Postgres database and a fresh
+    /// Redis prefix; clients and producer batches are spread over the gateways.
+    #[arg(long, default_value_t = 1)]
+    pub gateways: usize,
+    /// Redis of the many-replica latency phase.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Postgres server of the many-replica phase (a fresh database is created
+    /// on it and dropped afterwards).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub pg_admin_url: String,
+    /// Event stream partitions of the many-replica phase.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: usize,
+    /// Skip the single-process latency phase (run only the one across gateways).
+    #[arg(long)]
+    pub skip_local_latency: bool,
 }
 
 /// Arguments of one load process (started by the bench, not by hand).
@@ -106,6 +125,25 @@ pub struct WsBenchReport {
     pub ack_to_receipt_p50_ms: f64,
     pub ack_to_receipt_p99_ms: f64,
     pub ack_to_receipt_max_ms: f64,
+    pub server_latency_p99_ms: Option<f64>,
+    /// The latency phase across gateways via Redis (`--gateways 2 --redis-url`).
+    pub gateways: Option<GatewaysLatency>,
+}
+
+/// Figures of the latency phase run across a processor and several gateways.
+#[derive(Debug, Serialize, Default)]
+pub struct GatewaysLatency {
+    pub gateways: usize,
+    pub partitions: usize,
+    pub latency_clients: usize,
+    pub events_per_s_target: u64,
+    pub events_acked: u64,
+    pub events_per_s_achieved: f64,
+    pub events_seen_by_clients: u64,
+    pub ack_to_receipt_p50_ms: f64,
+    pub ack_to_receipt_p99_ms: f64,
+    pub ack_to_receipt_max_ms: f64,
+    /// The processor's own ack → aggregator p99 (histogram bucket bound).
     pub server_latency_p99_ms: Option<f64>,
 }
 
@@ -171,7 +209,11 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         ack_to_receipt_p99_ms: 0.0,
         ack_to_receipt_max_ms: 0.0,
         server_latency_p99_ms: None,
+        gateways: None,
     };
+    if args.gateways > 1 && args.redis_url.is_none() {
+        bail!("--gateways {} needs --redis-url", args.gateways);
+    }
 
     if args.clients > 0 {
         eprintln!("capacity: {} clients over {workers} load processes", args.clients);
@@ -179,7 +221,7 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = server.rss_kib()?;
         let started = Instant::now();
-        let mut pool = Workers::spawn(&server, workers, args.clients, "kpis").await?;
+        let mut pool = Workers::spawn(&[server.base.clone()], &server.key, workers, args.clients, "kpis").await?;
         r.clients_connected = pool.ready().await?;
         r.connect_s = round(started.elapsed().as_secs_f64(), 2);
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -209,7 +251,8 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         eprintln!("fan-out: kpis at {} Hz to {} clients", args.fanout_hz, args.fanout_clients);
         let interval = (1000 / args.fanout_hz.max(1)).max(1).to_string();
         let server = Server::start(&[("CARTPULSE_STREAM__KPIS_INTERVAL_MS", interval.as_str())]).await?;
-        let mut pool = Workers::spawn(&server, workers, args.fanout_clients, "kpis").await?;
+        let mut pool =
+            Workers::spawn(&[server.base.clone()], &server.key, workers, args.fanout_clients, "kpis").await?;
         pool.ready().await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let coalesced0 = server.metric("cartpulse_stream_messages_coalesced_total").await?;
@@ -228,15 +271,17 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         server.stop().await;
     }
 
-    if args.latency_clients > 0 {
+    if args.latency_clients > 0 && !args.skip_local_latency {
         eprintln!(
             "latency: {} events/s over {} watched customers, {} s",
             args.events_per_s, args.latency_clients, args.latency_seconds
         );
         let server = Server::start(&[]).await?;
-        let mut pool = Workers::spawn(&server, workers, args.latency_clients, "lb-").await?;
+        let bases = [server.base.clone()];
+        let mut pool = Workers::spawn(&bases, &server.key, workers, args.latency_clients, "lb-").await?;
         pool.ready().await?;
-        let (acks, elapsed) = produce(&server, args.latency_clients, args.events_per_s, args.latency_seconds).await?;
+        let (acks, elapsed) =
+            produce(&bases, &server.key, args.latency_clients, args.events_per_s, args.latency_seconds).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let records = pool.records().await?;
         r.events_acked = acks.len() as u64;
@@ -261,7 +306,152 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         pool.quit().await;
         server.stop().await;
     }
+
+    if let (true, Some(redis_url)) = (args.latency_clients > 0 && args.gateways > 1, &args.redis_url) {
+        r.gateways = Some(replicas_latency(&args, redis_url).await?);
+    }
     Ok(r)
+}
+
+/// The latency phase across one processor and `--gateways` gateways.
+async fn replicas_latency(args: &WsArgs, redis_url: &str) -> anyhow::Result<GatewaysLatency> {
+    eprintln!(
+        "latency across {} gateways via Redis: {} events/s over {} watched customers, {} s",
+        args.gateways, args.events_per_s, args.latency_clients, args.latency_seconds
+    );
+    let replicas = Replicas::start(args, redis_url).await?;
+    let res = async {
+        let bases: Vec<String> = replicas.gateways.iter().map(|g| g.base.clone()).collect();
+        let key = &replicas.processor.key;
+        let mut pool = Workers::spawn(&bases, key, args.workers, args.latency_clients, "lb-").await?;
+        pool.ready().await?;
+        let (acks, elapsed) =
+            produce(&bases, key, args.latency_clients, args.events_per_s, args.latency_seconds).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let records = pool.records().await?;
+        pool.quit().await;
+        let mut g = GatewaysLatency {
+            gateways: args.gateways,
+            partitions: args.partitions,
+            latency_clients: args.latency_clients,
+            events_per_s_target: args.events_per_s,
+            events_acked: acks.len() as u64,
+            events_per_s_achieved: round(acks.len() as f64 / elapsed, 0),
+            ..Default::default()
+        };
+        let (seen, lat) = latencies(&acks, records);
+        g.events_seen_by_clients = seen;
+        if !lat.is_empty() {
+            g.ack_to_receipt_p50_ms = round(quantile(&lat, 0.5) / 1000.0, 2);
+            g.ack_to_receipt_p99_ms = round(quantile(&lat, 0.99) / 1000.0, 2);
+            g.ack_to_receipt_max_ms = round(lat[lat.len() - 1] / 1000.0, 2);
+        }
+        g.server_latency_p99_ms = replicas.processor.latency_p99_ms().await.ok().flatten();
+        eprintln!(
+            "  {} events acked ({:.0}/s), {} seen by clients; ack → receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            g.events_acked,
+            g.events_per_s_achieved,
+            g.events_seen_by_clients,
+            g.ack_to_receipt_p50_ms,
+            g.ack_to_receipt_p99_ms,
+            g.ack_to_receipt_max_ms
+        );
+        Ok(g)
+    }
+    .await;
+    replicas.stop().await;
+    res
+}
+
+/// A processor and its gateways over a fresh Postgres database and Redis prefix.
+struct Replicas {
+    processor: Server,
+    gateways: Vec<Server>,
+    admin_url: String,
+    database: String,
+    redis_url: String,
+    prefix: String,
+}
+
+impl Replicas {
+    async fn start(args: &WsArgs, redis_url: &str) -> anyhow::Result<Replicas> {
+        use sea_orm::{ConnectionTrait, Database};
+        let tag = format!("{}_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"), std::process::id());
+        let database = format!("cp_bench_ws_{tag}");
+        let admin = Database::connect(&args.pg_admin_url).await.context("connecting to --pg-admin-url")?;
+        admin.execute_unprepared(&format!("CREATE DATABASE {database}")).await?;
+        let (head, _) = args.pg_admin_url.rsplit_once('/').ok_or_else(|| anyhow!("--pg-admin-url has no database"))?;
+        let db = format!("{head}/{database}");
+        let prefix = format!("cpbenchws{}", std::process::id());
+        let secret = format!("bench-ws-{}", hex::encode(rand::random::<[u8; 16]>()));
+        let partitions = args.partitions.to_string();
+        let env: Vec<(&str, &str)> = vec![
+            ("CARTPULSE_REDIS_URL", redis_url),
+            ("CARTPULSE_REDIS__PREFIX", &prefix),
+            ("CARTPULSE_REDIS__PARTITIONS", &partitions),
+            ("CARTPULSE_STREAM__TOKEN_SECRET", &secret),
+        ];
+        let mut replicas = Replicas {
+            processor: Server::start_with(&db, None, &["--role", "processor"], &env).await?,
+            gateways: Vec::new(),
+            admin_url: args.pg_admin_url.clone(),
+            database,
+            redis_url: redis_url.to_owned(),
+            prefix: prefix.clone(),
+        };
+        let key = replicas.processor.key.expose_secret().to_owned();
+        for _ in 0..args.gateways {
+            match Server::start_with(&db, Some(&key), &["--role", "gateway"], &env).await {
+                Ok(g) => replicas.gateways.push(g),
+                Err(e) => {
+                    replicas.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(replicas)
+    }
+
+    async fn stop(self) {
+        for g in self.gateways {
+            g.stop().await;
+        }
+        self.processor.stop().await;
+        if let Ok(admin) = sea_orm::Database::connect(&self.admin_url).await {
+            use sea_orm::ConnectionTrait;
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
+            if let Err(e) = admin.execute_unprepared(&drop).await {
+                eprintln!("  could not drop the database {}: {e}", self.database);
+            }
+        }
+        if let Err(e) = delete_prefix(&self.redis_url, &self.prefix).await {
+            eprintln!("  could not delete the Redis keys {}:*: {e}", self.prefix);
+        }
+    }
+}
+
+/// Deletes every Redis key under `prefix:`.
+async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -300,9 +490,16 @@ fn latencies(acks: &Acks, mut records: Vec<(usize, u32, i64)>) -> (u64, Vec<f64>
 }
 
 /// Posts `rate` page views per second for `seconds` in batches every 10 ms.
-async fn produce(server: &Server, customers: usize, rate: u64, seconds: u64) -> anyhow::Result<(Acks, f64)> {
+async fn produce(
+    bases: &[String],
+    key: &SecretString,
+    customers: usize,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(Acks, f64)> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-    let url = format!("{}/v1/events", server.base);
+    let urls: Vec<String> = bases.iter().map(|b| format!("{b}/v1/events")).collect();
+    let mut batch_no = 0usize;
     let acks: Arc<Mutex<Acks>> = Arc::default();
     let per_tick = (rate / 100).max(1) as usize;
     let base = chrono::Utc::now() - chrono::Duration::hours(2);
@@ -334,7 +531,9 @@ async fn produce(server: &Server, customers: usize, rate: u64, seconds: u64) -> 
         }
         body.push(']');
         let permit = limit.clone().acquire_owned().await?;
-        let (client, url, key, acks) = (client.clone(), url.clone(), server.key.clone(), acks.clone());
+        let url = urls[batch_no % urls.len()].clone();
+        batch_no += 1;
+        let (client, key, acks) = (client.clone(), key.clone(), acks.clone());
         tasks.spawn(async move {
             let res = client
                 .post(&url)
@@ -368,31 +567,45 @@ struct Server {
     child: Child,
     base: String,
     key: SecretString,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
+    /// One process does everything, over a fresh SQLite file.
     async fn start(env: &[(&str, &str)]) -> anyhow::Result<Server> {
-        let exe = std::env::current_exe().context("locating the cartpulse executable")?;
         let dir = tempfile::Builder::new().prefix("cartpulse-bench-ws-").tempdir()?;
         let db = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
-        let out = Command::new(&exe)
-            .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url", &db])
-            .env("CARTPULSE_LOG", "warn")
-            .output()
-            .await?;
-        if !out.status.success() {
-            bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let key = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty())
-            .ok_or_else(|| anyhow!("no key printed"))?
-            .to_owned();
+        let mut s = Self::start_with(&db, None, &[], env).await?;
+        s._dir = Some(dir);
+        Ok(s)
+    }
+
+    /// `serve EXTRA…` over `db`; creates an admin key unless given one.
+    async fn start_with(db: &str, key: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe().context("locating the cartpulse executable")?;
+        let key = match key {
+            Some(k) => k.to_owned(),
+            None => {
+                let out = Command::new(&exe)
+                    .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url", db])
+                    .env("CARTPULSE_LOG", "warn")
+                    .output()
+                    .await?;
+                if !out.status.success() {
+                    bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty())
+                    .ok_or_else(|| anyhow!("no key printed"))?
+                    .to_owned()
+            }
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut cmd = Command::new(&exe);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &db])
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
+            .args(extra)
             .env("CARTPULSE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -402,7 +615,7 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().context("starting serve")?;
-        let s = Server { child, base: format!("http://127.0.0.1:{port}"), key: SecretString::from(key), _dir: dir };
+        let s = Server { child, base: format!("http://127.0.0.1:{port}"), key: SecretString::from(key), _dir: None };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -412,7 +625,7 @@ impl Server {
                 }
             }
             if Instant::now() > deadline {
-                bail!("the server did not become ready");
+                bail!("the server ({}) did not become ready", extra.join(" "));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -473,17 +686,24 @@ struct Workers {
 }
 
 impl Workers {
-    async fn spawn(server: &Server, n: usize, clients: usize, topic: &str) -> anyhow::Result<Workers> {
+    /// `n` load processes, spread round-robin over the servers at `bases`.
+    async fn spawn(
+        bases: &[String],
+        key: &SecretString,
+        n: usize,
+        clients: usize,
+        topic: &str,
+    ) -> anyhow::Result<Workers> {
         let exe = std::env::current_exe()?;
-        let url = format!("{}/v1/stream", server.base.replacen("http://", "ws://", 1));
         let mut procs = Vec::new();
         let mut first = 0;
         for w in 0..n {
             let share = clients / n + usize::from(w < clients % n);
+            let url = format!("{}/v1/stream", bases[w % bases.len()].replacen("http://", "ws://", 1));
             let mut child = Command::new(&exe)
                 .args(["bench", "ws-worker", "--url", &url, "--topic", topic])
                 .args(["--clients", &share.to_string(), "--first", &first.to_string()])
-                .env("CARTPULSE_BENCH_KEY", server.key.expose_secret())
+                .env("CARTPULSE_BENCH_KEY", key.expose_secret())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

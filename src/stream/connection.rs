@@ -67,10 +67,15 @@ pub async fn run(stream: Stream, mut session: Session, mut msgs: MessageStream, 
             let _ = tokio::time::timeout(Duration::from_secs(2), session.close(Some(reason(close::AUTH, &why)))).await;
             return;
         }
-        Auth::Pending(state) => match authenticate_first_message(&stream, &mut session, &mut msgs, state).await {
-            Some(how) => how,
-            None => return,
-        },
+        // Boxed: the task keeps its future for the connection's whole life,
+        // and the credential check (a database lookup) is large and done
+        // once; inline it would cost every connection a few KiB.
+        Auth::Pending(state) => {
+            match Box::pin(authenticate_first_message(&stream, &mut session, &mut msgs, state)).await {
+                Some(how) => how,
+                None => return,
+            }
+        }
     };
     stream.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     stream.metrics.record(StreamEvent::Connected { how });
@@ -187,7 +192,9 @@ async fn serve(
                     Some(Ok(Message::Close(_))) => return Some((1000, "bye")),
                     Some(Ok(Message::Ping(p))) => try_send(session, Message::Pong(p)),
                     Some(Ok(Message::Pong(_))) => {}
-                    Some(Ok(Message::Text(t))) => on_text(stream, outbox, topics, &t).await,
+                    // Boxed: rare, and its hub round trip would otherwise
+                    // enlarge every connection's future.
+                    Some(Ok(Message::Text(t))) => Box::pin(on_text(stream, outbox, topics, &t)).await,
                     Some(Ok(_)) => reply_error(stream, outbox, &ClientError::BadMessage("send JSON text frames".into())),
                 }
             }
@@ -272,5 +279,20 @@ async fn on_text(stream: &Stream, outbox: &Arc<Outbox>, topics: &mut HashSet<Top
             let _ = stream.hub.send(Unsubscribe { conn: outbox.id, topics: gone }).await;
             outbox.push(Frame::control(serde_json::json!({ "type": "unsubscribed", "topics": names })), false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection holds its task's future for its whole life: rare,
+    /// large steps (the credential check, subscriptions) stay boxed.
+    #[test]
+    fn the_connection_future_stays_small() {
+        let size = future_size(super::run);
+        assert!(size <= 2048, "connection future is {size} bytes");
     }
 }

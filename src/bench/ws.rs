@@ -126,6 +126,8 @@ pub struct WsBenchReport {
     pub ack_to_receipt_p99_ms: f64,
     pub ack_to_receipt_max_ms: f64,
     pub server_latency_p99_ms: Option<f64>,
+    /// ack → receipt p99 of the events acknowledged in each second of the run.
+    pub p99_by_second_ms: Vec<f64>,
     /// The latency phase across gateways via Redis (`--gateways 2 --redis-url`).
     pub gateways: Option<GatewaysLatency>,
 }
@@ -145,6 +147,7 @@ pub struct GatewaysLatency {
     pub ack_to_receipt_max_ms: f64,
     /// The processor's own ack → aggregator p99 (histogram bucket bound).
     pub server_latency_p99_ms: Option<f64>,
+    pub p99_by_second_ms: Vec<f64>,
 }
 
 /// `cartpulse bench ws`.
@@ -209,6 +212,7 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         ack_to_receipt_p99_ms: 0.0,
         ack_to_receipt_max_ms: 0.0,
         server_latency_p99_ms: None,
+        p99_by_second_ms: Vec::new(),
         gateways: None,
     };
     if args.gateways > 1 && args.redis_url.is_none() {
@@ -286,8 +290,9 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         let records = pool.records().await?;
         r.events_acked = acks.len() as u64;
         r.events_per_s_achieved = round(acks.len() as f64 / elapsed, 0);
-        let (seen, lat) = latencies(&acks, records);
+        let (seen, lat, p99s) = latencies(&acks, records);
         r.events_seen_by_clients = seen;
+        r.p99_by_second_ms = p99s;
         if !lat.is_empty() {
             r.ack_to_receipt_p50_ms = round(quantile(&lat, 0.5) / 1000.0, 2);
             r.ack_to_receipt_p99_ms = round(quantile(&lat, 0.99) / 1000.0, 2);
@@ -339,8 +344,9 @@ async fn replicas_latency(args: &WsArgs, redis_url: &str) -> anyhow::Result<Gate
             events_per_s_achieved: round(acks.len() as f64 / elapsed, 0),
             ..Default::default()
         };
-        let (seen, lat) = latencies(&acks, records);
+        let (seen, lat, p99s) = latencies(&acks, records);
         g.events_seen_by_clients = seen;
+        g.p99_by_second_ms = p99s;
         if !lat.is_empty() {
             g.ack_to_receipt_p50_ms = round(quantile(&lat, 0.5) / 1000.0, 2);
             g.ack_to_receipt_p99_ms = round(quantile(&lat, 0.99) / 1000.0, 2);
@@ -468,10 +474,14 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 type Acks = HashMap<(usize, u32), i64>;
 
 /// For every acknowledged event, the first view of its customer covering it.
-fn latencies(acks: &Acks, mut records: Vec<(usize, u32, i64)>) -> (u64, Vec<f64>) {
+/// Also answers the p99 per second of acknowledgement time (ms), to tell a
+/// steady tail from periodic stalls.
+fn latencies(acks: &Acks, mut records: Vec<(usize, u32, i64)>) -> (u64, Vec<f64>, Vec<f64>) {
     records.sort_by_key(|&(c, n, t)| (c, t, n));
     let mut covered: HashMap<usize, u32> = HashMap::new();
     let mut out = Vec::new();
+    let first_ack = acks.values().min().copied().unwrap_or(0);
+    let mut by_second: Vec<Vec<f64>> = Vec::new();
     for (c, n, t) in records {
         let from = covered.get(&c).copied().unwrap_or(0);
         if n <= from {
@@ -480,13 +490,30 @@ fn latencies(acks: &Acks, mut records: Vec<(usize, u32, i64)>) -> (u64, Vec<f64>
         for k in from + 1..=n {
             if let Some(ack) = acks.get(&(c, k)) {
                 // A view can beat the HTTP response to the client: clamp at 0.
-                out.push((t - ack).max(0) as f64);
+                let lat = (t - ack).max(0) as f64;
+                out.push(lat);
+                let sec = ((ack - first_ack) / 1_000_000) as usize;
+                if by_second.len() <= sec {
+                    by_second.resize_with(sec + 1, Vec::new);
+                }
+                by_second[sec].push(lat);
             }
         }
         covered.insert(c, n);
     }
     out.sort_by(|a, b| a.total_cmp(b));
-    (out.len() as u64, out)
+    let p99s = by_second
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            if v.is_empty() {
+                0.0
+            } else {
+                round(quantile(&v, 0.99) / 1000.0, 1)
+            }
+        })
+        .collect();
+    (out.len() as u64, out, p99s)
 }
 
 /// Posts `rate` page views per second for `seconds` in batches every 10 ms.

@@ -15,6 +15,7 @@ use queue::EventQueue;
 /// Where a request's events go: straight to the log (one process), or into
 /// the Redis Streams for the processors (gateway, or all with Redis).
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per process, cloned as the app state is
 pub enum Ingest {
     Direct(Committer),
     Queued(EventQueue),

@@ -225,7 +225,8 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = server.rss_kib()?;
         let started = Instant::now();
-        let mut pool = Workers::spawn(&[server.base.clone()], &server.key, workers, args.clients, "kpis").await?;
+        let mut pool =
+            Workers::spawn(std::slice::from_ref(&server.base), &server.key, workers, args.clients, "kpis").await?;
         r.clients_connected = pool.ready().await?;
         r.connect_s = round(started.elapsed().as_secs_f64(), 2);
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -256,7 +257,8 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         let interval = (1000 / args.fanout_hz.max(1)).max(1).to_string();
         let server = Server::start(&[("CARTPULSE_STREAM__KPIS_INTERVAL_MS", interval.as_str())]).await?;
         let mut pool =
-            Workers::spawn(&[server.base.clone()], &server.key, workers, args.fanout_clients, "kpis").await?;
+            Workers::spawn(std::slice::from_ref(&server.base), &server.key, workers, args.fanout_clients, "kpis")
+                .await?;
         pool.ready().await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let coalesced0 = server.metric("cartpulse_stream_messages_coalesced_total").await?;

@@ -5,7 +5,7 @@ use super::messages::Prediction;
 use super::pool::InferencePool;
 use super::serving::ServingSet;
 use super::telemetry::InferenceMetrics;
-use super::worker::Worker;
+use super::worker::{Run, Worker};
 use super::{InferenceError, PoolSettings};
 use ::actors::event::CustomerId;
 use ::actors::features::ShoppersFeatures;
@@ -21,6 +21,22 @@ use tokio::sync::oneshot;
 pub struct InferenceHandle {
     pool: Arc<InferencePool>,
     fault: Arc<AtomicBool>,
+    _owner: Arc<Owner>,
+}
+
+/// Keeps the workers' `SyncArbiter` running (it ends when no address to it
+/// is left, and a failed worker's replacement is started through it) and
+/// stops the pool when the last handle is dropped, so the worker threads
+/// leave their loops and end with the system.
+struct Owner {
+    pool: Arc<InferencePool>,
+    _workers: Addr<Worker>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.pool.stop();
+    }
 }
 
 impl InferenceHandle {
@@ -35,8 +51,11 @@ impl InferenceHandle {
             let (p, f) = (pool.clone(), fault.clone());
             SyncArbiter::start(workers, move || Worker::new(p.clone(), f.clone()))
         };
-        pool.set_workers(addr);
-        InferenceHandle { pool, fault }
+        // Each worker thread takes one `Run` and stays in its loop.
+        for _ in 0..workers {
+            addr.do_send(Run);
+        }
+        InferenceHandle { _owner: Arc::new(Owner { pool: pool.clone(), _workers: addr }), pool, fault }
     }
 
     /// Scores `rows`; `key` (a customer id) picks the arm of an A/B split.
@@ -82,7 +101,8 @@ impl InferenceHandle {
         self.fault.store(true, Ordering::Relaxed);
     }
 
-    /// Refuses new requests (the workers stop with the system).
+    /// Refuses new requests (queued ones are still answered); the workers
+    /// end with the system.
     pub fn stop(&self) {
         self.pool.stop();
     }

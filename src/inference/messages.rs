@@ -2,7 +2,6 @@
 
 use super::serving::ServingModel;
 use super::InferenceError;
-use actix::Message;
 use actors::features::ShoppersFeatures;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +27,7 @@ pub struct Stages {
     pub enqueued: Instant,
     /// Taken in by the pool (queued for a worker).
     pub pooled: Instant,
-    /// Its batch was handed to a worker.
+    /// A worker took its batch.
     pub dispatched: Instant,
     /// A worker started on its batch.
     pub started: Instant,
@@ -50,9 +49,7 @@ pub struct Job {
     pub pooled: Instant,
 }
 
-/// Pool → worker: score these jobs with this model.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// Worker ← pool: score these jobs with this model.
 pub struct RunBatch {
     pub model: ServingModel,
     pub jobs: Vec<Job>,

@@ -1,29 +1,28 @@
 //! The `InferencePool`: the supervisor of the workers, shared by every handle
-//! and every worker. It keeps one pending batch per served model and hands
-//! work out as soon as a worker is idle; while every worker is busy, requests
-//! pile up and the next free worker takes them as one batch (up to
-//! `max_batch` rows). So an idle pool answers a single request at once (no
-//! timer, no extra hop through an actor mailbox) and a busy one batches on
-//! its own, single-row requests from many session actors sharing one forward
-//! pass. It refuses work beyond `max_queued_rows` instead of queueing without
-//! bound, and swaps models between batches without failing any request.
+//! and every worker. It keeps one pending batch per served model; workers
+//! wait on it (a condition variable, no actor mailbox in between) and an
+//! idle one takes a request the moment it arrives. While every worker is
+//! busy, requests pile up and the next free worker takes them as one batch
+//! (up to `max_batch` rows), so an idle pool answers a single request at
+//! once (no batching timer) and a busy one batches on its own: single-row
+//! requests from many session actors share one forward pass. It refuses
+//! work beyond `max_queued_rows` instead of queueing without bound, and
+//! swaps models between batches without failing any request.
 
 use super::messages::{Job, PredictReply, RunBatch};
 use super::serving::{ServingModel, ServingSet};
 use super::telemetry::{InferenceEvent, InferenceMetrics};
-use super::worker::Worker;
 use super::{InferenceError, PoolSettings};
 use ::actors::features::ShoppersFeatures;
-use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 pub struct InferencePool {
     settings: PoolSettings,
     state: Mutex<State>,
-    /// The workers' `SyncArbiter`; set once, right after it starts.
-    workers: OnceLock<Addr<Worker>>,
+    /// Signalled when work arrives (and on stop).
+    work: Condvar,
     /// Rows queued or being scored.
     queued: AtomicUsize,
     pub(super) metrics: InferenceMetrics,
@@ -43,6 +42,7 @@ struct State {
     draining: Vec<Pending>,
     /// Workers waiting for work.
     idle: usize,
+    stopped: bool,
 }
 
 struct Pending {
@@ -76,35 +76,20 @@ impl State {
         self.draining.retain(|p| !p.jobs.is_empty());
         Some(RunBatch { model, jobs, rows, dispatched: Instant::now() })
     }
-
-    /// Batches for the idle workers while there is work for them.
-    fn dispatchable(&mut self, max_batch: usize) -> Vec<RunBatch> {
-        let mut out = Vec::new();
-        while self.idle > 0 {
-            match self.next_batch(max_batch) {
-                Some(b) => {
-                    self.idle -= 1;
-                    out.push(b);
-                }
-                None => break,
-            }
-        }
-        out
-    }
 }
 
 impl InferencePool {
     pub fn new(settings: PoolSettings, metrics: InferenceMetrics) -> Self {
-        let workers = settings.workers.max(1);
         InferencePool {
             settings,
             state: Mutex::new(State {
                 set: ServingSet::default(),
                 pending: Vec::new(),
                 draining: Vec::new(),
-                idle: workers,
+                idle: 0,
+                stopped: false,
             }),
-            workers: OnceLock::new(),
+            work: Condvar::new(),
             queued: AtomicUsize::new(0),
             metrics,
             ready: AtomicBool::new(false),
@@ -113,39 +98,21 @@ impl InferencePool {
         }
     }
 
-    pub(super) fn set_workers(&self, workers: Addr<Worker>) {
-        let _ = self.workers.set(workers);
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic never happens while the lock is held (no model code runs
         // under it), but a poisoned lock must not stop the service.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send(&self, batches: Vec<RunBatch>) {
-        for b in batches {
-            match self.workers.get() {
-                // An idle worker waits on this queue; it takes the batch at once.
-                Some(w) => w.do_send(b),
-                None => {
-                    for job in b.jobs {
-                        let _ = job.reply.send(Err(InferenceError::Stopped));
-                    }
-                }
-            }
-        }
-    }
-
     /// Takes a request in: refused (no model, overloaded, stopped) through
-    /// `reply`, or queued and, if a worker is idle, handed to it now.
+    /// `reply`, or queued and, if a worker is idle, woken to take it now.
     pub fn submit(&self, key: Option<&str>, rows: Vec<ShoppersFeatures>, reply: PredictReply, enqueued: Instant) {
         if self.stopped.load(Ordering::Relaxed) {
             let _ = reply.send(Err(InferenceError::Stopped));
             return;
         }
         let n = rows.len();
-        let batches = {
+        {
             let mut st = self.lock();
             let Some(i) = st.set.pick(key) else {
                 drop(st);
@@ -164,40 +131,40 @@ impl InferencePool {
             let p = &mut st.pending[i];
             p.jobs.push(Job { rows, reply, enqueued, pooled: Instant::now() });
             p.rows += n;
-            st.dispatchable(self.settings.max_batch)
-        };
-        self.send(batches);
-    }
-
-    /// A worker finished a batch of `rows`: its next batch, or `None` (the
-    /// worker is idle until one is sent to it).
-    pub(super) fn finished(&self, rows: usize) -> Option<RunBatch> {
-        self.queued.fetch_sub(rows, Ordering::Relaxed);
-        let mut st = self.lock();
-        let next = st.next_batch(self.settings.max_batch);
-        if next.is_none() {
-            st.idle += 1;
+            if st.idle == 0 {
+                return;
+            }
         }
-        next
+        self.work.notify_one();
     }
 
-    /// A worker failed a batch of `rows` and stops (the `SyncArbiter` starts
-    /// a fresh one): what is pending goes to whichever worker is free next.
-    pub(super) fn failed(&self, rows: usize) {
-        self.queued.fetch_sub(rows, Ordering::Relaxed);
-        let batches = {
-            let mut st = self.lock();
+    /// A worker's next batch: waits until there is one; `None` once the pool
+    /// is stopped and nothing is left to score.
+    pub(super) fn next_batch(&self) -> Option<RunBatch> {
+        let mut st = self.lock();
+        loop {
+            if let Some(b) = st.next_batch(self.settings.max_batch) {
+                return Some(b);
+            }
+            if st.stopped {
+                return None;
+            }
             st.idle += 1;
-            st.dispatchable(self.settings.max_batch)
-        };
-        self.send(batches);
+            st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.idle -= 1;
+        }
+    }
+
+    /// A worker is done with a batch of `rows` (scored or failed).
+    pub(super) fn finished(&self, rows: usize) {
+        self.queued.fetch_sub(rows, Ordering::Relaxed);
     }
 
     /// Serves `set` from the next batch on; what is pending was picked for
     /// the old set and is scored with it.
     pub fn set_models(&self, set: ServingSet) {
         let described = set.describe();
-        let batches = {
+        {
             let mut st = self.lock();
             let old = std::mem::take(&mut st.pending);
             st.draining.extend(old.into_iter().filter(|p| !p.jobs.is_empty()));
@@ -207,10 +174,8 @@ impl InferencePool {
             if let Ok(mut s) = self.serving.write() {
                 *s = described.clone();
             }
-            st.dispatchable(self.settings.max_batch)
-        };
+        }
         self.metrics.record(InferenceEvent::ModelsChanged { versions: &described });
-        self.send(batches);
     }
 
     pub fn ready(&self) -> bool {
@@ -221,9 +186,12 @@ impl InferencePool {
         self.serving.read().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Refuses new requests; queued ones are still scored.
+    /// Refuses new requests; queued ones are still scored, then the
+    /// workers return to their `SyncArbiter` (and end with the system).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+        self.lock().stopped = true;
+        self.work.notify_all();
     }
 }
 
@@ -303,5 +271,13 @@ mod tests {
         // Idle again: a lone request is scored alone, at once.
         let p = pool.predict(None, vec![rows[0].clone()]).await.unwrap();
         assert_eq!(p.stages.batch_rows, 1);
+        // A panicking batch fails its requests; its (only) worker is replaced.
+        pool.inject_worker_fault();
+        let failed = pool.predict(None, vec![rows[0].clone()]).await;
+        assert!(matches!(failed, Err(InferenceError::Worker(_))), "{failed:?}");
+        for i in 0..5 {
+            let p = pool.predict(None, vec![rows[i].clone()]).await.unwrap();
+            assert!((p.probabilities[0] - want_b[i]).abs() < 1e-6);
+        }
     }
 }

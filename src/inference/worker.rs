@@ -1,6 +1,7 @@
-//! A worker: scores whole batches on a `SyncArbiter` thread, and after each
-//! one takes the pool's next batch itself (no round trip through another
-//! actor). The model work runs inside `catch_unwind`, so a panic fails
+//! A worker: scores whole batches on a `SyncArbiter` thread, taking them
+//! straight from the pool (it waits on the pool's condition variable, so a
+//! request reaches an idle worker without passing through any actor
+//! mailbox). The model work runs inside `catch_unwind`, so a panic fails
 //! exactly the requests of that batch (each gets an explicit error) and the
 //! worker stops, which makes the `SyncArbiter` build a fresh one in its place.
 
@@ -108,24 +109,28 @@ impl Actor for Worker {
     type Context = SyncContext<Self>;
 }
 
-impl Handler<RunBatch> for Worker {
+/// Starts a worker's loop: it takes the pool's batches until the pool stops.
+/// One per worker thread at start, and one for the fresh worker that
+/// replaces a failed one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Run;
+
+impl Handler<Run> for Worker {
     type Result = ();
 
-    /// Scores the batch, then keeps taking the pool's next batch until there
-    /// is none (the worker is then idle until the pool sends it one).
-    fn handle(&mut self, msg: RunBatch, ctx: &mut Self::Context) {
-        let mut batch = msg;
-        loop {
+    fn handle(&mut self, _: Run, ctx: &mut Self::Context) {
+        while let Some(batch) = self.pool.next_batch() {
             let rows = batch.rows;
-            if self.run(batch).is_err() {
-                // Restarted by the SyncArbiter with fresh state.
-                self.pool.failed(rows);
+            let ok = self.run(batch).is_ok();
+            self.pool.finished(rows);
+            if !ok {
+                // The SyncArbiter replaces this actor with a fresh one (new
+                // state) on this thread once this handler returns; `Run`
+                // starts its loop.
                 ctx.stop();
+                ctx.address().do_send(Run);
                 return;
-            }
-            match self.pool.finished(rows) {
-                Some(next) => batch = next,
-                None => return,
             }
         }
     }

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    no_transparent_huge_pages();
     let cli = cartpulse::cli::Cli::parse();
+    if matches!(cli.command, cartpulse::cli::Command::Serve { .. }) {
+        no_transparent_huge_pages();
+    }
     match cartpulse::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -22,8 +24,8 @@ fn main() -> ExitCode {
 /// mimalloc asks for transparent huge pages on its arenas, and the kernel then
 /// backs (and charges) whole 2 MiB pages where only parts are touched: with
 /// 15,000 WebSocket clients that was 25 KiB of RSS per connection instead of
-/// 16.6 (`cartpulse bench ws`). The process opts out unless
-/// `CARTPULSE_HUGE_PAGES=1`; children inherit the choice.
+/// 16.6 (`cartpulse bench ws`). `serve` opts out unless
+/// `CARTPULSE_HUGE_PAGES=1`; offline jobs (train, segment, …) keep them.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if std::env::var_os("CARTPULSE_HUGE_PAGES").is_none_or(|v| v != "1") {

@@ -397,6 +397,18 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_another_keeps_recei
             .collect();
         assert_eq!(app.post_events(&Value::Array(evs)).await.0, 200);
         round += 1;
+        // Lockstep with the healthy client: it is never more than one round
+        // behind, however loaded the machine, while the stalled one falls
+        // further behind every round.
+        let mut rx = count_rx.clone();
+        let want = round as u64 * customers.len() as u64;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while *rx.borrow() < want {
+                rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the healthy client fell behind");
     }
     // The healthy client keeps receiving after the cut.
     let before = *count_rx.borrow();

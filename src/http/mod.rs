@@ -62,6 +62,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/predict", web::post().to(predict::predict))
                 .route("/models", web::get().to(models::list))
                 .route("/models/rollback", web::post().to(models::rollback))
+                .route("/models/shadow/clear", web::post().to(models::unshadow))
+                .route("/models/{version}/shadow", web::post().to(models::shadow))
                 .route("/models/{version}/promote", web::post().to(models::promote))
                 .route("/models/{version}/report/{name}", web::get().to(models::report_image))
                 .route("/system", web::get().to(system::system))

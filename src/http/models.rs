@@ -1,6 +1,9 @@
 //! `/v1/models` (admin key): the model registry over HTTP. `GET` lists the
 //! versions, `POST /v1/models/{version}/promote` (optional body
-//! `{"traffic": P}`) promotes, `POST /v1/models/rollback` rolls back.
+//! `{"traffic": P}`) promotes, `POST /v1/models/rollback` rolls back,
+//! `POST /v1/models/{version}/shadow` puts a version in shadow and
+//! `POST /v1/models/shadow/clear` ends it (409 for a version in the wrong
+//! state, e.g. an active one).
 //! `GET /v1/models/{version}/report/{name}.png` (read key) serves a report
 //! image stored with the version. Publishing uploads a model directory and
 //! is command-line only (`cartpulse models publish DIR`).
@@ -19,7 +22,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::UnknownVersion(_) | RegistryError::UnknownReportImage { .. } => {
                 ApiError::NotFound(e.to_string())
             }
-            RegistryError::TrafficOutOfRange(_)
+            // Mapped to 409 by the shadow handlers (`ApiError` has no conflict).
+            RegistryError::WrongState(_)
+            | RegistryError::TrafficOutOfRange(_)
             | RegistryError::NothingToRollBack(_)
             | RegistryError::Refused(_)
             | RegistryError::InvalidModel { .. }
@@ -78,6 +83,38 @@ pub async fn promote(
 pub async fn rollback(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let change = state.models.rollback().await?;
     Ok(HttpResponse::Ok().json(change))
+}
+
+/// `POST /v1/models/{version}/shadow`: puts the version in shadow (the
+/// previous shadow goes back to candidate). 404 unknown version, 409 an
+/// active version, 400 a version whose objects are corrupt or missing.
+pub async fn shadow(
+    _auth: Auth<AdminScope>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    match state.models.shadow(&path.into_inner()).await {
+        Ok(change) => Ok(HttpResponse::Ok().json(change)),
+        Err(e) => conflict_or(e),
+    }
+}
+
+/// `POST /v1/models/shadow/clear`: ends the shadow deployment (200 with
+/// `changed: false` when nothing was in shadow).
+pub async fn unshadow(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.models.unshadow().await {
+        Ok(change) => Ok(HttpResponse::Ok().json(change)),
+        Err(e) => conflict_or(e),
+    }
+}
+
+/// 409 (same body as every API error) for a change the version's state
+/// does not allow; the usual mapping otherwise.
+fn conflict_or(e: RegistryError) -> Result<HttpResponse, ApiError> {
+    match e {
+        RegistryError::WrongState(msg) => Ok(HttpResponse::Conflict().json(serde_json::json!({ "error": msg }))),
+        other => Err(other.into()),
+    }
 }
 
 /// `GET /v1/models/{version}/report/{name}` (read scope): a report image

@@ -3,7 +3,7 @@
 
 use super::messages::Prediction;
 use super::pool::InferencePool;
-use super::serving::ServingSet;
+use super::serving::{ServingModel, ServingSet};
 use super::telemetry::InferenceMetrics;
 use super::worker::{Run, Worker};
 use super::{InferenceError, PoolSettings};
@@ -83,6 +83,29 @@ impl InferenceHandle {
     /// Serves `set` from the next batch on (hot swap).
     pub fn set_models(&self, set: ServingSet) {
         self.pool.set_models(set);
+    }
+
+    /// Scores every batch with `shadow` too, after answering it (its scores
+    /// only feed the `cartpulse_shadow_*` metrics); `None` ends it.
+    pub fn set_shadow(&self, shadow: Option<ServingModel>) {
+        self.pool.set_shadow(shadow);
+    }
+
+    /// The shadow version scored alongside, if any.
+    pub fn shadow(&self) -> Option<String> {
+        self.pool.shadow()
+    }
+
+    /// Makes the next shadow batch panic inside the shadow thread (drills,
+    /// tests): counted in `cartpulse_shadow_failures_total`, nothing served
+    /// is affected.
+    pub fn inject_shadow_fault(&self) {
+        self.pool.shadow.inject_fault();
+    }
+
+    /// The pool's metrics (tests and tools read the shadow counters).
+    pub fn metrics(&self) -> &InferenceMetrics {
+        &self.pool.metrics
     }
 
     /// True while at least one model is served.

@@ -55,4 +55,7 @@ pub struct RunBatch {
     pub jobs: Vec<Job>,
     pub rows: usize,
     pub dispatched: Instant,
+    /// The shadow version when the batch was taken: it scores the same rows
+    /// after the replies are sent.
+    pub shadow: Option<ServingModel>,
 }

@@ -3,7 +3,8 @@
 //! worker is busy, workers on a `SyncArbiter` (the model's CPU work never
 //! runs on the async arbiters), the
 //! [`serving::ServingSet`] of active model versions it splits traffic over,
-//! and the handle the rest of the service uses ([`InferenceHandle`], which is
+//! the shadow version scored alongside ([`shadow`]; its scores only feed
+//! metrics), and the handle the rest of the service uses ([`InferenceHandle`], which is
 //! also the actors' [`actors::hooks::Scorer`]).
 //!
 //! Nothing is lost silently: every request is answered with scores or with an
@@ -15,6 +16,7 @@ pub mod messages;
 pub mod pool;
 pub mod request;
 pub mod serving;
+pub mod shadow;
 pub mod source;
 pub mod telemetry;
 pub mod worker;

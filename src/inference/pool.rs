@@ -11,6 +11,7 @@
 
 use super::messages::{Job, PredictReply, RunBatch};
 use super::serving::{ServingModel, ServingSet};
+use super::shadow::ShadowScorer;
 use super::telemetry::{InferenceEvent, InferenceMetrics};
 use super::{InferenceError, PoolSettings};
 use ::actors::features::ShoppersFeatures;
@@ -31,6 +32,10 @@ pub struct InferencePool {
     /// The served versions and shares.
     serving: RwLock<Vec<(String, f64)>>,
     stopped: AtomicBool,
+    /// Scores served batches with the shadow version, off the workers.
+    pub(super) shadow: ShadowScorer,
+    /// The shadow version's name, for `shadow()`.
+    shadow_version: RwLock<Option<String>>,
 }
 
 struct State {
@@ -40,6 +45,8 @@ struct State {
     /// Requests picked for a set that was since replaced: scored with the
     /// model they were picked for, before anything else.
     draining: Vec<Pending>,
+    /// The shadow version: every batch taken carries it.
+    shadow: Option<ServingModel>,
     /// Workers waiting for work.
     idle: usize,
     stopped: bool,
@@ -74,23 +81,27 @@ impl State {
         p.rows -= rows;
         let model = p.model.clone();
         self.draining.retain(|p| !p.jobs.is_empty());
-        Some(RunBatch { model, jobs, rows, dispatched: Instant::now() })
+        Some(RunBatch { model, jobs, rows, dispatched: Instant::now(), shadow: self.shadow.clone() })
     }
 }
 
 impl InferencePool {
     pub fn new(settings: PoolSettings, metrics: InferenceMetrics) -> Self {
+        let shadow = ShadowScorer::new(settings.max_queued_rows, metrics.clone());
         InferencePool {
             settings,
             state: Mutex::new(State {
                 set: ServingSet::default(),
                 pending: Vec::new(),
                 draining: Vec::new(),
+                shadow: None,
                 idle: 0,
                 stopped: false,
             }),
             work: Condvar::new(),
             queued: AtomicUsize::new(0),
+            shadow,
+            shadow_version: RwLock::new(None),
             metrics,
             ready: AtomicBool::new(false),
             serving: RwLock::new(Vec::new()),
@@ -178,6 +189,22 @@ impl InferencePool {
         self.metrics.record(InferenceEvent::ModelsChanged { versions: &described });
     }
 
+    /// Scores every batch taken from now on with `shadow` too (after its
+    /// replies are sent); `None` ends it.
+    pub fn set_shadow(&self, shadow: Option<ServingModel>) {
+        let version = shadow.as_ref().map(|m| m.version.to_string());
+        self.lock().shadow = shadow;
+        if let Ok(mut v) = self.shadow_version.write() {
+            *v = version.clone();
+        }
+        self.metrics.record(InferenceEvent::ShadowChanged { version: version.as_deref() });
+    }
+
+    /// The shadow version scored alongside, if any.
+    pub fn shadow(&self) -> Option<String> {
+        self.shadow_version.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
@@ -192,17 +219,19 @@ impl InferencePool {
         self.stopped.store(true, Ordering::Relaxed);
         self.lock().stopped = true;
         self.work.notify_all();
+        self.shadow.stop();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::inference::telemetry::InferenceMetrics;
-    use crate::inference::{InferenceError, InferenceHandle, PoolSettings, ServingSet};
+    use crate::inference::{InferenceError, InferenceHandle, PoolSettings, ServingModel, ServingSet};
     use crate::train::artifact::PurchaseModel;
     use crate::train::model::NetConfig;
     use crate::train::{ModelConfig, TrainOptions};
     use actors::features::ShoppersFeatures;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn tiny_model(dir: &std::path::Path, seed: u64) -> (PurchaseModel, Vec<ShoppersFeatures>) {
@@ -279,5 +308,57 @@ mod tests {
             let p = pool.predict(None, vec![rows[i].clone()]).await.unwrap();
             assert!((p.probabilities[0] - want_b[i]).abs() < 1e-6);
         }
+    }
+    /// Waits (up to 10 s) until `f` holds.
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[actix_web::test]
+    async fn the_shadow_scores_served_rows_after_answering_and_its_panics_are_contained() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, rows) = tiny_model(dir.path(), 1);
+        let (b, _) = tiny_model(dir.path(), 2);
+        let (va, vb) = (a.manifest.model_version.clone(), b.manifest.model_version.clone());
+        assert_ne!(va, vb);
+        let want_a = a.predict(&rows[..40]).unwrap();
+        let pool = InferenceHandle::start(settings(10_000), InferenceMetrics::detached());
+        pool.set_models(ServingSet::single(a));
+        let shadow = ServingModel { version: vb.as_str().into(), traffic_share: 0.0, model: Arc::new(b) };
+        pool.set_shadow(Some(shadow));
+        assert_eq!(pool.shadow().as_deref(), Some(vb.as_str()));
+        let m = pool.metrics().clone();
+
+        // Answers are the served model's; the shadow counts the same rows.
+        for i in 0..20 {
+            let p = pool.predict(Some("c"), vec![rows[i].clone()]).await.unwrap();
+            assert_eq!(&*p.model_version, va.as_str());
+            assert!((p.probabilities[0] - want_a[i]).abs() < 1e-6);
+        }
+        let p = pool.predict(None, rows[20..40].to_vec()).await.unwrap();
+        assert_eq!(&*p.model_version, va.as_str());
+        eventually("40 shadow rows", || m.shadow_rows(&vb) == 40).await;
+        assert_eq!(m.shadow_rows(&va), 0);
+
+        // A panic in shadow scoring is caught and counted; serving goes on,
+        // and so does the shadow.
+        pool.inject_shadow_fault();
+        let p = pool.predict(None, rows[..5].to_vec()).await.unwrap();
+        assert_eq!(&*p.model_version, va.as_str());
+        eventually("a shadow failure", || m.shadow_failures(&vb) == 1).await;
+        assert_eq!(m.shadow_rows(&vb), 40, "the failed batch is not counted as scored");
+        pool.predict(None, rows[..3].to_vec()).await.unwrap();
+        eventually("43 shadow rows", || m.shadow_rows(&vb) == 43).await;
+
+        // Cleared: nothing more is shadow-scored.
+        pool.set_shadow(None);
+        assert_eq!(pool.shadow(), None);
+        pool.predict(None, rows[..10].to_vec()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(m.shadow_rows(&vb), 43);
     }
 }

@@ -2,7 +2,7 @@
 //! is the one place that logs them and bumps the metrics, per model version
 //! where it matters (A/B comparisons read these).
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Debug)]
 pub enum InferenceEvent<'a> {
@@ -17,6 +17,20 @@ pub enum InferenceEvent<'a> {
     WorkerFailed { requests: usize, error: &'a str },
     /// The served versions changed.
     ModelsChanged { versions: &'a [(String, f64)] },
+    /// The shadow version changed (`None`: no shadow any more).
+    ShadowChanged { version: Option<&'a str> },
+    /// The shadow model scored the rows of a served batch.
+    ShadowScored {
+        version: &'a str,
+        served: &'a [f32],
+        served_threshold: f32,
+        shadow: &'a [f32],
+        shadow_threshold: f32,
+    },
+    /// Shadow scoring of a batch failed (panic or model error); nothing served was affected.
+    ShadowFailed { version: &'a str, rows: usize, error: &'a str },
+    /// A served batch was not shadow-scored: the shadow thread was too far behind.
+    ShadowDropped { version: &'a str, rows: usize },
 }
 
 #[derive(Clone)]
@@ -28,6 +42,12 @@ pub struct InferenceMetrics {
     refused: IntCounterVec,
     worker_failures: IntCounterVec,
     serving: IntGauge,
+    shadow_rows: IntCounterVec,
+    shadow_diff: HistogramVec,
+    shadow_disagreements: IntCounterVec,
+    shadow_failures: IntCounterVec,
+    shadow_dropped: IntCounterVec,
+    shadow_model: IntGaugeVec,
 }
 
 impl InferenceMetrics {
@@ -62,6 +82,47 @@ impl InferenceMetrics {
                 &["kind"],
             )?,
             serving: IntGauge::new("cartpulse_models_serving", "Model versions currently served")?,
+            shadow_rows: IntCounterVec::new(
+                Opts::new(
+                    "cartpulse_shadow_rows_total",
+                    "Served rows also scored by the shadow model, by shadow version",
+                ),
+                &["version"],
+            )?,
+            shadow_diff: HistogramVec::new(
+                HistogramOpts::new(
+                    "cartpulse_shadow_score_abs_diff",
+                    "|shadow probability - served probability| per row, by shadow version",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]),
+                &["version"],
+            )?,
+            shadow_disagreements: IntCounterVec::new(
+                Opts::new(
+                    "cartpulse_shadow_disagreements_total",
+                    "Rows whose decision (probability at or above the model's threshold) differs between the served \
+                     and the shadow model, by shadow version and the served model's decision",
+                ),
+                &["version", "served"],
+            )?,
+            shadow_failures: IntCounterVec::new(
+                Opts::new(
+                    "cartpulse_shadow_failures_total",
+                    "Batches whose shadow scoring failed (caught), by shadow version",
+                ),
+                &["version"],
+            )?,
+            shadow_dropped: IntCounterVec::new(
+                Opts::new(
+                    "cartpulse_shadow_rows_dropped_total",
+                    "Served rows not shadow-scored because the shadow thread was behind, by shadow version",
+                ),
+                &["version"],
+            )?,
+            shadow_model: IntGaugeVec::new(
+                Opts::new("cartpulse_models_shadow", "1 for the shadow version this process scores alongside"),
+                &["version"],
+            )?,
         };
         registry.register(Box::new(m.predictions.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
@@ -70,6 +131,12 @@ impl InferenceMetrics {
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.worker_failures.clone()))?;
         registry.register(Box::new(m.serving.clone()))?;
+        registry.register(Box::new(m.shadow_rows.clone()))?;
+        registry.register(Box::new(m.shadow_diff.clone()))?;
+        registry.register(Box::new(m.shadow_disagreements.clone()))?;
+        registry.register(Box::new(m.shadow_failures.clone()))?;
+        registry.register(Box::new(m.shadow_dropped.clone()))?;
+        registry.register(Box::new(m.shadow_model.clone()))?;
         Ok(m)
     }
 
@@ -107,6 +174,50 @@ impl InferenceMetrics {
                 tracing::info!(?versions, "serving model versions");
                 self.serving.set(versions.len() as i64);
             }
+            InferenceEvent::ShadowChanged { version } => {
+                tracing::info!(?version, "shadow model version");
+                self.shadow_model.reset();
+                if let Some(v) = version {
+                    self.shadow_model.with_label_values(&[v]).set(1);
+                }
+            }
+            InferenceEvent::ShadowScored { version, served, served_threshold, shadow, shadow_threshold } => {
+                self.shadow_rows.with_label_values(&[version]).inc_by(served.len() as u64);
+                let diff = self.shadow_diff.with_label_values(&[version]);
+                let (mut served_buys, mut shadow_buys) = (0u64, 0u64);
+                for (&a, &b) in served.iter().zip(shadow) {
+                    diff.observe(f64::from((b - a).abs()));
+                    match (a >= served_threshold, b >= shadow_threshold) {
+                        (true, false) => served_buys += 1,
+                        (false, true) => shadow_buys += 1,
+                        _ => {}
+                    }
+                }
+                if served_buys > 0 {
+                    self.shadow_disagreements.with_label_values(&[version, "buys"]).inc_by(served_buys);
+                }
+                if shadow_buys > 0 {
+                    self.shadow_disagreements.with_label_values(&[version, "not"]).inc_by(shadow_buys);
+                }
+            }
+            InferenceEvent::ShadowFailed { version, rows, error } => {
+                tracing::warn!(version, rows, error, "shadow scoring failed; served requests were not affected");
+                self.shadow_failures.with_label_values(&[version]).inc();
+            }
+            InferenceEvent::ShadowDropped { version, rows } => {
+                tracing::debug!(version, rows, "shadow scoring behind; batch skipped");
+                self.shadow_dropped.with_label_values(&[version]).inc_by(rows as u64);
+            }
         }
+    }
+
+    /// Rows the shadow `version` scored (tests, tools).
+    pub fn shadow_rows(&self, version: &str) -> u64 {
+        self.shadow_rows.with_label_values(&[version]).get()
+    }
+
+    /// Shadow batches of `version` whose scoring failed.
+    pub fn shadow_failures(&self, version: &str) -> u64 {
+        self.shadow_failures.with_label_values(&[version]).get()
     }
 }

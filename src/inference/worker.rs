@@ -7,6 +7,7 @@
 
 use super::messages::{Prediction, RunBatch, Stages};
 use super::pool::InferencePool;
+use super::shadow::ShadowBatch;
 use super::telemetry::InferenceEvent;
 use super::InferenceError;
 use actix::prelude::*;
@@ -34,7 +35,7 @@ impl Worker {
     /// failed (its requests were answered with the error).
     fn run(&mut self, msg: RunBatch) -> Result<(), ()> {
         let started = Instant::now();
-        let RunBatch { model, jobs, rows, dispatched } = msg;
+        let RunBatch { model, jobs, rows, dispatched, shadow } = msg;
         let fault = self.fault.swap(false, Ordering::Relaxed);
         let x = &mut self.x;
         let scored = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -76,6 +77,8 @@ impl Worker {
         let threshold = model.model.manifest.threshold;
         self.seconds.clear();
         let mut offset = 0;
+        // The rows stay for the shadow model (moved, not copied).
+        let mut kept = Vec::with_capacity(if shadow.is_some() { jobs.len() } else { 0 });
         for job in jobs {
             let n = job.rows.len();
             let p = probabilities[offset..offset + n].to_vec();
@@ -97,10 +100,23 @@ impl Worker {
                 threshold,
                 stages,
             }));
+            if shadow.is_some() {
+                kept.push(job.rows);
+            }
         }
         // Metrics once per batch, after every request is answered.
         metrics.record(InferenceEvent::Batch { rows, seconds: (scored_at - started).as_secs_f64() });
         metrics.record(InferenceEvent::Answered { version: &model.version, rows, seconds: &self.seconds });
+        // Every reply is sent: the shadow scores the same rows on its own
+        // thread (a hand-over, never a wait; dropped and counted when behind).
+        if let Some(shadow) = shadow {
+            self.pool.shadow.offer(ShadowBatch {
+                shadow,
+                rows: kept,
+                served: probabilities,
+                served_threshold: threshold,
+            });
+        }
         Ok(())
     }
 }

@@ -1,10 +1,10 @@
-//! `cartpulse models publish DIR | list | promote VERSION [--traffic P] | rollback`:
+//! `cartpulse models publish DIR | list | promote VERSION [--traffic P] | rollback | shadow VERSION | unshadow`:
 //! the registry from the command line, over the database and model store of
 //! the global flags (`--database-url`, `--model-store`). Publishing is
 //! command-line only (with the report images of `DIR/report` or `--report`);
 //! the rest is also on `/v1/models`.
 
-use super::registry::{Change, ModelInfo, ModelRegistry};
+use super::registry::{Change, ModelInfo, ModelRegistry, ShadowChange};
 use crate::config::Settings;
 use std::path::PathBuf;
 
@@ -34,6 +34,11 @@ pub enum ModelsCommand {
     },
     /// Restore the versions that were active before the last promotion.
     Rollback,
+    /// Put VERSION in shadow: serving processes also score every batch with it (after answering) and only
+    /// compare its scores (metrics); at most one shadow, the previous one goes back to candidate.
+    Shadow { version: String },
+    /// End the shadow deployment (the shadow version goes back to candidate).
+    Unshadow,
 }
 
 /// Runs one `models` command; results go to stdout, errors are returned.
@@ -74,6 +79,16 @@ pub async fn run(settings: &Settings, command: ModelsCommand) -> anyhow::Result<
             eprintln!("{}", describe(&c));
             println!("{}", serde_json::to_string(&c)?);
         }
+        ModelsCommand::Shadow { version } => {
+            let c = registry.shadow(&version).await?;
+            eprintln!("{}", describe_shadow(&c));
+            println!("{}", serde_json::to_string(&c)?);
+        }
+        ModelsCommand::Unshadow => {
+            let c = registry.unshadow().await?;
+            eprintln!("{}", describe_shadow(&c));
+            println!("{}", serde_json::to_string(&c)?);
+        }
     }
     Ok(())
 }
@@ -92,6 +107,19 @@ fn describe(c: &Change) -> String {
     let mut s = format!("active: {} (was: {})", shares(&c.active), shares(&c.before));
     if !c.retired.is_empty() {
         s += &format!("; retired: {}", c.retired.join(", "));
+    }
+    s
+}
+
+fn describe_shadow(c: &ShadowChange) -> String {
+    let mut s = match (&c.shadow, c.changed) {
+        (Some(v), false) => format!("{v} is already in shadow; nothing changed"),
+        (None, false) => "no version is in shadow; nothing changed".to_owned(),
+        (Some(v), true) => format!("shadow: {v} (scored alongside the active versions; its scores are not used)"),
+        (None, true) => "shadow: none".to_owned(),
+    };
+    if let Some(r) = &c.released {
+        s += &format!("; {} is {} again", r.version, r.status);
     }
     s
 }

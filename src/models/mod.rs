@@ -8,7 +8,7 @@ pub mod registry;
 pub mod store;
 
 pub use registry::{
-    Change, ModelInfo, ModelRegistry, Published, RegistryError, ReportImage, ReportImageInfo, ServingEntry, Share,
-    Status,
+    Change, ModelInfo, ModelRegistry, Published, RegistryError, Released, ReportImage, ReportImageInfo, ServingEntry,
+    ServingModels, ShadowChange, Share, Status,
 };
 pub use store::{ModelStore, StoreError};

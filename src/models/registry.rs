@@ -11,8 +11,14 @@
 //!   object refuses the promotion and leaves the active set as it was.
 //! - [`ModelRegistry::rollback`] restores the active set from before the newest
 //!   promotion not yet undone.
+//! - [`ModelRegistry::shadow`] puts a published (non-active) version in
+//!   shadow: served processes score every batch with it too, after answering,
+//!   without using its scores. At most one shadow: a new one sends the old
+//!   back to `candidate` (or `retired`, if it had been active).
+//!   [`ModelRegistry::unshadow`] ends it; promoting the shadow makes it active.
 //! - [`ModelRegistry::load_serving`] loads every active version through the
-//!   store (verified, cached while it stays active) for the inference pool;
+//!   store (verified, cached while it stays active or shadow) for the inference
+//!   pool, [`ModelRegistry::load_serving_and_shadow`] the shadow version too;
 //!   [`ModelRegistry::changes`] is bumped after every change made through
 //!   this process.
 //!
@@ -84,7 +90,8 @@ pub enum Status {
     Candidate,
     /// Scoring its traffic share of customers.
     Active,
-    /// Scored alongside without its scores being used (reserved; nothing sets it yet).
+    /// Scored alongside the active versions without its scores being used
+    /// (`models shadow VERSION`; at most one).
     Shadow,
     /// Was active, is not any more.
     Retired,
@@ -113,6 +120,9 @@ pub enum RegistryError {
     NothingToRollBack(String),
     #[error("{0}")]
     Refused(String),
+    /// The version is not in a state that allows the change (409 on HTTP).
+    #[error("{0}")]
+    WrongState(String),
     #[error("{dir} is not a valid model directory: {cause}")]
     InvalidModel { dir: String, cause: String },
     #[error(
@@ -217,6 +227,36 @@ pub struct Change {
     pub changed: bool,
 }
 
+/// The outcome of `shadow` or `unshadow`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShadowChange {
+    /// The shadow version after the change (`None` once cleared).
+    pub shadow: Option<String>,
+    /// The shadow version before it.
+    pub before: Option<String>,
+    /// The version that stopped being the shadow, and the status it went back to.
+    pub released: Option<Released>,
+    /// False when nothing changed (the version was already the shadow, or nothing was in shadow).
+    pub changed: bool,
+}
+
+/// A version sent back from shadow.
+#[derive(Clone, Debug, Serialize)]
+pub struct Released {
+    pub version: String,
+    pub status: String,
+}
+
+/// What a serving process loads: the active versions and the shadow.
+pub struct ServingModels {
+    /// As [`ModelRegistry::load_serving`] returns them.
+    pub active: Vec<ServingEntry>,
+    /// The shadow version, loaded and verified (traffic share 0).
+    pub shadow: Option<ServingEntry>,
+    /// The shadow version that failed to load, and why (serving is unaffected).
+    pub shadow_error: Option<(String, String)>,
+}
+
 /// One active model, loaded and verified, for the inference pool.
 pub struct ServingEntry {
     pub version: String,
@@ -240,6 +280,8 @@ struct Inner {
 
 const KIND_PROMOTE: &str = "promote";
 const KIND_ROLLBACK: &str = "rollback";
+const KIND_SHADOW: &str = "shadow";
+const KIND_UNSHADOW: &str = "unshadow";
 
 impl ModelRegistry {
     pub fn new(db: DatabaseConnection, store: ModelStore) -> ModelRegistry {
@@ -457,6 +499,69 @@ impl ModelRegistry {
         Ok(Change { version: version.to_owned(), before, active: after, retired, changed: true })
     }
 
+    /// Puts `version` in shadow: every serving process scores each batch with
+    /// it as well, after the replies are sent, and only counts how it
+    /// compares. Any published version that is not active may be shadowed
+    /// (its objects are fetched and verified first, like a promotion); the
+    /// previous shadow, if any, goes back to `candidate` (`retired` if it had
+    /// been active). Recorded in `model_promotions` (kind `shadow`); rollback
+    /// ignores it.
+    pub async fn shadow(&self, version: &str) -> Result<ShadowChange, RegistryError> {
+        let row = self.row(&self.inner.db, version).await?;
+        if row.status == Status::Active.as_str() {
+            return Err(not_shadowable(version));
+        }
+        self.loaded(&row).await?;
+
+        let txn = self.begin_locked().await?;
+        let row = self.row(&txn, version).await?;
+        if row.status == Status::Active.as_str() {
+            return Err(not_shadowable(version));
+        }
+        let current = shadow_row(&txn).await?;
+        let before = current.as_ref().map(|r| r.version.clone());
+        if before.as_deref() == Some(version) {
+            txn.commit().await?;
+            return Ok(ShadowChange { shadow: before.clone(), before, released: None, changed: false });
+        }
+        let released = match current {
+            Some(old) => Some(release(&txn, old).await?),
+            None => None,
+        };
+        let mut m: model_version::ActiveModel = row.into();
+        m.status = Set(Status::Shadow.as_str().to_owned());
+        m.traffic_share = Set(0.0);
+        m.update(&txn).await?;
+        let now = Utc::now();
+        let shares = |v: Option<&str>| v.map(|v| vec![Share { version: v.to_owned(), traffic_share: 0.0 }]);
+        let (b, a) = (shares(before.as_deref()).unwrap_or_default(), shares(Some(version)).unwrap_or_default());
+        record(&txn, KIND_SHADOW, version, &b, &a, now).await?;
+        txn.commit().await?;
+        tracing::info!(%version, previous = ?before, "model version in shadow");
+        self.bump();
+        Ok(ShadowChange { shadow: Some(version.to_owned()), before, released, changed: true })
+    }
+
+    /// Ends the shadow deployment: the shadow version goes back to
+    /// `candidate` (`retired` if it had been active). Nothing in shadow is
+    /// not an error (`changed: false`). Recorded in `model_promotions` (kind
+    /// `unshadow`).
+    pub async fn unshadow(&self) -> Result<ShadowChange, RegistryError> {
+        let txn = self.begin_locked().await?;
+        let Some(current) = shadow_row(&txn).await? else {
+            txn.commit().await?;
+            return Ok(ShadowChange { shadow: None, before: None, released: None, changed: false });
+        };
+        let version = current.version.clone();
+        let released = release(&txn, current).await?;
+        let b = vec![Share { version: version.clone(), traffic_share: 0.0 }];
+        record(&txn, KIND_UNSHADOW, &version, &b, &[], Utc::now()).await?;
+        txn.commit().await?;
+        tracing::info!(%version, "model shadow cleared");
+        self.bump();
+        Ok(ShadowChange { shadow: None, before: Some(version), released: Some(released), changed: true })
+    }
+
     /// Restores the active versions (and shares) from before the newest
     /// promotion that has not been rolled back, and retires the others. The
     /// restored versions are fetched and verified first.
@@ -502,17 +607,38 @@ impl ModelRegistry {
     /// down, an object corrupt or missing) changes nothing: the caller keeps
     /// serving what it has.
     pub async fn load_serving(&self) -> anyhow::Result<Vec<ServingEntry>> {
+        Ok(self.load(false).await?.active)
+    }
+
+    /// [`load_serving`](Self::load_serving) and the shadow version, loaded and
+    /// verified the same way. A shadow that fails to load is reported in
+    /// `shadow_error` (the active versions are returned all the same); an
+    /// active version that fails to load fails the whole call, as before.
+    pub async fn load_serving_and_shadow(&self) -> anyhow::Result<ServingModels> {
+        self.load(true).await
+    }
+
+    async fn load(&self, with_shadow: bool) -> anyhow::Result<ServingModels> {
         let rows = model_version::Entity::find()
-            .filter(model_version::Column::Status.eq(Status::Active.as_str()))
+            .filter(model_version::Column::Status.is_in([Status::Active.as_str(), Status::Shadow.as_str()]))
             .order_by_desc(model_version::Column::TrafficShare)
             .order_by_asc(model_version::Column::Version)
             .all(&self.inner.db)
             .await
             .map_err(RegistryError::from)?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = ServingModels { active: Vec::with_capacity(rows.len()), shadow: None, shadow_error: None };
         for row in &rows {
-            let model = self.loaded(row).await?;
-            out.push(ServingEntry { version: row.version.clone(), traffic_share: row.traffic_share, model });
+            if row.status == Status::Active.as_str() {
+                let model = self.loaded(row).await?;
+                out.active.push(ServingEntry { version: row.version.clone(), traffic_share: row.traffic_share, model });
+            } else if with_shadow {
+                match self.loaded(row).await {
+                    Ok(model) => {
+                        out.shadow = Some(ServingEntry { version: row.version.clone(), traffic_share: 0.0, model })
+                    }
+                    Err(e) => out.shadow_error = Some((row.version.clone(), e.to_string())),
+                }
+            }
         }
         if let Ok(mut cache) = self.inner.cache.lock() {
             cache.retain(|v, _| rows.iter().any(|r| &r.version == v));
@@ -564,6 +690,33 @@ impl ModelRegistry {
         }
         Ok(txn)
     }
+}
+
+fn not_shadowable(version: &str) -> RegistryError {
+    RegistryError::WrongState(format!(
+        "{version} is active; only a version that is not serving can be put in shadow (promote another version, \
+         or roll back, first)"
+    ))
+}
+
+/// The shadow version's row, if any (the newest, should there ever be more).
+async fn shadow_row(db: &impl ConnectionTrait) -> Result<Option<model_version::Model>, DbErr> {
+    model_version::Entity::find()
+        .filter(model_version::Column::Status.eq(Status::Shadow.as_str()))
+        .order_by_desc(model_version::Column::PublishedAt)
+        .one(db)
+        .await
+}
+
+/// Sends a shadow version back to `candidate`, or `retired` if it had been active.
+async fn release(txn: &DatabaseTransaction, row: model_version::Model) -> Result<Released, DbErr> {
+    let status = if row.promoted_at.is_some() { Status::Retired } else { Status::Candidate };
+    let version = row.version.clone();
+    let mut m: model_version::ActiveModel = row.into();
+    m.status = Set(status.as_str().to_owned());
+    m.traffic_share = Set(0.0);
+    m.update(txn).await?;
+    Ok(Released { version, status: status.as_str().to_owned() })
 }
 
 /// Parses the bytes as a model directory would be and loads it (on the

@@ -293,3 +293,163 @@ async fn promotions_reach_the_pool_and_split_customers(db: Db) {
     }
 }
 crate::on_both_databases!(promotions_reach_the_pool_and_split_customers);
+
+/// Shadow deployment end to end: a version put in shadow over HTTP is loaded
+/// by the serving process and scores every predicted row (counted in
+/// `/metrics`), while `/v1/predict` still answers with the active version and
+/// exactly its scores; unknown and active versions are refused; clearing the
+/// shadow stops the counting; promoting the shadow makes it active.
+async fn shadow_scores_are_counted_but_never_served(db: Db) {
+    let (a, b, c) = (tiny_model(1), tiny_model(2), tiny_model(3));
+    let model_a = PurchaseModel::load(&a).unwrap();
+    let va = model_a.manifest.model_version.clone();
+    let vb = PurchaseModel::load(&b).unwrap().manifest.model_version;
+    let vc = PurchaseModel::load(&c).unwrap().manifest.model_version;
+    let store = tempfile::tempdir().unwrap().keep();
+    let store_path = store.display().to_string();
+    let app = spawn_app_with(db, move |s| s.model_store = store_path).await;
+    let mut settings = test_settings(&app.database_url);
+    settings.model_store = store.display().to_string();
+    let conn = cartpulse::db::connect(&settings).await.unwrap();
+    let registry = cartpulse::models::ModelRegistry::from_settings(conn.clone(), &settings).await.unwrap();
+    for dir in [&a, &b, &c] {
+        registry.publish(dir).await.unwrap();
+    }
+    let admin = app.admin_key.clone();
+    let (status, body) = app.promote_model(&va, None, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Errors: unknown version 404, the active version 409, not an admin 403.
+    let (status, body) = app.post_json("/v1/models/pi-no-such-version/shadow", None, Some(&admin)).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = app.post_json(&format!("/v1/models/{va}/shadow"), None, Some(&admin)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("is active"), "{body}");
+    let (status, _) = app.post_json(&format!("/v1/models/{vb}/shadow"), None, Some(&app.read_key.clone())).await;
+    assert_eq!(status, 403);
+    let (status, body) = app.post_json("/v1/models/shadow/clear", None, Some(&admin)).await;
+    assert_eq!((status, &body["changed"]), (200, &json!(false)), "nothing in shadow yet: {body}");
+
+    let (status, body) = app.post_json(&format!("/v1/models/{vb}/shadow"), None, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["shadow"], vb.as_str());
+    assert_eq!(body["changed"], true);
+    let (_, list) = app.list_models(Some(&admin)).await;
+    let status_of = |list: &Value, v: &str| {
+        list["models"].as_array().unwrap().iter().find(|m| m["version"] == v).unwrap()["status"].clone()
+    };
+    assert_eq!(status_of(&list, &vb), "shadow");
+    assert_eq!(status_of(&list, &va), "active");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.inference.shadow().as_deref() != Some(vb.as_str()) {
+        assert!(Instant::now() < deadline, "the shadow reached the pool: {:?}", app.inference.shadow());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Predictions: the active version's answers, exactly; the shadow counts every row.
+    let rows: Vec<ShoppersFeatures> = sample_rows(97)[1..41].iter().map(|l| features(l)).collect();
+    let want = model_a.predict(&rows).unwrap();
+    let rows_sample = format!("cartpulse_shadow_rows_total{{version=\"{vb}\"}}");
+    let before = metric_value(&app.metrics_text().await, &rows_sample);
+    let body = json!({ "rows": rows.iter().map(|r| Value::Object(r.to_uci_json())).collect::<Vec<_>>() });
+    let (status, got) = app.predict(&body).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["model_version"], va.as_str());
+    for (s, w) in got["scores"].as_array().unwrap().iter().zip(&want) {
+        assert!((s["probability"].as_f64().unwrap() - f64::from(*w)).abs() < 1e-5, "{s} vs {w}");
+    }
+    for (i, r) in rows.iter().take(10).enumerate() {
+        let (status, got) = app.predict(&json!({ "customer_id": format!("s-{i}"), "features": r.to_uci_json() })).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["model_version"], va.as_str(), "the shadow never answers");
+        assert!((got["scores"][0]["probability"].as_f64().unwrap() - f64::from(want[i])).abs() < 1e-5);
+        assert!(got.get("shadow").is_none(), "{got}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = app.metrics_text().await;
+        if metric_value(&m, &rows_sample) >= before + 50.0 || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(metric_value(&metrics, &rows_sample), before + 50.0, "every predicted row shadow-scored once");
+    let diff_count = format!("cartpulse_shadow_score_abs_diff_count{{version=\"{vb}\"}}");
+    assert_eq!(metric_value(&metrics, &diff_count), before + 50.0, "{metrics}");
+    assert!(metrics.contains(&format!("cartpulse_models_shadow{{version=\"{vb}\"}} 1")), "{metrics}");
+    assert!(!metrics.contains(&format!("cartpulse_shadow_rows_total{{version=\"{va}\"}}")));
+    assert!(metrics.contains("# TYPE cartpulse_shadow_disagreements_total counter"));
+    assert_eq!(metric_value(&metrics, &format!("cartpulse_shadow_failures_total{{version=\"{vb}\"}}")), 0.0);
+
+    // A new shadow replaces the old, which goes back to candidate; recorded like promotions.
+    let (status, body) = app.post_json(&format!("/v1/models/{vc}/shadow"), None, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"], json!({ "version": vb, "status": "candidate" }));
+    assert_eq!(registry.get(&vb).await.unwrap().status, "candidate");
+    assert_eq!(registry.get(&vc).await.unwrap().status, "shadow");
+    use sea_orm::{EntityTrait, QueryOrder};
+    let history: Vec<(String, String)> = entities::model_promotion::Entity::find()
+        .order_by_asc(entities::model_promotion::Column::Id)
+        .all(&conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.kind, p.version))
+        .collect();
+    assert_eq!(
+        history,
+        vec![("promote".into(), va.clone()), ("shadow".into(), vb.clone()), ("shadow".into(), vc.clone())]
+    );
+
+    // Cleared: the pool drops the shadow and nothing more is counted.
+    let (status, body) = app.post_json("/v1/models/shadow/clear", None, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["before"].as_str(), body["changed"].as_bool()), (Some(vc.as_str()), Some(true)));
+    assert_eq!(registry.get(&vc).await.unwrap().status, "candidate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.inference.shadow().is_some() {
+        assert!(Instant::now() < deadline, "the cleared shadow left the pool");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = app.metrics_text().await;
+    let counted: Vec<f64> = [&vb, &vc]
+        .iter()
+        .map(|v| metric_value(&m, &format!("cartpulse_shadow_rows_total{{version=\"{v}\"}}")))
+        .collect();
+    let (status, _) = app.predict(&body_of(&rows[..5])).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = app.metrics_text().await;
+    for (v, n) in [&vb, &vc].iter().zip(&counted) {
+        assert_eq!(metric_value(&m, &format!("cartpulse_shadow_rows_total{{version=\"{v}\"}}")), *n, "{v}");
+    }
+    assert!(!m.contains("cartpulse_models_shadow{"), "no shadow version left in the gauge");
+
+    // Promoting the shadow version makes it active as usual (and no longer shadow).
+    let (status, _) = app.post_json(&format!("/v1/models/{vb}/shadow"), None, Some(&admin)).await;
+    assert_eq!(status, 200);
+    let (status, body) = app.promote_model(&vb, None, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(registry.get(&vb).await.unwrap().status, "active");
+    assert_eq!(registry.get(&va).await.unwrap().status, "retired");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, got) = app.predict(&body_of(&rows[..1])).await;
+        if status == 200 && got["model_version"] == vb.as_str() && app.inference.shadow().is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the promoted shadow serves: {got}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A retired version may be shadowed; released, it is retired again.
+    let (status, _) = app.post_json(&format!("/v1/models/{va}/shadow"), None, Some(&admin)).await;
+    assert_eq!(status, 200);
+    let (status, body) = app.post_json("/v1/models/shadow/clear", None, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"], json!({ "version": va, "status": "retired" }));
+}
+crate::on_both_databases!(shadow_scores_are_counted_but_never_served);
+
+fn body_of(rows: &[ShoppersFeatures]) -> Value {
+    json!({ "rows": rows.iter().map(|r| Value::Object(r.to_uci_json())).collect::<Vec<_>>() })
+}

@@ -630,4 +630,74 @@ async fn models_cli() {
     );
     let (ok, _, err) = run(&["models", "rollback"]);
     assert!(!ok && err.contains("nothing to roll back to"), "{err}");
+    // Shadow: an active version is refused, an unknown one too; unshadow with nothing in shadow is fine.
+    let (ok, _, err) = run(&["models", "shadow", &version]);
+    assert!(!ok && err.contains("is active"), "{err}");
+    let (ok, _, err) = run(&["models", "shadow", "pi-unknown"]);
+    assert!(!ok && err.contains("unknown model version"), "{err}");
+    let (ok, _, err) = run(&["models", "unshadow"]);
+    assert!(ok && err.contains("no version is in shadow"), "{err}");
 }
+
+/// The registry's shadow status: at most one shadow, a shadow whose objects
+/// are corrupt is refused like a promotion, and one that goes bad after it
+/// was shadowed is skipped by a fresh loader while the active versions load;
+/// the console's admin cookie (with its CSRF token) shadows like it promotes.
+async fn shadow_status(db: Db) {
+    let (app, registry, settings, _store) = app_and_registry(db, Store::Local).await;
+    let models = publish_models(&app, &registry, &[1, 2, 3]).await;
+    let (a, b, c) = (&models[0].1, &models[1].1, &models[2].1);
+    registry.promote(a, None).await.unwrap();
+    let err = registry.shadow(a).await.expect_err("an active version");
+    assert!(matches!(err, RegistryError::WrongState(_)), "{err:?}");
+    let err = registry.shadow("pi-no-such-version").await.expect_err("unknown");
+    assert!(matches!(err, RegistryError::UnknownVersion(_)), "{err:?}");
+
+    let change = registry.shadow(b).await.unwrap();
+    assert!(change.changed && change.shadow.as_deref() == Some(b.as_str()) && change.released.is_none());
+    let again = registry.shadow(b).await.unwrap();
+    assert!(!again.changed, "already the shadow");
+    let loaded = registry.load_serving_and_shadow().await.unwrap();
+    assert_eq!(versions_and_shares(&loaded.active), vec![(a.clone(), 1.0)]);
+    assert_eq!(loaded.shadow.as_ref().map(|e| e.version.as_str()), Some(b.as_str()));
+    assert_eq!(versions_and_shares(&registry.load_serving().await.unwrap()), vec![(a.clone(), 1.0)]);
+    let (_, list) = app.list_models(Some(&app.admin_key)).await;
+    assert_eq!(model_row(&list, b)["status"], "shadow");
+    assert_eq!(model_row(&list, b)["traffic_share"], 0.0);
+
+    // c's weights are corrupt: shadowing it is refused (400 naming the object); b stays.
+    let mut w = std::fs::read(models[2].0.join(WEIGHTS_FILE)).unwrap();
+    let last = w.len() - 1;
+    w[last] ^= 0x55;
+    overwrite_object(&registry, c, WEIGHTS_FILE, Some(w)).await;
+    let (status, body) = app.post_json(&format!("/v1/models/{c}/shadow"), None, Some(&app.admin_key)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains(WEIGHTS_FILE), "{body}");
+    assert_eq!(registry.get(b).await.unwrap().status, "shadow");
+
+    // b goes bad in the store after it was shadowed: a fresh loader (another
+    // replica) still loads the active version and reports the shadow.
+    overwrite_object(&registry, b, MANIFEST_FILE, Some(b"{}".to_vec())).await;
+    let other =
+        ModelRegistry::from_settings(cartpulse::db::connect(&settings).await.unwrap(), &settings).await.unwrap();
+    let loaded = other.load_serving_and_shadow().await.expect("the active versions still load");
+    assert_eq!(versions_and_shares(&loaded.active), vec![(a.clone(), 1.0)]);
+    assert!(loaded.shadow.is_none());
+    let (version, error) = loaded.shadow_error.expect("the shadow failure is reported");
+    assert!(version == *b && error.contains(MANIFEST_FILE), "{version}: {error}");
+
+    // The console: an admin's cookie needs its CSRF token, as for promote.
+    app.create_console_user("ada", cartpulse::console::Role::Admin, "a long enough password").await;
+    let login = app.console_login("ada", "a long enough password").await;
+    let (status, _) =
+        app.console_request(reqwest::Method::POST, "/v1/models/shadow/clear", Some(&login.cookie), None, None).await;
+    assert_eq!(status, 403, "no CSRF token");
+    assert_eq!(registry.get(b).await.unwrap().status, "shadow");
+    let (status, body) = app
+        .console_request(reqwest::Method::POST, "/v1/models/shadow/clear", Some(&login.cookie), Some(&login.csrf), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"], serde_json::json!({ "version": b, "status": "candidate" }));
+    assert_eq!(registry.get(b).await.unwrap().status, "candidate");
+}
+on_both_databases!(shadow_status);

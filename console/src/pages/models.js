@@ -1,7 +1,8 @@
 // Models: the registry with its cross-validation figures and the report
 // images published with each version (ROC, calibration, confusion matrix;
 // served same-origin by /v1/models/{version}/report/{name}); promote (with
-// an A/B traffic share), roll back. Admin only, each behind a confirmation;
+// an A/B traffic share), roll back, put a version in shadow (scored alongside,
+// never served) or end the shadow. Admin only, each behind a confirmation;
 // the buttons are disabled for viewers, and the server refuses them anyway.
 
 import { api } from '../api.js';
@@ -68,6 +69,44 @@ export function modelsPage(ctx) {
       await load();
     } catch (e) {
       message(status, `Promotion refused (${e.status}): ${e.message}`, 'error');
+    }
+  }
+
+  function shadowControls(m) {
+    if (m.status === 'active') return el('span', { class: 'muted', text: '—' });
+    const inShadow = m.status === 'shadow';
+    return el('button', {
+      type: 'button',
+      class: inShadow ? 'secondary unshadow' : 'secondary shadow',
+      text: inShadow ? 'End shadow' : 'Shadow',
+      'data-version': m.version,
+      disabled: !admin,
+      'aria-label': inShadow ? `End the shadow deployment of ${m.version}` : `Put ${m.version} in shadow`,
+      onclick: () => (inShadow ? unshadow(m.version) : shadow(m.version)),
+    });
+  }
+
+  async function shadow(version) {
+    const text = `${version} will also score every served batch, after the replies are sent; its scores are only compared (metrics), never served. A previous shadow goes back to candidate.`;
+    if (!(await confirmDialog(`Shadow ${version}?`, text))) return;
+    try {
+      const r = await api.post(`/v1/models/${encodeURIComponent(version)}/shadow`);
+      const released = r.released ? ` ${r.released.version} is ${r.released.status} again.` : '';
+      message(status, r.changed ? `${version} is in shadow.${released}` : `${version} was already in shadow.`, 'ok');
+      await load();
+    } catch (e) {
+      message(status, `Shadow refused (${e.status}): ${e.message}`, 'error');
+    }
+  }
+
+  async function unshadow(version) {
+    if (!(await confirmDialog(`End the shadow of ${version}?`, `${version} stops being scored alongside and goes back to its previous status.`))) return;
+    try {
+      const r = await api.post('/v1/models/shadow/clear');
+      message(status, r.released ? `Shadow ended: ${r.released.version} is ${r.released.status} again.` : 'No version was in shadow.', 'ok');
+      await load();
+    } catch (e) {
+      message(status, `Ending the shadow refused (${e.status}): ${e.message}`, 'error');
     }
   }
 
@@ -179,6 +218,7 @@ export function modelsPage(ctx) {
             ['Published', (m) => time(m.published_at)],
             ['Report', (m) => reportButton(m)],
             ['Promote', (m) => promoteControls(m)],
+            ['Shadow', (m) => shadowControls(m)],
           ],
           models,
           'Published models, newest first',

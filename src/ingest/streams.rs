@@ -125,3 +125,40 @@ fn group_backlog(v: &Value) -> Option<u64> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{group_backlog, GROUP};
+    use redis::Value;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn group(name: &str, lag: Value, pending: i64) -> Value {
+        Value::Array(vec![
+            bulk("name"),
+            bulk(name),
+            bulk("consumers"),
+            Value::Int(1),
+            bulk("pending"),
+            Value::Int(pending),
+            bulk("last-delivered-id"),
+            bulk("5-0"),
+            bulk("entries-read"),
+            Value::Int(5),
+            bulk("lag"),
+            lag,
+        ])
+    }
+
+    #[test]
+    fn backlog_is_lag_plus_pending_of_our_group() {
+        let reply = Value::Array(vec![group("others", Value::Int(99), 9), group(GROUP, Value::Int(7), 3)]);
+        assert_eq!(group_backlog(&reply), Some(10));
+        // Redis cannot always tell the lag (nil): the caller then counts the stream's length.
+        let unknown = Value::Array(vec![group(GROUP, Value::Nil, 3)]);
+        assert_eq!(group_backlog(&unknown), None);
+        assert_eq!(group_backlog(&Value::Array(vec![])), None);
+    }
+}

@@ -117,6 +117,17 @@ pub struct WsBenchReport {
     pub fanout_offered_per_s: f64,
     pub fanout_delivered_per_s: f64,
     pub fanout_coalesced: f64,
+    /// The latency phase in one process.
+    #[serde(flatten)]
+    pub latency: LatencyFigures,
+    /// The latency phase across gateways via Redis (`--gateways 2 --redis-url`).
+    pub gateways: Option<GatewaysLatency>,
+}
+
+/// Figures of one latency phase: events produced at a target rate to
+/// watched customers, ack → client receipt.
+#[derive(Debug, Serialize, Default)]
+pub struct LatencyFigures {
     pub latency_clients: usize,
     pub events_per_s_target: u64,
     pub events_acked: u64,
@@ -125,11 +136,11 @@ pub struct WsBenchReport {
     pub ack_to_receipt_p50_ms: f64,
     pub ack_to_receipt_p99_ms: f64,
     pub ack_to_receipt_max_ms: f64,
+    /// The server's own ack → aggregator p99 (histogram bucket bound); the
+    /// processor's across gateways.
     pub server_latency_p99_ms: Option<f64>,
     /// ack → receipt p99 of the events acknowledged in each second of the run.
     pub p99_by_second_ms: Vec<f64>,
-    /// The latency phase across gateways via Redis (`--gateways 2 --redis-url`).
-    pub gateways: Option<GatewaysLatency>,
 }
 
 /// Figures of the latency phase run across a processor and several gateways.
@@ -137,17 +148,8 @@ pub struct WsBenchReport {
 pub struct GatewaysLatency {
     pub gateways: usize,
     pub partitions: usize,
-    pub latency_clients: usize,
-    pub events_per_s_target: u64,
-    pub events_acked: u64,
-    pub events_per_s_achieved: f64,
-    pub events_seen_by_clients: u64,
-    pub ack_to_receipt_p50_ms: f64,
-    pub ack_to_receipt_p99_ms: f64,
-    pub ack_to_receipt_max_ms: f64,
-    /// The processor's own ack → aggregator p99 (histogram bucket bound).
-    pub server_latency_p99_ms: Option<f64>,
-    pub p99_by_second_ms: Vec<f64>,
+    #[serde(flatten)]
+    pub latency: LatencyFigures,
 }
 
 /// `cartpulse bench ws`.
@@ -203,16 +205,11 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
         fanout_offered_per_s: (args.fanout_clients as u64 * args.fanout_hz) as f64,
         fanout_delivered_per_s: 0.0,
         fanout_coalesced: 0.0,
-        latency_clients: args.latency_clients,
-        events_per_s_target: args.events_per_s,
-        events_acked: 0,
-        events_per_s_achieved: 0.0,
-        events_seen_by_clients: 0,
-        ack_to_receipt_p50_ms: 0.0,
-        ack_to_receipt_p99_ms: 0.0,
-        ack_to_receipt_max_ms: 0.0,
-        server_latency_p99_ms: None,
-        p99_by_second_ms: Vec::new(),
+        latency: LatencyFigures {
+            latency_clients: args.latency_clients,
+            events_per_s_target: args.events_per_s,
+            ..Default::default()
+        },
         gateways: None,
     };
     if args.gateways > 1 && args.redis_url.is_none() {
@@ -283,41 +280,59 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
             args.events_per_s, args.latency_clients, args.latency_seconds
         );
         let server = Server::start(&[]).await?;
-        let bases = [server.base.clone()];
-        let mut pool = Workers::spawn(&bases, &server.key, workers, args.latency_clients, "lb-").await?;
-        pool.ready().await?;
-        let (acks, elapsed) =
-            produce(&bases, &server.key, args.latency_clients, args.events_per_s, args.latency_seconds).await?;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let records = pool.records().await?;
-        r.events_acked = acks.len() as u64;
-        r.events_per_s_achieved = round(acks.len() as f64 / elapsed, 0);
-        let (seen, lat, p99s) = latencies(&acks, records);
-        r.events_seen_by_clients = seen;
-        r.p99_by_second_ms = p99s;
-        if !lat.is_empty() {
-            r.ack_to_receipt_p50_ms = round(quantile(&lat, 0.5) / 1000.0, 2);
-            r.ack_to_receipt_p99_ms = round(quantile(&lat, 0.99) / 1000.0, 2);
-            r.ack_to_receipt_max_ms = round(lat[lat.len() - 1] / 1000.0, 2);
-        }
-        r.server_latency_p99_ms = server.latency_p99_ms().await.ok().flatten();
-        eprintln!(
-            "  {} events acked ({:.0}/s), {} seen by clients; ack → receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            r.events_acked,
-            r.events_per_s_achieved,
-            r.events_seen_by_clients,
-            r.ack_to_receipt_p50_ms,
-            r.ack_to_receipt_p99_ms,
-            r.ack_to_receipt_max_ms
-        );
-        pool.quit().await;
+        let measured = latency_phase(&args, &[server.base.clone()], &server.key, workers, &server).await;
         server.stop().await;
+        r.latency = measured?;
     }
 
     if let (true, Some(redis_url)) = (args.latency_clients > 0 && args.gateways > 1, &args.redis_url) {
         r.gateways = Some(replicas_latency(&args, redis_url).await?);
     }
     Ok(r)
+}
+
+/// One latency phase: `latency_clients` clients spread over the `bases`,
+/// each watching a customer; events produced to them at the target rate
+/// through the same bases; `server` reports its ack → aggregator p99.
+async fn latency_phase(
+    args: &WsArgs,
+    bases: &[String],
+    key: &secrecy::SecretString,
+    workers: usize,
+    server: &Server,
+) -> anyhow::Result<LatencyFigures> {
+    let mut pool = Workers::spawn(bases, key, workers, args.latency_clients, "lb-").await?;
+    pool.ready().await?;
+    let (acks, elapsed) = produce(bases, key, args.latency_clients, args.events_per_s, args.latency_seconds).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let records = pool.records().await?;
+    pool.quit().await;
+    let (seen, lat, p99s) = latencies(&acks, records);
+    let mut f = LatencyFigures {
+        latency_clients: args.latency_clients,
+        events_per_s_target: args.events_per_s,
+        events_acked: acks.len() as u64,
+        events_per_s_achieved: round(acks.len() as f64 / elapsed, 0),
+        events_seen_by_clients: seen,
+        p99_by_second_ms: p99s,
+        server_latency_p99_ms: server.latency_p99_ms().await.ok().flatten(),
+        ..Default::default()
+    };
+    if !lat.is_empty() {
+        f.ack_to_receipt_p50_ms = round(quantile(&lat, 0.5) / 1000.0, 2);
+        f.ack_to_receipt_p99_ms = round(quantile(&lat, 0.99) / 1000.0, 2);
+        f.ack_to_receipt_max_ms = round(lat[lat.len() - 1] / 1000.0, 2);
+    }
+    eprintln!(
+        "  {} events acked ({:.0}/s), {} seen by clients; ack → receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        f.events_acked,
+        f.events_per_s_achieved,
+        f.events_seen_by_clients,
+        f.ack_to_receipt_p50_ms,
+        f.ack_to_receipt_p99_ms,
+        f.ack_to_receipt_max_ms
+    );
+    Ok(f)
 }
 
 /// The latency phase across one processor and `--gateways` gateways.
@@ -330,41 +345,8 @@ async fn replicas_latency(args: &WsArgs, redis_url: &str) -> anyhow::Result<Gate
     let res = async {
         let bases: Vec<String> = replicas.gateways.iter().map(|g| g.base.clone()).collect();
         let key = &replicas.processor.key;
-        let mut pool = Workers::spawn(&bases, key, args.workers, args.latency_clients, "lb-").await?;
-        pool.ready().await?;
-        let (acks, elapsed) =
-            produce(&bases, key, args.latency_clients, args.events_per_s, args.latency_seconds).await?;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let records = pool.records().await?;
-        pool.quit().await;
-        let mut g = GatewaysLatency {
-            gateways: args.gateways,
-            partitions: args.partitions,
-            latency_clients: args.latency_clients,
-            events_per_s_target: args.events_per_s,
-            events_acked: acks.len() as u64,
-            events_per_s_achieved: round(acks.len() as f64 / elapsed, 0),
-            ..Default::default()
-        };
-        let (seen, lat, p99s) = latencies(&acks, records);
-        g.events_seen_by_clients = seen;
-        g.p99_by_second_ms = p99s;
-        if !lat.is_empty() {
-            g.ack_to_receipt_p50_ms = round(quantile(&lat, 0.5) / 1000.0, 2);
-            g.ack_to_receipt_p99_ms = round(quantile(&lat, 0.99) / 1000.0, 2);
-            g.ack_to_receipt_max_ms = round(lat[lat.len() - 1] / 1000.0, 2);
-        }
-        g.server_latency_p99_ms = replicas.processor.latency_p99_ms().await.ok().flatten();
-        eprintln!(
-            "  {} events acked ({:.0}/s), {} seen by clients; ack → receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            g.events_acked,
-            g.events_per_s_achieved,
-            g.events_seen_by_clients,
-            g.ack_to_receipt_p50_ms,
-            g.ack_to_receipt_p99_ms,
-            g.ack_to_receipt_max_ms
-        );
-        Ok(g)
+        let latency = latency_phase(args, &bases, key, args.workers, &replicas.processor).await?;
+        Ok(GatewaysLatency { gateways: args.gateways, partitions: args.partitions, latency })
     }
     .await;
     replicas.stop().await;

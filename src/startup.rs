@@ -224,7 +224,7 @@ impl Application {
             }
             let _ = tokio::time::timeout(Duration::from_secs(30), core.committer_task).await;
             core.checkpoints.abort();
-            core.runtime.drain().await.context("flushing actor state")?;
+            drain(&core.runtime).await.context("flushing actor state")?;
             core.runtime.stop();
             core.segment_watcher.abort();
         }
@@ -340,6 +340,25 @@ async fn start_core(
         core: Core { runtime, committer_task, checkpoints, segment_watcher, consumer },
         consumer_committer: committer,
     })
+}
+
+/// Flushes every actor's state; retried a few times, because a pooled
+/// database connection opened on an HTTP worker thread dies with that
+/// worker's runtime when the server stops, and the first write that picks it
+/// fails (the pool then drops it; the persister keeps the rows to write).
+async fn drain(runtime: &Runtime) -> Result<(), actors::RuntimeError> {
+    let mut attempt = 1;
+    loop {
+        match runtime.drain().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 4 => {
+                tracing::warn!(error = %e, attempt, "flushing actor state failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn latest_event_time(db: &DatabaseConnection) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {

@@ -41,10 +41,10 @@ impl RedisLink {
     /// server by host and port only.
     pub async fn connect(url: &SecretString, settings: &RedisSettings) -> anyhow::Result<RedisLink> {
         let client = redis::Client::open(url.expose_secret())
-            .map_err(|e| anyhow::anyhow!("invalid redis_url: {}", e.kind_label()))?;
+            .map_err(|e| anyhow::anyhow!("invalid redis_url: {}", kind_label(&e)))?;
         let server: Arc<str> = Arc::from(server_label(url.expose_secret()));
         let manager = RedisConnectionManager::new(client.get_connection_info().clone())
-            .map_err(|e| anyhow::anyhow!("invalid redis_url: {}", e.kind_label()))?;
+            .map_err(|e| anyhow::anyhow!("invalid redis_url: {}", kind_label(&e)))?;
         let pool = bb8::Pool::builder()
             .max_size(settings.pool_size.max(1))
             .connection_timeout(Duration::from_secs(2))
@@ -60,10 +60,6 @@ impl RedisLink {
     /// `{prefix}:{name}`.
     pub fn key(&self, name: &str) -> String {
         format!("{}:{}", self.prefix, name)
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// A pooled command connection.
@@ -85,14 +81,8 @@ impl RedisLink {
 }
 
 /// Short description of an error for messages that must not echo the URL.
-trait KindLabel {
-    fn kind_label(&self) -> String;
-}
-
-impl KindLabel for redis::RedisError {
-    fn kind_label(&self) -> String {
-        format!("{:?}", self.kind())
-    }
+fn kind_label(e: &redis::RedisError) -> String {
+    format!("{:?}", e.kind())
 }
 
 /// `host:port` of a Redis URL, without user or password.

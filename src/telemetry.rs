@@ -196,11 +196,6 @@ impl Metrics {
         }
     }
 
-    /// Entries in the dead-letter stream at the last report.
-    pub fn dead_letter_len(&self) -> i64 {
-        self.dead_letter_len.get()
-    }
-
     /// One finished HTTP request; `route` is the matched pattern (bounded).
     pub fn http(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http_seconds.with_label_values(&[method, route, &status.to_string()]).observe(seconds);

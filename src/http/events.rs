@@ -10,7 +10,6 @@
 use super::auth::{Auth, IngestScope};
 use super::error::ApiError;
 use super::AppState;
-use crate::ingest::committer::Prepared;
 use crate::ingest::parse::{parse_body, BodyError, BodyFormat, ParseLimits, Rejection};
 use crate::telemetry::IngestEvent;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
@@ -108,12 +107,8 @@ async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> R
             rejected: parsed.rejected,
         }));
     }
-    let mut prepared = Vec::with_capacity(parsed.events.len());
-    for (_, event) in parsed.events {
-        let body = serde_json::to_string(&event.kind).map_err(|e| ApiError::Internal(e.into()))?;
-        prepared.push(Prepared { event, body, acked_at_ms: None });
-    }
-    let outcome = state.pipeline.submit(prepared).await.inspect_err(|e| {
+    let events = parsed.events.into_iter().map(|(_, event)| event).collect();
+    let outcome = state.pipeline.submit(events).await.inspect_err(|e| {
         if matches!(e, crate::ingest::committer::CommitError::Overloaded) {
             state.metrics.record(IngestEvent::Overloaded);
         }

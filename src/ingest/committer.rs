@@ -32,6 +32,14 @@ pub struct Prepared {
     pub acked_at_ms: Option<i64>,
 }
 
+impl Prepared {
+    /// The event with its payload encoded for the log.
+    pub fn new(event: Event, acked_at_ms: Option<i64>) -> Result<Prepared, serde_json::Error> {
+        let body = serde_json::to_string(&event.kind)?;
+        Ok(Prepared { event, body, acked_at_ms })
+    }
+}
+
 /// What happened to one request's events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {

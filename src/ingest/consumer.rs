@@ -462,8 +462,7 @@ fn prepare(entry: &Entry, limits: ParseLimits) -> Result<Prepared, String> {
         return Err(format!("{}: {}", if r.field.is_empty() { "event" } else { &r.field }, r.reason));
     }
     let (_, event) = parsed.events.into_iter().next().ok_or("the entry holds no event")?;
-    let kind = serde_json::to_string(&event.kind).map_err(|e| e.to_string())?;
-    Ok(Prepared { event, body: kind, acked_at_ms: (entry.acked_at_ms > 0).then_some(entry.acked_at_ms) })
+    Prepared::new(event, (entry.acked_at_ms > 0).then_some(entry.acked_at_ms)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod parse;
 pub mod queue;
 pub mod streams;
 
+use actors::event::Event;
 use committer::{CommitError, Committer, Outcome, Prepared};
 use queue::EventQueue;
 
@@ -23,9 +24,16 @@ pub enum Ingest {
 
 impl Ingest {
     /// Answers once the events are durable (in the log, or in Redis).
-    pub async fn submit(&self, events: Vec<Prepared>) -> Result<Outcome, CommitError> {
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Outcome, CommitError> {
         match self {
-            Ingest::Direct(c) => c.submit(events).await,
+            Ingest::Direct(c) => {
+                let prepared = events
+                    .into_iter()
+                    .map(|e| Prepared::new(e, None))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
+                c.submit(prepared).await
+            }
             Ingest::Queued(q) => q.submit(events).await,
         }
     }

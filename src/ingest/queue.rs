@@ -10,10 +10,11 @@
 //! `redis.max_backlog` events, gateways answer 503 too, so Redis memory
 //! stays bounded.
 
-use super::committer::{CommitError, Outcome, Prepared};
+use super::committer::{CommitError, Outcome};
 use super::streams;
 use crate::redis_link::RedisLink;
 use crate::telemetry::{IngestEvent, Metrics};
+use actors::event::Event;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,16 +45,16 @@ impl EventQueue {
     }
 
     /// Appends the events; answers once Redis holds them all.
-    pub async fn submit(&self, events: Vec<Prepared>) -> Result<Outcome, CommitError> {
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Outcome, CommitError> {
         if self.backlog.load(Ordering::Relaxed) > self.max_backlog {
             return Err(CommitError::Overloaded);
         }
         let acked_at_ms = chrono::Utc::now().timestamp_millis();
         let mut pipe = redis::pipe();
-        for p in &events {
-            let part = actors::runtime::partition(p.event.customer_id.as_str(), self.partitions);
+        for event in &events {
+            let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
             let fields =
-                streams::encode(&p.event, acked_at_ms).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
+                streams::encode(event, acked_at_ms).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
             pipe.xadd(streams::partition_key(&self.link, part), "*", &fields).ignore();
         }
         let result: Result<(), String> = async {

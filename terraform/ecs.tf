@@ -35,6 +35,14 @@ locals {
   # Plain settings only; secrets go through local.task_secrets.
   task_environment = [
     { name = "CARTPULSE_LISTEN", value = "0.0.0.0:${local.container_port}" },
+    # Only the ALB reaches the gateways; it appends the client's address to
+    # X-Forwarded-For (alb.tf). Trusting exactly the public subnets the ALB
+    # nodes live in lets the per-address limits (console login) see clients,
+    # while addresses a client writes into the header itself are never taken.
+    { name = "CARTPULSE_HTTP__TRUSTED_PROXIES", value = join(",", aws_subnet.public[*].cidr_block) },
+    # The console is only served over HTTPS (alb.tf): the session cookie is
+    # __Host-cartpulse_console, Secure, and responses carry HSTS.
+    { name = "CARTPULSE_CONSOLE__SECURE_COOKIES", value = "true" },
     { name = "CARTPULSE_MODEL_STORE", value = "s3://${aws_s3_bucket.models.id}/${local.model_prefix}" },
     { name = "CARTPULSE_LOG", value = var.log_level },
     { name = "CARTPULSE_LOG__FORMAT", value = "json" },
@@ -206,7 +214,7 @@ resource "aws_ecs_service" "gateway" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution]
+  depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_secretsmanager_secret_version.database_url]
 }
 
 # One task per range, never two at once: a deployment stops the old task
@@ -236,7 +244,7 @@ resource "aws_ecs_service" "processor" {
     assign_public_ip = false
   }
 
-  depends_on = [aws_iam_role_policy.execution]
+  depends_on = [aws_iam_role_policy.execution, aws_secretsmanager_secret_version.database_url]
 }
 
 # --- gateway auto-scaling ------------------------------------------------------

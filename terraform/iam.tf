@@ -1,7 +1,8 @@
 # Two roles per task, both assumable only by ECS tasks of this account:
 #   execution role — what the ECS agent needs to start a task: pull this
 #     stack's image, write to this stack's task log groups, read exactly the
-#     three secrets the tasks get (and decrypt them only via Secrets Manager);
+#     four secrets the tasks get (local.task_secret_arns) and decrypt only
+#     those, only through Secrets Manager;
 #   task role — what cartpulse itself may do: read the model bucket under
 #     var.model_prefix. Nothing else.
 
@@ -50,22 +51,26 @@ data "aws_iam_policy_document" "execution" {
     resources = [for g in aws_cloudwatch_log_group.tasks : "${g.arn}:*"]
   }
   statement {
-    sid     = "ReadTaskSecrets"
-    actions = ["secretsmanager:GetSecretValue"]
-    resources = [
-      aws_secretsmanager_secret.database_url.arn,
-      aws_secretsmanager_secret.redis_url.arn,
-      local.rds_master_secret_arn,
-    ]
+    sid       = "ReadTaskSecrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = local.task_secret_arns
   }
   statement {
-    sid       = "DecryptSecretsViaSecretsManager"
+    sid       = "DecryptTaskSecretsViaSecretsManager"
     actions   = ["kms:Decrypt"]
     resources = [aws_kms_key.secrets.arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
       values   = ["secretsmanager.${local.region}.amazonaws.com"]
+    }
+    # Secrets Manager names the secret in the encryption context of every
+    # data key, so this role can decrypt these four secrets and no other
+    # secret under the same key.
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:SecretARN"
+      values   = local.task_secret_arns
     }
   }
 }

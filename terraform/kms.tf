@@ -1,6 +1,7 @@
 # Customer-managed keys, rotated yearly:
 #   main    — logs, SNS, RDS storage and Performance Insights, ElastiCache, ECR;
-#   secrets — Secrets Manager (RDS master password, Redis URL, database URL);
+#   secrets — Secrets Manager (RDS master password, Redis URL, database URL,
+#             stream token secret);
 #   models  — the model bucket.
 # Separate keys keep the task roles narrow: the execution role may decrypt
 # only through Secrets Manager with the secrets key, the task role only
@@ -20,9 +21,19 @@ data "aws_iam_policy_document" "kms_main" {
     }
   }
 
+  # The calls CloudWatch Logs makes with a symmetric key, spelled out (AWS's
+  # sample policy grants the same through Encrypt*, ReEncrypt*, … wildcards).
   statement {
-    sid       = "CloudWatchLogs"
-    actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+    sid = "CloudWatchLogs"
+    actions = [
+      "kms:Encrypt",
+      "kms:Decrypt",
+      "kms:ReEncryptFrom",
+      "kms:ReEncryptTo",
+      "kms:GenerateDataKey",
+      "kms:GenerateDataKeyWithoutPlaintext",
+      "kms:DescribeKey",
+    ]
     resources = ["*"]
     principals {
       type        = "Service"

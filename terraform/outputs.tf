@@ -78,6 +78,36 @@ output "redis_primary_endpoint" {
   value       = aws_elasticache_replication_group.main.primary_endpoint_address
 }
 
+output "redis_user_group_id" {
+  description = "ElastiCache user group of the replication group (redis-credentials.sh adds the application user to it)."
+  value       = aws_elasticache_user_group.main.user_group_id
+}
+
+output "redis_app_user_id" {
+  description = "ElastiCache user id of the application user (created and rotated by redis-credentials.sh, not by Terraform)."
+  value       = local.redis_app_user_id
+}
+
+output "redis_app_user_name" {
+  description = "User name the tasks log in to Redis with."
+  value       = local.redis_app_user_name
+}
+
+output "redis_app_access_string" {
+  description = "Redis ACL of the application user (redis-credentials.sh applies it)."
+  value       = local.redis_app_access_string
+}
+
+output "redis_url_secret_arn" {
+  description = "Secrets Manager secret holding CARTPULSE_REDIS_URL; its value is written only by redis-credentials.sh."
+  value       = aws_secretsmanager_secret.redis_url.arn
+}
+
+output "stream_token_secret_arn" {
+  description = "Secrets Manager secret holding CARTPULSE_STREAM__TOKEN_SECRET (value written once per stream_token_secret_version, never in state)."
+  value       = aws_secretsmanager_secret.stream_token_secret.arn
+}
+
 output "sns_alarm_topic_arn" {
   description = "SNS topic every alarm notifies."
   value       = aws_sns_topic.alarms.arn

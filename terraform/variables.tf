@@ -511,12 +511,12 @@ variable "cpu_architecture" {
   }
 }
 
-variable "redis_auth_token_update_strategy" {
-  description = "How a new Redis AUTH token is applied: ROTATE keeps the old one valid too (use while tasks move over), SET then drops the old one."
-  type        = string
-  default     = "ROTATE"
+variable "stream_token_secret_version" {
+  description = "Generation of the stream token secret (CARTPULSE_STREAM__TOKEN_SECRET). Raise it by one in terraform.tfvars to rotate: the next apply writes a new random value (write-only, never in state) and the tasks roll onto it; stream tokens issued before stop working (README.md)."
+  type        = number
+  default     = 1
   validation {
-    condition     = contains(["ROTATE", "SET"], var.redis_auth_token_update_strategy)
-    error_message = "redis_auth_token_update_strategy must be ROTATE or SET."
+    condition     = var.stream_token_secret_version >= 1 && floor(var.stream_token_secret_version) == var.stream_token_secret_version
+    error_message = "stream_token_secret_version must be a whole number of at least 1."
   }
 }

@@ -1,19 +1,24 @@
 terraform {
-  required_version = ">= 1.9.0" # validations below refer to other variables
+  # 1.11: write-only arguments (secret_string_wo in secrets.tf), which keep the
+  # stream token secret out of plan and state; 1.10 brought the ephemeral
+  # resources that generate it; 1.9 the cross-variable validations.
+  required_version = ">= 1.11.0"
 
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = "~> 6.0"
+      version = "~> 6.0" # secret_string_wo / secret_string_wo_version are in every 6.x
     }
     random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
+      source = "hashicorp/random"
+      # 3.7.1 is the first release with the ephemeral random_password.
+      version = ">= 3.7.1, < 4.0.0"
     }
   }
 
-  # State holds the Redis auth token (see README.md): keep it in an encrypted,
-  # access-controlled backend. Configure it at init time, e.g.
+  # No credential is kept in state (README.md, "Secrets"), but state still
+  # maps the whole stack: keep it in an encrypted, access-controlled backend.
+  # Configure it at init time, e.g.
   #   terraform init -backend-config=backend.hcl
   # with bucket, key, region, encrypt = true and use_lockfile = true.
   backend "s3" {}

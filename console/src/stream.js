@@ -1,11 +1,24 @@
 // The live stream client (docs/stream.md): gets a short-lived token with the
-// session cookie, connects, (re)subscribes with `since` so a reconnect
-// replays what was missed, and reconnects with backoff. Counts received
-// messages and sequence gaps (dropped updates) per topic for the perf script.
+// session cookie, opens `/v1/stream` with no query string (load balancer
+// access logs keep query strings, so the token never goes in the URL),
+// authenticates with its first message `{"type":"auth","token":…}`, and only
+// once the server answers `{"type":"authenticated"}` on `_control`
+// (re)subscribes with `since` so a reconnect replays what was missed. It
+// reconnects with backoff. Counts received messages and sequence gaps
+// (dropped updates) per topic for the perf script.
+//
+// Close codes handled (anything else: reconnect with backoff):
+//   4001  authentication refused, not sent within 5 s, or the credential
+//         behind the connection was revoked / the console session logged out
+//         or expired: fetch a fresh token at once and reconnect; if the token
+//         request answers 401 (session gone), show the login screen.
+//   4008  slow consumer: reconnect with backoff, `since` replays the rest.
+//   4002  idle, 1001 server going away, 1006 dropped link: reconnect with backoff.
 
 import { api, ApiError } from './api.js';
 
 const STALE_MS = 10_000; // kpis arrive every second; this much silence means a dead link
+const AUTH_CLOSE = 4001;
 
 export class Stream {
   constructor({ onStatus, onAuthLost }) {
@@ -16,6 +29,7 @@ export class Stream {
     this.stats = { received: 0, dropped: 0, gaps: 0, reconnects: 0, connectedAt: null };
     this.ws = null;
     this.attempt = 0;
+    this.authFailures = 0; // 4001 closes in a row without an accepted auth
     this.stopped = false;
     this.timer = null;
     this.lastMessageAt = 0;
@@ -59,12 +73,14 @@ export class Stream {
 
   async connect() {
     if (this.stopped) return;
+    clearTimeout(this.timer);
     this.status(this.attempt ? 'reconnecting' : 'connecting', this.attempt ? 'reconnecting…' : 'connecting…');
     let token;
     try {
       token = (await api.post('/v1/stream/token')).token;
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) {
+        // The console session is gone: no token will come; log in again.
         this.stop();
         this.onAuthLost();
         return;
@@ -72,30 +88,59 @@ export class Stream {
       this.scheduleReconnect();
       return;
     }
+    if (this.stopped) return;
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${proto}//${location.host}/v1/stream?token=${encodeURIComponent(token)}`);
+    // No query string: the token goes in the first message.
+    const ws = new WebSocket(`${proto}//${location.host}/v1/stream`);
     this.ws = ws;
     this.ready = false;
+    this.openedAt = 0;
     ws.onopen = () => {
-      this.ready = true;
-      this.attempt = 0;
+      if (this.ws !== ws) return;
+      this.openedAt = Date.now();
       this.lastMessageAt = Date.now();
-      this.stats.connectedAt = Date.now();
-      this.status('live', 'live');
-      const topics = [...this.handlers.keys()];
-      if (topics.length) ws.send(JSON.stringify({ type: 'subscribe', topics, since: this.sinceFor(topics) }));
+      this.status(this.attempt ? 'reconnecting' : 'connecting', 'authenticating…');
+      ws.send(JSON.stringify({ type: 'auth', token }));
     };
-    ws.onmessage = (ev) => this.receive(ev.data);
+    ws.onmessage = (ev) => {
+      if (this.ws === ws) this.receive(ev.data);
+    };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.ready = false;
       if (this.stopped) return;
-      const why = ev.code === 4008 ? 'too slow' : ev.code === 4001 ? 'token expired' : `closed (${ev.code})`;
+      if (ev.code === AUTH_CLOSE) {
+        // Refused, expired, revoked or logged out: a fresh token tells which.
+        // The first time at once; again in a row, with backoff (a server
+        // that keeps refusing good tokens must not be hammered).
+        this.authFailures += 1;
+        if (this.authFailures === 1) {
+          this.attempt += 1;
+          this.stats.reconnects += 1;
+          this.status('reconnecting', 'disconnected: authentication ended; getting a new token…');
+          this.connect();
+          return;
+        }
+      }
+      const why = ev.code === 4008 ? 'too slow' : ev.code === AUTH_CLOSE ? 'authentication refused' : `closed (${ev.code})`;
       this.status('reconnecting', `disconnected: ${why}; reconnecting…`);
       this.scheduleReconnect();
     };
     ws.onerror = () => {};
+  }
+
+  /// The server accepted the `auth` message: now subscribe.
+  authenticated() {
+    const ws = this.ws;
+    if (!ws || this.ready) return;
+    this.ready = true;
+    this.attempt = 0;
+    this.authFailures = 0;
+    this.stats.connectedAt = Date.now();
+    this.status('live', 'live');
+    const topics = [...this.handlers.keys()];
+    if (topics.length) ws.send(JSON.stringify({ type: 'subscribe', topics, since: this.sinceFor(topics) }));
   }
 
   scheduleReconnect() {
@@ -110,7 +155,14 @@ export class Stream {
   }
 
   checkStale() {
-    if (this.ws && this.ready && Date.now() - this.lastMessageAt > STALE_MS) {
+    if (this.ws && !this.ready && this.openedAt && Date.now() - this.openedAt > STALE_MS) {
+      // Open but never authenticated (the server closes after 5 s itself).
+      const ws = this.ws;
+      this.ws = null;
+      ws.close();
+      this.status('reconnecting', 'no answer to authentication; reconnecting…');
+      this.scheduleReconnect();
+    } else if (this.ws && this.ready && Date.now() - this.lastMessageAt > STALE_MS) {
       // Half-open connection: no close frame will ever come.
       const ws = this.ws;
       this.ws = null;
@@ -132,7 +184,9 @@ export class Stream {
     }
     const { topic, seq } = msg;
     if (topic === '_control') {
-      if (msg.data && msg.data.type === 'gap') {
+      if (msg.data && msg.data.type === 'authenticated') {
+        this.authenticated();
+      } else if (msg.data && msg.data.type === 'gap') {
         // History no longer reaches back: count what we cannot get back.
         const t = msg.data.topic;
         const missed = Math.max(0, (msg.data.oldest || 0) - (this.lastSeq[t] || 0) - 1);

@@ -54,6 +54,17 @@ test('log in (wrong password refused, then admin gets in)', async () => {
 
 test('Live: KPI tiles change while a replay runs', async () => {
   const { context, page } = await newPage(browser);
+  // Every WebSocket the console opens, with the first frame it sends: the
+  // token goes in that frame, never in the URL (load balancer access logs
+  // keep query strings).
+  const sockets = [];
+  page.on('websocket', (ws) => {
+    const s = { url: ws.url(), first: null };
+    sockets.push(s);
+    ws.on('framesent', (f) => {
+      if (s.first === null) s.first = String(f.payload);
+    });
+  });
   const feed = replay({ rate: 1500, rows: 600 });
   try {
     await login(page, ...ADMIN());
@@ -77,9 +88,81 @@ test('Live: KPI tiles change while a replay runs', async () => {
     assert.equal(code, 0, 'the replay finished cleanly');
     const stats = await page.evaluate(() => window.__cartpulse.stream.stats);
     assert.equal(stats.dropped, 0, `dropped updates: ${JSON.stringify(stats)}`);
+    const streams = sockets.filter((s) => new URL(s.url).pathname === '/v1/stream');
+    assert.ok(streams.length >= 1, `no /v1/stream WebSocket seen: ${JSON.stringify(sockets.map((s) => s.url))}`);
+    for (const s of streams) {
+      assert.equal(new URL(s.url).search, '', `the stream URL carries a query string: ${s.url}`);
+      assert.doesNotMatch(s.url, /token=/, `the stream URL carries the token: ${s.url}`);
+      assert.ok(s.first, `nothing was sent on ${s.url}`);
+      const first = JSON.parse(s.first);
+      assert.equal(first.type, 'auth', `the first frame is the auth message: ${s.first}`);
+      assert.ok(typeof first.token === 'string' && first.token.length > 0, 'the auth message carries the token');
+    }
     noProblems(page);
   } finally {
     feed.kill();
+    await context.close();
+  }
+});
+
+test('Stream: a 4001 close gets a fresh token and reconnects; once the session is gone, the login screen', async () => {
+  const { context, page } = await newPage(browser);
+  // The console's WebSockets go through a route that forwards everything to
+  // the real server, so the test can close the page's side with 4001 the way
+  // the server does when the credential is revoked or the session ends.
+  const routes = [];
+  await page.routeWebSocket(/\/v1\/stream$/, (ws) => {
+    routes.push({ ws, server: ws.connectToServer() });
+  });
+  let tokens = 0;
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && new URL(r.url()).pathname === '/v1/stream/token') tokens += 1;
+  });
+  const close4001 = async ({ ws, server }) => {
+    await ws.close({ code: 4001, reason: 'credential revoked' });
+    await server.close().catch(() => {});
+  };
+  const updates = async () => Number(await page.locator('section[data-updates]').getAttribute('data-updates'));
+  try {
+    await login(page, ...ADMIN());
+    await page.locator('#conn[data-state="live"]').waitFor({ timeout: 15_000 });
+    await page.locator('section[data-updates]').waitFor({ timeout: 15_000 });
+    assert.equal(routes.length, 1, 'one stream connection');
+    assert.equal(tokens, 1, 'one token for it');
+
+    // Revoked: a fresh token, a new connection, and live data again.
+    await close4001(routes[0]);
+    await page.waitForFunction(() => window.__cartpulse.stream.stats.reconnects >= 1, null, { timeout: 5_000 });
+    await page.locator('#conn[data-state="live"]').waitFor({ timeout: 15_000 });
+    assert.equal(routes.length, 2, 'reconnected once');
+    assert.equal(tokens, 2, 'with a fresh token');
+    const before = await updates();
+    await page.waitForFunction(
+      (n) => Number(document.querySelector('section[data-updates]')?.dataset.updates) > n,
+      before,
+      { timeout: 10_000 },
+    );
+    assert.equal(await page.locator('#login').isHidden(), true, 'still logged in');
+    await screenshot(page, '02b-stream-reconnected');
+
+    // The session ends (logged out elsewhere): the next 4001 leads to a token
+    // request that answers 401, and so to the login screen, not a retry loop.
+    const me = await context.request.get(env('E2E_BASE') + '/console/me');
+    assert.equal(me.status(), 200);
+    const out = await context.request.post(env('E2E_BASE') + '/console/logout', {
+      headers: { 'X-CSRF-Token': (await me.json()).csrf_token },
+    });
+    assert.ok(out.ok(), `logout: ${out.status()}`);
+    await close4001(routes[1]);
+    await page.locator('#login').waitFor({ state: 'visible', timeout: 10_000 });
+    await page.locator('#login-error').filter({ hasText: 'session ended' }).waitFor();
+    assert.equal(tokens, 3, 'one token request, refused');
+    await page.waitForTimeout(2_000);
+    assert.equal(tokens, 3, 'no retries after the refusal');
+    assert.equal(routes.length, 2, 'no new connection after the refusal');
+    await screenshot(page, '02c-stream-session-ended');
+    noProblems(page);
+  } finally {
     await context.close();
   }
 });

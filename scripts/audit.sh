@@ -112,7 +112,7 @@ report="$(mktemp)"
 trap 'rm -f "$report"' EXIT
 # cargo-audit exits 1 both on findings and on its own errors: the verdict below
 # is taken from its JSON report, and a missing or unreadable report is an error.
-# --no-yanked: the yanked check would read a machine-local copy of the crates.io
+# --no-yanked: the yanked check would read a machine-local copy of the registry
 # index (stale or missing offline, and behind cargo's package lock).
 "$bin" audit --no-fetch --no-yanked --db "$db" --file "$lock" --json "${ignore_args[@]}" >"$report" || true
 

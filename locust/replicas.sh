@@ -42,7 +42,7 @@ trap cleanup EXIT
 psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $db" >/dev/null
 export CARTPULSE_DATABASE_URL="${PG_ADMIN_URL%/*}/$db"
 export CARTPULSE_REDIS_URL="$REDIS_URL" CARTPULSE_REDIS__PREFIX="$prefix" CARTPULSE_REDIS__PARTITIONS="$PARTITIONS"
-export CARTPULSE_STREAM__TOKEN_SECRET="replicas-$$-$RANDOM$RANDOM"
+export CARTPULSE_STREAM__TOKEN_SECRET="replicas-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n")"
 "$bin" migrate >/dev/null 2>&1
 ingest_key="$("$bin" keys create --name cap-ingest --scope ingest 2>/dev/null)"
 read_key="$("$bin" keys create --name cap-read --scope read 2>/dev/null)"

@@ -43,6 +43,9 @@ pub struct Settings {
     /// The admin console (`console.*`; defaults in `ConsoleSettings::default`).
     #[serde(default)]
     pub console: crate::console::ConsoleSettings,
+    /// Body limits and trusted proxies (`http.*`).
+    #[serde(default)]
+    pub http: crate::http::client::HttpSettings,
 }
 
 /// The parts one process runs.
@@ -327,11 +330,32 @@ impl Settings {
         anyhow::ensure!(self.redis.read_count > 0, "redis.read_count must be > 0");
         anyhow::ensure!(!self.redis.prefix.is_empty(), "redis.prefix must not be empty");
         anyhow::ensure!(self.inference.max_batch > 0, "inference.max_batch must be > 0");
+        self.validate_token_secret()?;
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.inference.alert_threshold),
             "inference.alert_threshold must be in [0, 1]"
         );
         Ok(())
+    }
+
+    /// Stream tokens are checked by whichever replica the client reaches, so
+    /// with Redis every replica needs the same secret, and a short one can be
+    /// guessed offline from a single token.
+    fn validate_token_secret(&self) -> anyhow::Result<()> {
+        const MIN: usize = crate::stream::token::MIN_SECRET_BYTES;
+        match &self.stream.token_secret {
+            Some(s) if s.expose_secret().len() < MIN => anyhow::bail!(
+                "stream.token_secret (CARTPULSE_STREAM__TOKEN_SECRET) is {} bytes; it must be at least {MIN} \
+                 (e.g. `openssl rand -base64 48`)",
+                s.expose_secret().len()
+            ),
+            None if self.redis_url.is_some() => anyhow::bail!(
+                "stream.token_secret (CARTPULSE_STREAM__TOKEN_SECRET) must be set, to the same value of at least \
+                 {MIN} bytes on every replica, when Redis is used (role {}); e.g. `openssl rand -base64 48`",
+                self.role.name()
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The partitions this process consumes as a processor: `redis.owns`

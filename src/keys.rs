@@ -1,17 +1,19 @@
 //! API keys: `cp_<id>_<secret>`. Only the SHA-256 of the secret is stored (the
 //! secret is 128 random bits, so a fast hash is enough, unlike passwords).
-//! Verified keys are cached briefly so ingest does not query per request.
+//! Verified keys are cached briefly so ingest does not query per request;
+//! the caches are bounded LRUs, and made-up keys cannot evict real ones.
 
 use anyhow::Context;
 use chrono::Utc;
 use entities::api_key;
+use lru::LruCache;
 use rand::Rng;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::str::FromStr;
-use std::sync::RwLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What a key may do. `admin` may do everything, `read` reads, `ingest` writes
@@ -112,62 +114,119 @@ pub enum AuthError {
 /// How long a verified (or unknown) key is trusted from cache; a revocation
 /// takes effect within this time.
 const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Entries per cache. Known and unknown keys are cached apart, so a spray of
+/// made-up keys can evict only other made-up keys, never a working one.
+const CACHE_ENTRIES: usize = 10_000;
+/// Database lookups for uncached keys at once; a spray of made-up keys waits
+/// here instead of taking every pooled connection.
+const LOOKUPS_AT_ONCE: usize = 4;
 
-/// Checks presented keys against the database, with a small cache.
+/// A key that passed: its id (for re-checks) and scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedKey {
+    pub id: String,
+    pub scope: Scope,
+}
+
+struct Caches {
+    known: LruCache<String, (VerifiedKey, Instant)>,
+    unknown: LruCache<String, Instant>,
+}
+
+/// Checks presented keys against the database, with bounded caches.
 pub struct KeyVerifier {
     db: DatabaseConnection,
-    cache: RwLock<HashMap<String, (Option<Scope>, Instant)>>,
+    caches: Mutex<Caches>,
+    lookups: tokio::sync::Semaphore,
 }
 
 impl KeyVerifier {
     pub fn new(db: DatabaseConnection) -> Self {
-        KeyVerifier { db, cache: RwLock::new(HashMap::new()) }
+        let n = NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        KeyVerifier {
+            db,
+            caches: Mutex::new(Caches { known: LruCache::new(n), unknown: LruCache::new(n) }),
+            lookups: tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE),
+        }
     }
 
-    /// Returns the key's scope if `presented` is a valid, unrevoked key with
-    /// at least `needed`.
-    pub async fn verify(&self, presented: &SecretString, needed: Scope) -> Result<Scope, AuthError> {
+    /// Returns the key's id and scope if `presented` is a valid, unrevoked
+    /// key with at least `needed`.
+    pub async fn verify(&self, presented: &SecretString, needed: Scope) -> Result<VerifiedKey, AuthError> {
         let key = presented.expose_secret();
+        // Not even the shape of a key: no cache entry, no query.
+        let Some((id, secret)) = split_key(key) else { return Err(AuthError::Invalid) };
         let digest = hash(key);
-        let cached = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(&digest).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(s, _)| *s));
-        let scope = match cached {
-            Some(s) => s,
+        let found = match self.cached(&digest) {
+            Some(found) => found,
             None => {
-                let s = self.lookup(key).await?;
-                if let Ok(mut c) = self.cache.write() {
-                    if c.len() > 10_000 {
-                        c.clear();
+                let _permit = self.lookups.acquire().await.map_err(|_| AuthError::Invalid)?;
+                // Someone else may have looked it up while we waited.
+                match self.cached(&digest) {
+                    Some(found) => found,
+                    None => {
+                        let found = self.lookup(id, secret).await?;
+                        if let Ok(mut c) = self.caches.lock() {
+                            match &found {
+                                Some(k) => {
+                                    c.known.put(digest, (k.clone(), Instant::now()));
+                                }
+                                None => {
+                                    c.unknown.put(digest, Instant::now());
+                                }
+                            }
+                        }
+                        found
                     }
-                    c.insert(digest, (s, Instant::now()));
                 }
-                s
             }
         };
-        let scope = scope.ok_or(AuthError::Invalid)?;
-        if scope.allows(needed) {
-            Ok(scope)
+        let key = found.ok_or(AuthError::Invalid)?;
+        if key.scope.allows(needed) {
+            Ok(key)
         } else {
             Err(AuthError::Forbidden(needed.as_str()))
         }
     }
 
-    async fn lookup(&self, key: &str) -> Result<Option<Scope>, AuthError> {
-        let Some(rest) = key.strip_prefix("cp_") else { return Ok(None) };
-        let Some((id, secret)) = rest.split_once('_') else { return Ok(None) };
-        if id.len() > 32 || secret.len() > 128 {
-            return Ok(None);
+    /// `Some(Some(key))` known, `Some(None)` known to be invalid, `None` not cached.
+    fn cached(&self, digest: &str) -> Option<Option<VerifiedKey>> {
+        let mut c = self.caches.lock().ok()?;
+        if let Some((k, at)) = c.known.get(digest) {
+            if at.elapsed() < CACHE_TTL {
+                return Some(Some(k.clone()));
+            }
         }
+        if let Some(at) = c.unknown.get(digest) {
+            if at.elapsed() < CACHE_TTL {
+                return Some(None);
+            }
+        }
+        None
+    }
+
+    /// True while the key with this id exists and is not revoked (stream
+    /// connections re-check the key they were opened with).
+    pub async fn is_active(&self, id: &str) -> Result<bool, AuthError> {
+        let row = api_key::Entity::find_by_id(id.to_owned()).one(&self.db).await.map_err(AuthError::Unavailable)?;
+        Ok(row.is_some_and(|r| r.revoked_at.is_none()))
+    }
+
+    async fn lookup(&self, id: &str, secret: &str) -> Result<Option<VerifiedKey>, AuthError> {
         let row = api_key::Entity::find_by_id(id.to_owned()).one(&self.db).await.map_err(AuthError::Unavailable)?;
         let Some(row) = row else { return Ok(None) };
         if row.revoked_at.is_some() || !constant_time_eq(row.secret_hash.as_bytes(), hash(secret).as_bytes()) {
             return Ok(None);
         }
-        Ok(row.scope.parse().ok())
+        Ok(row.scope.parse().ok().map(|scope| VerifiedKey { id: row.id, scope }))
     }
+}
+
+/// `cp_<id>_<secret>` into its parts, if it has that shape.
+fn split_key(key: &str) -> Option<(&str, &str)> {
+    let (id, secret) = key.strip_prefix("cp_")?.split_once('_')?;
+    let hexish = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    (hexish(id, 32) && hexish(secret, 128)).then_some((id, secret))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

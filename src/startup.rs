@@ -153,9 +153,21 @@ impl Application {
             )
         };
         let heartbeat = replicas.spawn_heartbeat();
-        let console = crate::console::Console::new(&settings.console, redis.clone());
+        let console = crate::console::Console::new(
+            &settings.console,
+            redis.clone(),
+            &settings.listen,
+            stream.tokens.derive_key("console device cookie"),
+            &metrics.registry,
+        )
+        .context("starting the console")?;
+        let keys = Arc::new(KeyVerifier::new(db.clone()));
+        let credentials =
+            Arc::new(crate::stream::credentials::Credentials::new(db.clone(), keys.clone(), stream.tokens.clone()));
         let state = web::Data::new(AppState {
-            keys: KeyVerifier::new(db.clone()),
+            keys,
+            credentials,
+            http: settings.http.clone(),
             db,
             pipeline,
             runtime: core.as_ref().map(|c| c.runtime.clone()),

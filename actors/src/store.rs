@@ -212,7 +212,12 @@ pub async fn write_snapshots(
                     session::Column::ModelVersion,
                     session::Column::UpdatedAt,
                 ])
-                .action_and_where(Expr::cust("sessions.n_events <= excluded.n_events"))
+                // Session ids come from shops and are global: a session row
+                // belongs to the customer who opened it, and another
+                // customer's events under the same id never take it over.
+                .action_and_where(Expr::cust(
+                    "sessions.customer_id = excluded.customer_id AND sessions.n_events <= excluded.n_events",
+                ))
                 .to_owned(),
         );
         txn.execute(db.get_database_backend().build(&q)).await?;

@@ -3,6 +3,7 @@
 //! since they carry the CSRF token or per-user data.
 
 use super::session::{self, ConsoleUser};
+use super::telemetry::ConsoleEvent;
 use super::users;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -28,7 +29,8 @@ fn db_down(e: sea_orm::DbErr) -> ApiError {
 
 /// The logged-in user, or 401.
 async fn current(req: &HttpRequest, state: &AppState) -> Result<(secrecy::SecretString, ConsoleUser), ApiError> {
-    let cookie = session::cookie_value(req).ok_or_else(|| ApiError::Unauthorized("not logged in".into()))?;
+    let cookie =
+        session::cookie_value(req, &state.console).ok_or_else(|| ApiError::Unauthorized("not logged in".into()))?;
     let user = session::lookup(&state.db, &cookie)
         .await
         .map_err(db_down)?
@@ -36,10 +38,22 @@ async fn current(req: &HttpRequest, state: &AppState) -> Result<(secrecy::Secret
     Ok((cookie, user))
 }
 
-/// `POST /console/login` `{"name", "password"}` → sets the session cookie and
-/// answers `{"name", "role", "csrf_token"}`; 401 for a wrong name or password
-/// (the same answer for both), 429 when rate-limited.
-pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+fn retry_later(status: actix_web::http::StatusCode, retry_after_s: u64, error: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::RETRY_AFTER, retry_after_s.to_string()))
+        .json(serde_json::json!({ "error": error }))
+}
+
+/// `POST /console/login` `{"name", "password"}` → sets the session cookie
+/// (and a device cookie, see [`super::device`]) and answers `{"name",
+/// "role", "csrf_token"}`; 401 for a wrong name or password (the same
+/// answer for both), 429 when rate-limited, 503 when too many logins wait
+/// for a password check; 413 for a body over 4 KiB.
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     // Only JSON: an HTML form on another site can post text/plain that parses
     // as JSON, which would log the victim into the attacker's account; a JSON
     // content type from another origin needs a CORS preflight we never grant.
@@ -51,39 +65,72 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
     if !json {
         return Err(ApiError::UnsupportedMediaType("send the login as Content-Type: application/json".into()));
     }
-    if body.len() > 4096 {
-        return Err(ApiError::PayloadTooLarge("the login body is at most 4 KiB".into()));
-    }
+    let body = crate::http::body::read_limited(&req, payload, crate::http::client::SMALL_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge("the login body is at most 4 KiB".into()))?;
     let b: LoginBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("body must be JSON {\"name\": ..., \"password\": ...}".into()))?;
-    let ip = req.peer_addr().map(|a| a.ip());
+    let ip = crate::http::client::client_ip(&req, &state.http.trusted_proxies);
     let console = &state.console;
-    if let Err(retry_after) = console.limiter.check_shared(&b.name, ip).await {
-        tracing::warn!(user = %b.name, "console login rate-limited");
-        return Ok(HttpResponse::TooManyRequests()
-            .insert_header((header::RETRY_AFTER, retry_after.to_string()))
-            .json(serde_json::json!({ "error": "too many failed logins; wait and try again" })));
-    }
-    let found = users::find(&state.db, &b.name).await.map_err(db_down)?;
+    let device = session::device_id(&req, console, &b.name);
+    // The attempt counts as a failure from here on, so parallel guesses
+    // cannot pass the limit between the check and the count.
+    let attempt = match console.limiter.begin(&b.name, ip, device.as_deref()).await {
+        Ok(a) => a,
+        Err(retry_after_s) => {
+            console.metrics.record(ConsoleEvent::RateLimited { user: &b.name, retry_after_s });
+            return Ok(retry_later(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                retry_after_s,
+                "too many failed logins; wait and try again",
+            ));
+        }
+    };
+    let Some(permit) = console.password_checks.acquire().await else {
+        console.limiter.cancel(attempt).await;
+        console.metrics.record(ConsoleEvent::Busy);
+        return Ok(retry_later(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            1,
+            "too many logins at once; try again in a moment",
+        ));
+    };
+    let found = match users::find(&state.db, &b.name).await {
+        Ok(f) => f,
+        Err(e) => {
+            console.limiter.cancel(attempt).await;
+            return Err(db_down(e));
+        }
+    };
     let hash = found.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| users::dummy_hash().to_owned());
     let password = b.password;
     // argon2 is tens of ms of CPU: on the blocking pool, not the worker thread.
-    let ok = web::block(move || users::verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check failed: {e}")))?;
+    let ok = web::block(move || users::verify_password(&password, &hash)).await;
+    drop(permit);
+    console.metrics.record(ConsoleEvent::PasswordChecked);
+    let ok = match ok {
+        Ok(ok) => ok,
+        Err(e) => {
+            console.limiter.cancel(attempt).await;
+            return Err(ApiError::Internal(anyhow::anyhow!("password check failed: {e}")));
+        }
+    };
     let user = match found {
         Some(u) if ok => u,
         _ => {
-            console.limiter.failed_shared(&b.name, ip).await;
-            tracing::info!(user = %b.name, "console login refused");
+            // The attempt stays recorded: that is the failure.
+            drop(attempt);
+            console.metrics.record(ConsoleEvent::Refused { user: &b.name });
             return Err(ApiError::Unauthorized("wrong name or password".into()));
         }
     };
+    console.limiter.succeeded(attempt).await;
     let (cookie, csrf) = session::start(console, &state.db, &user).await.map_err(db_down)?;
-    tracing::info!(user = %user.name, role = %user.role, "console login");
+    console.metrics.record(ConsoleEvent::LoggedIn { user: &user.name, role: user.role.as_str() });
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .cookie(cookie)
+        .cookie(session::device_cookie(console, &user.name))
         .json(serde_json::json!({ "name": user.name, "role": user.role, "csrf_token": csrf })))
 }
 

@@ -15,7 +15,10 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnectio
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+/// The session cookie on a loopback listener (plain HTTP in development).
 pub const COOKIE_NAME: &str = "cartpulse_console";
+/// The session cookie everywhere else: Secure, host-only, path `/`.
+pub const SECURE_COOKIE_NAME: &str = "__Host-cartpulse_console";
 pub const CSRF_HEADER: &str = "X-CSRF-Token";
 
 /// A logged-in console user.
@@ -31,8 +34,10 @@ fn digest(id: &str) -> String {
 }
 
 /// The session cookie's value, if the request has one.
-pub fn cookie_value(req: &HttpRequest) -> Option<SecretString> {
-    req.cookie(COOKIE_NAME).map(|c| SecretString::from(c.value().to_owned())).filter(|s| !s.expose_secret().is_empty())
+pub fn cookie_value(req: &HttpRequest, console: &Console) -> Option<SecretString> {
+    req.cookie(console.cookie_name())
+        .map(|c| SecretString::from(c.value().to_owned()))
+        .filter(|s| !s.expose_secret().is_empty())
 }
 
 /// Whether the method changes state (everything but GET, HEAD, OPTIONS).
@@ -70,23 +75,41 @@ pub async fn start(
     }
     .insert(db)
     .await?;
-    let cookie = Cookie::build(COOKIE_NAME, id)
+    let cookie = Cookie::build(console.cookie_name(), id)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(console.settings.secure_cookies)
+        .secure(console.secure())
         .max_age(CookieDuration::seconds(ttl))
         .finish();
     Ok((cookie, csrf))
 }
 
-/// A cookie that deletes the session cookie in the browser.
-pub fn removal(console: &Console) -> Cookie<'static> {
-    let mut c = Cookie::build(COOKIE_NAME, "")
+/// The device cookie a successful login of `name` sets (see [`super::device`]).
+pub fn device_cookie(console: &Console, name: &str) -> Cookie<'static> {
+    let value = console.devices.issue(name, Utc::now().timestamp());
+    Cookie::build(console.device_cookie_name(), value)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(console.settings.secure_cookies)
+        .secure(console.secure())
+        .max_age(CookieDuration::seconds(console.devices.ttl_s()))
+        .finish()
+}
+
+/// The device id of this request's device cookie, if it is valid for `name`.
+pub fn device_id(req: &HttpRequest, console: &Console, name: &str) -> Option<String> {
+    let c = req.cookie(console.device_cookie_name())?;
+    console.devices.verify(c.value(), name, Utc::now().timestamp())
+}
+
+/// A cookie that deletes the session cookie in the browser.
+pub fn removal(console: &Console) -> Cookie<'static> {
+    let mut c = Cookie::build(console.cookie_name(), "")
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(console.secure())
         .finish();
     c.make_removal();
     c
@@ -103,6 +126,13 @@ pub async fn lookup(db: &DatabaseConnection, cookie: &SecretString) -> Result<Op
     let Some(u) = user::Entity::find_by_id(s.user_id).one(db).await? else { return Ok(None) };
     let Ok(role) = u.role.parse() else { return Ok(None) };
     Ok(Some(ConsoleUser { name: u.name, role, csrf_token: s.csrf_token }))
+}
+
+/// True while the session with this id (the hash of its cookie) exists and
+/// has not expired; stream connections opened by the console re-check it.
+pub async fn is_active(db: &DatabaseConnection, id_hash: &str) -> Result<bool, sea_orm::DbErr> {
+    let s = console_session::Entity::find_by_id(id_hash.to_owned()).one(db).await?;
+    Ok(s.is_some_and(|s| s.expires_at > Utc::now()))
 }
 
 /// Ends the session behind this cookie (no error if it is already gone).
@@ -126,12 +156,13 @@ pub fn check_csrf(user: &ConsoleUser, presented: Option<&str>) -> Result<(), Api
 
 /// Authenticates a cookie request for the `/v1` extractors: the session's
 /// role must allow `needed`, and a state change must carry the CSRF token.
+/// Returns the scope and the session's id (the hash of its cookie).
 pub async fn authorize(
     db: &DatabaseConnection,
     cookie: &SecretString,
     needed: Scope,
     csrf: Option<Option<&str>>,
-) -> Result<Scope, ApiError> {
+) -> Result<(Scope, String), ApiError> {
     let user = lookup(db, cookie)
         .await
         .map_err(AuthError::Unavailable)?
@@ -141,7 +172,7 @@ pub async fn authorize(
     }
     let scope = role_scope(user.role);
     if scope.allows(needed) {
-        Ok(scope)
+        Ok((scope, digest(cookie.expose_secret())))
     } else {
         Err(ApiError::Forbidden(format!(
             "a console {} may not do this (needs {})",

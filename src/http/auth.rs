@@ -8,6 +8,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::keys::{AuthError, Scope};
+use crate::stream::token::Principal;
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use secrecy::SecretString;
 use std::future::Future;
@@ -33,6 +34,8 @@ impl NeededScope for AdminScope {
 /// Proof that the request carried a key allowing `S`.
 pub struct Auth<S: NeededScope> {
     pub scope: Scope,
+    /// The key or console session behind the request.
+    pub principal: Principal,
     _s: PhantomData<S>,
 }
 
@@ -51,7 +54,8 @@ impl<S: NeededScope + 'static> FromRequest for Auth<S> {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let key = presented(req);
         // A key always wins: API clients behave exactly as before, cookie or not.
-        let console = match (&key, crate::console::session::cookie_value(req)) {
+        let cookie = state.as_ref().and_then(|s| crate::console::session::cookie_value(req, &s.console));
+        let console = match (&key, cookie) {
             (Err(AuthError::Missing), Some(cookie)) => {
                 let csrf =
                     crate::console::session::changes_state(req).then(|| crate::console::session::csrf_header(req));
@@ -63,12 +67,12 @@ impl<S: NeededScope + 'static> FromRequest for Auth<S> {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
             if let Some((cookie, csrf)) = console {
                 let csrf = csrf.as_ref().map(|c| c.as_deref());
-                let scope = crate::console::session::authorize(&state.db, &cookie, S::SCOPE, csrf).await?;
-                return Ok(Auth { scope, _s: PhantomData });
+                let (scope, session) = crate::console::session::authorize(&state.db, &cookie, S::SCOPE, csrf).await?;
+                return Ok(Auth { scope, principal: Principal::Console(session), _s: PhantomData });
             }
             let key = key?;
-            let scope = state.keys.verify(&key, S::SCOPE).await?;
-            Ok(Auth { scope, _s: PhantomData })
+            let key = state.keys.verify(&key, S::SCOPE).await?;
+            Ok(Auth { scope: key.scope, principal: Principal::Key(key.id), _s: PhantomData })
         })
     }
 }

@@ -13,7 +13,6 @@ use super::AppState;
 use crate::ingest::parse::{parse_body, BodyError, BodyFormat, ParseLimits, Rejection};
 use crate::telemetry::IngestEvent;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use futures::StreamExt;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -44,24 +43,6 @@ fn body_format(req: &HttpRequest) -> Result<BodyFormat, ApiError> {
     }
 }
 
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge(format!("body larger than {limit} bytes"));
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 pub async fn post_events(
     _auth: Auth<IngestScope>,
     state: web::Data<AppState>,
@@ -81,7 +62,7 @@ pub async fn post_events(
 
 async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let format = body_format(req)?;
-    let body = read_body(req, payload, state.ingest.max_body_bytes).await?;
+    let body = super::body::read_limited(req, payload, state.ingest.max_body_bytes).await?;
     let limits = ParseLimits {
         max_events: state.ingest.max_events_per_request,
         latest_time: chrono::Utc::now() + chrono::Duration::seconds(state.ingest.max_future_skew_s),

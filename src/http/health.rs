@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use prometheus::Encoder;
 
 /// The process is up.
@@ -38,9 +38,15 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// Prometheus text format. Unauthenticated, like most exporters: it carries
-/// counts only, no customer data; restrict it at the network if needed.
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Prometheus text format. A scraper on this machine (a loopback peer that
+/// no proxy forwarded) needs no credentials; anyone else needs a read-scope
+/// key or console session, so the counts are not public through a load
+/// balancer even if it forwards the path.
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !super::client::is_local_direct(&req) {
+        use actix_web::FromRequest;
+        super::auth::Auth::<super::auth::ReadScope>::extract(&req).await?;
+    }
     let mut buf = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&state.metrics.registry.gather(), &mut buf)

@@ -1,6 +1,8 @@
 //! The HTTP API (actix-web): routes, shared state, request metrics.
 
 pub mod auth;
+pub mod body;
+pub mod client;
 pub mod customers;
 pub mod error;
 pub mod events;
@@ -23,7 +25,11 @@ use std::time::Instant;
 /// What every handler can reach.
 pub struct AppState {
     pub db: DatabaseConnection,
-    pub keys: KeyVerifier,
+    pub keys: std::sync::Arc<KeyVerifier>,
+    /// Stream credentials: checked at connect, re-checked while connected.
+    pub credentials: std::sync::Arc<crate::stream::credentials::Credentials>,
+    /// Body limits and trusted proxies.
+    pub http: client::HttpSettings,
     /// Where ingested events go (the log directly, or the Redis Streams).
     pub pipeline: crate::ingest::Ingest,
     /// The session actors; `None` in a gateway, which reads stored snapshots.
@@ -74,6 +80,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// The method as a metric label: the standard ones by name, anything else
+/// (clients may send any token) as `other`, so labels stay bounded.
+fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
     Err(error::ApiError::NotFound("no such endpoint".into()))
 }
@@ -92,14 +116,30 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
+    let body_limit = state.http.max_body_bytes;
+    let hsts = state.console.secure().then(|| {
+        (
+            actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+            actix_web::http::header::HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        )
+    });
     actix_web::App::new()
         .app_data(state)
-        // Bodies are read by the handlers with their own limits.
-        .app_data(web::PayloadConfig::new(usize::MAX))
+        // Endpoints with bigger bodies read their payload themselves, after
+        // authentication, with their own limits (ingest, predict).
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::JsonConfig::default().limit(body_limit))
         .configure(routes)
+        .wrap(actix_web::middleware::Condition::new(
+            hsts.is_some(),
+            actix_web::middleware::DefaultHeaders::new().add(hsts.unwrap_or((
+                actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+                actix_web::http::header::HeaderValue::from_static("max-age=0"),
+            ))),
+        ))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
-            let method = req.method().as_str().to_owned();
+            let method = method_label(req.method());
             let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
             let metrics = metrics.clone();
             let fut = srv.call(req);
@@ -109,7 +149,7 @@ pub fn app(
                     Ok(r) => r.status().as_u16(),
                     Err(e) => e.as_response_error().status_code().as_u16(),
                 };
-                metrics.http(&method, &route, status, started.elapsed().as_secs_f64());
+                metrics.http(method, &route, status, started.elapsed().as_secs_f64());
                 res
             }
         })

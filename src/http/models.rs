@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::models::{RegistryError, StoreError};
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 impl From<RegistryError> for ApiError {
@@ -64,11 +64,10 @@ pub async fn promote(
     _auth: Auth<AdminScope>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    if body.len() > 4096 {
-        return Err(ApiError::PayloadTooLarge("the promote body is at most 4 KiB".into()));
-    }
+    let body = super::body::read_limited(&req, payload, super::client::SMALL_BODY_BYTES).await?;
     let body: PromoteBody = if body.iter().all(u8::is_ascii_whitespace) {
         PromoteBody::default()
     } else {

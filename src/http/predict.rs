@@ -9,7 +9,7 @@ use super::auth::{Auth, ReadScope};
 use super::error::ApiError;
 use super::AppState;
 use crate::inference::request::features_from_json;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -24,12 +24,18 @@ pub struct PredictRequest {
     rows: Option<Vec<Map<String, Value>>>,
 }
 
+/// Largest body: 10,000 rows of 17 features fit.
+const MAX_BODY_BYTES: usize = 8 << 20;
+
 pub async fn predict(
     _auth: Auth<ReadScope>,
     state: web::Data<AppState>,
-    body: web::Json<PredictRequest>,
+    http: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let req = body.into_inner();
+    let req: PredictRequest =
+        super::body::read_json(&http, payload, MAX_BODY_BYTES, "JSON {\"features\": {...}} or {\"rows\": [...]}")
+            .await?;
     let objects = match (req.features, req.rows) {
         (Some(f), None) => vec![f],
         (None, Some(rows)) if !rows.is_empty() => rows,

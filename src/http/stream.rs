@@ -7,7 +7,8 @@ use super::auth::{Auth, ReadScope};
 use super::error::ApiError;
 use super::AppState;
 use crate::keys::AuthError;
-use crate::stream::connection::{self, check_credential, CredentialError};
+use crate::stream::connection;
+use crate::stream::credentials::CredentialError;
 use crate::stream::telemetry::StreamEvent;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
@@ -38,21 +39,28 @@ pub async fn connect(
             .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
             .map(|s| s.trim().to_owned())
             .ok_or(AuthError::Invalid)?;
-        if let Err(e) = check_credential(&stream, &state, credential).await {
-            stream.metrics.record(StreamEvent::AuthRefused { how: "header", reason: &e.to_string() });
-            return Err(match e {
-                CredentialError::Key(k) => k.into(),
-                CredentialError::Token(t) => ApiError::Unauthorized(t.to_string()),
-            });
+        match state.credentials.admit(&credential).await {
+            Ok(admitted) => connection::Auth::Done { how: "header", admitted, credentials: state.credentials.clone() },
+            Err(e) => {
+                stream.metrics.record(StreamEvent::AuthRefused { how: "header", reason: &e.to_string() });
+                return Err(match e {
+                    CredentialError::Key(k) => k.into(),
+                    CredentialError::Token(t) => ApiError::Unauthorized(t.to_string()),
+                });
+            }
         }
-        connection::Auth::Done { how: "header" }
     } else if let Some(token) = query.into_inner().token {
-        match stream.tokens.verify(&token, chrono::Utc::now().timestamp()) {
-            Ok(()) => connection::Auth::Done { how: "query" },
+        // Still accepted for clients that cannot send a first message, but
+        // query strings end up in access logs: prefer the `auth` message.
+        match state.credentials.admit(&token).await {
+            Ok(admitted) => connection::Auth::Done { how: "query", admitted, credentials: state.credentials.clone() },
             Err(e) => connection::Auth::Refused { how: "query", reason: e.to_string() },
         }
     } else {
-        connection::Auth::Pending(state.clone())
+        let slot = stream.admit_unauthenticated().ok_or_else(|| {
+            ApiError::unavailable("too many connections waiting to authenticate; retry, or send credentials")
+        })?;
+        connection::Auth::Pending(state.credentials.clone(), slot)
     };
     let (response, session, msgs) = actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let msgs = msgs.max_frame_size(stream.settings.max_frame_bytes);
@@ -60,9 +68,10 @@ pub async fn connect(
     Ok(response)
 }
 
-/// Issues a short-lived stream token for a read-scope key.
-pub async fn token(_auth: Auth<ReadScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (token, exp) = state.stream.tokens.issue(chrono::Utc::now().timestamp());
+/// Issues a short-lived stream token for a read-scope key or console
+/// session; the token names it, so the stream closes when it goes.
+pub async fn token(auth: Auth<ReadScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (token, exp) = state.stream.tokens.issue(&auth.principal, chrono::Utc::now().timestamp());
     state.stream.metrics.record(StreamEvent::TokenIssued);
     let expires_at = chrono::DateTime::from_timestamp(exp, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -8,18 +8,14 @@
 //! socket leaves the task free to read, ping, notice it is idle or slow, and
 //! close it. Close codes are in [`close`].
 
+use super::credentials::{Admitted, Credentials};
 use super::hub::messages::{Join, Leave, Subscribe, Unsubscribe};
 use super::outbox::{Closing, Outbox};
 use super::protocol::{close, parse_client, ClientError, ClientMsg, Frame, Topic};
 use super::telemetry::StreamEvent;
-use super::token::{TokenError, TokenSigner};
 use super::Stream;
-use crate::http::AppState;
-use crate::keys::{AuthError, Scope};
-use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 use futures::{FutureExt, Sink, StreamExt};
-use secrecy::SecretString;
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,13 +24,13 @@ use std::time::{Duration, Instant};
 /// How the client is (or is to be) authenticated.
 pub enum Auth {
     /// From the upgrade request (`header` or `query`).
-    Done { how: &'static str },
+    Done { how: &'static str, admitted: Admitted, credentials: Arc<Credentials> },
     /// The upgrade carried a token that is invalid or expired: close with 4001
     /// (browsers cannot read the status of a refused upgrade, but they can
     /// read a close code).
     Refused { how: &'static str, reason: String },
     /// No credentials: the first message must be `auth`, within the timeout.
-    Pending(web::Data<AppState>),
+    Pending(Arc<Credentials>, super::UnauthenticatedSlot),
 }
 
 /// Frames written per wake-up at most, so one busy client cannot monopolise
@@ -60,8 +56,8 @@ fn reason(code: u16, text: &str) -> CloseReason {
 
 /// Runs the connection to its end.
 pub async fn run(stream: Stream, mut session: Session, mut msgs: MessageStream, auth: Auth) {
-    let how = match auth {
-        Auth::Done { how } => how,
+    let (how, admitted, credentials) = match auth {
+        Auth::Done { how, admitted, credentials } => (how, admitted, credentials),
         Auth::Refused { how, reason: why } => {
             stream.metrics.record(StreamEvent::AuthRefused { how, reason: &why });
             let _ = tokio::time::timeout(Duration::from_secs(2), session.close(Some(reason(close::AUTH, &why)))).await;
@@ -70,13 +66,16 @@ pub async fn run(stream: Stream, mut session: Session, mut msgs: MessageStream, 
         // Boxed: the task keeps its future for the connection's whole life,
         // and the credential check (a database lookup) is large and done
         // once; inline it would cost every connection a few KiB.
-        Auth::Pending(state) => {
-            match Box::pin(authenticate_first_message(&stream, &mut session, &mut msgs, state)).await {
-                Some(how) => how,
+        Auth::Pending(credentials, slot) => {
+            let admitted = Box::pin(authenticate_first_message(&stream, &mut session, &mut msgs, &credentials)).await;
+            drop(slot);
+            match admitted {
+                Some(admitted) => ("message", admitted, credentials),
                 None => return,
             }
         }
     };
+    let recheck = Recheck { credentials, admitted };
     stream.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     stream.metrics.record(StreamEvent::Connected { how });
     let mut live = Live { stream: &stream, code: None };
@@ -86,7 +85,7 @@ pub async fn run(stream: Stream, mut session: Session, mut msgs: MessageStream, 
         outbox.push(Frame::control(serde_json::json!({ "type": "authenticated" })), false);
     }
     let mut topics: HashSet<Topic> = HashSet::new();
-    let code = serve(&stream, &mut session, &mut msgs, &outbox, &mut topics).await;
+    let code = serve(&stream, &mut session, &mut msgs, &outbox, &mut topics, &recheck).await;
     stream.hub.do_send(Leave { conn: outbox.id, topics: topics.into_iter().collect() });
     outbox.mark_gone();
     live.code = code.map(|(c, _)| c);
@@ -103,8 +102,8 @@ async fn authenticate_first_message(
     stream: &Stream,
     session: &mut Session,
     msgs: &mut MessageStream,
-    state: web::Data<AppState>,
-) -> Option<&'static str> {
+    credentials: &Credentials,
+) -> Option<Admitted> {
     let deadline = tokio::time::sleep(Duration::from_millis(stream.settings.auth_timeout_ms));
     tokio::pin!(deadline);
     let refusal = loop {
@@ -116,8 +115,8 @@ async fn authenticate_first_message(
                 Some(Ok(Message::Pong(_))) => {}
                 Some(Ok(Message::Close(r))) => { let _ = session.clone().close(r).await; return None; }
                 Some(Ok(Message::Text(t))) => match parse_client(&t) {
-                    Ok(ClientMsg::Auth { token }) => match check_credential(stream, &state, token).await {
-                        Ok(()) => return Some("message"),
+                    Ok(ClientMsg::Auth { token }) => match credentials.admit(&token).await {
+                        Ok(admitted) => return Some(admitted),
                         Err(why) => break why.to_string(),
                     },
                     _ => break "the first message must be {\"type\":\"auth\",\"token\":…}".to_owned(),
@@ -132,22 +131,23 @@ async fn authenticate_first_message(
     None
 }
 
-/// Why a credential was refused; the message is safe to show the client.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    #[error(transparent)]
-    Key(#[from] AuthError),
+/// What the connection re-checks while it lives.
+struct Recheck {
+    credentials: Arc<Credentials>,
+    admitted: Admitted,
 }
 
-/// A stream token or a read-scope API key.
-pub async fn check_credential(stream: &Stream, state: &AppState, credential: String) -> Result<(), CredentialError> {
-    if TokenSigner::looks_like_token(&credential) {
-        return Ok(stream.tokens.verify(&credential, chrono::Utc::now().timestamp())?);
+impl Recheck {
+    /// When to check first: after the interval, or when the token expires if
+    /// that comes sooner.
+    fn first_at(&self, every: Duration) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let by_token = self.admitted.token_expires_at.map(|exp| {
+            let left = (exp - chrono::Utc::now().timestamp()).max(0) as u64;
+            now + Duration::from_secs(left)
+        });
+        by_token.map_or(now + every, |t| t.min(now + every))
     }
-    state.keys.verify(&SecretString::from(credential), Scope::Read).await?;
-    Ok(())
 }
 
 /// The main loop; returns the close code to send (none when the client
@@ -158,8 +158,12 @@ async fn serve(
     msgs: &mut MessageStream,
     outbox: &Arc<Outbox>,
     topics: &mut HashSet<Topic>,
+    recheck: &Recheck,
 ) -> Option<(u16, &'static str)> {
     let settings = &stream.settings;
+    let recheck_every = Duration::from_millis(settings.recheck_ms.max(100));
+    let recheck_at = tokio::time::sleep_until(recheck.first_at(recheck_every));
+    tokio::pin!(recheck_at);
     let idle_timeout = Duration::from_millis(settings.idle_timeout_ms);
     let every = Duration::from_millis(settings.heartbeat_interval_ms.max(10));
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -225,6 +229,14 @@ async fn serve(
             // Also while a frame waits for the socket: a close (slow, shutdown)
             // must not wait for the client to read.
             _ = outbox.notified() => {}
+            _ = &mut recheck_at => {
+                // Boxed: rare, and a database round trip.
+                if !Box::pin(recheck.credentials.still_valid(&recheck.admitted.principal)).await {
+                    stream.metrics.record(StreamEvent::AuthRefused { how: "recheck", reason: "revoked or logged out" });
+                    return Some((close::AUTH, "credentials revoked or console session ended"));
+                }
+                recheck_at.as_mut().reset(tokio::time::Instant::now() + recheck_every);
+            }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= idle_timeout {
                     return Some((close::IDLE, "idle: no pong or message within the heartbeat timeout"));

@@ -20,6 +20,7 @@
 
 pub mod aggregator;
 pub mod connection;
+pub mod credentials;
 pub mod hub;
 pub mod outbox;
 pub mod protocol;
@@ -39,11 +40,15 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StreamSettings {
-    /// HMAC secret of stream tokens; every replica must share it. A random
-    /// per-process secret when absent.
+    /// HMAC secret of stream tokens, at least 32 bytes; every replica must
+    /// share it (required with Redis). A random per-process secret when
+    /// absent in a single process.
     pub token_secret: Option<SecretString>,
     /// Lifetime of a stream token.
     pub token_ttl_s: u64,
+    /// How often a connection's key or console session is re-checked (also
+    /// when its token expires); a revoked one is closed with 4001.
+    pub recheck_ms: u64,
     /// Without credentials on the upgrade, the `auth` message must come within this.
     pub auth_timeout_ms: u64,
     /// The server pings this often.
@@ -68,6 +73,9 @@ pub struct StreamSettings {
     pub max_lingering_topics: usize,
     /// Most topics one connection may subscribe to.
     pub max_topics_per_connection: usize,
+    /// Most connections waiting for their `auth` message at once; beyond,
+    /// upgrades without credentials get 503.
+    pub max_unauthenticated: usize,
     /// Largest accepted client frame.
     pub max_frame_bytes: usize,
     /// How often the KPI rollup is published.
@@ -89,6 +97,7 @@ impl Default for StreamSettings {
         StreamSettings {
             token_secret: None,
             token_ttl_s: 300,
+            recheck_ms: 30_000,
             auth_timeout_ms: 5_000,
             heartbeat_interval_ms: 15_000,
             idle_timeout_ms: 45_000,
@@ -101,6 +110,7 @@ impl Default for StreamSettings {
             customer_linger_s: 60,
             max_lingering_topics: 10_000,
             max_topics_per_connection: 100,
+            max_unauthenticated: 1_000,
             max_frame_bytes: 64 << 10,
             kpis_interval_ms: 1_000,
             conversion_window_s: 300,
@@ -143,10 +153,21 @@ pub struct Stream {
     next_id: Arc<AtomicU64>,
     /// Connection tasks past authentication.
     pub(crate) live: Arc<AtomicUsize>,
+    /// Connections still waiting for their `auth` message.
+    unauthenticated: Arc<AtomicUsize>,
     _arbiter: Arc<ArbiterGuard>,
 }
 
 use hub::Hub;
+
+/// Held by a connection until it has authenticated (or gone).
+pub struct UnauthenticatedSlot(Arc<AtomicUsize>);
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Stops the stream's arbiter thread when the last handle goes.
 struct ArbiterGuard(Arbiter);
@@ -244,12 +265,22 @@ impl Stream {
             metrics,
             next_id: Arc::new(AtomicU64::new(1)),
             live: Arc::new(AtomicUsize::new(0)),
+            unauthenticated: Arc::new(AtomicUsize::new(0)),
             _arbiter: Arc::new(ArbiterGuard(arbiter)),
         })
     }
 
     pub fn next_connection_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A place for one more connection waiting for its `auth` message, or
+    /// `None` when `max_unauthenticated` already wait: anonymous sockets
+    /// hold memory until the auth timeout, so their number is bounded.
+    pub fn admit_unauthenticated(&self) -> Option<UnauthenticatedSlot> {
+        let n = self.unauthenticated.fetch_add(1, Ordering::AcqRel);
+        let slot = UnauthenticatedSlot(self.unauthenticated.clone());
+        (n < self.settings.max_unauthenticated).then_some(slot)
     }
 
     /// Connected (authenticated) clients.

@@ -118,7 +118,17 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, ClientError> {
         if names.is_empty() {
             return Err(ClientError::BadMessage("`topics` is empty".into()));
         }
-        names.into_iter().map(|n| Topic::parse(&n).ok_or(ClientError::UnknownTopic(n))).collect()
+        // Each topic once, in the client's order: a frame repeating a topic
+        // thousands of times must cost the hub (and Redis) one subscription.
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for n in names {
+            let t = Topic::parse(&n).ok_or(ClientError::UnknownTopic(n))?;
+            if seen.insert(t.clone()) {
+                out.push(t);
+            }
+        }
+        Ok(out)
     };
     Ok(match raw {
         RawMsg::Auth { token } => ClientMsg::Auth { token },
@@ -137,6 +147,20 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, ClientError> {
         RawMsg::Unsubscribe { topics: names } => ClientMsg::Unsubscribe { topics: topics(names)? },
         RawMsg::Ping => ClientMsg::Ping,
     })
+}
+
+#[cfg(test)]
+mod dedup_tests {
+    use super::*;
+
+    #[test]
+    fn repeated_topics_are_kept_once_in_order() {
+        let names: Vec<String> =
+            (0..5_000).flat_map(|_| ["kpis".to_owned(), "customer:c1".to_owned()]).chain(["scores".into()]).collect();
+        let text = serde_json::json!({ "type": "subscribe", "topics": names }).to_string();
+        let ClientMsg::Subscribe { topics, .. } = parse_client(&text).unwrap() else { panic!("not a subscribe") };
+        assert_eq!(topics.iter().map(Topic::name).collect::<Vec<_>>(), ["kpis", "customer:c1", "scores"]);
+    }
 }
 
 /// Server wall clock in Unix milliseconds.

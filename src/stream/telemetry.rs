@@ -11,7 +11,8 @@ pub enum StreamEvent<'a> {
     Connected { how: &'static str },
     /// A client left; `code` is the close code we sent, if any.
     Disconnected { code: Option<u16> },
-    /// Authentication refused (`how` as above, or `none` on timeout).
+    /// Authentication refused (`how` as above, or `recheck` when the key or
+    /// console session of a live connection is gone).
     AuthRefused { how: &'static str, reason: &'a str },
     /// Frames written to clients' sockets (summed per wake-up of one connection).
     Sent { n: u64 },

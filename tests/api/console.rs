@@ -89,10 +89,11 @@ on_both_databases!(login_sets_a_hardened_cookie_and_stores_only_its_hash);
 
 #[actix_web::test]
 async fn secure_cookies_setting_marks_the_cookie_secure() {
-    let app = spawn_app_with(Db::Sqlite, |s| s.console.secure_cookies = true).await;
+    let app = spawn_app_with(Db::Sqlite, |s| s.console.secure_cookies = Some(true)).await;
     app.create_console_user("alice", Role::Admin, ADMIN_PW).await;
     let login = app.console_login("alice", ADMIN_PW).await;
     assert!(login.set_cookie.to_ascii_lowercase().contains("secure"), "{}", login.set_cookie);
+    assert!(login.cookie.starts_with("__Host-cartpulse_console="), "{}", login.set_cookie);
 }
 
 #[actix_web::test]

@@ -49,6 +49,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     s.actors.shards = 2;
     s.actors.snapshot_max_delay_ms = 100;
     s.database.sqlite_synchronous = "normal".into();
+    // Required with Redis; the same for every app of a test, as on replicas.
+    s.stream.token_secret = Some(secrecy::SecretString::from("test-stream-token-secret-of-at-least-32-bytes"));
     s
 }
 
@@ -361,8 +363,15 @@ impl TestApp {
     pub async fn console_login(&self, name: &str, password: &str) -> ConsoleLogin {
         let r = self.console_login_raw(name, password).await;
         assert_eq!(r.status().as_u16(), 200, "console login of {name}");
-        let set_cookie =
-            r.headers().get("set-cookie").expect("login sets a cookie").to_str().expect("ascii cookie").to_owned();
+        // The session cookie (a device cookie comes with it).
+        let set_cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.contains("cartpulse_console="))
+            .expect("login sets the session cookie")
+            .to_owned();
         let cookie = set_cookie.split(';').next().expect("cookie pair").trim().to_owned();
         let body: Value = r.json().await.expect("login body");
         let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();

@@ -73,6 +73,7 @@ impl Deployment {
                 .args(["--database-url", &self.db_url, "--redis-url", REDIS, "--partitions", "8"])
                 .args(&owns)
                 .env("CARTPULSE_REDIS__PREFIX", &self.prefix)
+                .env("CARTPULSE_STREAM__TOKEN_SECRET", "roles-test-stream-token-secret-0123456789")
                 .env("CARTPULSE_LOG", "warn")
                 .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "200")
                 // Stale entries of a killed processor are reclaimed quickly.

@@ -1,6 +1,6 @@
 //! cartpulse: real-time e-commerce analytics. The binary is a thin shell over
 //! this library; see `startup::Application` for how the parts are wired and
-//! `../shared/DESIGN.md` for the map.
+//! `docs/architecture.md` for the map.
 
 pub mod bench;
 pub mod cli;

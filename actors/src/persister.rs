@@ -122,13 +122,24 @@ impl Actor for Persister {
     }
 }
 
+/// Whether a pending session row gives way to a newer view under the same
+/// id: the customer's later state replaces its earlier one; another
+/// customer's session takes the id only if it started first (ties: the
+/// smaller customer id), the rule the database upsert applies too.
+fn replaces(old: &SessionView, new: &SessionView) -> bool {
+    if old.customer_id == new.customer_id {
+        return new.n_events >= old.n_events;
+    }
+    (new.started_at, new.customer_id.as_str()) < (old.started_at, old.customer_id.as_str())
+}
+
 impl Handler<Snapshot> for Persister {
     type Result = ();
 
     fn handle(&mut self, mut msg: Snapshot, ctx: &mut Self::Context) {
         for s in msg.sessions.drain(..) {
             match self.sessions.get(&s.session_id) {
-                Some(old) if old.n_events > s.n_events => {}
+                Some(old) if !replaces(old, &s) => {}
                 _ => {
                     self.sessions.insert(s.session_id.clone(), s);
                 }

@@ -213,10 +213,14 @@ pub async fn write_snapshots(
                     session::Column::UpdatedAt,
                 ])
                 // Session ids come from shops and are global: a session row
-                // belongs to the customer who opened it, and another
-                // customer's events under the same id never take it over.
+                // belongs to the customer whose session under that id started
+                // first (ties: the smaller customer id), whatever order the
+                // actors' snapshots are written in; another customer's events
+                // under the same id never take it over.
                 .action_and_where(Expr::cust(
-                    "sessions.customer_id = excluded.customer_id AND sessions.n_events <= excluded.n_events",
+                    "(sessions.customer_id = excluded.customer_id AND sessions.n_events <= excluded.n_events) \
+                     OR (sessions.customer_id <> excluded.customer_id AND (excluded.started_at < sessions.started_at \
+                     OR (excluded.started_at = sessions.started_at AND excluded.customer_id < sessions.customer_id)))",
                 ))
                 .to_owned(),
         );

@@ -86,15 +86,6 @@ pub async fn login(
             ));
         }
     };
-    let Some(permit) = console.password_checks.acquire().await else {
-        console.limiter.cancel(attempt).await;
-        console.metrics.record(ConsoleEvent::Busy);
-        return Ok(retry_later(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            1,
-            "too many logins at once; try again in a moment",
-        ));
-    };
     let found = match users::find(&state.db, &b.name).await {
         Ok(f) => f,
         Err(e) => {
@@ -102,19 +93,24 @@ pub async fn login(
             return Err(db_down(e));
         }
     };
-    let hash = found.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| users::dummy_hash().to_owned());
-    let password = b.password;
-    // argon2 is tens of ms of CPU: on the blocking pool, not the worker thread.
-    let ok = web::block(move || users::verify_password(&password, &hash)).await;
-    drop(permit);
-    console.metrics.record(ConsoleEvent::PasswordChecked);
-    let ok = match ok {
+    let hash = found.as_ref().map(|u| u.password_hash.clone());
+    let ok = match console.password_checks.verify(secrecy::SecretString::from(b.password), hash).await {
         Ok(ok) => ok,
-        Err(e) => {
+        Err(super::CheckRefused::Busy) => {
             console.limiter.cancel(attempt).await;
-            return Err(ApiError::Internal(anyhow::anyhow!("password check failed: {e}")));
+            console.metrics.record(ConsoleEvent::Busy);
+            return Ok(retry_later(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                1,
+                "too many logins at once; try again in a moment",
+            ));
+        }
+        Err(super::CheckRefused::Stopped) => {
+            console.limiter.cancel(attempt).await;
+            return Err(ApiError::Internal(anyhow::anyhow!("the password-check threads stopped")));
         }
     };
+    console.metrics.record(ConsoleEvent::PasswordChecked);
     let user = match found {
         Some(u) if ok => u,
         _ => {

@@ -80,37 +80,65 @@ pub struct Console {
     pub metrics: telemetry::ConsoleMetrics,
 }
 
-/// Bounds the memory and CPU of password checks: argon2 needs ~19 MiB and
-/// tens of ms per check, so at most `permits` run and at most `max_waiting`
-/// wait; anyone beyond gets 503 at once.
+/// Bounds the memory and CPU of password checks. argon2 needs ~19 MiB and
+/// tens of ms per check, so checks run on `threads` dedicated threads (each
+/// reuses its own allocation, so memory stays at about `threads` × 19 MiB
+/// however many logins arrive) and at most `max_waiting` wait; anyone beyond
+/// gets 503 at once.
 pub struct PasswordChecks {
-    permits: tokio::sync::Semaphore,
-    waiting: std::sync::atomic::AtomicUsize,
-    max_waiting: usize,
+    jobs: std::sync::mpsc::SyncSender<PasswordJob>,
+}
+
+struct PasswordJob {
+    password: secrecy::SecretString,
+    /// `None`: an unknown user, checked against the dummy hash (made on these
+    /// threads too, so its memory is theirs).
+    hash: Option<String>,
+    reply: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Why a password could not be checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckRefused {
+    /// Too many checks waiting.
+    Busy,
+    /// The checking threads are gone.
+    Stopped,
 }
 
 impl PasswordChecks {
-    pub fn new(permits: usize, max_waiting: usize) -> PasswordChecks {
-        PasswordChecks {
-            permits: tokio::sync::Semaphore::new(permits.max(1)),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            max_waiting,
+    pub fn new(threads: usize, max_waiting: usize) -> PasswordChecks {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<PasswordJob>(max_waiting);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-check-{i}")).spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                use secrecy::ExposeSecret;
+                let hash = job.hash.as_deref().unwrap_or_else(|| users::dummy_hash());
+                let ok = users::verify_password(job.password.expose_secret(), hash);
+                let _ = job.reply.send(ok);
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password-check thread");
+            }
         }
+        PasswordChecks { jobs }
     }
 
-    /// A permit to run one check, or `None` when too many already wait.
-    pub async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        use std::sync::atomic::Ordering;
-        if let Ok(p) = self.permits.try_acquire() {
-            return Some(p);
-        }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        let p = self.permits.acquire().await.ok();
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        p
+    /// Whether `password` matches `hash` (`None`: an unknown user, never a
+    /// match but as slow as one), checked on one of the threads.
+    pub async fn verify(&self, password: secrecy::SecretString, hash: Option<String>) -> Result<bool, CheckRefused> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs.try_send(PasswordJob { password, hash, reply }).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => CheckRefused::Busy,
+            std::sync::mpsc::TrySendError::Disconnected(_) => CheckRefused::Stopped,
+        })?;
+        answer.await.map_err(|_| CheckRefused::Stopped)
     }
 }
 
@@ -213,15 +241,26 @@ mod tests {
 
     #[tokio::test]
     async fn password_checks_refuse_beyond_the_waiting_bound() {
-        let c2 = std::sync::Arc::new(super::PasswordChecks::new(1, 1));
-        let p = c2.acquire().await.expect("the one permit");
-        let waiter = {
-            let c2 = c2.clone();
-            tokio::spawn(async move { c2.acquire().await.is_some() })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(c2.acquire().await.is_none(), "a second waiter is refused");
-        drop(p);
-        assert!(waiter.await.unwrap(), "the waiter gets the permit");
+        use secrecy::SecretString;
+        let hash = super::users::hash_password(&SecretString::from("a long enough password")).unwrap();
+        let c = std::sync::Arc::new(super::PasswordChecks::new(1, 2));
+        // (spawned tasks start in order on this current-thread runtime)
+        // One thread and two places to wait: of ten at once, two or three
+        // (if the thread took one before the queue filled) are checked.
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let (c, hash) = (c.clone(), hash.clone());
+                let pw = if i == 0 { "a long enough password" } else { "wrong password here" };
+                tokio::spawn(async move { c.verify(SecretString::from(pw), Some(hash)).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        let checked = answers.iter().filter(|a| a.is_ok()).count();
+        assert!((2..=3).contains(&checked), "{answers:?}");
+        assert!(answers.iter().all(|a| a.is_ok() || *a == Err(super::CheckRefused::Busy)), "{answers:?}");
+        assert_eq!(answers[0], Ok(true), "the first is always taken, and right");
     }
 }

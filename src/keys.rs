@@ -232,3 +232,41 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn verifier() -> (KeyVerifier, NewKey, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+        let db = sea_orm::Database::connect(url).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        let key = create(&db, "t", Scope::Read).await.unwrap();
+        (KeyVerifier::new(db), key, dir)
+    }
+
+    #[tokio::test]
+    async fn a_spray_of_unknown_keys_neither_grows_the_caches_nor_evicts_a_real_key() {
+        let (v, key, _dir) = verifier().await;
+        assert_eq!(v.verify(&key.key, Scope::Read).await.unwrap().id, key.id);
+        for i in 0..(CACHE_ENTRIES + 500) {
+            let fake = SecretString::from(format!("cp_{i:012x}_{}", "0".repeat(32)));
+            assert!(matches!(v.verify(&fake, Scope::Read).await, Err(AuthError::Invalid)));
+        }
+        // Not even the shape of a key: refused without a cache entry.
+        assert!(matches!(v.verify(&SecretString::from("nope".to_owned()), Scope::Read).await, Err(AuthError::Invalid)));
+        let c = v.caches.lock().unwrap();
+        assert_eq!(c.unknown.len(), CACHE_ENTRIES, "bounded");
+        assert!(c.known.peek(&hash(key.key.expose_secret())).is_some(), "the real key is still cached");
+    }
+
+    #[tokio::test]
+    async fn wrong_scope_and_revoked_keys_are_refused() {
+        let (v, key, _dir) = verifier().await;
+        assert!(matches!(v.verify(&key.key, Scope::Admin).await, Err(AuthError::Forbidden("admin"))));
+        assert!(v.is_active(&key.id).await.unwrap());
+        revoke(&v.db, &key.id).await.unwrap();
+        assert!(!v.is_active(&key.id).await.unwrap());
+    }
+}

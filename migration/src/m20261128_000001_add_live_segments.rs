@@ -1,4 +1,4 @@
-//! Live segment assignment (issue 5): when a segmentation version was last
+//! Live segment assignment: when a segmentation version was last
 //! activated (`segmentations.activated_at`, null if never), and the segment
 //! every customer's actor assigned it to in the active version
 //! (`customers.segment_version`, `customers.segment`, null until assigned),

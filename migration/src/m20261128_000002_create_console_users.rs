@@ -1,4 +1,4 @@
-//! Admin console accounts (issue 6): `users` (name, role `admin`|`viewer`, an
+//! Admin console accounts: `users` (name, role `admin`|`viewer`, an
 //! argon2 PHC password hash) and `console_sessions`, keyed by the SHA-256 of
 //! the session id so a copy of the table cannot be replayed as cookies. The
 //! CSRF token is stored as is: alone it grants nothing, and `GET /console/me`

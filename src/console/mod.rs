@@ -1,4 +1,4 @@
-//! The admin web console (issue 6): console users (`cartpulse users`), login
+//! The admin web console: console users (`cartpulse users`), login
 //! sessions carried by an HttpOnly cookie with a per-session CSRF token, a
 //! login rate limiter, and the static single-page app in `static/` served at
 //! `/` with a strict Content-Security-Policy.

@@ -63,7 +63,7 @@ COPY --from=console --chown=root:root /app/static /app/static
 WORKDIR /app
 
 # Configuration is CARTPULSE_* environment (nested keys with `__`, e.g.
-# CARTPULSE_INGEST__MAX_BODY_BYTES); see README.md "Configuration". The
+# CARTPULSE_INGEST__MAX_BODY_BYTES); see docs/configuration.md. The
 # database and Redis URLs are secrets: pass them at run time (ECS injects them
 # from Secrets Manager), never bake them into the image.
 # The database default is an embedded SQLite file in /app/data, the one

@@ -29,3 +29,60 @@ async fn health_ready_and_metrics(db: Db) {
     );
 }
 crate::on_both_databases!(health_ready_and_metrics);
+
+/// The metric names of docs/operations.md's `## Metrics` table.
+fn documented_metrics() -> std::collections::BTreeSet<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).expect("docs");
+    let table = doc.split("## Metrics").nth(1).expect("a ## Metrics section");
+    table
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|n| n.starts_with("cartpulse_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every metric a running server exposes is documented, and every documented
+/// metric is registered somewhere in the code (no stale rows).
+#[actix_web::test]
+async fn every_metric_is_documented_and_every_documented_metric_exists() {
+    let app = spawn_app(Db::Sqlite).await;
+    // Give the labelled metrics values: an ingest, a refused login, a token, a 404.
+    let (s, _) =
+        app.post_events(&serde_json::json!([page_view("m1", "c1", "s1", "2026-11-01T10:00:00Z", "product")])).await;
+    assert_eq!(s, 200);
+    let _ = app.console_login_raw("nobody", "wrong password here").await;
+    let _ = app.post_json("/v1/stream/token", None, Some(&app.read_key.clone())).await;
+    let _ = app.get_json("/no/such/path", None).await;
+    app.wait_metric("cartpulse_events_applied_total", 1.0, std::time::Duration::from_secs(10)).await;
+    let documented = documented_metrics();
+    assert!(documented.len() > 40, "the table was not parsed: {documented:?}");
+    let text = app.metrics_text().await;
+    let exposed: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let undocumented: Vec<_> = exposed.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "metrics missing from docs/operations.md: {undocumented:?}");
+    let mut source = String::new();
+    for dir in ["src", "actors/src"] {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("source dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    source.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+                }
+            }
+        }
+    }
+    let stale: Vec<_> = documented.iter().filter(|n| !source.contains(&format!("\"{n}\""))).collect();
+    assert!(stale.is_empty(), "documented but registered nowhere: {stale:?}");
+}

@@ -102,6 +102,13 @@ pub struct RedisSettings {
     pub max_attempts: u64,
     /// Unprocessed events in the streams beyond which gateways answer 503.
     pub max_backlog: u64,
+    /// Replicas that must hold a request's entries (Redis `WAIT`) before a
+    /// gateway acknowledges it, so a failover cannot lose an acknowledged
+    /// event. Unset: 1 when the primary has a replica, else 0.
+    pub ack_replicas: Option<u32>,
+    /// How long a gateway waits for those replicas; past it the request gets
+    /// 503 with `Retry-After` (resending is safe: `event_id` de-duplicates).
+    pub ack_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +221,7 @@ impl Settings {
             .set_default("redis.claim_idle_ms", 30_000)?
             .set_default("redis.max_attempts", 5)?
             .set_default("redis.max_backlog", 1_000_000)?
+            .set_default("redis.ack_timeout_ms", 500)?
             .set_default("database.max_connections", 8)?
             .set_default("database.sqlite_synchronous", "full")?
             .set_default("ingest.max_body_bytes", 16 * 1024 * 1024)?

@@ -125,12 +125,19 @@ impl Application {
             None
         };
         let pipeline = match (&redis, &core) {
-            (Some(link), _) => Ingest::Queued(EventQueue::start(
-                link.clone(),
-                settings.redis.partitions,
-                settings.redis.max_backlog,
-                metrics.clone(),
-            )),
+            (Some(link), _) => Ingest::Queued(
+                EventQueue::start(
+                    link.clone(),
+                    settings.redis.partitions,
+                    settings.redis.max_backlog,
+                    crate::ingest::queue::AckPolicy {
+                        replicas: settings.redis.ack_replicas,
+                        timeout: Duration::from_millis(settings.redis.ack_timeout_ms),
+                    },
+                    metrics.clone(),
+                )
+                .await,
+            ),
             (None, Some(core)) => Ingest::Direct(core.consumer_committer.clone()),
             (None, None) => anyhow::bail!("a {} needs Redis", role.name()),
         };

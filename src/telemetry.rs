@@ -31,6 +31,9 @@ pub enum IngestEvent {
     Queued { events: usize },
     /// Redis refused or was unreachable: the request got 503.
     QueueFailed { error: String },
+    /// Fewer replicas than required confirmed a request's entries in time:
+    /// the request got 503.
+    NotReplicated { events: usize, wanted: u32, got: u32 },
     /// The streams' backlog per partition and the dead-letter stream's length.
     Backlog { per_partition: Vec<u64>, dead_letters: u64 },
     /// A processor moved an entry to the dead-letter stream.
@@ -57,6 +60,7 @@ pub struct Metrics {
     http_seconds: HistogramVec,
     queued: IntCounter,
     queue_failures: IntCounter,
+    not_replicated: IntCounter,
     stream_lag: IntGaugeVec,
     dead_letters: IntCounter,
     dead_letter_len: IntGauge,
@@ -105,6 +109,10 @@ impl Metrics {
                 "cartpulse_ingest_redis_failures_total",
                 "Ingest requests answered 503 because Redis failed",
             )?,
+            not_replicated: IntCounter::new(
+                "cartpulse_ingest_not_replicated_total",
+                "Ingest requests answered 503 because fewer than redis.ack_replicas replicas confirmed them in time",
+            )?,
             stream_lag: IntGaugeVec::new(
                 Opts::new("cartpulse_stream_lag_events", "Events in a partition not yet committed by a processor"),
                 &["partition"],
@@ -136,6 +144,7 @@ impl Metrics {
         m.registry.register(Box::new(m.http_seconds.clone()))?;
         m.registry.register(Box::new(m.queued.clone()))?;
         m.registry.register(Box::new(m.queue_failures.clone()))?;
+        m.registry.register(Box::new(m.not_replicated.clone()))?;
         m.registry.register(Box::new(m.stream_lag.clone()))?;
         m.registry.register(Box::new(m.dead_letters.clone()))?;
         m.registry.register(Box::new(m.dead_letter_len.clone()))?;
@@ -174,6 +183,10 @@ impl Metrics {
             IngestEvent::QueueFailed { error } => {
                 tracing::warn!(%error, "appending to the event streams failed; answering 503");
                 self.queue_failures.inc();
+            }
+            IngestEvent::NotReplicated { events, wanted, got } => {
+                tracing::warn!(events, wanted, got, "Redis replicas did not confirm in time; answering 503");
+                self.not_replicated.inc();
             }
             IngestEvent::Backlog { per_partition, dead_letters } => {
                 for (p, n) in per_partition.iter().enumerate() {

@@ -58,6 +58,10 @@ pub enum CommitError {
     Stopped,
     #[error("the event queue is unavailable")]
     Queue(String),
+    /// Redis holds the entries but fewer replicas than required confirmed
+    /// them in time: not acknowledged (a resend is de-duplicated).
+    #[error("the event queue's replicas did not confirm in time")]
+    NotReplicated { wanted: u32, got: u32 },
 }
 
 struct Job {

@@ -14,6 +14,7 @@ mod ingest;
 mod lifecycle;
 mod models;
 mod replay;
+mod replication;
 mod roles;
 mod segment;
 mod stream;

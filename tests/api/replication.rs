@@ -13,18 +13,22 @@ use std::time::{Duration, Instant};
 struct Node {
     port: u16,
     child: Child,
+    /// Where a full resynchronisation writes its RDB file (never the checkout).
+    _dir: tempfile::TempDir,
 }
 
 impl Node {
     async fn start(replica_of: Option<u16>) -> Node {
         let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.args(["--repl-diskless-sync", "yes", "--dir"]).arg(dir.path());
         if let Some(primary) = replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
         let child = cmd.stdout(Stdio::null()).spawn().expect("redis-server must be installed (.ci/run installs it)");
-        let node = Node { port, child };
+        let node = Node { port, child, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while node.conn().await.is_err() {
             assert!(Instant::now() < deadline, "private redis-server did not start");

@@ -239,6 +239,8 @@ pub struct BenchIngestArgs {
     /// Key for --target.
     #[arg(long, env = "CARTPULSE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    #[command(flatten)]
+    pub scale: crate::bench::ingest_replicas::ScaleArgs,
 }
 
 impl GlobalArgs {

@@ -35,6 +35,8 @@ pub async fn bench_ingest(global: GlobalArgs, args: BenchIngestArgs) -> anyhow::
         batch_size: args.batch_size,
         target: args.target,
         api_key: args.api_key.map(SecretString::from),
+        scale: args.scale,
+        redis_url: global.redis_url,
         ..Default::default()
     })
     .await?;

@@ -21,16 +21,20 @@
 //! On the 2-core dev/CI machines the load generator shares the 2 cores with
 //! the server it measures: the numbers are a floor for a server with the
 //! machine to itself.
+//!
+//! With `--gateways N --redis-url URL` the bench measures the scale-out path
+//! instead (gateways, Redis Streams, processors, Postgres): see
+//! [`super::ingest_replicas`].
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
-use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
+use super::ingest_replicas::ScaleArgs;
+use super::servers::{metric_sum, Server};
 use crate::replay::sender::{plan_batches, resolve, Batch, SendReport, Sender, SenderConfig, MAX_EVENTS_PER_REQUEST};
 use crate::replay::synthetic::{generate_events, SyntheticConfig};
 use crate::replay::{per_second, progress_bar};
@@ -60,6 +64,10 @@ pub struct IngestBenchOptions {
     pub progress: bool,
     /// How long the actors may take to apply everything after the last ack.
     pub catch_up_timeout: Duration,
+    /// With `scale.gateways > 0`: the scale-out bench ([`super::ingest_replicas`]).
+    pub scale: ScaleArgs,
+    /// Redis of the scale-out bench.
+    pub redis_url: Option<String>,
 }
 
 impl Default for IngestBenchOptions {
@@ -74,6 +82,8 @@ impl Default for IngestBenchOptions {
             seed: 42,
             progress: true,
             catch_up_timeout: Duration::from_secs(300),
+            scale: ScaleArgs::default(),
+            redis_url: None,
         }
     }
 }
@@ -98,7 +108,7 @@ pub struct IngestBenchReport {
 
 /// Runs the benchmark, prints the table (stderr) and the JSON line (stdout),
 /// and returns the report.
-pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchReport> {
+pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<Option<IngestBenchReport>> {
     if opts.events == 0 {
         bail!("--events must be at least 1");
     }
@@ -111,6 +121,17 @@ pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchReport> 
     if opts.target.is_some() != opts.api_key.is_some() {
         bail!("--target and --api-key go together");
     }
+    if opts.scale.gateways > 0 {
+        let Some(redis_url) = opts.redis_url.as_deref() else {
+            bail!("--gateways {} needs --redis-url", opts.scale.gateways);
+        };
+        let report = super::ingest_replicas::run(&opts, redis_url).await?;
+        println!("{}", serde_json::to_string(&report).context("encoding the report")?);
+        return Ok(None);
+    }
+    if opts.scale.duration.is_some() || opts.scale.processors != 1 {
+        bail!("--duration, --rate and --processors need --gateways N --redis-url URL");
+    }
     // Ctrl-C drops the bench future, and with it the server it started.
     let report = tokio::select! {
         r = measure(&opts) => r?,
@@ -118,7 +139,7 @@ pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchReport> 
     };
     print_table(&report);
     println!("{}", serde_json::to_string(&report).context("encoding the report")?);
-    Ok(report)
+    Ok(Some(report))
 }
 
 async fn measure(opts: &IngestBenchOptions) -> anyhow::Result<IngestBenchReport> {
@@ -129,13 +150,17 @@ async fn measure(opts: &IngestBenchOptions) -> anyhow::Result<IngestBenchReport>
     let (target, key) = match (&opts.target, &opts.api_key) {
         (Some(t), Some(k)) => (t.clone(), k.clone()),
         _ => {
-            let s = LocalServer::start(opts.database_url.as_ref()).await?;
-            let target_and_key = (s.url.clone(), s.key.clone());
+            // Ready once this returns (it waits for /readyz).
+            let s = match &opts.database_url {
+                Some(db) => Server::start_with(db.expose_secret(), None, &[], &[]).await?,
+                None => Server::start(&[]).await?,
+            };
+            let target_and_key = (url::Url::parse(&s.base).context("server URL")?, s.key.clone());
             server = Some(s);
             target_and_key
         }
     };
-    let result = drive(opts, work, events, &target, &key, server.as_mut()).await;
+    let result = drive(opts, work, events, &target, &key).await;
     if let Some(s) = server {
         s.stop().await;
     }
@@ -162,7 +187,7 @@ async fn measure(opts: &IngestBenchOptions) -> anyhow::Result<IngestBenchReport>
 }
 
 /// Generates and encodes every producer's batches (not timed).
-async fn prepare(opts: &IngestBenchOptions) -> anyhow::Result<Vec<Vec<Batch>>> {
+pub(crate) async fn prepare(opts: &IngestBenchOptions) -> anyhow::Result<Vec<Vec<Batch>>> {
     let nonce = format!("{:08x}", rand::random::<u32>());
     let producers = opts.producers as u64;
     let (events, seed, batch_size) = (opts.events, opts.seed, opts.batch_size);
@@ -189,12 +214,10 @@ async fn drive(
     events: u64,
     target: &url::Url,
     key: &SecretString,
-    server: Option<&mut LocalServer>,
 ) -> anyhow::Result<(SendReport, Duration)> {
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the HTTP client")?;
-    let ready_wait = if server.is_some() { 120 } else { 15 };
-    wait_ready(&client, target, server, Duration::from_secs(ready_wait)).await?;
+    wait_ready(&client, target, Duration::from_secs(15)).await?;
     let metrics = resolve(target, "metrics")?;
     let baseline = applied_total(&client, &metrics, key).await?.unwrap_or(0.0);
 
@@ -267,48 +290,13 @@ async fn applied_total(
         bail!("GET {metrics} answered {status}");
     }
     let text = response.text().await.with_context(|| format!("reading {metrics}"))?;
-    Ok(parse_metric_sum(&text, APPLIED_METRIC))
+    Ok(metric_sum(&text, APPLIED_METRIC))
 }
 
-/// Sums the samples of `name` in Prometheus text format.
-fn parse_metric_sum(text: &str, name: &str) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let value_part = if let Some(labels) = rest.strip_prefix('{') {
-            match labels.rfind('}') {
-                Some(end) => &labels[end + 1..],
-                None => continue,
-            }
-        } else if rest.starts_with(' ') {
-            rest
-        } else {
-            // Another metric sharing the prefix (e.g. `…_total_created`).
-            continue;
-        };
-        if let Some(v) = value_part.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
-            *total.get_or_insert(0.0) += v;
-        }
-    }
-    total
-}
-
-async fn wait_ready(
-    client: &reqwest::Client,
-    target: &url::Url,
-    mut server: Option<&mut LocalServer>,
-    limit: Duration,
-) -> anyhow::Result<()> {
+async fn wait_ready(client: &reqwest::Client, target: &url::Url, limit: Duration) -> anyhow::Result<()> {
     let readyz = resolve(target, "readyz")?;
     let started = Instant::now();
     loop {
-        if let Some(s) = server.as_deref_mut() {
-            if let Some(status) = s.child.try_wait().context("checking the bench server")? {
-                bail!("the bench server exited before it was ready ({status}); see its log above");
-            }
-        }
         let last = match client.get(readyz.clone()).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => format!("answered {}", r.status()),
@@ -319,81 +307,6 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A `cartpulse serve` child process with its own key; killed when dropped.
-struct LocalServer {
-    child: Child,
-    url: url::Url,
-    key: SecretString,
-    /// Holds the SQLite file; declared after `child` so that it is removed
-    /// only once the server is gone.
-    _dir: tempfile::TempDir,
-}
-
-impl LocalServer {
-    async fn start(database_url: Option<&SecretString>) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot locate the cartpulse executable to start a server")?;
-        let dir = tempfile::Builder::new()
-            .prefix("cartpulse-bench-")
-            .tempdir()
-            .context("creating a temporary directory for the bench database")?;
-        let db_url = match database_url {
-            Some(u) => u.clone(),
-            None => SecretString::from(format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display())),
-        };
-
-        let out = Command::new(&exe)
-            .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url"])
-            .arg(db_url.expose_secret())
-            .env("CARTPULSE_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .with_context(|| format!("running {} keys create", exe.display()))?;
-        if !out.status.success() {
-            bail!("`cartpulse keys create` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let key = stdout
-            .lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty())
-            .ok_or_else(|| anyhow!("`cartpulse keys create` printed no key"))?;
-        let key = SecretString::from(key.to_owned());
-
-        let listen = format!("127.0.0.1:{}", free_port()?);
-        let mut child = Command::new(&exe)
-            .args(["serve", "--listen", &listen, "--database-url"])
-            .arg(db_url.expose_secret())
-            .env("CARTPULSE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} serve", exe.display()))?;
-        // Anything the server writes to stdout goes to our stderr, so that the
-        // report stays the last stdout line.
-        if let Some(mut out) = child.stdout.take() {
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut out, &mut tokio::io::stderr()).await;
-            });
-        }
-        let url = url::Url::parse(&format!("http://{listen}")).context("server URL")?;
-        Ok(Self { child, url, key, _dir: dir })
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
-}
-
-/// A port that was free a moment ago (the server binds it right after).
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr().context("finding a free port")?.port())
 }
 
 fn database_label(url: Option<&SecretString>, local: bool) -> String {
@@ -422,19 +335,6 @@ fn print_table(r: &IngestBenchReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_sum_over_series() {
-        let text = "# HELP cartpulse_events_applied_total Events applied\n\
-                    # TYPE cartpulse_events_applied_total counter\n\
-                    cartpulse_events_applied_total{shard=\"0\"} 10\n\
-                    cartpulse_events_applied_total{shard=\"1\"} 5 1700000000\n\
-                    cartpulse_events_applied_total_created 1.7e9\n\
-                    cartpulse_other_total 99\n";
-        assert_eq!(parse_metric_sum(text, APPLIED_METRIC), Some(15.0));
-        assert_eq!(parse_metric_sum("cartpulse_events_applied_total 3\n", APPLIED_METRIC), Some(3.0));
-        assert_eq!(parse_metric_sum("cartpulse_other_total 1\n", APPLIED_METRIC), None);
-    }
 
     #[test]
     fn database_labels() {

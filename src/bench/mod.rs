@@ -4,10 +4,18 @@
 //!
 //! - [`ingest`]: sustained ingest throughput (events acknowledged and applied
 //!   by the session actors per second) and acknowledgement latency.
+//!   With `--gateways N --redis-url URL` ([`ingest_replicas`]): the same
+//!   through N gateways, Redis Streams and M processors, closed loop or
+//!   sustained at a target rate, with the backlog over time and ack → commit.
 //! - [`inference`]: the inference pool's predictions/s and latency.
 //! - [`ws`]: WebSocket clients held, memory per connection, fan-out and
 //!   acknowledgement → client latency of the live stream.
+//! - [`servers`]: the `serve` children both start (one process, or
+//!   processors and gateways over a fresh Postgres database and Redis prefix).
 
+pub mod cpu;
 pub mod inference;
 pub mod ingest;
+pub mod ingest_replicas;
+pub mod servers;
 pub mod ws;

@@ -25,6 +25,7 @@
 //! The load processes share the 2 cores with the server, so the figures are
 //! floors for a server with the machine to itself.
 
+use super::servers::{round, ReplicaOptions, Replicas, Server};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
@@ -341,112 +342,24 @@ async fn replicas_latency(args: &WsArgs, redis_url: &str) -> anyhow::Result<Gate
         "latency across {} gateways via Redis: {} events/s over {} watched customers, {} s",
         args.gateways, args.events_per_s, args.latency_clients, args.latency_seconds
     );
-    let replicas = Replicas::start(args, redis_url).await?;
+    let replicas = Replicas::start(&ReplicaOptions {
+        bench: "ws",
+        gateways: args.gateways,
+        processors: 1,
+        partitions: args.partitions,
+        redis_url: redis_url.to_owned(),
+        pg_admin_url: args.pg_admin_url.clone(),
+        env: Vec::new(),
+    })
+    .await?;
     let res = async {
-        let bases: Vec<String> = replicas.gateways.iter().map(|g| g.base.clone()).collect();
-        let key = &replicas.processor.key;
-        let latency = latency_phase(args, &bases, key, args.workers, &replicas.processor).await?;
+        let bases = replicas.gateway_bases();
+        let latency = latency_phase(args, &bases, replicas.key(), args.workers, &replicas.processors[0]).await?;
         Ok(GatewaysLatency { gateways: args.gateways, partitions: args.partitions, latency })
     }
     .await;
     replicas.stop().await;
     res
-}
-
-/// A processor and its gateways over a fresh Postgres database and Redis prefix.
-struct Replicas {
-    processor: Server,
-    gateways: Vec<Server>,
-    admin_url: String,
-    database: String,
-    redis_url: String,
-    prefix: String,
-}
-
-impl Replicas {
-    async fn start(args: &WsArgs, redis_url: &str) -> anyhow::Result<Replicas> {
-        use sea_orm::{ConnectionTrait, Database};
-        let tag = format!("{}_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"), std::process::id());
-        let database = format!("cp_bench_ws_{tag}");
-        let admin = Database::connect(&args.pg_admin_url).await.context("connecting to --pg-admin-url")?;
-        admin.execute_unprepared(&format!("CREATE DATABASE {database}")).await?;
-        let (head, _) = args.pg_admin_url.rsplit_once('/').ok_or_else(|| anyhow!("--pg-admin-url has no database"))?;
-        let db = format!("{head}/{database}");
-        let prefix = format!("cpbenchws{}", std::process::id());
-        let secret = format!("bench-ws-{}", hex::encode(rand::random::<[u8; 16]>()));
-        let partitions = args.partitions.to_string();
-        let env: Vec<(&str, &str)> = vec![
-            ("CARTPULSE_REDIS_URL", redis_url),
-            ("CARTPULSE_REDIS__PREFIX", &prefix),
-            ("CARTPULSE_REDIS__PARTITIONS", &partitions),
-            ("CARTPULSE_STREAM__TOKEN_SECRET", &secret),
-        ];
-        let mut replicas = Replicas {
-            processor: Server::start_with(&db, None, &["--role", "processor"], &env).await?,
-            gateways: Vec::new(),
-            admin_url: args.pg_admin_url.clone(),
-            database,
-            redis_url: redis_url.to_owned(),
-            prefix: prefix.clone(),
-        };
-        let key = replicas.processor.key.expose_secret().to_owned();
-        for _ in 0..args.gateways {
-            match Server::start_with(&db, Some(&key), &["--role", "gateway"], &env).await {
-                Ok(g) => replicas.gateways.push(g),
-                Err(e) => {
-                    replicas.stop().await;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(replicas)
-    }
-
-    async fn stop(self) {
-        for g in self.gateways {
-            g.stop().await;
-        }
-        self.processor.stop().await;
-        if let Ok(admin) = sea_orm::Database::connect(&self.admin_url).await {
-            use sea_orm::ConnectionTrait;
-            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
-            if let Err(e) = admin.execute_unprepared(&drop).await {
-                eprintln!("  could not drop the database {}: {e}", self.database);
-            }
-        }
-        if let Err(e) = delete_prefix(&self.redis_url, &self.prefix).await {
-            eprintln!("  could not delete the Redis keys {}:*: {e}", self.prefix);
-        }
-    }
-}
-
-/// Deletes every Redis key under `prefix:`.
-async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(url)?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -571,124 +484,6 @@ async fn produce(
     let elapsed = started.elapsed().as_secs_f64();
     let acks = Arc::try_unwrap(acks).map_err(|_| anyhow!("producer tasks still running"))?;
     Ok((acks.into_inner().map_err(|_| anyhow!("poisoned"))?, elapsed))
-}
-
-/// A `serve` child on a fresh SQLite file.
-struct Server {
-    child: Child,
-    base: String,
-    key: SecretString,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Server {
-    /// One process does everything, over a fresh SQLite file.
-    async fn start(env: &[(&str, &str)]) -> anyhow::Result<Server> {
-        let dir = tempfile::Builder::new().prefix("cartpulse-bench-ws-").tempdir()?;
-        let db = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
-        let mut s = Self::start_with(&db, None, &[], env).await?;
-        s._dir = Some(dir);
-        Ok(s)
-    }
-
-    /// `serve EXTRA…` over `db`; creates an admin key unless given one.
-    async fn start_with(db: &str, key: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Server> {
-        let exe = std::env::current_exe().context("locating the cartpulse executable")?;
-        let key = match key {
-            Some(k) => k.to_owned(),
-            None => {
-                let out = Command::new(&exe)
-                    .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url", db])
-                    .env("CARTPULSE_LOG", "warn")
-                    .output()
-                    .await?;
-                if !out.status.success() {
-                    bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::trim)
-                    .rfind(|l| !l.is_empty())
-                    .ok_or_else(|| anyhow!("no key printed"))?
-                    .to_owned()
-            }
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut cmd = Command::new(&exe);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
-            .args(extra)
-            .env("CARTPULSE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().context("starting serve")?;
-        let s = Server { child, base: format!("http://127.0.0.1:{port}"), key: SecretString::from(key), _dir: None };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", s.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(s);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the server ({}) did not become ready", extra.join(" "));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn rss_kib(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().ok_or_else(|| anyhow!("server gone"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("no VmRSS"))
-    }
-
-    async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(reqwest::get(format!("{}/metrics", self.base)).await?.text().await?)
-    }
-
-    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self.metrics().await?;
-        Ok(text
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0.0))
-    }
-
-    /// The server's own ack → broadcast p99 from its histogram (bucket bound).
-    async fn latency_p99_ms(&self) -> anyhow::Result<Option<f64>> {
-        let text = self.metrics().await?;
-        let mut buckets: Vec<(f64, f64)> = Vec::new();
-        for l in text.lines() {
-            if let Some(rest) = l.strip_prefix("cartpulse_stream_latency_seconds_bucket{le=\"") {
-                if let Some((le, v)) = rest.split_once("\"} ") {
-                    let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
-                    buckets.push((le, v.trim().parse()?));
-                }
-            }
-        }
-        let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
-        if total == 0.0 {
-            return Ok(None);
-        }
-        Ok(buckets.iter().find(|(_, n)| *n >= total * 0.99).map(|(le, _)| round(le * 1000.0, 2)))
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
 }
 
 /// The load processes of one phase.

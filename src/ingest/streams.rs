@@ -33,9 +33,14 @@ pub fn dead_letter_key(link: &RedisLink) -> String {
     link.key("events:dead")
 }
 
+/// Field of an entry holding the event (JSON, ingest format).
+pub const FIELD_EVENT: &str = "e";
+/// Field of an entry holding when the gateway acknowledged it (ms).
+pub const FIELD_ACKED: &str = "a";
+
 /// The fields of one entry.
 pub fn encode(event: &Event, acked_at_ms: i64) -> Result<[(&'static str, String); 2], serde_json::Error> {
-    Ok([("e", serde_json::to_string(event)?), ("a", acked_at_ms.to_string())])
+    Ok([(FIELD_EVENT, serde_json::to_string(event)?), (FIELD_ACKED, acked_at_ms.to_string())])
 }
 
 /// An entry as read back: its id, the event JSON and the acknowledgement time.
@@ -61,20 +66,28 @@ impl Entry {
 /// acknowledged, per partition (`XINFO GROUPS` lag + pending). A partition
 /// without a group yet counts its whole length.
 pub async fn backlog(link: &RedisLink, partitions: usize) -> Result<Vec<u64>, LinkError> {
+    let keys: Vec<String> = (0..partitions).map(|p| partition_key(link, p)).collect();
     let mut c = link.conn().await?;
+    Ok(backlog_of(&mut *c, &keys).await?)
+}
+
+/// [`backlog`] of the streams `keys`, on any connection (the bench reads it too).
+pub async fn backlog_of<C: redis::aio::ConnectionLike>(
+    c: &mut C,
+    keys: &[String],
+) -> Result<Vec<u64>, redis::RedisError> {
     let mut pipe = redis::pipe();
-    for p in 0..partitions {
-        pipe.cmd("XLEN").arg(partition_key(link, p));
+    for key in keys {
+        pipe.cmd("XLEN").arg(key);
     }
-    let lens: Vec<u64> = pipe.query_async(&mut *c).await?;
-    let mut out = Vec::with_capacity(partitions);
-    for (p, len) in lens.into_iter().enumerate() {
+    let lens: Vec<u64> = pipe.query_async(c).await?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, len) in keys.iter().zip(lens) {
         if len == 0 {
             out.push(0);
             continue;
         }
-        let groups: Result<Value, redis::RedisError> =
-            redis::cmd("XINFO").arg("GROUPS").arg(partition_key(link, p)).query_async(&mut *c).await;
+        let groups: Result<Value, redis::RedisError> = redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(c).await;
         out.push(match groups {
             Ok(v) => group_backlog(&v).unwrap_or(len),
             Err(_) => len,
@@ -124,6 +137,55 @@ fn group_backlog(v: &Value) -> Option<u64> {
         }
     }
     None
+}
+
+/// One multiplexed connection of our own, opened on first use and shared
+/// by every caller (commands from concurrent requests are pipelined on it),
+/// replaced after it broke. The hot paths use it instead of the bb8 pool,
+/// whose checkout costs a PING round trip per command.
+pub struct DirectConnection {
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
+    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl DirectConnection {
+    /// Commands time out after `response_timeout`.
+    pub fn new(client: redis::Client, response_timeout: std::time::Duration) -> DirectConnection {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(response_timeout));
+        DirectConnection { client, config, conn: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The connection (a cheap clone), connecting first if needed.
+    pub async fn get(&self) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `pipe`; after an error of the link (not a command's own error)
+    /// the connection is dropped, so the next call opens a new one.
+    pub async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, redis::RedisError> {
+        let mut c = self.get().await?;
+        let res = pipe.query_async(&mut c).await;
+        if let Err(e) = &res {
+            if link_broken(e) {
+                *self.conn.lock().await = None;
+            }
+        }
+        res
+    }
+}
+
+/// True when an error means the connection itself is unusable.
+pub fn link_broken(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
 #[cfg(test)]

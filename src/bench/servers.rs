@@ -1,0 +1,432 @@
+//! The `serve` children the benches start: this same executable
+//! (`std::env::current_exe()`, so run the release build), one process per
+//! server, killed when the bench ends (on error and Ctrl-C too: `kill_on_drop`).
+//!
+//! - [`Server`]: one `serve` over a database, with an admin key from
+//!   `keys create`; reads its `/metrics` (with the key, so that a server that
+//!   is not on loopback answers too) and its memory.
+//! - [`Replicas`]: M processors (`serve --role processor`, each owning a
+//!   disjoint `--owns` range of the partitions when M > 1) and N gateways
+//!   (`serve --role gateway`) over a fresh Postgres database (created on an
+//!   admin URL, dropped at the end) and a fresh Redis key prefix (deleted at
+//!   the end). Every child gets the same `CARTPULSE_STREAM__TOKEN_SECRET`
+//!   (32 random bytes, hex): the service refuses to start with Redis without
+//!   one of at least 32 bytes.
+
+use anyhow::{anyhow, bail, Context};
+use secrecy::{ExposeSecret, SecretString};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// A `serve` child process; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// An admin key of its database.
+    pub key: SecretString,
+    client: reqwest::Client,
+    /// Holds a SQLite file; declared after `child` so that it is removed only
+    /// once the server is gone.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// One process does everything, over a fresh SQLite file.
+    pub async fn start(env: &[(&str, &str)]) -> anyhow::Result<Server> {
+        let dir = tempfile::Builder::new().prefix("cartpulse-bench-").tempdir()?;
+        let db = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+        let mut s = Self::start_with(&db, None, &[], env).await?;
+        s._dir = Some(dir);
+        Ok(s)
+    }
+
+    /// `serve EXTRA…` over `db` on a free loopback port, ready when it
+    /// answers `/readyz`; creates an admin key first unless given one.
+    pub async fn start_with(
+        db: &str,
+        key: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe().context("locating the cartpulse executable")?;
+        let key = match key {
+            Some(k) => k.to_owned(),
+            None => create_key(&exe, db).await?,
+        };
+        let port = free_port()?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
+            .args(extra)
+            .env("CARTPULSE_LOG", "warn")
+            .stdin(Stdio::null())
+            // The bench's report is the last stdout line: a child's stdout goes nowhere.
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {} serve", exe.display()))?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let mut s = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            key: SecretString::from(key),
+            client,
+            _dir: None,
+        };
+        s.wait_ready(extra, Duration::from_secs(120)).await?;
+        Ok(s)
+    }
+
+    async fn wait_ready(&mut self, extra: &[&str], limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "the server (serve {}) exited before it was ready ({status}); see its log above",
+                    extra.join(" ")
+                );
+            }
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the server (serve {}) was not ready after {} s", extra.join(" "), limit.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Resident memory of the process.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().ok_or_else(|| anyhow!("server gone"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS"))
+    }
+
+    /// The `/metrics` text (sent with the key).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("{}/metrics", self.base);
+        let r = self.client.get(&url).bearer_auth(self.key.expose_secret()).send().await?;
+        if !r.status().is_success() {
+            bail!("GET {url} answered {}", r.status());
+        }
+        Ok(r.text().await?)
+    }
+
+    /// An unlabelled sample, 0 when absent.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    /// The server's own ack → broadcast p99 from its histogram (bucket bound).
+    pub async fn latency_p99_ms(&self) -> anyhow::Result<Option<f64>> {
+        let text = self.metrics().await?;
+        Ok(histogram_quantile(&text, "cartpulse_stream_latency_seconds", 0.99).map(|s| round(s * 1000.0, 2)))
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// `keys create --scope admin` on `db`; the key is the last stdout line.
+async fn create_key(exe: &std::path::Path, db: &str) -> anyhow::Result<String> {
+    let out = Command::new(exe)
+        .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url", db])
+        .env("CARTPULSE_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {} keys create", exe.display()))?;
+    if !out.status.success() {
+        bail!("`cartpulse keys create` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .ok_or_else(|| anyhow!("`cartpulse keys create` printed no key"))?
+        .to_owned())
+}
+
+/// A port that was free a moment ago (the server binds it right after).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr().context("finding a free port")?.port())
+}
+
+/// What to start for a many-replica run.
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// Names the database and the prefix (`cp_bench_{bench}_…`, `cpbench{bench}…`).
+    pub bench: &'static str,
+    pub gateways: usize,
+    pub processors: usize,
+    pub partitions: usize,
+    pub redis_url: String,
+    /// A Postgres URL whose database may be used to create and drop another.
+    pub pg_admin_url: String,
+    /// Extra environment for every child.
+    pub env: Vec<(String, String)>,
+}
+
+/// Processors and gateways over a fresh Postgres database and Redis prefix.
+pub struct Replicas {
+    pub processors: Vec<Server>,
+    pub gateways: Vec<Server>,
+    /// The fresh database's URL (no password beyond what the admin URL holds).
+    pub database_url: String,
+    /// The fresh key prefix.
+    pub prefix: String,
+    admin_url: String,
+    database: String,
+    redis_url: String,
+}
+
+impl Replicas {
+    /// Creates the database, then starts the processors (the first creates
+    /// the admin key and runs the migrations), then the gateways. On any
+    /// failure what was started is stopped and cleaned up.
+    pub async fn start(opts: &ReplicaOptions) -> anyhow::Result<Replicas> {
+        use sea_orm::{ConnectionTrait, Database};
+        if opts.processors == 0 || opts.gateways == 0 {
+            bail!("at least one processor and one gateway");
+        }
+        if opts.processors > opts.partitions {
+            bail!("{} processors need at least as many partitions (--partitions {})", opts.processors, opts.partitions);
+        }
+        let tag = format!("{}_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"), std::process::id());
+        let database = format!("cp_bench_{}_{tag}", opts.bench);
+        let admin = Database::connect(&opts.pg_admin_url).await.context("connecting to the Postgres admin URL")?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {database}"))
+            .await
+            .context("creating the bench database")?;
+        drop(admin);
+        let (head, _) =
+            opts.pg_admin_url.rsplit_once('/').ok_or_else(|| anyhow!("the Postgres admin URL has no database"))?;
+        let database_url = format!("{head}/{database}");
+        let prefix = format!("cpbench{}{}x{}", opts.bench, std::process::id(), rand::random::<u16>());
+        let mut replicas = Replicas {
+            processors: Vec::new(),
+            gateways: Vec::new(),
+            database_url,
+            prefix,
+            admin_url: opts.pg_admin_url.clone(),
+            database,
+            redis_url: opts.redis_url.clone(),
+        };
+        match replicas.start_children(opts).await {
+            Ok(()) => Ok(replicas),
+            Err(e) => {
+                replicas.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_children(&mut self, opts: &ReplicaOptions) -> anyhow::Result<()> {
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let partitions = opts.partitions.to_string();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("CARTPULSE_REDIS_URL", &opts.redis_url),
+            ("CARTPULSE_REDIS__PREFIX", &self.prefix),
+            ("CARTPULSE_REDIS__PARTITIONS", &partitions),
+            ("CARTPULSE_STREAM__TOKEN_SECRET", &secret),
+        ];
+        env.extend(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let db = self.database_url.clone();
+        let mut key: Option<String> = None;
+        for (a, b) in owns_ranges(opts.partitions, opts.processors) {
+            let owns = format!("{a}-{b}");
+            let mut extra = vec!["--role", "processor"];
+            if opts.processors > 1 {
+                extra.extend(["--owns", &owns]);
+            }
+            let p = Server::start_with(&db, key.as_deref(), &extra, &env).await?;
+            key.get_or_insert_with(|| p.key.expose_secret().to_owned());
+            self.processors.push(p);
+        }
+        for _ in 0..opts.gateways {
+            let g = Server::start_with(&db, key.as_deref(), &["--role", "gateway"], &env).await?;
+            self.gateways.push(g);
+        }
+        Ok(())
+    }
+
+    /// The admin key every replica shares.
+    pub fn key(&self) -> &SecretString {
+        &self.processors[0].key
+    }
+
+    /// The gateways' base URLs.
+    pub fn gateway_bases(&self) -> Vec<String> {
+        self.gateways.iter().map(|g| g.base.clone()).collect()
+    }
+
+    /// Stops every child, drops the database and deletes the Redis keys.
+    pub async fn stop(self) {
+        for g in self.gateways {
+            g.stop().await;
+        }
+        for p in self.processors {
+            p.stop().await;
+        }
+        if let Ok(admin) = sea_orm::Database::connect(&self.admin_url).await {
+            use sea_orm::ConnectionTrait;
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
+            if let Err(e) = admin.execute_unprepared(&drop).await {
+                eprintln!("  could not drop the database {}: {e}", self.database);
+            }
+        }
+        if let Err(e) = delete_prefix(&self.redis_url, &self.prefix).await {
+            eprintln!("  could not delete the Redis keys {}:*: {e}", self.prefix);
+        }
+    }
+}
+
+/// `processors` disjoint inclusive ranges covering `0..partitions`, as even as possible.
+pub fn owns_ranges(partitions: usize, processors: usize) -> Vec<(usize, usize)> {
+    let processors = processors.max(1);
+    let mut out = Vec::with_capacity(processors);
+    let mut start = 0;
+    for i in 0..processors {
+        let n = partitions / processors + usize::from(i < partitions % processors);
+        out.push((start, start + n.max(1) - 1));
+        start += n;
+    }
+    out
+}
+
+/// Deletes every Redis key under `prefix:`.
+pub async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// Sums the samples of `name` (every label set) in Prometheus text format;
+/// `None` when there is none.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value_part = if let Some(labels) = rest.strip_prefix('{') {
+            match labels.rfind('}') {
+                Some(end) => &labels[end + 1..],
+                None => continue,
+            }
+        } else if rest.starts_with(' ') {
+            rest
+        } else {
+            // Another metric sharing the prefix (e.g. `…_total_created`).
+            continue;
+        };
+        if let Some(v) = value_part.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+/// The upper bound of the bucket holding quantile `q` of an unlabelled
+/// histogram `name` (seconds, as exported); `None` when it is empty.
+pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix(&prefix) {
+            if let Some((le, v)) = rest.split_once("\"} ") {
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                buckets.push((le, v.trim().parse().ok()?));
+            }
+        }
+    }
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    if total == 0.0 {
+        return None;
+    }
+    buckets.iter().find(|(_, n)| *n >= total * q).map(|(le, _)| *le)
+}
+
+pub fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_ranges_are_disjoint_and_cover_every_partition() {
+        assert_eq!(owns_ranges(8, 1), vec![(0, 7)]);
+        assert_eq!(owns_ranges(8, 2), vec![(0, 3), (4, 7)]);
+        assert_eq!(owns_ranges(8, 3), vec![(0, 2), (3, 5), (6, 7)]);
+        assert_eq!(owns_ranges(16, 4).last(), Some(&(12, 15)));
+    }
+
+    #[test]
+    fn metric_sum_over_series() {
+        let text = "# HELP cartpulse_events_applied_total Events applied\n\
+                    # TYPE cartpulse_events_applied_total counter\n\
+                    cartpulse_events_applied_total{shard=\"0\"} 10\n\
+                    cartpulse_events_applied_total{shard=\"1\"} 5 1700000000\n\
+                    cartpulse_events_applied_total_created 1.7e9\n\
+                    cartpulse_other_total 99\n";
+        assert_eq!(metric_sum(text, "cartpulse_events_applied_total"), Some(15.0));
+        assert_eq!(metric_sum("cartpulse_events_applied_total 3\n", "cartpulse_events_applied_total"), Some(3.0));
+        assert_eq!(metric_sum("cartpulse_other_total 1\n", "cartpulse_events_applied_total"), None);
+    }
+
+    #[test]
+    fn histogram_quantile_is_a_bucket_bound() {
+        let text = "h_seconds_bucket{le=\"0.005\"} 50\n\
+                    h_seconds_bucket{le=\"0.01\"} 98\n\
+                    h_seconds_bucket{le=\"0.05\"} 100\n\
+                    h_seconds_bucket{le=\"+Inf\"} 100\n";
+        assert_eq!(histogram_quantile(text, "h_seconds", 0.5), Some(0.005));
+        assert_eq!(histogram_quantile(text, "h_seconds", 0.99), Some(0.05));
+        assert_eq!(histogram_quantile("", "h_seconds", 0.99), None);
+    }
+}

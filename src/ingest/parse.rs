@@ -105,6 +105,22 @@ pub fn parse_body(body: &[u8], format: BodyFormat, limits: ParseLimits) -> Resul
     Ok(out)
 }
 
+/// One event on its own line (a stream entry as a gateway wrote it): the
+/// same checks as an event of an NDJSON body of one line, without splitting.
+/// Text that is empty or holds several lines goes through [`parse_body`].
+pub fn parse_one(raw: &str, limits: ParseLimits) -> Result<Event, String> {
+    let describe = |r: &Rejection| format!("{}: {}", if r.field.is_empty() { "event" } else { &r.field }, r.reason);
+    if raw.contains('\n') || raw.trim().is_empty() {
+        let parsed = parse_body(raw.as_bytes(), BodyFormat::Ndjson, ParseLimits { max_events: 1, ..limits })
+            .map_err(|e| e.to_string())?;
+        if let Some(r) = parsed.rejected.first() {
+            return Err(describe(r));
+        }
+        return parsed.events.into_iter().next().map(|(_, e)| e).ok_or_else(|| "the entry holds no event".to_owned());
+    }
+    parse_event(raw, limits).map_err(|FieldError { field, reason }| describe(&Rejection { index: 0, field, reason }))
+}
+
 fn push(out: &mut ParsedBatch, index: usize, r: Result<Event, FieldError>) {
     match r {
         Ok(e) => out.events.push((index, e)),
@@ -170,9 +186,22 @@ fn parse_event(raw: &str, limits: ParseLimits) -> Result<Event, FieldError> {
     if !raw.trim_start().starts_with('{') {
         return Err(bad("", "an event must be a JSON object"));
     }
-    let mut de = serde_json::Deserializer::from_str(raw);
-    let w: WireEvent = match serde_path_to_error::deserialize(&mut de) {
+    // The common case, a well-formed event, without the cost of tracking the
+    // path of every field; only a failure is decoded again for its path.
+    // (As before, whatever follows the object is not looked at.)
+    let w = match WireEvent::deserialize(&mut serde_json::Deserializer::from_str(raw)) {
         Ok(w) => w,
+        Err(_) => return Err(wire_error(raw)),
+    };
+    event_from_wire(w, limits)
+}
+
+/// The first error of `raw` as a [`WireEvent`], with the path of the field.
+#[cold]
+fn wire_error(raw: &str) -> FieldError {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    match serde_path_to_error::deserialize::<_, WireEvent>(&mut de) {
+        Ok(_) => bad("", "unreadable event"),
         Err(e) => {
             let path = e.path().to_string();
             let field = if path == "." { String::new() } else { path };
@@ -182,9 +211,12 @@ fn parse_event(raw: &str, limits: ParseLimits) -> Result<Event, FieldError> {
             } else {
                 inner.to_string()
             };
-            return Err(FieldError { field, reason });
+            FieldError { field, reason }
         }
-    };
+    }
+}
+
+fn event_from_wire(w: WireEvent, limits: ParseLimits) -> Result<Event, FieldError> {
     let kind_name = w.kind.as_deref().ok_or_else(|| bad("type", "is required"))?;
     let event_id = EventId::parse(req(&w.event_id, "event_id")?).map_err(|r| bad("event_id", r))?;
     let customer_id = CustomerId::parse(req(&w.customer_id, "customer_id")?).map_err(|r| bad("customer_id", r))?;
@@ -468,5 +500,18 @@ mod tests {
         let e = &b.events[0].1;
         let again: Event = serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap();
         assert_eq!(&again, e);
+    }
+    #[test]
+    fn one_entry_is_checked_like_a_line_of_a_body() {
+        let good = r#"{"type":"session_end","event_id":"e1","customer_id":"c","session_id":"s","time":"2025-01-01T00:00:00Z"}"#;
+        let e = parse_one(good, limits()).unwrap();
+        assert_eq!(e, parse_body(good.as_bytes(), BodyFormat::Ndjson, limits()).unwrap().events[0].1);
+        let bad = r#"{"type":"page_view","event_id":"e2","customer_id":"c","session_id":"s","time":"2025-01-01T00:00:00Z","page_kind":"product","bounce_rate":"high","exit_rate":0.2,"page_value":3.0}"#;
+        let err = parse_one(bad, limits()).unwrap_err();
+        assert!(err.starts_with("bounce_rate: "), "{err}");
+        let e = parse_one("{not json", limits()).unwrap_err();
+        assert!(e.contains("invalid JSON"), "{e}");
+        assert!(parse_one("", limits()).is_err());
+        assert!(parse_one(&format!("{good}\n{good}"), limits()).unwrap_err().contains("too many events"));
     }
 }

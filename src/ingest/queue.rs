@@ -14,6 +14,13 @@
 //! by the processor). When the processors fall behind by more than
 //! `redis.max_backlog` events, gateways answer 503 too, so Redis memory
 //! stays bounded.
+//!
+//! Without a replica to wait for, the appends go over one multiplexed
+//! connection of the gateway's own ([`streams::DirectConnection`]; the
+//! requests of the moment share its pipeline) instead of the pool, whose
+//! checkout adds a PING round trip to every request. `WAIT` blocks the
+//! connection it is sent on, so a request that waits for replicas takes a
+//! pooled connection of its own as before.
 
 use super::committer::{CommitError, Outcome};
 use super::streams;
@@ -26,12 +33,17 @@ use std::time::Duration;
 
 /// How often the backlog is read from Redis.
 const BACKLOG_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait for Redis to take a request's events (then 503).
+const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Handle used by the ingest handler; cheap to clone.
 #[derive(Clone)]
 pub struct EventQueue {
     link: RedisLink,
     partitions: usize,
+    /// `{prefix}:events:{p}` for every partition.
+    keys: Arc<Vec<String>>,
+    conn: Arc<streams::DirectConnection>,
     max_backlog: u64,
     backlog: Arc<AtomicU64>,
     /// The last reading per partition, and the dead-letter stream's length.
@@ -66,9 +78,13 @@ impl EventQueue {
         ack: AckPolicy,
         metrics: Metrics,
     ) -> EventQueue {
+        let keys = Arc::new((0..partitions).map(|p| streams::partition_key(&link, p)).collect());
+        let conn = Arc::new(streams::DirectConnection::new(link.client().clone(), APPEND_TIMEOUT));
         let q = EventQueue {
             link,
             partitions,
+            keys,
+            conn,
             max_backlog,
             backlog: Arc::default(),
             detail: Arc::default(),
@@ -88,25 +104,33 @@ impl EventQueue {
         if self.backlog.load(Ordering::Relaxed) > self.max_backlog {
             return Err(CommitError::Overloaded);
         }
-        let acked_at_ms = chrono::Utc::now().timestamp_millis();
+        let acked_at_ms = chrono::Utc::now().timestamp_millis().to_string();
         let mut pipe = redis::pipe();
         for event in &events {
             let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
-            let fields =
-                streams::encode(event, acked_at_ms).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
-            pipe.xadd(streams::partition_key(&self.link, part), "*", &fields).ignore();
+            let body = serde_json::to_string(event).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
+            pipe.cmd("XADD")
+                .arg(&self.keys[part])
+                .arg("*")
+                .arg(streams::FIELD_EVENT)
+                .arg(body)
+                .arg(streams::FIELD_ACKED)
+                .arg(&acked_at_ms)
+                .ignore();
         }
         let wanted = self.ack.wanted(self.connected_replicas.load(Ordering::Relaxed));
-        if wanted > 0 {
+        let result: Result<Vec<i64>, String> = if wanted > 0 {
             // On the same connection, after the appends: counts the replicas
             // that have everything this connection wrote so far.
             pipe.cmd("WAIT").arg(wanted).arg(self.ack.timeout.as_millis().max(1) as u64);
-        }
-        let result: Result<Vec<i64>, String> = async {
-            let mut c = self.link.conn().await.map_err(|e| e.to_string())?;
-            pipe.query_async::<Vec<i64>>(&mut *c).await.map_err(|e| e.to_string())
-        }
-        .await;
+            async {
+                let mut c = self.link.conn().await.map_err(|e| e.to_string())?;
+                pipe.query_async::<Vec<i64>>(&mut *c).await.map_err(|e| e.to_string())
+            }
+            .await
+        } else {
+            self.conn.query::<Vec<i64>>(&pipe).await.map_err(|e| e.to_string())
+        };
         let replicated = |r: &Vec<i64>| r.first().map_or(0, |n| (*n).max(0) as u32);
         match result {
             Ok(r) if wanted > 0 && replicated(&r) < wanted => {

@@ -274,7 +274,8 @@ async fn a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice() 
                 let r = r.expect("the gateway answers");
                 assert_eq!(r.status(), 200, "gateway refused a batch");
                 acked.lock().unwrap().push(i);
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Paced, so the replay is still under way when the kill comes.
+                tokio::time::sleep(Duration::from_millis(15)).await;
             }
             done.fetch_add(1, Ordering::SeqCst);
         }));
@@ -283,7 +284,7 @@ async fn a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice() 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = d.client.get(format!("{}/metrics", processor.base())).send().await.unwrap().text().await.unwrap();
-        if metric_value(&text, "cartpulse_events_ingested_total") >= 200.0 {
+        if metric_value(&text, "cartpulse_events_ingested_total") >= 50.0 {
             break;
         }
         assert!(Instant::now() < deadline, "the processor made no progress");

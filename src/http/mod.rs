@@ -117,12 +117,12 @@ pub fn app(
 > {
     let metrics = state.metrics.clone();
     let body_limit = state.http.max_body_bytes;
-    let hsts = state.console.secure().then(|| {
-        (
-            actix_web::http::header::STRICT_TRANSPORT_SECURITY,
-            actix_web::http::header::HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        )
-    });
+    // HSTS only where cookies are Secure (served behind TLS); otherwise no header.
+    let mut headers = actix_web::middleware::DefaultHeaders::new();
+    if state.console.secure() {
+        headers =
+            headers.add((actix_web::http::header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"));
+    }
     actix_web::App::new()
         .app_data(state)
         // Endpoints with bigger bodies read their payload themselves, after
@@ -130,13 +130,7 @@ pub fn app(
         .app_data(web::PayloadConfig::new(body_limit))
         .app_data(web::JsonConfig::default().limit(body_limit))
         .configure(routes)
-        .wrap(actix_web::middleware::Condition::new(
-            hsts.is_some(),
-            actix_web::middleware::DefaultHeaders::new().add(hsts.unwrap_or((
-                actix_web::http::header::STRICT_TRANSPORT_SECURITY,
-                actix_web::http::header::HeaderValue::from_static("max-age=0"),
-            ))),
-        ))
+        .wrap(headers)
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let method = method_label(req.method());

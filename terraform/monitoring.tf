@@ -149,18 +149,63 @@ resource "aws_cloudwatch_metric_alarm" "rds_free_storage" {
   ok_actions          = local.alarm_actions
 }
 
+# Per Redis node: every node of every shard (local.redis_node_count of them,
+# each taking its id from the sorted member list in redis.tf). Primaries and
+# replicas both: roles swap on failover, and a replica that runs out of
+# memory stops replicating. The alarm names carry the position in that list
+# (a resharding can move a position to another node), the description and the
+# dimension the node id.
 resource "aws_cloudwatch_metric_alarm" "redis_memory" {
-  for_each            = toset(local.redis_member_ids)
-  alarm_name          = "${each.value}-memory"
-  alarm_description   = "Redis node ${each.value}: memory use above ${var.alarm_redis_memory_percent} % for 10 minutes (noeviction: writes fail when full)"
+  count               = local.redis_node_count
+  alarm_name          = "${local.name}-redis-node-${count.index + 1}-memory"
+  alarm_description   = "Redis node ${local.redis_member_ids[count.index]}: memory use above ${var.alarm_redis_memory_percent} % for 10 minutes (noeviction: writes to its shard fail when full; add shards or a larger node type)"
   namespace           = "AWS/ElastiCache"
   metric_name         = "DatabaseMemoryUsagePercentage"
-  dimensions          = { CacheClusterId = each.value }
+  dimensions          = { CacheClusterId = local.redis_member_ids[count.index] }
   statistic           = "Maximum"
   period              = 300
   evaluation_periods  = 2
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.alarm_redis_memory_percent
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
+# The Redis engine thread (EngineCPUUtilization, not the host's CPUUtilization,
+# which on multi-core nodes hides a saturated engine): a hot shard.
+resource "aws_cloudwatch_metric_alarm" "redis_engine_cpu" {
+  count               = local.redis_node_count
+  alarm_name          = "${local.name}-redis-node-${count.index + 1}-engine-cpu"
+  alarm_description   = "Redis node ${local.redis_member_ids[count.index]}: engine CPU above ${var.alarm_cpu_percent} % for 15 minutes (add shards or a larger node type)"
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "EngineCPUUtilization"
+  dimensions          = { CacheClusterId = local.redis_member_ids[count.index] }
+  statistic           = "Average"
+  period              = 300
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.alarm_cpu_percent
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
+# A replica behind its primary: ingest WAITs for a replica of the shard, so
+# sustained lag means timed-out acknowledgements (503). Only nodes that are
+# replicas at the time publish ReplicationLag; the primaries' alarms see no
+# data and stay OK.
+resource "aws_cloudwatch_metric_alarm" "redis_replication_lag" {
+  count               = local.redis_node_count
+  alarm_name          = "${local.name}-redis-node-${count.index + 1}-replication-lag"
+  alarm_description   = "Redis node ${local.redis_member_ids[count.index]}: as a replica, more than ${var.alarm_redis_replication_lag_s} s behind its primary for 5 minutes (ingest acknowledgements wait for a replica)"
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "ReplicationLag"
+  dimensions          = { CacheClusterId = local.redis_member_ids[count.index] }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.alarm_redis_replication_lag_s
+  treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
 }

@@ -73,9 +73,14 @@ output "rds_master_secret_arn" {
   value       = local.rds_master_secret_arn
 }
 
-output "redis_primary_endpoint" {
-  description = "Redis primary endpoint (private, TLS)."
-  value       = aws_elasticache_replication_group.main.primary_endpoint_address
+output "redis_configuration_endpoint" {
+  description = "Redis cluster configuration endpoint (private, TLS, port 6379): what the service connects to; the cluster client discovers every shard through it."
+  value       = aws_elasticache_replication_group.main.configuration_endpoint_address
+}
+
+output "redis_member_ids" {
+  description = "Every Redis node (every shard's primary and replicas; which is which changes with failovers)."
+  value       = local.redis_member_ids
 }
 
 output "redis_user_group_id" {

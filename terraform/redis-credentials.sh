@@ -5,9 +5,12 @@
 # group holds a switched-off "default" user (Terraform's) and the application
 # user this script creates. The application user's password is generated here
 # (Secrets Manager's GetRandomPassword), set on the user and written into the
-# redis-url secret as rediss://USER:PASSWORD@PRIMARY:6379, which ECS injects as
-# CARTPULSE_REDIS_URL. Terraform never reads or writes it, so it is in neither
-# plan nor state, and rotating it needs no Terraform run.
+# redis-url secret as rediss://USER:PASSWORD@CONFIGURATION-ENDPOINT:6379, which
+# ECS injects as CARTPULSE_REDIS_URL. The replication group runs in cluster
+# mode: the service reaches every shard through the configuration endpoint
+# (its cluster client reads the slot map there), so the URL names no node.
+# Terraform never reads or writes the password, so it is in neither plan nor
+# state, and rotating it needs no Terraform run.
 #
 #   ./redis-credentials.sh create   once per stack, after the Redis part exists
 #                                   (README.md): create the user with a new
@@ -45,7 +48,10 @@ user_id=$(out redis_app_user_id)
 user_name=$(out redis_app_user_name)
 access_string=$(out redis_app_access_string)
 group_id=$(out redis_user_group_id)
-host=$(out redis_primary_endpoint)
+# Empty (or absent) until the replication group runs in cluster mode; only
+# create and rotate (which write the URL) need it, so acl and finish work
+# without it.
+host=$(out redis_configuration_endpoint 2>/dev/null || true)
 secret=$(out redis_url_secret_arn)
 # The stack's region, from the secret's ARN (arn:PARTITION:secretsmanager:REGION:…).
 region=$(cut -d: -f4 <<<"$secret")
@@ -108,7 +114,14 @@ set_passwords() {
     wait_user
 }
 
+# Checked before create or rotate changes anything.
+need_host() {
+    [[ $host =~ ^[A-Za-z0-9.-]+$ ]] ||
+        die "no Redis configuration endpoint in \`terraform output redis_configuration_endpoint\` (cluster mode not enabled yet, or the state not refreshed since: terraform apply -refresh-only)"
+}
+
 write_secret() {
+    need_host
     printf 'rediss://%s:%s@%s:6379' "$user_name" "$1" "$host" >"$work/url"
     aws secretsmanager put-secret-value --secret-id "$secret" \
         --secret-string "file://$work/url" --query VersionId --output text >/dev/null
@@ -138,6 +151,7 @@ redeploy() {
 case "${1:-}" in
 create)
     user_exists && die "user $user_id exists already; use: $0 rotate"
+    need_host
     pw=$(new_password)
     say "creating user $user_id ($user_name)"
     printf '{"UserId":"%s","UserName":"%s","Engine":"redis","AccessString":"%s","AuthenticationMode":{"Type":"password","Passwords":["%s"]}}' \
@@ -153,6 +167,7 @@ create)
     ;;
 rotate)
     user_exists || die "user $user_id does not exist; use: $0 create"
+    need_host
     old=$(current_password)
     new=$(new_password)
     say "user $user_id accepts the old and a new password"

@@ -1,7 +1,28 @@
-# ElastiCache Redis 7 (cluster mode off): a primary and var.redis_replicas
-# replicas over the AZs with automatic failover, TLS required in transit,
+# ElastiCache Redis 7 with cluster mode enabled: var.redis_shards shards
+# (node groups), each a primary and var.redis_replicas_per_shard replicas in
+# other AZs, automatic failover and Multi-AZ, TLS required in transit,
 # role-based access control (RBAC) instead of an AUTH token, at-rest
 # encryption with the main key.
+#
+# The service connects through the configuration endpoint (output
+# redis_configuration_endpoint, written into the redis-url secret by
+# terraform/redis-credentials.sh). It tells a cluster apart with INFO cluster
+# and then uses the redis crate's cluster client: that reads the slot map
+# (CLUSTER SLOTS) through the endpoint and routes each command to the primary
+# owning the key's slot. Every replica-acknowledged ingest WAITs for a replica
+# of that shard, hence at least one replica per shard.
+#
+# Sizing (README.md, "Sizing and resharding Redis"): each shard owns
+# 1/redis_shards of the 16384 hash slots. Every partition stream is one slot
+# (its hash tag), so a partition's whole ingest lands on one shard, and with
+# the default 16 partitions 1, 2 or 4 shards split them evenly while 8 leave
+# half the shards without a stream. Size so that each primary's
+# DatabaseMemoryUsagePercentage stays under alarm_redis_memory_percent and
+# its EngineCPUUtilization under alarm_cpu_percent at peak. Changing
+# redis_shards on a running stack is an online resharding (ElastiCache moves
+# slots between shards, the cluster client follows the MOVED/ASK redirects);
+# changing redis_replicas_per_shard adds or removes replicas online. The AWS
+# provider applies both immediately, whatever apply_immediately says.
 #
 # Access: the replication group uses a user group holding
 #   - a "default" user that is switched off (every user group must contain a
@@ -18,11 +39,24 @@ resource "aws_elasticache_subnet_group" "main" {
   subnet_ids = aws_subnet.private[*].id
 }
 
-# Events waiting in the partition streams must never be evicted: writes fail
-# (and ingest answers 503) rather than memory silently dropping data.
-resource "aws_elasticache_parameter_group" "main" {
-  name   = "${local.name}-redis${split(".", var.redis_engine_version)[0]}"
-  family = "redis${split(".", var.redis_engine_version)[0]}"
+# Cluster mode on (what the AWS default group default.redis7.cluster.on
+# sets), plus our own settings. Events waiting in the partition streams must
+# never be evicted: writes fail (and ingest answers 503) rather than memory
+# silently dropping data.
+#
+# A separate resource from the cluster-mode-off group "main" that stacks
+# created before cluster mode used: the replication group is moved onto this
+# one first (README.md, "Moving a stack to cluster mode"), and only then is the
+# old group, no longer in use, destroyed.
+resource "aws_elasticache_parameter_group" "cluster" {
+  name        = "${local.name}-redis${split(".", var.redis_engine_version)[0]}-cluster"
+  family      = "redis${split(".", var.redis_engine_version)[0]}"
+  description = "cartpulse: cluster mode on, noeviction"
+
+  parameter {
+    name  = "cluster-enabled"
+    value = "yes"
+  }
 
   parameter {
     name  = "maxmemory-policy"
@@ -35,10 +69,25 @@ locals {
   redis_app_user_id   = "${local.name}-app"
   redis_app_user_name = var.project
   # Every key and channel, every command except the @dangerous category
-  # (FLUSHALL/FLUSHDB, KEYS, CONFIG, DEBUG, MONITOR, INFO, CLIENT KILL, SHUTDOWN,
-  # ACL, SORT, …), none of which cartpulse sends. ElastiCache disables some of
-  # these anyway; the rest would let a leaked password wipe or scan the data.
-  redis_app_access_string = "on ~* &* +@all -@dangerous"
+  # (FLUSHALL/FLUSHDB, KEYS, CONFIG, DEBUG, MONITOR, ROLE, CLIENT KILL/LIST,
+  # SHUTDOWN, ACL SETUSER, SORT, MIGRATE, CLUSTER's admin subcommands, …),
+  # which would let a leaked password wipe, scan or reconfigure the data, and
+  # then INFO again:
+  #   - INFO is in @dangerous (@slow @dangerous), but the service needs it:
+  #     `INFO cluster` at connect tells a cluster from a single node, and
+  #     `INFO replication` counts replicas on a single node. Without +info the
+  #     service cannot start (it cannot tell what it is talking to).
+  #   - Everything else the cluster client and the service send is outside
+  #     @dangerous since Redis 7 gave subcommands their own categories:
+  #     CLUSTER SLOTS, CLUSTER SHARDS, CLUSTER NODES and CLUSTER INFO are @slow
+  #     only; WAIT (@slow @connection), READONLY/ASKING (@connection), SSUBSCRIBE/
+  #     SPUBLISH (@pubsub), EVALSHA/SCRIPT LOAD (@scripting), the stream commands
+  #     (@stream) and SCAN (@keyspace). So -@dangerous leaves them allowed and no
+  #     +cluster|… rule is added (redis_engine_version is held to 7.x; under
+  #     Redis 6 the whole CLUSTER command was @dangerous).
+  # ElastiCache also disables some commands for every user, whatever the ACL.
+  # After a change here run `./redis-credentials.sh acl` (README.md).
+  redis_app_access_string = "on ~* &* +@all -@dangerous +info"
 }
 
 resource "aws_elasticache_user" "default_disabled" {
@@ -74,9 +123,15 @@ resource "aws_elasticache_replication_group" "main" {
   engine_version       = var.redis_engine_version
   node_type            = var.redis_node_type
   port                 = 6379
-  parameter_group_name = aws_elasticache_parameter_group.main.name
+  parameter_group_name = aws_elasticache_parameter_group.cluster.name
 
-  num_cache_clusters         = 1 + var.redis_replicas
+  # Cluster mode enabled: redis_shards node groups of one primary and
+  # redis_replicas_per_shard replicas each; ElastiCache spreads each shard's
+  # nodes over the subnet group's AZs. A change of either count is applied
+  # online (resharding or replica add/remove) and immediately.
+  cluster_mode               = "enabled"
+  num_node_groups            = var.redis_shards
+  replicas_per_node_group    = var.redis_replicas_per_shard
   automatic_failover_enabled = true
   multi_az_enabled           = true
   subnet_group_name          = aws_elasticache_subnet_group.main.name
@@ -108,6 +163,15 @@ resource "aws_elasticache_replication_group" "main" {
 }
 
 locals {
-  # Member cluster ids follow ElastiCache's naming: <group>-001, -002, …
-  redis_member_ids = [for n in range(1 + var.redis_replicas) : format("%s-%03d", local.name, n + 1)]
+  # Every node of every shard, primaries and replicas alike (which is which
+  # changes with each failover), for the per-node alarms in monitoring.tf.
+  # member_clusters is the authoritative list: a new stack names its nodes
+  # <group>-<shard>-<node> (e.g. -0001-001), but a stack moved from cluster
+  # mode off started with <group>-001/-002, and replicas removed later (which
+  # ElastiCache picks) leave gaps, so the names are not computed here. The provider reports the list as
+  # unknown in every plan that changes redis_shards or
+  # redis_replicas_per_shard, so the alarms are counted from the variables
+  # (known in every plan) and take their node from this sorted list.
+  redis_node_count = var.redis_shards * (1 + var.redis_replicas_per_shard)
+  redis_member_ids = sort(tolist(aws_elasticache_replication_group.main.member_clusters))
 }

@@ -6,7 +6,8 @@
 #   PGPASSWORD                     ← the "password" key of the RDS-managed master secret
 #                                    (sqlx, under sea-orm, takes the password from PGPASSWORD
 #                                    when the URL has none); RDS generates and rotates it;
-#   CARTPULSE_REDIS_URL            ← redis_url: rediss://USER:PASSWORD@PRIMARY:6379 of the
+#   CARTPULSE_REDIS_URL            ← redis_url: rediss://USER:PASSWORD@CONFIG-ENDPOINT:6379,
+#                                    the cluster's configuration endpoint and the
 #                                    ElastiCache RBAC user (redis.tf). Terraform creates the
 #                                    secret empty; terraform/redis-credentials.sh writes and
 #                                    rotates its value (README.md, "Redis credentials");

@@ -397,13 +397,27 @@ variable "redis_node_type" {
   }
 }
 
-variable "redis_replicas" {
-  description = "Read replicas next to the primary (at least 1 gives automatic failover across AZs)."
+variable "redis_shards" {
+  description = "Shards (node groups) of the Redis cluster; each owns 1/redis_shards of the 16384 hash slots and takes the writes for them on one primary (how evenly the partition streams spread: README.md). Changing it on a running stack is an online resharding (README.md, \"Sizing and resharding Redis\")."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.redis_shards >= 1 && var.redis_shards <= 500 && floor(var.redis_shards) == var.redis_shards
+    error_message = "redis_shards must be a whole number from 1 to 500."
+  }
+}
+
+variable "redis_replicas_per_shard" {
+  description = "Replicas of each shard's primary, in other AZs. At least 1: the gateways WAIT for a replica of the shard before acknowledging an ingest, and a replica is what automatic failover promotes."
   type        = number
   default     = 1
   validation {
-    condition     = var.redis_replicas >= 1 && var.redis_replicas <= 5
-    error_message = "redis_replicas must be between 1 and 5."
+    condition     = var.redis_replicas_per_shard >= 1 && var.redis_replicas_per_shard <= 5 && floor(var.redis_replicas_per_shard) == var.redis_replicas_per_shard
+    error_message = "redis_replicas_per_shard must be a whole number from 1 to 5 (at least one: ingest waits for a replica before acknowledging)."
+  }
+  validation {
+    condition     = var.redis_shards * (1 + var.redis_replicas_per_shard) <= 500
+    error_message = "redis_shards x (1 + redis_replicas_per_shard) nodes must not exceed 500, ElastiCache's ceiling per cluster (the default quota is 90 nodes; raise it with AWS first beyond that)."
   }
 }
 
@@ -472,7 +486,7 @@ variable "alarm_p99_response_time_s" {
 }
 
 variable "alarm_cpu_percent" {
-  description = "Alarm when a service's (or RDS's) average CPU stays above this percentage for 15 minutes."
+  description = "Alarm when a service's (or RDS's, or a Redis node's EngineCPUUtilization) average CPU stays above this percentage for 15 minutes."
   type        = number
   default     = 85
   validation {
@@ -498,6 +512,16 @@ variable "alarm_redis_memory_percent" {
   validation {
     condition     = var.alarm_redis_memory_percent >= 10 && var.alarm_redis_memory_percent <= 100
     error_message = "alarm_redis_memory_percent must be between 10 and 100."
+  }
+}
+
+variable "alarm_redis_replication_lag_s" {
+  description = "Alarm when a Redis replica stays more than this many seconds behind its primary (ReplicationLag) for 5 minutes; ingest waits up to redis.ack_timeout_ms for a replica, so a lagging one turns into 503s."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.alarm_redis_replication_lag_s > 0 && var.alarm_redis_replication_lag_s <= 3600
+    error_message = "alarm_redis_replication_lag_s must be above 0 and at most 3600 seconds."
   }
 }
 

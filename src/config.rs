@@ -337,6 +337,11 @@ impl Settings {
         anyhow::ensure!(self.redis.max_attempts > 0, "redis.max_attempts must be > 0");
         anyhow::ensure!(self.redis.read_count > 0, "redis.read_count must be > 0");
         anyhow::ensure!(!self.redis.prefix.is_empty(), "redis.prefix must not be empty");
+        // Keys carry hash tags (`{…}`) that must come from us, not the prefix.
+        anyhow::ensure!(
+            !self.redis.prefix.contains(['{', '}']),
+            "redis.prefix must not contain '{{' or '}}' (they would change which Redis Cluster slot keys land in)"
+        );
         anyhow::ensure!(self.inference.max_batch > 0, "inference.max_batch must be > 0");
         self.validate_token_secret()?;
         anyhow::ensure!(

@@ -82,7 +82,7 @@ impl Replicas {
                 let Ok(json) = serde_json::to_string(&this.me()) else { continue };
                 if let Ok(mut c) = link.conn().await {
                     let _: Result<(), _> =
-                        redis::cmd("HSET").arg(Self::key(&link)).arg(&this.me.id).arg(json).query_async(&mut *c).await;
+                        redis::cmd("HSET").arg(Self::key(&link)).arg(&this.me.id).arg(json).query_async(&mut c).await;
                 }
             }
         }))
@@ -93,7 +93,7 @@ impl Replicas {
         if let Some(link) = &self.link {
             if let Ok(mut c) = link.conn().await {
                 let _: Result<(), _> =
-                    redis::cmd("HDEL").arg(Self::key(link)).arg(&self.me.id).query_async(&mut *c).await;
+                    redis::cmd("HDEL").arg(Self::key(link)).arg(&self.me.id).query_async(&mut c).await;
             }
         }
     }
@@ -104,7 +104,7 @@ impl Replicas {
         let Some(link) = &self.link else { return Ok(vec![self.me()]) };
         let mut c = link.conn().await.map_err(|e| e.to_string())?;
         let all: std::collections::HashMap<String, String> =
-            redis::cmd("HGETALL").arg(Self::key(link)).query_async(&mut *c).await.map_err(|e| e.to_string())?;
+            redis::cmd("HGETALL").arg(Self::key(link)).query_async(&mut c).await.map_err(|e| e.to_string())?;
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
         let mut out = Vec::new();
         let mut dead = Vec::new();
@@ -117,7 +117,7 @@ impl Replicas {
         }
         out.push(self.me());
         if !dead.is_empty() {
-            let _: Result<(), _> = redis::cmd("HDEL").arg(Self::key(link)).arg(&dead).query_async(&mut *c).await;
+            let _: Result<(), _> = redis::cmd("HDEL").arg(Self::key(link)).arg(&dead).query_async(&mut c).await;
         }
         out.sort_by(|a, b| (&a.role, &a.listen).cmp(&(&b.role, &b.listen)));
         Ok(out)

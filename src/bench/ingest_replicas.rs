@@ -282,7 +282,7 @@ async fn measure(
     let redis = redis::Client::open(redis_url)?;
     let mut rconn = redis.get_multiplexed_async_connection().await.context("connecting to Redis")?;
     let partition_keys: Vec<String> =
-        (0..scale.partitions).map(|p| format!("{}:events:{p}", replicas.prefix)).collect();
+        (0..scale.partitions).map(|p| format!("{}:events:{{{p}}}", replicas.prefix)).collect();
 
     // CPU accounting per part.
     let mut groups = Groups::default();

@@ -218,9 +218,12 @@ impl LoginLimiter {
         }
     }
 
+    /// Every limiter key shares the hash tag `{login}`, so one transaction
+    /// covers an attempt's keys on a Redis Cluster too (login traffic is
+    /// light: one slot carries it).
     fn redis_key(link: &crate::redis_link::RedisLink, key: &str) -> String {
         use sha2::Digest;
-        link.key(&format!("login:{}", hex::encode(&sha2::Sha256::digest(key.as_bytes())[..16])))
+        link.key(&format!("{{login}}:{}", hex::encode(&sha2::Sha256::digest(key.as_bytes())[..16])))
     }
 
     /// Adds the attempt and reads every key back in one transaction, so each
@@ -239,7 +242,7 @@ impl LoginLimiter {
         }
         let replies: Result<Vec<Vec<(String, f64)>>, String> = async {
             let mut c = link.conn().await.map_err(|e| e.to_string())?;
-            pipe.query_async(&mut *c).await.map_err(|e| e.to_string())
+            pipe.query_async(&mut c).await.map_err(|e| e.to_string())
         }
         .await;
         let replies = match replies {
@@ -281,7 +284,7 @@ impl LoginLimiter {
     async fn run(link: &crate::redis_link::RedisLink, pipe: redis::Pipeline) {
         let done: Result<(), String> = async {
             let mut c = link.conn().await.map_err(|e| e.to_string())?;
-            pipe.query_async::<()>(&mut *c).await.map_err(|e| e.to_string())
+            pipe.query_async::<()>(&mut c).await.map_err(|e| e.to_string())
         }
         .await;
         if let Err(e) = done {

@@ -33,11 +33,22 @@
 //! acknowledgements go over another dedicated connection (no pool checkout,
 //! whose PING would be one more round trip per batch); rare commands
 //! (claims, pending counts, trimming) use the pool.
+//!
+//! On a Redis Cluster each partition's stream is one slot, and one
+//! XREADGROUP cannot span slots: the reader then asks every owned partition
+//! at once (one command each, without BLOCK, concurrently over the routed
+//! connection, so one round trip per node), and when none had anything it
+//! waits a little before asking again (1 ms, doubling to
+//! [`CLUSTER_IDLE_MAX`]), so an idle processor costs a few commands per
+//! partition per second and a busy one never waits. Acknowledgements are
+//! sent per partition, and a dead-letter move is an XADD followed by the
+//! XACK (two slots; after a crash between them the entry is moved again,
+//! never lost).
 
 use super::committer::{CommitError, Committer, Prepared};
 use super::parse::{parse_one, ParseLimits};
 use super::streams::{self, DirectConnection, Entry, GROUP};
-use crate::redis_link::RedisLink;
+use crate::redis_link::{Dedicated, DedicatedOptions, RedisLink};
 use crate::telemetry::{IngestEvent, Metrics};
 use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply};
 use redis::{AsyncCommands, Value};
@@ -72,6 +83,8 @@ const BLOCK: Duration = Duration::from_millis(500);
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait for an acknowledgement or a dead-letter move.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between two reads of idle partitions on a cluster.
+const CLUSTER_IDLE_MAX: Duration = Duration::from_millis(16);
 
 /// The running consumer; stop it before the committer.
 pub struct Consumer {
@@ -89,11 +102,11 @@ impl Consumer {
     ) -> Consumer {
         let (stop, stopped) = watch::channel(false);
         let keys = settings.owns.clone().map(|p| streams::partition_key(&link, p)).collect();
-        let acks = DirectConnection::new(link.client().clone(), ACK_TIMEOUT);
+        let acks = DirectConnection::new(link.clone(), ACK_TIMEOUT);
         let shared = Arc::new(Shared { name: settings.consumer_name(), link, metrics, settings, keys, acks });
         let (inflight, _) = watch::channel(0usize);
         let stage = CommitStage { shared: shared.clone(), committer, db, stopped: stopped.clone() };
-        let reader = Reader { shared, stopped, inflight: Arc::new(inflight) };
+        let reader = Reader { shared, stopped, inflight: Arc::new(inflight), idle: Duration::ZERO };
         Consumer { stop, task: tokio::spawn(reader.run(stage)) }
     }
 
@@ -145,34 +158,59 @@ impl Shared {
         for it in items {
             by_partition.entry(it.partition).or_default().push(it.entry.id.as_str());
         }
-        let mut pipe = redis::pipe();
-        for (p, ids) in &by_partition {
-            pipe.xack(self.key_of(*p), GROUP, ids).ignore();
-        }
-        if let Err(e) = self.acks.query::<()>(&pipe).await {
+        let result = if self.link.is_cluster() {
+            // One slot per partition: one pipeline each, concurrently.
+            let acks = by_partition.iter().map(|(p, ids)| {
+                let mut pipe = redis::pipe();
+                pipe.xack(self.key_of(*p), GROUP, ids).ignore();
+                async move { self.acks.query::<()>(&pipe).await }
+            });
+            futures::future::join_all(acks).await.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+        } else {
+            let mut pipe = redis::pipe();
+            for (p, ids) in &by_partition {
+                pipe.xack(self.key_of(*p), GROUP, ids).ignore();
+            }
+            self.acks.query::<()>(&pipe).await
+        };
+        if let Err(e) = result {
             self.metrics.record(IngestEvent::ConsumerRetry { step: "ack", error: e.to_string() });
         }
     }
 
-    /// Moves an entry to the dead-letter stream and acknowledges it, atomically.
+    /// Moves an entry to the dead-letter stream and acknowledges it,
+    /// atomically on a single node; on a cluster (two slots) the XACK follows
+    /// the XADD.
     async fn dead_letter(&self, it: &Item, reason: &str) {
+        let cluster = self.link.is_cluster();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .xadd_maxlen(
-                streams::dead_letter_key(&self.link),
-                redis::streams::StreamMaxlen::Approx(streams::DEAD_LETTER_MAX),
-                "*",
-                &[
-                    ("partition", it.partition.to_string()),
-                    ("entry", it.entry.id.clone()),
-                    ("reason", reason.to_owned()),
-                    ("e", it.entry.body.clone().unwrap_or_default()),
-                ],
-            )
-            .ignore()
-            .xack(self.key_of(it.partition), GROUP, &[&it.entry.id])
-            .ignore();
-        match self.acks.query::<()>(&pipe).await {
+        if !cluster {
+            pipe.atomic();
+        }
+        pipe.xadd_maxlen(
+            streams::dead_letter_key(&self.link),
+            redis::streams::StreamMaxlen::Approx(streams::DEAD_LETTER_MAX),
+            "*",
+            &[
+                ("partition", it.partition.to_string()),
+                ("entry", it.entry.id.clone()),
+                ("reason", reason.to_owned()),
+                ("e", it.entry.body.clone().unwrap_or_default()),
+            ],
+        )
+        .ignore();
+        let mut ack = redis::pipe();
+        ack.xack(self.key_of(it.partition), GROUP, &[&it.entry.id]).ignore();
+        let moved = if cluster {
+            match self.acks.query::<()>(&pipe).await {
+                Ok(()) => self.acks.query::<()>(&ack).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            pipe.xack(self.key_of(it.partition), GROUP, &[&it.entry.id]).ignore();
+            self.acks.query::<()>(&pipe).await
+        };
+        match moved {
             Ok(()) => self.metrics.record(IngestEvent::DeadLettered {
                 partition: it.partition,
                 entry: it.entry.id.clone(),
@@ -189,6 +227,8 @@ struct Reader {
     stopped: watch::Receiver<bool>,
     /// Batches handed to the commit stage and not finished yet.
     inflight: Arc<watch::Sender<usize>>,
+    /// The current pause between reads of idle partitions (cluster only).
+    idle: Duration,
 }
 
 impl Reader {
@@ -277,9 +317,9 @@ impl Reader {
         tracing::info!(consumer = %s.name, "processor stopped consuming");
     }
 
-    async fn connect_and_prepare(&self) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
-        let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
-        let mut conn = self.shared.link.client().get_multiplexed_async_connection_with_config(&cfg).await?;
+    async fn connect_and_prepare(&self) -> Result<Dedicated, redis::RedisError> {
+        let opts = DedicatedOptions { response_timeout: Some(BLOCK + Duration::from_secs(5)), pushes: None };
+        let mut conn = self.shared.link.dedicated(opts).await?;
         for key in &self.shared.keys {
             let created: Result<(), redis::RedisError> = conn.xgroup_create_mkstream(key, GROUP, "0").await;
             if let Err(e) = created {
@@ -294,10 +334,13 @@ impl Reader {
     /// With `history`: this consumer's pending entries after the given ids
     /// (advanced past what is returned); without: new entries (blocking).
     async fn read(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        &mut self,
+        conn: &mut Dedicated,
         history: Option<&mut Vec<String>>,
     ) -> Result<Vec<Item>, redis::RedisError> {
+        if self.shared.link.is_cluster() {
+            return self.read_each(conn, history).await;
+        }
         let s = &self.shared;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
@@ -324,6 +367,47 @@ impl Reader {
             if !items.is_empty() {
                 self.delivery_counts(&mut items).await?;
             }
+        }
+        Ok(items)
+    }
+
+    /// [`Reader::read`] on a cluster: one XREADGROUP per partition (each is
+    /// one slot), all at once; a pause that grows while nothing comes stands
+    /// in for BLOCK.
+    async fn read_each(
+        &mut self,
+        conn: &mut Dedicated,
+        history: Option<&mut Vec<String>>,
+    ) -> Result<Vec<Item>, redis::RedisError> {
+        let s = self.shared.clone();
+        let reads = s.keys.iter().enumerate().map(|(i, key)| {
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
+            cmd.arg("STREAMS").arg(key).arg(history.as_ref().map_or(">", |c| c[i].as_str()));
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<Value>(&mut conn).await }
+        });
+        let replies = futures::future::join_all(reads).await;
+        let mut items = Vec::new();
+        for reply in replies {
+            for (key, entries) in read_reply(reply?) {
+                let Some(p) = s.partition_of(&key) else { continue };
+                items.extend(entries.into_iter().map(|entry| Item { partition: p, entry, delivered: 1 }));
+            }
+        }
+        if let Some(cursors) = history {
+            for it in &items {
+                cursors[it.partition - s.settings.owns.start()] = it.entry.id.clone();
+            }
+            if !items.is_empty() {
+                self.delivery_counts(&mut items).await?;
+            }
+        } else if items.is_empty() {
+            self.idle = (self.idle * 2).clamp(Duration::from_millis(1), CLUSTER_IDLE_MAX);
+            let idle = self.idle;
+            self.pause(idle).await;
+        } else {
+            self.idle = Duration::ZERO;
         }
         Ok(items)
     }
@@ -444,7 +528,7 @@ impl Reader {
                     min_id = d.start_id;
                 }
             }
-            let _: u64 = redis::cmd("XTRIM").arg(key).arg("MINID").arg("~").arg(&min_id).query_async(&mut *c).await?;
+            let _: u64 = redis::cmd("XTRIM").arg(key).arg("MINID").arg("~").arg(&min_id).query_async(&mut c).await?;
         }
         Ok(())
     }
@@ -617,7 +701,7 @@ fn bytes_of(v: Value) -> Option<Vec<u8>> {
 
 /// The group's `last-delivered-id` on a stream (None before any delivery).
 async fn last_delivered_id(
-    c: &mut crate::redis_link::PooledConnection<'_>,
+    c: &mut crate::redis_link::Conn<'_>,
     key: &str,
 ) -> Result<Option<String>, redis::RedisError> {
     let groups: redis::streams::StreamInfoGroupsReply = c.xinfo_groups(key).await?;

@@ -21,6 +21,13 @@
 //! checkout adds a PING round trip to every request. `WAIT` blocks the
 //! connection it is sent on, so a request that waits for replicas takes a
 //! pooled connection of its own as before.
+//!
+//! On a Redis Cluster a pipeline reaches one node, so a request's appends
+//! are split by partition (each partition's stream is one slot) and sent
+//! concurrently; with replicas to wait for, each partition's pipeline ends
+//! with its own `WAIT` on the node that took it (over a connection kept for
+//! waiting appends), and the request is acknowledged only when every one of
+//! them was replicated.
 
 use super::committer::{CommitError, Outcome};
 use super::streams;
@@ -44,6 +51,8 @@ pub struct EventQueue {
     /// `{prefix}:events:{p}` for every partition.
     keys: Arc<Vec<String>>,
     conn: Arc<streams::DirectConnection>,
+    /// Appends that wait for replicas on a cluster (WAIT blocks its connection).
+    waits: Arc<streams::DirectConnection>,
     max_backlog: u64,
     backlog: Arc<AtomicU64>,
     /// The last reading per partition, and the dead-letter stream's length.
@@ -79,12 +88,14 @@ impl EventQueue {
         metrics: Metrics,
     ) -> EventQueue {
         let keys = Arc::new((0..partitions).map(|p| streams::partition_key(&link, p)).collect());
-        let conn = Arc::new(streams::DirectConnection::new(link.client().clone(), APPEND_TIMEOUT));
+        let conn = Arc::new(streams::DirectConnection::new(link.clone(), APPEND_TIMEOUT));
+        let waits = Arc::new(streams::DirectConnection::new(link.clone(), APPEND_TIMEOUT + ack.timeout));
         let q = EventQueue {
             link,
             partitions,
             keys,
             conn,
+            waits,
             max_backlog,
             backlog: Arc::default(),
             detail: Arc::default(),
@@ -105,31 +116,27 @@ impl EventQueue {
             return Err(CommitError::Overloaded);
         }
         let acked_at_ms = chrono::Utc::now().timestamp_millis().to_string();
-        let mut pipe = redis::pipe();
-        for event in &events {
-            let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
-            let body = serde_json::to_string(event).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
-            pipe.cmd("XADD")
-                .arg(&self.keys[part])
-                .arg("*")
-                .arg(streams::FIELD_EVENT)
-                .arg(body)
-                .arg(streams::FIELD_ACKED)
-                .arg(&acked_at_ms)
-                .ignore();
-        }
         let wanted = self.ack.wanted(self.connected_replicas.load(Ordering::Relaxed));
-        let result: Result<Vec<i64>, String> = if wanted > 0 {
-            // On the same connection, after the appends: counts the replicas
-            // that have everything this connection wrote so far.
-            pipe.cmd("WAIT").arg(wanted).arg(self.ack.timeout.as_millis().max(1) as u64);
-            async {
-                let mut c = self.link.conn().await.map_err(|e| e.to_string())?;
-                pipe.query_async::<Vec<i64>>(&mut *c).await.map_err(|e| e.to_string())
-            }
-            .await
+        let result = if self.link.is_cluster() {
+            self.append_by_partition(&events, &acked_at_ms, wanted).await?
         } else {
-            self.conn.query::<Vec<i64>>(&pipe).await.map_err(|e| e.to_string())
+            let mut pipe = redis::pipe();
+            for event in &events {
+                let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
+                self.append_to(&mut pipe, part, event, &acked_at_ms)?;
+            }
+            if wanted > 0 {
+                // On the same connection, after the appends: counts the replicas
+                // that have everything this connection wrote so far.
+                pipe.cmd("WAIT").arg(wanted).arg(self.ack.timeout.as_millis().max(1) as u64);
+                async {
+                    let mut c = self.link.conn().await.map_err(|e| e.to_string())?;
+                    pipe.query_async::<Vec<i64>>(&mut c).await.map_err(|e| e.to_string())
+                }
+                .await
+            } else {
+                self.conn.query::<Vec<i64>>(&pipe).await.map_err(|e| e.to_string())
+            }
         };
         let replicated = |r: &Vec<i64>| r.first().map_or(0, |n| (*n).max(0) as u32);
         match result {
@@ -149,6 +156,60 @@ impl EventQueue {
         }
     }
 
+    /// Adds `event`'s XADD to `pipe`.
+    fn append_to(
+        &self,
+        pipe: &mut redis::Pipeline,
+        part: usize,
+        event: &Event,
+        acked_at_ms: &str,
+    ) -> Result<(), CommitError> {
+        let body = serde_json::to_string(event).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
+        pipe.cmd("XADD")
+            .arg(&self.keys[part])
+            .arg("*")
+            .arg(streams::FIELD_EVENT)
+            .arg(body)
+            .arg(streams::FIELD_ACKED)
+            .arg(acked_at_ms)
+            .ignore();
+        Ok(())
+    }
+
+    /// The cluster path: one pipeline per partition (one slot each), sent
+    /// concurrently; each ends with its `WAIT` when replicas are wanted. The
+    /// result is the fewest replicas any of them reached.
+    async fn append_by_partition(
+        &self,
+        events: &[Event],
+        acked_at_ms: &str,
+        wanted: u32,
+    ) -> Result<Result<Vec<i64>, String>, CommitError> {
+        let mut pipes: std::collections::BTreeMap<usize, redis::Pipeline> = Default::default();
+        for event in events {
+            let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
+            self.append_to(pipes.entry(part).or_insert_with(redis::pipe), part, event, acked_at_ms)?;
+        }
+        let conn = if wanted > 0 { &self.waits } else { &self.conn };
+        let sends = pipes.into_values().map(|mut pipe| async move {
+            if wanted > 0 {
+                pipe.cmd("WAIT").arg(wanted).arg(self.ack.timeout.as_millis().max(1) as u64);
+            }
+            conn.query::<Vec<i64>>(&pipe).await.map_err(|e| e.to_string())
+        });
+        let mut fewest: Option<i64> = None;
+        for r in futures::future::join_all(sends).await {
+            match r {
+                Ok(r) => {
+                    let n = r.first().copied().unwrap_or(0);
+                    fewest = Some(fewest.map_or(n, |f| f.min(n)));
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(fewest.map(|n| vec![n]).unwrap_or_default()))
+    }
+
     /// Events appended and not yet committed, at the last reading.
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
@@ -159,10 +220,18 @@ impl EventQueue {
         self.detail.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
-    /// Reads how many replicas the primary has (`INFO replication`).
+    /// Reads how many replicas the primary has (`INFO replication`); on a
+    /// cluster, the fewest connected replicas of any shard (`CLUSTER NODES`).
     async fn read_replicas(&self) {
         let Ok(mut c) = self.link.conn().await else { return };
-        let info: Result<String, _> = redis::cmd("INFO").arg("replication").query_async(&mut *c).await;
+        if self.link.is_cluster() {
+            let nodes: Result<String, _> = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await;
+            if let Ok(nodes) = nodes {
+                self.connected_replicas.fetch_max(fewest_replicas_per_shard(&nodes), Ordering::Relaxed);
+            }
+            return;
+        }
+        let info: Result<String, _> = redis::cmd("INFO").arg("replication").query_async(&mut c).await;
         if let Ok(info) = info {
             let n = info
                 .lines()
@@ -185,7 +254,7 @@ impl EventQueue {
             self.backlog.store(per_partition.iter().sum(), Ordering::Relaxed);
             let dead_letters = match self.link.conn().await {
                 Ok(mut c) => {
-                    redis::cmd("XLEN").arg(streams::dead_letter_key(&self.link)).query_async(&mut *c).await.unwrap_or(0)
+                    redis::cmd("XLEN").arg(streams::dead_letter_key(&self.link)).query_async(&mut c).await.unwrap_or(0)
                 }
                 Err(_) => 0,
             };
@@ -194,5 +263,40 @@ impl EventQueue {
             }
             self.metrics.record(IngestEvent::Backlog { per_partition, dead_letters });
         }
+    }
+}
+
+/// The fewest healthy replicas any shard with slots has, from a
+/// `CLUSTER NODES` reply (`<id> <addr> <flags> <primary-id> <ping> <pong>
+/// <epoch> <link-state> <slots…>`).
+fn fewest_replicas_per_shard(nodes: &str) -> u32 {
+    let rows: Vec<Vec<&str>> =
+        nodes.lines().map(|l| l.split_whitespace().collect()).filter(|f: &Vec<&str>| f.len() >= 8).collect();
+    let healthy = |f: &[&str]| !f[2].contains("fail") && f[7] == "connected";
+    let primaries = rows.iter().filter(|f| f[2].contains("master") && f.len() > 8 && healthy(f));
+    primaries
+        .map(|p| rows.iter().filter(|f| f[2].contains("slave") && f[3] == p[0] && healthy(f)).count() as u32)
+        .min()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fewest_replicas_per_shard;
+
+    #[test]
+    fn the_weakest_shard_counts() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b1 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
+c1 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16383
+a2 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+b2 127.0.0.1:7004@17004 slave b1 0 0 2 connected
+c2 127.0.0.1:7005@17005 slave,fail c1 0 0 3 disconnected
+";
+        assert_eq!(fewest_replicas_per_shard(nodes), 0);
+        let healed = nodes.replace("slave,fail c1 0 0 3 disconnected", "slave c1 0 0 3 connected");
+        assert_eq!(fewest_replicas_per_shard(&healed), 1);
+        assert_eq!(fewest_replicas_per_shard(""), 0);
     }
 }

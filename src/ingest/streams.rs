@@ -1,10 +1,13 @@
 //! The partitioned Redis Streams between gateways and processors: key names,
 //! the entry format, and the backlog (lag) per partition.
 //!
-//! Partition `p` of a deployment is the stream `{prefix}:events:{p}`, read
+//! Partition `p` of a deployment is the stream `{prefix}:events:{<p>}`, read
 //! by the consumer group [`GROUP`]; an event goes to partition
 //! `hash(customer_id) % partitions` (the same hash that spreads customers
 //! over shards), so one customer's events stay in order in one partition.
+//! The partition number in braces is the key's hash tag: on a Redis Cluster
+//! the partitions spread over the slots (and so over the shards), and each
+//! partition's stream is one slot.
 //! Entries that cannot be processed are moved to `{prefix}:events:dead`.
 //!
 //! An entry holds `e`, the event as JSON in the ingest format (the processor
@@ -12,7 +15,7 @@
 //! validated by the same code), and `a`, when the gateway acknowledged it
 //! (milliseconds), from which the ingest→broadcast latency is measured.
 
-use crate::redis_link::{LinkError, RedisLink};
+use crate::redis_link::{Dedicated, DedicatedOptions, LinkError, RedisLink};
 use actors::event::Event;
 use redis::streams::StreamId;
 use redis::Value;
@@ -25,7 +28,7 @@ pub const DEAD_LETTER_MAX: usize = 100_000;
 
 /// Key of partition `p`'s stream.
 pub fn partition_key(link: &RedisLink, p: usize) -> String {
-    link.key(&format!("events:{p}"))
+    link.key(&format!("events:{{{p}}}"))
 }
 
 /// Key of the dead-letter stream.
@@ -68,30 +71,34 @@ impl Entry {
 pub async fn backlog(link: &RedisLink, partitions: usize) -> Result<Vec<u64>, LinkError> {
     let keys: Vec<String> = (0..partitions).map(|p| partition_key(link, p)).collect();
     let mut c = link.conn().await?;
-    Ok(backlog_of(&mut *c, &keys).await?)
+    Ok(backlog_of(&mut c, &keys).await?)
 }
 
-/// [`backlog`] of the streams `keys`, on any connection (the bench reads it too).
+/// [`backlog`] of the streams `keys`, on any connection (the bench reads it
+/// too). One pipeline per stream, so it holds on a cluster as well.
 pub async fn backlog_of<C: redis::aio::ConnectionLike>(
     c: &mut C,
     keys: &[String],
 ) -> Result<Vec<u64>, redis::RedisError> {
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("XLEN").arg(key);
-    }
-    let lens: Vec<u64> = pipe.query_async(c).await?;
     let mut out = Vec::with_capacity(keys.len());
-    for (key, len) in keys.iter().zip(lens) {
-        if len == 0 {
-            out.push(0);
-            continue;
-        }
-        let groups: Result<Value, redis::RedisError> = redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(c).await;
-        out.push(match groups {
-            Ok(v) => group_backlog(&v).unwrap_or(len),
-            Err(_) => len,
-        });
+    for key in keys {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN").arg(key).cmd("XINFO").arg("GROUPS").arg(key);
+        // XINFO fails on a stream that does not exist yet: then the length (0) counts.
+        let replies: Vec<Value> = match pipe.query_async(c).await {
+            Ok(r) => r,
+            Err(e) if !link_broken(&e) => {
+                let len: u64 = redis::cmd("XLEN").arg(key).query_async(c).await?;
+                out.push(len);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let len = match replies.first() {
+            Some(Value::Int(n)) => (*n).max(0) as u64,
+            _ => 0,
+        };
+        out.push(if len == 0 { 0 } else { replies.get(1).and_then(group_backlog).unwrap_or(len) });
     }
     Ok(out)
 }
@@ -139,38 +146,37 @@ fn group_backlog(v: &Value) -> Option<u64> {
     None
 }
 
-/// One multiplexed connection of our own, opened on first use and shared
-/// by every caller (commands from concurrent requests are pipelined on it),
-/// replaced after it broke. The hot paths use it instead of the bb8 pool,
-/// whose checkout costs a PING round trip per command.
+/// One connection of our own, opened on first use and shared by every
+/// caller (commands from concurrent requests are pipelined on it), replaced
+/// after it broke. The hot paths use it instead of the bb8 pool, whose
+/// checkout costs a PING round trip per command.
 pub struct DirectConnection {
-    client: redis::Client,
-    config: redis::AsyncConnectionConfig,
-    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    link: RedisLink,
+    response_timeout: std::time::Duration,
+    conn: tokio::sync::Mutex<Option<Dedicated>>,
 }
 
 impl DirectConnection {
     /// Commands time out after `response_timeout`.
-    pub fn new(client: redis::Client, response_timeout: std::time::Duration) -> DirectConnection {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(response_timeout));
-        DirectConnection { client, config, conn: tokio::sync::Mutex::new(None) }
+    pub fn new(link: RedisLink, response_timeout: std::time::Duration) -> DirectConnection {
+        DirectConnection { link, response_timeout, conn: tokio::sync::Mutex::new(None) }
     }
 
     /// The connection (a cheap clone), connecting first if needed.
-    pub async fn get(&self) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
+    pub async fn get(&self) -> Result<Dedicated, redis::RedisError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let c = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+        let opts = DedicatedOptions { response_timeout: Some(self.response_timeout), pushes: None };
+        let c = self.link.dedicated(opts).await?;
         *guard = Some(c.clone());
         Ok(c)
     }
 
-    /// Runs `pipe`; after an error of the link (not a command's own error)
-    /// the connection is dropped, so the next call opens a new one.
+    /// Runs `pipe` (one slot's commands on a cluster); after an error of the
+    /// link (not a command's own error) the connection is dropped, so the
+    /// next call opens a new one.
     pub async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, redis::RedisError> {
         let mut c = self.get().await?;
         let res = pipe.query_async(&mut c).await;

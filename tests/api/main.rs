@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod console;
 mod crash;
+mod failover;
 mod health;
 mod inference;
 mod ingest;

@@ -3,6 +3,10 @@
 //! Postgres database: two gateways and a processor serve one stream; a
 //! client whose gateway dies recovers on the other; a processor killed in
 //! the middle of a replay loses no acknowledged event and counts none twice.
+//!
+//! Each of those runs twice: on the single Redis node and on the local Redis
+//! Cluster (3 primaries, 3 replicas; `CARTPULSE_TEST_REDIS_CLUSTER_URL`,
+//! started by `scripts/test.sh`).
 
 use crate::crash::{batch, expected_events, free_port, wait_ready, Server, BIN};
 use crate::helpers::*;
@@ -18,23 +22,111 @@ use tokio_tungstenite::tungstenite::Message;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
+/// Which Redis a deployment runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Redis {
+    Single,
+    Cluster,
+}
+
+impl Redis {
+    pub fn url(self) -> String {
+        match self {
+            Redis::Single => REDIS.to_owned(),
+            Redis::Cluster => cluster_url(),
+        }
+    }
+}
+
+/// The local Redis Cluster; a clear failure (never a skip) when it is not up.
+pub fn cluster_url() -> String {
+    let url = std::env::var("CARTPULSE_TEST_REDIS_CLUSTER_URL").unwrap_or_else(|_| "redis://127.0.0.1:7000".to_owned());
+    let client = redis::Client::open(url.as_str()).expect("CARTPULSE_TEST_REDIS_CLUSTER_URL");
+    let info: Result<String, _> =
+        client.get_connection().and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c));
+    match info {
+        Ok(i) if i.contains("cluster_state:ok") => url,
+        other => panic!(
+            "no healthy Redis Cluster at {url} ({other:?}); start one with \
+             `source scripts/services.sh; ensure_redis_cluster` (scripts/test.sh does)"
+        ),
+    }
+}
+
+/// `#[test]`s of a scenario `async fn name(d: Deployment)` on both kinds of Redis.
+macro_rules! on_both {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[actix_web::test]
+            async fn single_node() {
+                super::$name(Deployment::new(Redis::Single).await).await
+            }
+            #[actix_web::test]
+            async fn cluster() {
+                super::$name(Deployment::new(Redis::Cluster).await).await
+            }
+        }
+    )+};
+}
+
+on_both!(
+    two_gateways_and_a_processor_serve_one_stream,
+    a_client_of_a_dead_gateway_recovers_what_it_missed_on_the_other,
+    a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice,
+    a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows,
+    two_processors_owning_half_the_partitions_each_publish_one_rollup,
+);
+
 /// A deployment under test: one database, one Redis prefix, an admin key.
-struct Deployment {
-    db_url: String,
-    prefix: String,
-    key: String,
-    client: reqwest::Client,
+pub struct Deployment {
+    redis: String,
+    pub db_url: String,
+    pub prefix: String,
+    pub key: String,
+    pub client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
+/// A test's own Redis connection, either kind.
+enum RedisConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
 /// One replica: its process and its base URL.
-struct Replica {
+pub struct Replica {
     server: Server,
     port: u16,
 }
 
 impl Replica {
-    fn base(&self) -> String {
+    pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -45,7 +137,12 @@ impl Replica {
 }
 
 impl Deployment {
-    async fn new() -> Deployment {
+    async fn new(redis: Redis) -> Deployment {
+        Deployment::with_redis_url(redis.url()).await
+    }
+
+    /// A deployment on the Redis at `redis`.
+    pub async fn with_redis_url(redis: String) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let db_url = fresh_database(Db::Postgres, dir.path()).await;
         let out = Command::new(BIN)
@@ -55,11 +152,11 @@ impl Deployment {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let prefix = format!("cp_t_{}", hex::encode(rand::random::<[u8; 5]>()));
-        Deployment { db_url, prefix, key, client: reqwest::Client::new(), _dir: dir }
+        Deployment { redis, db_url, prefix, key, client: reqwest::Client::new(), _dir: dir }
     }
 
     /// Starts `cartpulse serve --role ROLE` on `port` (a free one if None) and waits until it is ready.
-    async fn start(&self, role: &str, port: Option<u16>) -> Replica {
+    pub async fn start(&self, role: &str, port: Option<u16>) -> Replica {
         self.start_owning(role, port, None).await
     }
 
@@ -70,7 +167,7 @@ impl Deployment {
         let server = Server(
             Command::new(BIN)
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--role", role])
-                .args(["--database-url", &self.db_url, "--redis-url", REDIS, "--partitions", "8"])
+                .args(["--database-url", &self.db_url, "--redis-url", &self.redis, "--partitions", "8"])
                 .args(&owns)
                 .env("CARTPULSE_REDIS__PREFIX", &self.prefix)
                 .env("CARTPULSE_STREAM__TOKEN_SECRET", "roles-test-stream-token-secret-0123456789")
@@ -88,6 +185,24 @@ impl Deployment {
         r
     }
 
+    /// Events in the deployment's log.
+    pub async fn logged_events(&self) -> usize {
+        let settings = test_settings(&self.db_url);
+        let db = cartpulse::db::connect(&settings).await.unwrap();
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        entities::event::Entity::find().count(&db).await.unwrap() as usize
+    }
+
+    /// A connection to the deployment's Redis (routed by slot on a cluster).
+    async fn redis_conn(&self) -> RedisConn {
+        if self.redis == REDIS {
+            RedisConn::Single(redis::Client::open(REDIS).unwrap().get_multiplexed_async_connection().await.unwrap())
+        } else {
+            let client = redis::cluster::ClusterClient::new(vec![self.redis.as_str()]).unwrap();
+            RedisConn::Cluster(client.get_async_connection().await.unwrap())
+        }
+    }
+
     async fn post(&self, r: &Replica, events: &Value) -> (u16, Value) {
         match self.client.post(format!("{}/v1/events", r.base())).bearer_auth(&self.key).json(events).send().await {
             Ok(resp) => (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null)),
@@ -95,13 +210,13 @@ impl Deployment {
         }
     }
 
-    async fn get(&self, r: &Replica, path: &str) -> (u16, Value) {
+    pub async fn get(&self, r: &Replica, path: &str) -> (u16, Value) {
         let resp = self.client.get(format!("{}{path}", r.base())).bearer_auth(&self.key).send().await.unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
     /// Waits until the gateways report no event left in the streams.
-    async fn drained(&self, gateway: &Replica) {
+    pub async fn drained(&self, gateway: &Replica) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (_, ready) = self.get(gateway, "/readyz").await;
@@ -117,14 +232,14 @@ impl Deployment {
         }
     }
 
-    async fn ws(&self, r: &Replica) -> Ws {
+    pub async fn ws(&self, r: &Replica) -> Ws {
         let mut req = format!("ws://127.0.0.1:{}/v1/stream", r.port).into_client_request().unwrap();
         req.headers_mut().insert("Authorization", format!("Bearer {}", self.key).parse().unwrap());
         tokio_tungstenite::connect_async(req).await.expect("WebSocket connect").0
     }
 }
 
-async fn subscribe(ws: &mut Ws, topics: &[&str], since: Value) {
+pub async fn subscribe(ws: &mut Ws, topics: &[&str], since: Value) {
     ws.send(Message::text(json!({"type": "subscribe", "topics": topics, "since": since}).to_string())).await.unwrap();
     until(ws, Duration::from_secs(5), |v| control(v, "subscribed")).await;
 }
@@ -154,9 +269,7 @@ async fn kpis_until_orders(ws: &mut Ws, orders: f64) -> Vec<Value> {
     }
 }
 
-#[actix_web::test]
-async fn two_gateways_and_a_processor_serve_one_stream() {
-    let d = Deployment::new().await;
+async fn two_gateways_and_a_processor_serve_one_stream(d: Deployment) {
     let _processor = d.start("processor", None).await;
     let (a, b) = (d.start("gateway", None).await, d.start("gateway", None).await);
     let (mut wa, mut wb) = (d.ws(&a).await, d.ws(&b).await);
@@ -218,9 +331,7 @@ async fn two_gateways_and_a_processor_serve_one_stream() {
     assert_eq!(more["data"]["orders_per_min"], 1.0, "a duplicate was counted: {more}");
 }
 
-#[actix_web::test]
-async fn a_client_of_a_dead_gateway_recovers_what_it_missed_on_the_other() {
-    let d = Deployment::new().await;
+async fn a_client_of_a_dead_gateway_recovers_what_it_missed_on_the_other(d: Deployment) {
     let _processor = d.start("processor", None).await;
     let (mut a, b) = (d.start("gateway", None).await, d.start("gateway", None).await);
     let mut ws = d.ws(&a).await;
@@ -252,9 +363,7 @@ async fn a_client_of_a_dead_gateway_recovers_what_it_missed_on_the_other() {
     }
 }
 
-#[actix_web::test]
-async fn a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice() {
-    let d = Deployment::new().await;
+async fn a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice(d: Deployment) {
     let port = free_port();
     let mut processor = d.start("processor", Some(port)).await;
     let gateway = d.start("gateway", None).await;
@@ -316,16 +425,13 @@ async fn a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice() 
     assert_eq!(logged as usize, total, "the log must hold every event once");
 }
 
-#[actix_web::test]
-async fn a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows() {
-    let d = Deployment::new().await;
+async fn a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows(d: Deployment) {
     let processor = d.start("processor", None).await;
     let gateway = d.start("gateway", None).await;
     // An entry no gateway would write (e.g. from an older version): the
     // processor's edge parser refuses it.
-    let client = redis::Client::open(REDIS).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:events:0", d.prefix);
+    let mut c = d.redis_conn().await;
+    let key = format!("{}:events:{{0}}", d.prefix);
     let _: String = redis::cmd("XADD")
         .arg(&key)
         .arg("*")
@@ -354,9 +460,7 @@ async fn a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows() {
     assert_eq!(metric_value(&text, "cartpulse_dead_letter_events"), 1.0);
 }
 
-#[actix_web::test]
-async fn two_processors_owning_half_the_partitions_each_publish_one_rollup() {
-    let d = Deployment::new().await;
+async fn two_processors_owning_half_the_partitions_each_publish_one_rollup(d: Deployment) {
     let _low = d.start_owning("processor", None, Some("0-3")).await;
     let _high = d.start_owning("processor", None, Some("4-7")).await;
     let gateway = d.start("gateway", None).await;
@@ -488,15 +592,25 @@ async fn ingest_answers_503_while_redis_is_down_and_loses_nothing_it_acknowledge
 
 #[actix_web::test]
 async fn failed_console_logins_count_across_replicas() {
+    logins_count_across_replicas(Redis::Single).await
+}
+
+#[actix_web::test]
+async fn failed_console_logins_count_across_replicas_on_a_cluster() {
+    logins_count_across_replicas(Redis::Cluster).await
+}
+
+async fn logins_count_across_replicas(redis: Redis) {
     let prefix = format!("cp_t_{}", hex::encode(rand::random::<[u8; 5]>()));
-    let shared = |s: &mut cartpulse::config::Settings, prefix: &str| {
-        s.redis_url = Some(secrecy::SecretString::from(REDIS.to_owned()));
+    let url = redis.url();
+    let shared = move |s: &mut cartpulse::config::Settings, prefix: &str| {
+        s.redis_url = Some(secrecy::SecretString::from(url.clone()));
         s.redis.prefix = prefix.to_owned();
         s.console.login_max_failures_per_name = 3;
         s.console.login_max_failures_per_ip = 100;
     };
-    let p = prefix.clone();
-    let a = spawn_app_with(Db::Sqlite, move |s| shared(s, &p)).await;
+    let (p, sa) = (prefix.clone(), shared.clone());
+    let a = spawn_app_with(Db::Sqlite, move |s| sa(s, &p)).await;
     let p = prefix.clone();
     let b = spawn_app_with(Db::Sqlite, move |s| shared(s, &p)).await;
     for app in [&a, &b] {

@@ -92,7 +92,7 @@ impl Aggregator {
                 Ok(c) => c,
                 Err(e) => return tracing::debug!(error = %e, "kpi share: no Redis"),
             };
-            let written: Result<(), _> = redis::cmd("HSET").arg(&key).arg(&owner).arg(json).query_async(&mut *c).await;
+            let written: Result<(), _> = redis::cmd("HSET").arg(&key).arg(&owner).arg(json).query_async(&mut c).await;
             if let Err(e) = written {
                 return tracing::debug!(error = %e, "kpi share: HSET failed");
             }
@@ -100,7 +100,7 @@ impl Aggregator {
                 return;
             }
             let all: std::collections::HashMap<String, String> =
-                match redis::cmd("HGETALL").arg(&key).query_async(&mut *c).await {
+                match redis::cmd("HGETALL").arg(&key).query_async(&mut c).await {
                     Ok(a) => a,
                     Err(e) => return tracing::debug!(error = %e, "kpi share: HGETALL failed"),
                 };

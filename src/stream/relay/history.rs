@@ -41,7 +41,7 @@ pub async fn range(
             .arg("+")
             .arg("COUNT")
             .arg(count.max(1))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
         Ok(frames(name, reply))
@@ -75,7 +75,7 @@ pub async fn recover(
             .arg("+")
             .arg("COUNT")
             .arg(count.max(1))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
         let oldest = first.ids.first().and_then(|e| entry_seq(&e.id));

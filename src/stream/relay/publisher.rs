@@ -15,7 +15,7 @@
 //! message twice).
 
 use super::{backoff, Outage, TopicKeys};
-use crate::redis_link::RedisLink;
+use crate::redis_link::{Conn, RedisLink};
 use crate::stream::protocol::{now_ms, Topic};
 use crate::stream::telemetry::{StreamEvent, StreamMetrics};
 use tokio::sync::mpsc;
@@ -145,18 +145,34 @@ async fn run(link: RedisLink, settings: PublishSettings, metrics: StreamMetrics,
     }
 }
 
-/// One pipeline of script runs; loads the script once if the server lacks it
-/// (a NOSCRIPT fails every command of the pipeline, so nothing ran).
+/// One pipeline of script runs (on a cluster, one per topic: a topic's keys
+/// are one slot; topics go concurrently, each in order); loads the script
+/// once if the server lacks it (a NOSCRIPT fails every command of the
+/// pipeline, so nothing ran).
 async fn send_batch(
     link: &RedisLink,
     script: &redis::Script,
     settings: &PublishSettings,
     buf: &[Publication],
 ) -> Result<(), BatchError> {
-    let mut conn = link.conn().await.map_err(|e| BatchError::NotSent(e.to_string()))?;
-    let mut pipe = redis::pipe();
+    let conn = link.conn().await.map_err(|e| BatchError::NotSent(e.to_string()))?;
+    let mut pipes: Vec<(String, redis::Pipeline)> = Vec::new();
     for p in buf {
         let keys = TopicKeys::new(link, &p.topic);
+        let pipe = if !link.is_cluster() {
+            if pipes.is_empty() {
+                pipes.push((String::new(), redis::pipe()));
+            }
+            &mut pipes[0].1
+        } else {
+            match pipes.iter().position(|(slot_key, _)| *slot_key == keys.seq) {
+                Some(i) => &mut pipes[i].1,
+                None => {
+                    pipes.push((keys.seq.clone(), redis::pipe()));
+                    &mut pipes.last_mut().expect("just pushed").1
+                }
+            }
+        };
         let name = serde_json::to_string(&p.topic.name()).unwrap_or_else(|_| "\"\"".into());
         let head = format!("{{\"topic\":{name},\"seq\":");
         let tail = format!(",\"ts\":{},\"data\":{}}}", p.ts, p.data);
@@ -177,11 +193,21 @@ async fn send_batch(
             .arg(ttl)
             .ignore();
     }
-    let first = pipe.query_async::<()>(&mut *conn).await;
+    let conn = &conn;
+    if let [(_, pipe)] = &pipes[..] {
+        return run_scripts(conn, script, pipe).await;
+    }
+    let sends = pipes.iter().map(|(_, pipe)| run_scripts(conn, script, pipe));
+    futures::future::join_all(sends).await.into_iter().collect()
+}
+
+async fn run_scripts(conn: &Conn<'_>, script: &redis::Script, pipe: &redis::Pipeline) -> Result<(), BatchError> {
+    let mut conn = conn.clone_handle();
+    let first = pipe.query_async::<()>(&mut conn).await;
     let res = match first {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            script.prepare_invoke().load_async(&mut *conn).await.map_err(|e| BatchError::Failed(e.to_string()))?;
-            pipe.query_async::<()>(&mut *conn).await
+            script.prepare_invoke().load_async(&mut conn).await.map_err(|e| BatchError::Failed(e.to_string()))?;
+            pipe.query_async::<()>(&mut conn).await
         }
         other => other,
     };

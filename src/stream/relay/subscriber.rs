@@ -5,11 +5,15 @@
 //! reconnection (backoff 100 ms → 5 s, logged once per outage, counted in
 //! `cartpulse_stream_redis_reconnects_total`), and notices a dead link by a
 //! PING every few seconds.
+//!
+//! On a Redis Cluster the connection is the crate's cluster connection: each
+//! SSUBSCRIBE goes to the node owning the channel's slot (one channel per
+//! command, as a pipeline cannot span slots).
 
 use super::{backoff, Outage};
-use crate::redis_link::RedisLink;
+use crate::redis_link::{Dedicated, DedicatedOptions, RedisLink};
 use crate::stream::telemetry::{StreamEvent, StreamMetrics};
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -122,20 +126,19 @@ async fn run(
 
 type Pushes = mpsc::UnboundedReceiver<PushInfo>;
 
-async fn connect(
-    link: &RedisLink,
-    held: &HashSet<String>,
-) -> Result<(redis::aio::MultiplexedConnection, Pushes), String> {
-    let info = link.client().get_connection_info().clone();
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-    let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| e.to_string())?;
+async fn connect(link: &RedisLink, held: &HashSet<String>) -> Result<(Dedicated, Pushes), String> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let config = AsyncConnectionConfig::new()
-        .set_push_sender(tx)
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT));
-    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
-    if !held.is_empty() {
+    let opts = DedicatedOptions { response_timeout: Some(COMMAND_TIMEOUT), pushes: Some(tx) };
+    let connecting = tokio::time::timeout(COMMAND_TIMEOUT, link.dedicated(opts));
+    let mut conn = connecting.await.map_err(|_| "connecting timed out".to_owned())?.map_err(|e| e.to_string())?;
+    if held.is_empty() {
+        return Ok((conn, rx));
+    }
+    if link.is_cluster() {
+        for c in held {
+            conn.ssubscribe(c).await.map_err(|e| e.to_string())?;
+        }
+    } else {
         // One channel per command: each is confirmed by one push.
         let mut pipe = redis::pipe();
         for c in held {
@@ -149,7 +152,7 @@ async fn connect(
 /// Serves one connection; `Some(why)` when it was lost, `None` when every
 /// handle is gone.
 async fn serve(
-    mut conn: redis::aio::MultiplexedConnection,
+    mut conn: Dedicated,
     mut pushes: Pushes,
     cmds: &mut mpsc::UnboundedReceiver<SubCmd>,
     held: &mut HashSet<String>,
@@ -183,7 +186,7 @@ async fn serve(
                 None => return None,
                 Some(SubCmd::Subscribe(c, ready)) => {
                     if held.insert(c.clone()) {
-                        if let Err(e) = redis::cmd("SSUBSCRIBE").arg(&c).query_async::<()>(&mut conn).await {
+                        if let Err(e) = conn.ssubscribe(&c).await {
                             return Some(e.to_string());
                         }
                     }
@@ -193,7 +196,7 @@ async fn serve(
                 }
                 Some(SubCmd::Unsubscribe(c)) => {
                     if held.remove(&c) {
-                        if let Err(e) = redis::cmd("SUNSUBSCRIBE").arg(&c).query_async::<()>(&mut conn).await {
+                        if let Err(e) = conn.sunsubscribe(&c).await {
                             return Some(e.to_string());
                         }
                     }

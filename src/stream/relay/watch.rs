@@ -127,6 +127,17 @@ async fn announce_loop(
     }
 }
 
+/// The sorted set of watches; shares its hash tag with [`watch_channel`], so
+/// one pipeline updates both on a cluster too.
+fn watches_key(link: &RedisLink) -> String {
+    link.key("{watch}:set")
+}
+
+/// The sharded channel the announcements go out on.
+fn watch_channel(link: &RedisLink) -> String {
+    link.key("{watch}:ch")
+}
+
 async fn announce(
     link: &RedisLink,
     gw: &str,
@@ -140,7 +151,7 @@ async fn announce(
     let mut conn = link.conn().await.map_err(|e| e.to_string())?;
     let now = chrono::Utc::now().timestamp_millis();
     let expiry = now + ttl.as_millis() as i64;
-    let (set, channel) = (link.key("watches"), link.key("watch"));
+    let (set, channel) = (watches_key(link), watch_channel(link));
     let mut pipe = redis::pipe();
     pipe.cmd("ZREMRANGEBYSCORE").arg(&set).arg("-inf").arg(now).ignore();
     for chunk in watch.chunks(CHUNK) {
@@ -168,7 +179,7 @@ async fn announce(
         let a = Announcement { gw: gw.to_owned(), ttl_ms, watch: vec![], unwatch: chunk.to_vec() };
         pipe.cmd("SPUBLISH").arg(&channel).arg(serde_json::to_string(&a).unwrap_or_default()).ignore();
     }
-    pipe.query_async::<()>(&mut *conn).await.map_err(|e| e.to_string())
+    pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string())
 }
 
 /// Starts a processor's follower on the current runtime: it applies the
@@ -178,7 +189,7 @@ pub fn start_follower(link: RedisLink, bus: UpdateBus, metrics: StreamMetrics) {
     let sub = Subscriber::start(link.clone(), "watch_follower", metrics, move |ev| {
         let _ = tx.send(ev);
     });
-    sub.subscribe(link.key("watch"), None);
+    sub.subscribe(watch_channel(&link), None);
     tokio::spawn(follow(link, bus, sub, rx));
 }
 
@@ -234,8 +245,8 @@ async fn follow(link: RedisLink, bus: UpdateBus, _sub: Subscriber, mut rx: mpsc:
                     if let Ok(mut conn) = link.conn().await {
                         let now = chrono::Utc::now().timestamp_millis();
                         let held: Result<Vec<(String, f64)>, _> = redis::cmd("ZRANGEBYSCORE")
-                            .arg(link.key("watches")).arg(now).arg("+inf").arg("WITHSCORES")
-                            .query_async(&mut *conn).await;
+                            .arg(watches_key(&link)).arg(now).arg("+inf").arg("WITHSCORES")
+                            .query_async(&mut conn).await;
                         for (member, score) in held.unwrap_or_default() {
                             if let Some((gw, c)) = member.split_once(' ') {
                                 let left = Duration::from_millis((score as i64 - now).max(0) as u64);

@@ -109,6 +109,9 @@ pub struct RedisSettings {
     /// How long a gateway waits for those replicas; past it the request gets
     /// 503 with `Retry-After` (resending is safe: `event_id` de-duplicates).
     pub ack_timeout_ms: u64,
+    /// Without `owns`: how long a processor's partition lease lasts without
+    /// renewal, i.e. how soon a dead processor's partitions are taken over.
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +225,7 @@ impl Settings {
             .set_default("redis.max_attempts", 5)?
             .set_default("redis.max_backlog", 1_000_000)?
             .set_default("redis.ack_timeout_ms", 500)?
+            .set_default("redis.lease_ms", 5_000)?
             .set_default("database.max_connections", 8)?
             .set_default("database.sqlite_synchronous", "full")?
             .set_default("ingest.max_body_bytes", 16 * 1024 * 1024)?
@@ -335,6 +339,11 @@ impl Settings {
         );
         self.owned_partitions()?;
         anyhow::ensure!(self.redis.max_attempts > 0, "redis.max_attempts must be > 0");
+        anyhow::ensure!(
+            (300..=600_000).contains(&self.redis.lease_ms),
+            "redis.lease_ms must be from 300 to 600000 (ms); got {}",
+            self.redis.lease_ms
+        );
         anyhow::ensure!(self.redis.read_count > 0, "redis.read_count must be > 0");
         anyhow::ensure!(!self.redis.prefix.is_empty(), "redis.prefix must not be empty");
         // Keys carry hash tags (`{…}`) that must come from us, not the prefix.
@@ -381,6 +390,15 @@ impl Settings {
         let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
         anyhow::ensure!(a <= b && b < p, bad());
         Ok(a..=b)
+    }
+
+    /// The fixed range of partitions this process consumes (`redis.owns`),
+    /// or `None` when it claims them by lease.
+    pub fn fixed_partitions(&self) -> anyhow::Result<Option<std::ops::RangeInclusive<usize>>> {
+        Ok(match self.redis.owns {
+            Some(_) => Some(self.owned_partitions()?),
+            None => None,
+        })
     }
 
     /// True when the database is SQLite.

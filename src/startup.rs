@@ -19,7 +19,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use actors::customer::state::StateRules;
 use actors::hooks::ScoringRules;
-use actors::runtime::{Ownership, Runtime, RuntimeSettings};
+use actors::runtime::{Ownership, PartitionSet, Runtime, RuntimeSettings};
 use actors::telemetry::ActorMetrics;
 use actors::WriteGate;
 use anyhow::Context;
@@ -48,6 +48,47 @@ struct Core {
     segment_watcher: tokio::task::JoinHandle<()>,
     /// With Redis: the partitions' consumer.
     consumer: Option<Consumer>,
+    /// With Redis and no `redis.owns`: the partitions' leases.
+    leases: Option<Leasing>,
+}
+
+/// A processor claiming its partitions by lease.
+struct Leasing {
+    manager: crate::ingest::leases::LeaseManager,
+    link: RedisLink,
+    db: DatabaseConnection,
+    instance: String,
+}
+
+/// How this process's actors own customers, decided once from the settings.
+struct Plan {
+    /// `redis.owns`, if set.
+    fixed: Option<std::ops::RangeInclusive<usize>>,
+    /// With leases: the partitions held now, and this process's name.
+    leased: Option<(PartitionSet, String)>,
+}
+
+impl Plan {
+    fn new(settings: &Settings, redis: bool, runs_actors: bool) -> anyhow::Result<Plan> {
+        let fixed = settings.fixed_partitions()?;
+        let leased = (redis && runs_actors && fixed.is_none()).then(|| {
+            let host = gethostname();
+            let instance =
+                format!("processor-{host}-{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 3]>()));
+            (PartitionSet::new(settings.redis.partitions), instance)
+        });
+        Ok(Plan { fixed, leased })
+    }
+}
+
+/// This machine's name (the ECS task's, in a container), for naming processors.
+fn gethostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
 }
 
 impl Application {
@@ -98,14 +139,21 @@ impl Application {
         };
         // The live stream's aggregator subscribes to the update bus before
         // the actors start (and replay the log), so it misses nothing.
+        let plan = Plan::new(&settings, redis.is_some(), role.runs_actors())?;
         let fanout = match &redis {
             Some(link) => {
-                let owned = settings.owned_partitions()?;
-                let kpis = if owned.clone().count() == settings.redis.partitions {
-                    crate::stream::KpiShare::Whole
-                } else {
-                    let owner = format!("{}-{}", owned.start(), owned.end());
-                    crate::stream::KpiShare::Part { owner, leader: *owned.start() == 0 }
+                let kpis = match (&plan.fixed, &plan.leased) {
+                    (_, Some((set, instance))) => crate::stream::KpiShare::Part {
+                        owner: instance.clone(),
+                        leader: crate::stream::Leader::WhileHolding(set.clone()),
+                    },
+                    (Some(owned), None) if owned.clone().count() != settings.redis.partitions => {
+                        crate::stream::KpiShare::Part {
+                            owner: format!("{}-{}", owned.start(), owned.end()),
+                            leader: crate::stream::Leader::Fixed(*owned.start() == 0),
+                        }
+                    }
+                    _ => crate::stream::KpiShare::Whole,
                 };
                 crate::stream::Fanout::Redis { link: link.clone(), role, kpis }
             }
@@ -120,7 +168,7 @@ impl Application {
         )
         .context("starting the live stream")?;
         let core = if role.runs_actors() {
-            Some(start_core(&settings, &db, &redis, gate, &hooks, &metrics, actor_metrics).await?)
+            Some(start_core(&settings, &plan, &db, &redis, gate, &hooks, &metrics, actor_metrics).await?)
         } else {
             None
         };
@@ -146,9 +194,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let replicas = {
             let host = settings.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0");
-            let partitions = (role.runs_actors() && redis.is_some()).then(|| {
-                let owned = settings.owned_partitions().unwrap_or(0..=0);
-                format!("{}-{} of {}", owned.start(), owned.end(), settings.redis.partitions)
+            let partitions = (role.runs_actors() && redis.is_some()).then(|| match &plan.fixed {
+                Some(owned) => format!("{}-{} of {}", owned.start(), owned.end(), settings.redis.partitions),
+                None => format!("by lease, of {}", settings.redis.partitions),
             });
             let s = stream.clone();
             crate::replicas::Replicas::new(
@@ -237,6 +285,11 @@ impl Application {
         // committer ends its loop once the queue is empty.
         drop(state);
         if let Some(core) = core {
+            // No partition is taken or given up from here on.
+            let leases = match core.leases {
+                Some(l) => Some((l.manager.stop().await, l.link, l.db, l.instance)),
+                None => None,
+            };
             // The consumer commits and acknowledges the batch in hand, then stops.
             if let Some(consumer) = core.consumer {
                 consumer.stop().await;
@@ -244,6 +297,17 @@ impl Application {
             let _ = tokio::time::timeout(Duration::from_secs(30), core.committer_task).await;
             core.checkpoints.abort();
             drain(&core.runtime).await.context("flushing actor state")?;
+            if let Some((held, link, db, instance)) = leases {
+                // Everything is in snapshots: checkpoint the partitions, then
+                // free them so the other processors take them at once.
+                let fences = held.fences();
+                let upto = core.runtime.checkpoint().await.context("the final checkpoint")?;
+                crate::ingest::fences::write_checkpoints(&db, &fences, upto)
+                    .await
+                    .context("writing the partitions' checkpoints")?;
+                crate::ingest::leases::release_all(&link, &held, &instance).await;
+                tracing::info!(partitions = fences.len(), "partitions handed over");
+            }
             core.runtime.stop();
             core.segment_watcher.abort();
         }
@@ -265,8 +329,10 @@ struct StartedCore {
 /// Starts the actors: recovery of the log after the checkpoint, the
 /// checkpoint timer, the group committer and, with Redis, the consumer of
 /// the owned partitions.
+#[allow(clippy::too_many_arguments)]
 async fn start_core(
     settings: &Settings,
+    plan: &Plan,
     db: &DatabaseConnection,
     redis: &Option<RedisLink>,
     gate: WriteGate,
@@ -274,11 +340,13 @@ async fn start_core(
     metrics: &Metrics,
     actor_metrics: ActorMetrics,
 ) -> anyhow::Result<StartedCore> {
-    let owned = settings.owned_partitions()?;
-    let owns = if redis.is_none() || owned.clone().count() == settings.redis.partitions {
-        Ownership::All
-    } else {
-        Ownership::Partitions { of: settings.redis.partitions, range: owned.clone() }
+    let owns = match (&plan.fixed, &plan.leased) {
+        _ if redis.is_none() => Ownership::All,
+        (_, Some((set, _))) => Ownership::Leased(set.clone()),
+        (Some(owned), None) if owned.clone().count() != settings.redis.partitions => {
+            Ownership::Partitions { of: settings.redis.partitions, range: owned.clone() }
+        }
+        _ => Ownership::All,
     };
     let runtime = Runtime::start(
         db.clone(),
@@ -312,16 +380,25 @@ async fn start_core(
     if replayed > 0 {
         tracing::info!(events = replayed, "recovered events after the last checkpoint");
     }
+    let held = crate::ingest::leases::Held::default();
     let checkpoints = {
         let runtime = runtime.clone();
         let every = Duration::from_millis(settings.actors.checkpoint_interval_ms.max(100));
+        let (db, leased, held) = (db.clone(), plan.leased.is_some(), held.clone());
         actix_web::rt::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tick.tick().await;
+                // With leases: for the partitions held before the checkpoint
+                // began (one taken meanwhile may not be flushed yet).
+                let fences = held.fences();
                 match runtime.checkpoint().await {
+                    Ok(seq) if leased => match crate::ingest::fences::write_checkpoints(&db, &fences, seq).await {
+                        Ok(()) => tracing::debug!(seq, partitions = fences.len(), "checkpoint"),
+                        Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
+                    },
                     Ok(seq) => tracing::debug!(seq, "checkpoint"),
                     Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
                 }
@@ -339,7 +416,17 @@ async fn start_core(
             queue_max_events: settings.ingest.queue_max_events,
         },
     );
+    let (lost_tx, lost_rx) = tokio::sync::mpsc::unbounded_channel();
     let consumer = redis.as_ref().map(|link| {
+        let owns = match &plan.leased {
+            Some(_) => None,
+            None => Some(plan.fixed.clone().unwrap_or(0..=settings.redis.partitions.saturating_sub(1))),
+        };
+        let name = match (&owns, &plan.leased) {
+            (_, Some((_, instance))) => instance.clone(),
+            (Some(range), None) => ConsumerSettings::range_name(range),
+            (None, None) => ConsumerSettings::range_name(&(0..=settings.redis.partitions.saturating_sub(1))),
+        };
         Consumer::start(
             link.clone(),
             committer.clone(),
@@ -347,16 +434,41 @@ async fn start_core(
             metrics.clone(),
             ConsumerSettings {
                 partitions: settings.redis.partitions,
-                owns: owned,
+                owns,
+                name,
                 read_count: settings.redis.read_count,
                 claim_idle: Duration::from_millis(settings.redis.claim_idle_ms.max(100)),
                 max_attempts: settings.redis.max_attempts,
                 max_future_skew_s: settings.ingest.max_future_skew_s,
             },
+            plan.leased.is_some().then_some(lost_tx),
         )
     });
+    let leases = match (redis, &consumer, &plan.leased) {
+        (Some(link), Some(consumer), Some((set, instance))) => Some(Leasing {
+            manager: crate::ingest::leases::LeaseManager::start(
+                link.clone(),
+                db.clone(),
+                runtime.clone(),
+                set.clone(),
+                consumer.control(),
+                lost_rx,
+                metrics.clone(),
+                crate::ingest::leases::LeaseSettings {
+                    partitions: settings.redis.partitions,
+                    lease: Duration::from_millis(settings.redis.lease_ms),
+                    instance: instance.clone(),
+                },
+                held,
+            ),
+            link: link.clone(),
+            db: db.clone(),
+            instance: instance.clone(),
+        }),
+        _ => None,
+    };
     Ok(StartedCore {
-        core: Core { runtime, committer_task, checkpoints, segment_watcher, consumer },
+        core: Core { runtime, committer_task, checkpoints, segment_watcher, consumer, leases },
         consumer_committer: committer,
     })
 }

@@ -42,6 +42,13 @@ pub enum IngestEvent {
     Reclaimed { partition: usize, entries: usize },
     /// A processor's read, commit or acknowledgement failed; it retries.
     ConsumerRetry { step: &'static str, error: String },
+    /// A processor took a partition's lease: fenced with `token`, replayed
+    /// `replayed` events of the log, in `seconds`.
+    LeaseTaken { partition: usize, token: i64, replayed: u64, seconds: f64 },
+    /// A processor handed a partition over (its share shrank, or it stops).
+    LeaseReleased { partition: usize },
+    /// A processor lost a partition's lease without handing it over.
+    LeaseLost { partition: usize, reason: &'static str },
 }
 
 /// The service's Prometheus registry and its ingest/HTTP metrics.
@@ -66,6 +73,8 @@ pub struct Metrics {
     dead_letter_len: IntGauge,
     reclaimed: IntCounter,
     consumer_retries: IntCounterVec,
+    leases: IntCounterVec,
+    partitions_held: IntGauge,
 }
 
 impl Metrics {
@@ -130,6 +139,17 @@ impl Metrics {
                 Opts::new("cartpulse_stream_consumer_retries_total", "Processor steps that failed and were retried"),
                 &["step"],
             )?,
+            leases: IntCounterVec::new(
+                Opts::new(
+                    "cartpulse_partition_leases_total",
+                    "Partition leases this processor took, released (handed over) or lost",
+                ),
+                &["outcome"],
+            )?,
+            partitions_held: IntGauge::new(
+                "cartpulse_partitions_held",
+                "Event-stream partitions this processor consumes now (by lease)",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -150,6 +170,8 @@ impl Metrics {
         m.registry.register(Box::new(m.dead_letter_len.clone()))?;
         m.registry.register(Box::new(m.reclaimed.clone()))?;
         m.registry.register(Box::new(m.consumer_retries.clone()))?;
+        m.registry.register(Box::new(m.leases.clone()))?;
+        m.registry.register(Box::new(m.partitions_held.clone()))?;
         Ok(m)
     }
 
@@ -205,6 +227,21 @@ impl Metrics {
             IngestEvent::ConsumerRetry { step, error } => {
                 tracing::warn!(step, %error, "processor step failed; retrying");
                 self.consumer_retries.with_label_values(&[step]).inc();
+            }
+            IngestEvent::LeaseTaken { partition, token, replayed, seconds } => {
+                tracing::info!(partition, token, replayed, seconds, "took the partition's lease");
+                self.leases.with_label_values(&["taken"]).inc();
+                self.partitions_held.inc();
+            }
+            IngestEvent::LeaseReleased { partition } => {
+                tracing::info!(partition, "handed the partition over");
+                self.leases.with_label_values(&["released"]).inc();
+                self.partitions_held.dec();
+            }
+            IngestEvent::LeaseLost { partition, reason } => {
+                tracing::warn!(partition, reason, "lost the partition's lease");
+                self.leases.with_label_values(&["lost"]).inc();
+                self.partitions_held.dec();
             }
         }
     }

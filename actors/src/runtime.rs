@@ -5,7 +5,7 @@
 use crate::customer::state::StateRules;
 use crate::event::{CustomerId, LoggedEvent, SessionId};
 use crate::messages::delivery::Deliver;
-use crate::messages::lifecycle::{Barrier, FlushNow};
+use crate::messages::lifecycle::{Barrier, EvictPartition, FlushNow};
 use crate::messages::query::{Answer, Ask, Query};
 use crate::persister::Persister;
 use crate::shard::{Shard, ShardConfig};
@@ -37,22 +37,70 @@ pub struct RuntimeSettings {
     pub owns: Ownership,
 }
 
-/// Which customers a runtime owns. Its checkpoint row is named after it, so
-/// processors owning different partitions keep separate checkpoints, and its
-/// recovery replays only its customers' events.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which customers a runtime owns. With a fixed set its checkpoint row is
+/// named after it, so processors owning different partitions keep separate
+/// checkpoints, and its recovery replays only its customers' events.
+#[derive(Clone, Debug)]
 pub enum Ownership {
     All,
-    Partitions { of: usize, range: std::ops::RangeInclusive<usize> },
+    Partitions {
+        of: usize,
+        range: std::ops::RangeInclusive<usize>,
+    },
+    /// Partitions that come and go (leases): the caller replays each one it
+    /// takes ([`Runtime::replay_partition`]), forgets each one it gives up
+    /// ([`Runtime::evict_partition`]) and keeps the checkpoints per
+    /// partition ([`Runtime::checkpoint`] only computes the position).
+    Leased(PartitionSet),
+}
+
+/// The partitions (of `of`) a runtime owns now; shared with whoever takes
+/// and gives them up. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PartitionSet {
+    of: usize,
+    held: Arc<std::sync::RwLock<std::collections::BTreeSet<usize>>>,
+}
+
+impl PartitionSet {
+    pub fn new(of: usize) -> PartitionSet {
+        PartitionSet { of: of.max(1), held: Arc::default() }
+    }
+
+    pub fn of(&self) -> usize {
+        self.of
+    }
+
+    pub fn contains(&self, p: usize) -> bool {
+        self.held.read().map(|h| h.contains(&p)).unwrap_or(false)
+    }
+
+    pub fn insert(&self, p: usize) {
+        if let Ok(mut h) = self.held.write() {
+            h.insert(p);
+        }
+    }
+
+    pub fn remove(&self, p: usize) {
+        if let Ok(mut h) = self.held.write() {
+            h.remove(&p);
+        }
+    }
+
+    pub fn list(&self) -> Vec<usize> {
+        self.held.read().map(|h| h.iter().copied().collect()).unwrap_or_default()
+    }
 }
 
 impl Ownership {
-    pub fn checkpoint_name(&self) -> String {
+    /// The runtime's own checkpoint row (none with leases: per partition).
+    pub fn checkpoint_name(&self) -> Option<String> {
         match self {
-            Ownership::All => store::RUNTIME_CHECKPOINT.to_owned(),
+            Ownership::All => Some(store::RUNTIME_CHECKPOINT.to_owned()),
             Ownership::Partitions { of, range } => {
-                format!("{}:{}-{}/{}", store::RUNTIME_CHECKPOINT, range.start(), range.end(), of)
+                Some(format!("{}:{}-{}/{}", store::RUNTIME_CHECKPOINT, range.start(), range.end(), of))
             }
+            Ownership::Leased(_) => None,
         }
     }
 
@@ -60,6 +108,7 @@ impl Ownership {
         match self {
             Ownership::All => true,
             Ownership::Partitions { of, range } => range.contains(&partition(customer, *of)),
+            Ownership::Leased(set) => set.contains(partition(customer, set.of)),
         }
     }
 }
@@ -194,7 +243,8 @@ impl Runtime {
     /// events replayed.
     pub async fn recover(&self) -> Result<u64, RuntimeError> {
         let db_err = |e: sea_orm::DbErr| RuntimeError::Database(e.to_string());
-        let name = self.owns.checkpoint_name();
+        // With leases nothing is owned yet: each partition is replayed when taken.
+        let Some(name) = self.owns.checkpoint_name() else { return Ok(0) };
         let mut after = store::read_checkpoint(&self.db, &name).await.map_err(db_err)?;
         let mut n = 0u64;
         loop {
@@ -209,8 +259,61 @@ impl Runtime {
         Ok(n)
     }
 
+    /// Replays the log after `after` to the customers of partition `p` (of
+    /// `of`), in order; the caller takes `p` only afterwards, and nothing of
+    /// `p` may be committed meanwhile. Unlike [`Runtime::recover`] it leaves
+    /// the delivered position alone: this process may have commits of its
+    /// own in flight below the end of the log, and a checkpoint must not
+    /// claim them before they are delivered. Returns the events replayed.
+    pub async fn replay_partition(&self, p: usize, of: usize, mut after: i64) -> Result<u64, RuntimeError> {
+        let db_err = |e: sea_orm::DbErr| RuntimeError::Database(e.to_string());
+        let mut n = 0u64;
+        loop {
+            let mut events = store::log_after(&self.db, after, 20_000).await.map_err(db_err)?;
+            let Some(last) = events.last() else { break };
+            after = last.seq;
+            events.retain(|e| partition(e.event.customer_id.as_str(), of) == p);
+            n += events.len() as u64;
+            if !events.is_empty() {
+                self.deliver_replayed(events);
+            }
+        }
+        Ok(n)
+    }
+
+    /// [`Runtime::deliver`] without moving the delivered position.
+    fn deliver_replayed(&self, events: Vec<LoggedEvent>) {
+        let before = self.delivered_max.load(Ordering::SeqCst);
+        let n = self.shards.len();
+        self.cfg.inflight.fetch_add(events.len() as i64, Ordering::Relaxed);
+        self.sessions.note(&events);
+        let mut per_shard: Vec<HashMap<CustomerId, Vec<LoggedEvent>>> = (0..n).map(|_| HashMap::new()).collect();
+        for e in events {
+            self.cfg.watermark_ms.fetch_max(e.event.time.timestamp_millis(), Ordering::Relaxed);
+            let s = partition(e.event.customer_id.as_str(), n);
+            per_shard[s].entry(e.event.customer_id.clone()).or_default().push(e);
+        }
+        for (i, m) in per_shard.into_iter().enumerate() {
+            if !m.is_empty() {
+                self.shards[i].do_send(Deliver { batch: m.into_iter().collect() });
+            }
+        }
+        debug_assert!(self.delivered_max.load(Ordering::SeqCst) >= before);
+    }
+
+    /// Stops the actors of partition `p`'s customers without a last
+    /// snapshot (the partition is someone else's now, or about to be
+    /// replayed afresh). Waits until every shard has let them go.
+    pub async fn evict_partition(&self, p: usize, of: usize) {
+        for s in self.shards.iter() {
+            let _ = s.send(EvictPartition { partition: p, of }).await;
+        }
+    }
+
     /// Makes every delivered event durable in snapshots and records the log
     /// position up to which that holds; recovery starts there. Returns it.
+    /// With leases the position is only returned; the caller writes it for
+    /// the partitions it held when the call began.
     pub async fn checkpoint(&self) -> Result<i64, RuntimeError> {
         let delivered = self.delivered_max.load(Ordering::SeqCst);
         let mut lowest_pending = i64::MAX;
@@ -220,10 +323,9 @@ impl Runtime {
         }
         self.persister.send(FlushNow).await.map_err(|e| RuntimeError::Unreachable(format!("persister: {e}")))??;
         let upto = delivered.min(lowest_pending.saturating_sub(1));
+        let Some(name) = self.owns.checkpoint_name() else { return Ok(upto) };
         let _turn = self.write_gate.enter().await;
-        store::write_checkpoint(&self.db, &self.owns.checkpoint_name(), upto)
-            .await
-            .map_err(|e| RuntimeError::Database(e.to_string()))?;
+        store::write_checkpoint(&self.db, &name, upto).await.map_err(|e| RuntimeError::Database(e.to_string()))?;
         Ok(upto)
     }
 
@@ -241,6 +343,12 @@ impl Runtime {
     /// The time profiles are computed as of.
     pub fn as_of(&self) -> DateTime<Utc> {
         self.cfg.as_of()
+    }
+
+    /// True when this runtime's actors hold `customer` (reads of others come
+    /// from the stored snapshots).
+    pub fn owns(&self, customer: &str) -> bool {
+        self.owns.owns(customer)
     }
 
     /// Reads live state; `None` if the customer has never been seen.

@@ -8,7 +8,7 @@ use crate::customer::state::{CustomerState, StateRules};
 use crate::customer::CustomerSession;
 use crate::event::{CustomerId, LoggedEvent};
 use crate::messages::delivery::{Apply, Deliver};
-use crate::messages::lifecycle::{Barrier, FlushState, IdleReport, Lookup, PassivateNow};
+use crate::messages::lifecycle::{Barrier, EvictPartition, FlushState, IdleReport, Lookup, PassivateNow, StopNow};
 use crate::messages::query::{Ask, Inspect};
 use crate::persister::Persister;
 use crate::store;
@@ -304,5 +304,36 @@ impl Handler<Barrier> for Shard {
             }
             lowest_pending
         })
+    }
+}
+
+impl Handler<EvictPartition> for Shard {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: EvictPartition, _ctx: &mut Self::Context) -> Self::Result {
+        let of = msg.of;
+        let mine = |id: &CustomerId| crate::runtime::partition(id.as_str(), of) == msg.partition;
+        let active: Vec<CustomerId> = self
+            .slots
+            .iter()
+            .filter(|(id, s)| matches!(s, Slot::Active { .. }) && mine(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in active {
+            if let Some(Slot::Active { addr, .. }) = self.slots.remove(&id) {
+                addr.do_send(StopNow);
+            }
+        }
+        // Actors still loading become active when their snapshot arrives;
+        // evict those then.
+        let loading = self.slots.iter().any(|(id, s)| matches!(s, Slot::Loading { .. }) && mine(id));
+        if !loading {
+            return Box::pin(actix::fut::ready(()));
+        }
+        Box::pin(
+            tokio::time::sleep(Duration::from_millis(20))
+                .into_actor(self)
+                .then(move |_, _act, ctx| ctx.address().send(msg).into_actor(_act).map(|_, _, _| ())),
+        )
     }
 }

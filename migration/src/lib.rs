@@ -9,6 +9,7 @@ mod m20261127_000003_create_model_versions;
 mod m20261128_000001_add_live_segments;
 mod m20261128_000002_create_console_users;
 mod m20261129_000001_add_model_reports;
+mod m20261203_000001_create_partition_leases;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_add_live_segments::Migration),
             Box::new(m20261128_000002_create_console_users::Migration),
             Box::new(m20261129_000001_add_model_reports::Migration),
+            Box::new(m20261203_000001_create_partition_leases::Migration),
         ]
     }
 }

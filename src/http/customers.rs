@@ -1,5 +1,7 @@
-//! Reading customers and sessions. Reads go through the customer's actor, in
-//! order with its events, so they see every acknowledged event.
+//! Reading customers and sessions. Where the customer's actor lives (one
+//! process, or the processor holding its partition), reads go through it,
+//! in order with its events, so they see every acknowledged event; elsewhere
+//! they come from the stored snapshot.
 
 use super::auth::{Auth, ReadScope};
 use super::error::ApiError;
@@ -23,8 +25,9 @@ pub async fn get_customer(
     let id = path.into_inner();
     parse_id(&id, "customer")?;
     let customer = CustomerId::new_unchecked(id);
-    let Some(runtime) = &state.runtime else {
-        // A gateway has no actors: the stored snapshot (at most
+    let Some(runtime) = state.runtime.as_ref().filter(|rt| rt.owns(customer.as_str())) else {
+        // A gateway has no actors, and a processor holds only its
+        // partitions' customers: the stored snapshot (at most
         // `actors.snapshot_max_delay_ms` behind), with features as of now.
         let mut stored =
             actors::store::load_snapshots(&state.db, std::slice::from_ref(&customer)).await.map_err(|e| {
@@ -69,7 +72,7 @@ pub async fn get_session(
             c
         }
     };
-    if let Some(runtime) = &state.runtime {
+    if let Some(runtime) = state.runtime.as_ref().filter(|rt| rt.owns(customer.as_str())) {
         if let Some(Answer::Session(Some(view))) = runtime.ask(customer, Query::Session(sid)).await? {
             return Ok(HttpResponse::Ok().json(view));
         }

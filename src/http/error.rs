@@ -99,6 +99,8 @@ impl From<CommitError> for ApiError {
             CommitError::Queue(_) => {
                 ApiError::unavailable("the event queue (Redis) is unavailable; nothing was acknowledged, retry shortly")
             }
+            // Only processors' fenced commits get it; no request waits on those.
+            CommitError::Fenced(_) => ApiError::unavailable("nothing was stored, retry shortly"),
             CommitError::NotReplicated { .. } => ApiError::unavailable(
                 "the event queue's replicas did not confirm the events in time; nothing was acknowledged, resend \
                  (duplicates are ignored)",

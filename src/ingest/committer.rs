@@ -62,10 +62,17 @@ pub enum CommitError {
     /// them in time: not acknowledged (a resend is de-duplicated).
     #[error("the event queue's replicas did not confirm in time")]
     NotReplicated { wanted: u32, got: u32 },
+    /// Another processor took these partitions over (their fencing token
+    /// moved on): nothing of the request was committed.
+    #[error("partitions {0:?} belong to another processor now")]
+    Fenced(Vec<usize>),
 }
 
 struct Job {
     events: Vec<Prepared>,
+    /// Partitions (with the fencing tokens held for them) that must still be
+    /// this process's when the events commit; empty without leases.
+    fences: Vec<super::fences::Fence>,
     /// On failure the events come back, so a caller can retry without a copy.
     reply: oneshot::Sender<Result<Outcome, (CommitError, Vec<Prepared>)>>,
 }
@@ -113,6 +120,17 @@ impl Committer {
     /// [`Committer::submit`], handing the events back when they were not
     /// committed (empty if the committer went away with them).
     pub async fn submit_or_return(&self, events: Vec<Prepared>) -> Result<Outcome, (CommitError, Vec<Prepared>)> {
+        self.submit_fenced(events, Vec::new()).await
+    }
+
+    /// [`Committer::submit_or_return`] for events of leased partitions: the
+    /// commit happens only if every fence still holds (checked in the
+    /// commit's transaction), else [`CommitError::Fenced`].
+    pub async fn submit_fenced(
+        &self,
+        events: Vec<Prepared>,
+        fences: Vec<super::fences::Fence>,
+    ) -> Result<Outcome, (CommitError, Vec<Prepared>)> {
         let n = events.len();
         // Back-pressure: both the commit queue and the actors' backlog count.
         let backlog = self.queued.load(Ordering::Relaxed) + self.runtime.inflight();
@@ -121,7 +139,7 @@ impl Committer {
         }
         self.queued.fetch_add(n, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { events, reply }) {
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { events, fences, reply }) {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             return Err((CommitError::Stopped, job.events));
         }
@@ -165,22 +183,23 @@ async fn run(
 
 async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runtime, metrics: &Metrics, jobs: Vec<Job>) {
     let started = Instant::now();
-    // First occurrence of each id in the group is the one that may be new.
-    let mut first: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (j, job) in jobs.iter().enumerate() {
-        for (i, p) in job.events.iter().enumerate() {
-            first.entry(p.event.event_id.as_str()).or_insert((j, i));
-        }
-    }
-    let mut unique: Vec<(usize, usize)> = first.values().copied().collect();
-    unique.sort_unstable();
-    drop(first);
-
     let turn = gate.enter().await;
-    let written = write(db, &jobs, &unique).await;
+    let written = write(db, &jobs).await;
     drop(turn);
     match written {
-        Ok(seqs) => {
+        Ok((seqs, fenced)) => {
+            // Jobs whose partitions moved on: refused whole, nothing of theirs written.
+            let mut kept = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let stale: Vec<usize> =
+                    job.fences.iter().filter(|(p, _)| fenced.contains(p)).map(|(p, _)| *p).collect();
+                if stale.is_empty() {
+                    kept.push(job);
+                } else {
+                    let _ = job.reply.send(Err((CommitError::Fenced(stale), job.events)));
+                }
+            }
+            let jobs = kept;
             let total: usize = jobs.iter().map(|j| j.events.len()).sum();
             let mut logged = Vec::with_capacity(seqs.len());
             let mut outcomes = Vec::with_capacity(jobs.len());
@@ -228,17 +247,28 @@ async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runti
 }
 
 /// Inserts the group's distinct events in one transaction; returns the log
-/// position of every event that was new, keyed by (job, index).
-async fn write(
-    db: &DatabaseConnection,
-    jobs: &[Job],
-    unique: &[(usize, usize)],
-) -> Result<HashMap<(usize, usize), i64>, DbErr> {
+/// position of every event that was new, keyed by (job, index), and the
+/// partitions whose fence no longer holds (those jobs wrote nothing; their
+/// positions in the returned map are of the remaining jobs only).
+async fn write(db: &DatabaseConnection, jobs: &[Job]) -> Result<(HashMap<(usize, usize), i64>, Vec<usize>), DbErr> {
     let backend = db.get_database_backend();
     let now = Utc::now();
     let txn = db.begin().await?;
+    let fences: Vec<super::fences::Fence> = jobs.iter().flat_map(|j| j.fences.iter().copied()).collect();
+    let fenced = super::fences::stale(&txn, &fences).await?;
+    // First occurrence of each id among the jobs that may write is the one that may be new.
+    let jobs: Vec<&Job> = jobs.iter().filter(|j| !j.fences.iter().any(|(p, _)| fenced.contains(p))).collect();
+    let mut first: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for (i, p) in job.events.iter().enumerate() {
+            first.entry(p.event.event_id.as_str()).or_insert((j, i));
+        }
+    }
+    let mut unique: Vec<(usize, usize)> = first.values().copied().collect();
+    unique.sort_unstable();
+    drop(first);
     let mut by_id: HashMap<&str, (usize, usize)> = HashMap::with_capacity(unique.len());
-    for &(j, i) in unique {
+    for &(j, i) in &unique {
         by_id.insert(jobs[j].events[i].event.event_id.as_str(), (j, i));
     }
     let rows: Vec<&Prepared> = unique.iter().map(|&(j, i)| &jobs[j].events[i]).collect();
@@ -254,7 +284,7 @@ async fn write(
         }
     }
     txn.commit().await?;
-    Ok(seq_of)
+    Ok((seq_of, fenced))
 }
 
 /// SQLite: prepared multi-row `INSERT … VALUES` statements of 256, 128, …, 1

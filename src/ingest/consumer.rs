@@ -34,6 +34,16 @@
 //! whose PING would be one more round trip per batch); rare commands
 //! (claims, pending counts, trimming) use the pool.
 //!
+//! Which partitions: a fixed range (`redis.owns`), or those the lease
+//! manager ([`super::leases`]) hands in and takes back at run time through
+//! [`ConsumerControl`]. A partition handed in is first cleared of every
+//! entry pending in the group (XAUTOCLAIM with no minimum idle time: its
+//! previous owner is gone), then read like this consumer's own pending
+//! entries; its batches carry the partition's fencing token, and a commit
+//! the database refuses for a stale token drops the batch unacknowledged
+//! and reports the partition lost. Taking one back waits until no batch of
+//! it is in hand.
+//!
 //! On a Redis Cluster each partition's stream is one slot, and one
 //! XREADGROUP cannot span slots: the reader then asks every owned partition
 //! at once (one command each, without BLOCK, concurrently over the routed
@@ -46,6 +56,7 @@
 //! never lost).
 
 use super::committer::{CommitError, Committer, Prepared};
+use super::fences::Fence;
 use super::parse::{parse_one, ParseLimits};
 use super::streams::{self, DirectConnection, Entry, GROUP};
 use crate::redis_link::{Dedicated, DedicatedOptions, RedisLink};
@@ -53,17 +64,21 @@ use crate::telemetry::{IngestEvent, Metrics};
 use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply};
 use redis::{AsyncCommands, Value};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What the consumer needs to know.
 #[derive(Clone, Debug)]
 pub struct ConsumerSettings {
     pub partitions: usize,
-    pub owns: RangeInclusive<usize>,
+    /// A fixed range; `None`: the partitions come through [`ConsumerControl`].
+    pub owns: Option<RangeInclusive<usize>>,
+    /// The consumer's name in the group: stable per fixed range (a restarted
+    /// processor finds its own pending entries), per process with leases.
+    pub name: String,
     pub read_count: usize,
     pub claim_idle: Duration,
     pub max_attempts: u64,
@@ -71,9 +86,33 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
-    /// Stable per owned range, so a restarted processor finds its own pending entries.
-    pub fn consumer_name(&self) -> String {
-        format!("processor-{}-{}", self.owns.start(), self.owns.end())
+    /// The name of the consumer of a fixed range.
+    pub fn range_name(owns: &RangeInclusive<usize>) -> String {
+        format!("processor-{}-{}", owns.start(), owns.end())
+    }
+}
+
+/// Hands partitions to a running consumer and takes them back.
+#[derive(Clone)]
+pub struct ConsumerControl(mpsc::UnboundedSender<Control>);
+
+enum Control {
+    Add { partition: usize, token: i64 },
+    Remove { partition: usize, done: oneshot::Sender<()> },
+}
+
+impl ConsumerControl {
+    /// Starts consuming `partition`, its commits fenced with `token`.
+    pub fn add(&self, partition: usize, token: i64) {
+        let _ = self.0.send(Control::Add { partition, token });
+    }
+
+    /// Stops consuming `partition`; returns once no batch of it is in hand.
+    pub async fn remove(&self, partition: usize) {
+        let (done, rx) = oneshot::channel();
+        if self.0.send(Control::Remove { partition, done }).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        }
     }
 }
 
@@ -90,24 +129,57 @@ const CLUSTER_IDLE_MAX: Duration = Duration::from_millis(16);
 pub struct Consumer {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    control: ConsumerControl,
 }
 
 impl Consumer {
+    /// `lost` hears of partitions whose commits were refused for a stale
+    /// fencing token (leases only).
     pub fn start(
         link: RedisLink,
         committer: Committer,
         db: DatabaseConnection,
         metrics: Metrics,
         settings: ConsumerSettings,
+        lost: Option<mpsc::UnboundedSender<usize>>,
     ) -> Consumer {
         let (stop, stopped) = watch::channel(false);
-        let keys = settings.owns.clone().map(|p| streams::partition_key(&link, p)).collect();
+        let keys = (0..settings.partitions).map(|p| streams::partition_key(&link, p)).collect();
         let acks = DirectConnection::new(link.clone(), ACK_TIMEOUT);
-        let shared = Arc::new(Shared { name: settings.consumer_name(), link, metrics, settings, keys, acks });
+        let mut owned = BTreeSet::new();
+        let mut history = BTreeMap::new();
+        for p in settings.owns.clone().into_iter().flatten() {
+            owned.insert(p);
+            history.insert(p, "0".to_owned());
+        }
+        let shared = Arc::new(Shared {
+            name: settings.name.clone(),
+            link,
+            metrics,
+            settings,
+            keys,
+            acks,
+            tokens: Mutex::default(),
+            lost,
+        });
         let (inflight, _) = watch::channel(0usize);
+        let (control, control_rx) = mpsc::unbounded_channel();
         let stage = CommitStage { shared: shared.clone(), committer, db, stopped: stopped.clone() };
-        let reader = Reader { shared, stopped, inflight: Arc::new(inflight), idle: Duration::ZERO };
-        Consumer { stop, task: tokio::spawn(reader.run(stage)) }
+        let reader = Reader {
+            shared,
+            stopped,
+            inflight: Arc::new(inflight),
+            idle: Duration::ZERO,
+            owned,
+            history,
+            control: control_rx,
+        };
+        Consumer { stop, task: tokio::spawn(reader.run(stage)), control: ConsumerControl(control) }
+    }
+
+    /// Hands partitions in and takes them back (leases).
+    pub fn control(&self) -> ConsumerControl {
+        self.control.clone()
     }
 
     /// Stops reading; the batches in hand are committed and acknowledged first.
@@ -123,10 +195,13 @@ struct Shared {
     metrics: Metrics,
     settings: ConsumerSettings,
     name: String,
-    /// The owned partitions' stream keys, partition `owns.start() + i` at `i`.
+    /// Every partition's stream key, partition `p` at `p`.
     keys: Vec<String>,
     /// XACK and dead-letter moves.
     acks: DirectConnection,
+    /// The fencing token of each leased partition held.
+    tokens: Mutex<BTreeMap<usize, i64>>,
+    lost: Option<mpsc::UnboundedSender<usize>>,
 }
 
 /// An entry of a partition, with how often Redis has delivered it (when known).
@@ -140,15 +215,27 @@ struct Item {
 struct Batch {
     items: Vec<Item>,
     prepared: Vec<Prepared>,
+    /// The leased partitions among the items, with their tokens.
+    fences: Vec<Fence>,
 }
 
 impl Shared {
     fn partition_of(&self, key: &[u8]) -> Option<usize> {
-        self.keys.iter().position(|k| k.as_bytes() == key).map(|i| self.settings.owns.start() + i)
+        self.keys.iter().position(|k| k.as_bytes() == key)
     }
 
     fn key_of(&self, partition: usize) -> &str {
-        &self.keys[partition - self.settings.owns.start()]
+        &self.keys[partition]
+    }
+
+    /// The fences of the leased partitions among `items`.
+    fn fences_of(&self, items: &[Item]) -> Vec<Fence> {
+        let Ok(tokens) = self.tokens.lock() else { return Vec::new() };
+        if tokens.is_empty() {
+            return Vec::new();
+        }
+        let partitions: BTreeSet<usize> = items.iter().map(|it| it.partition).collect();
+        partitions.into_iter().filter_map(|p| tokens.get(&p).map(|t| (p, *t))).collect()
     }
 
     /// Acknowledges committed entries; a failure only means they come again
@@ -229,6 +316,12 @@ struct Reader {
     inflight: Arc<watch::Sender<usize>>,
     /// The current pause between reads of idle partitions (cluster only).
     idle: Duration,
+    /// The partitions read now.
+    owned: BTreeSet<usize>,
+    /// Partitions whose pending entries are being re-read, and the last id
+    /// seen in each; a partition leaves once its read comes back empty.
+    history: BTreeMap<usize, String>,
+    control: mpsc::UnboundedReceiver<Control>,
 }
 
 impl Reader {
@@ -261,30 +354,34 @@ impl Reader {
         };
         let (tx, rx) = mpsc::channel::<Batch>(1);
         let commits = tokio::spawn(stage.run(rx, self.inflight.clone()));
-        // This consumer's entries pending from before a restart come first,
-        // read forwards from the last id seen in each partition.
-        let mut history: Option<Vec<String>> = Some(vec!["0".to_owned(); s.keys.len()]);
         let mut last_claim = Instant::now();
         let mut last_trim = Instant::now();
         while !self.stopping() {
-            let batch = if let Some(cursors) = history.as_mut() {
-                self.read(&mut conn, Some(cursors)).await
+            self.take_controls(&mut conn).await;
+            if self.owned.is_empty() {
+                // Nothing to read until a partition is handed in.
+                tokio::select! {
+                    c = self.control.recv() => match c {
+                        Some(c) => self.apply(c, &mut conn).await,
+                        None => self.pause(Duration::from_millis(100)).await,
+                    },
+                    _ = self.stopped.changed() => {}
+                }
+                continue;
+            }
+            let batch = if !self.history.is_empty() {
+                self.read(&mut conn, true).await
             } else if last_claim.elapsed() >= s.settings.claim_idle / 2 {
                 last_claim = Instant::now();
                 // Only entries nobody is working on: wait until the batches in hand are done.
-                let mut done = self.inflight.subscribe();
-                let _ = done.wait_for(|n| *n == 0).await;
+                self.drained().await;
                 self.claim().await
             } else {
-                self.read(&mut conn, None).await
+                self.read(&mut conn, false).await
             };
             match batch {
                 Ok(items) => {
                     backoff = Duration::from_millis(100);
-                    if history.is_some() && items.is_empty() {
-                        history = None;
-                        continue;
-                    }
                     if !items.is_empty() {
                         if let Some(batch) = self.prepare(items).await {
                             self.inflight.send_modify(|n| *n += 1);
@@ -317,52 +414,154 @@ impl Reader {
         tracing::info!(consumer = %s.name, "processor stopped consuming");
     }
 
+    /// Waits until no batch is in hand.
+    async fn drained(&self) {
+        let mut done = self.inflight.subscribe();
+        let _ = done.wait_for(|n| *n == 0).await;
+    }
+
+    async fn take_controls(&mut self, conn: &mut Dedicated) {
+        while let Ok(c) = self.control.try_recv() {
+            self.apply(c, conn).await;
+        }
+    }
+
+    async fn apply(&mut self, control: Control, conn: &mut Dedicated) {
+        match control {
+            Control::Add { partition, token } => {
+                if let Ok(mut t) = self.shared.tokens.lock() {
+                    t.insert(partition, token);
+                }
+                // Until the group exists and the previous owner's entries are
+                // ours, reading cannot start; retried while Redis fails.
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    match self.adopt(partition, conn).await {
+                        Ok(claimed) => {
+                            if claimed > 0 {
+                                self.shared.metrics.record(IngestEvent::Reclaimed { partition, entries: claimed });
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            self.shared
+                                .metrics
+                                .record(IngestEvent::ConsumerRetry { step: "adopt", error: e.to_string() });
+                            if self.stopping() {
+                                return;
+                            }
+                            self.pause(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+                self.owned.insert(partition);
+                self.history.insert(partition, "0".to_owned());
+            }
+            Control::Remove { partition, done } => {
+                self.owned.remove(&partition);
+                self.history.remove(&partition);
+                self.drained().await;
+                if let Ok(mut t) = self.shared.tokens.lock() {
+                    t.remove(&partition);
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Creates the group on `p`'s stream if needed and makes every entry
+    /// pending there this consumer's; returns how many it took.
+    async fn adopt(&self, p: usize, conn: &mut Dedicated) -> Result<usize, redis::RedisError> {
+        let s = &self.shared;
+        let key = s.key_of(p);
+        create_group(conn, key).await?;
+        let mut cursor = "0-0".to_owned();
+        let mut claimed = 0;
+        loop {
+            // JUSTID: the read that follows counts the delivery.
+            let reply: Value = redis::cmd("XAUTOCLAIM")
+                .arg(key)
+                .arg(GROUP)
+                .arg(&s.name)
+                .arg(0)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("JUSTID")
+                .query_async(conn)
+                .await?;
+            let (next, n) = autoclaim_reply(reply);
+            claimed += n;
+            match next {
+                Some(next) if next != "0-0" => cursor = next,
+                _ => return Ok(claimed),
+            }
+        }
+    }
+
     async fn connect_and_prepare(&self) -> Result<Dedicated, redis::RedisError> {
         let opts = DedicatedOptions { response_timeout: Some(BLOCK + Duration::from_secs(5)), pushes: None };
         let mut conn = self.shared.link.dedicated(opts).await?;
-        for key in &self.shared.keys {
-            let created: Result<(), redis::RedisError> = conn.xgroup_create_mkstream(key, GROUP, "0").await;
-            if let Err(e) = created {
-                if e.code() != Some("BUSYGROUP") {
-                    return Err(e);
-                }
-            }
+        for p in &self.owned {
+            create_group(&mut conn, self.shared.key_of(*p)).await?;
         }
         Ok(conn)
     }
 
-    /// With `history`: this consumer's pending entries after the given ids
-    /// (advanced past what is returned); without: new entries (blocking).
-    async fn read(
-        &mut self,
-        conn: &mut Dedicated,
-        history: Option<&mut Vec<String>>,
-    ) -> Result<Vec<Item>, redis::RedisError> {
-        if self.shared.link.is_cluster() {
-            return self.read_each(conn, history).await;
+    /// What to read: each partition with `>` (new entries), or in `history`
+    /// mode the partitions re-reading their pending entries, after their cursor.
+    fn targets(&self, history: bool) -> Vec<(usize, String)> {
+        if history {
+            self.history.iter().map(|(p, c)| (*p, c.clone())).collect()
+        } else {
+            self.owned.iter().map(|p| (*p, ">".to_owned())).collect()
         }
-        let s = &self.shared;
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
-        if history.is_none() {
-            cmd.arg("BLOCK").arg(BLOCK.as_millis() as u64);
-        }
-        cmd.arg("STREAMS").arg(&s.keys);
-        match &history {
-            Some(cursors) => cmd.arg(&cursors[..]),
-            None => cmd.arg(vec![">"; s.keys.len()]),
-        };
-        let reply: Value = cmd.query_async(conn).await?;
-        let mut items = Vec::new();
-        for (key, entries) in read_reply(reply) {
-            let Some(p) = s.partition_of(&key) else { continue };
-            for entry in entries {
-                items.push(Item { partition: p, entry, delivered: 1 });
+    }
+
+    /// New entries (blocking), or in `history` mode this consumer's pending
+    /// entries after the cursors (advanced past what is returned).
+    async fn read(&mut self, conn: &mut Dedicated, history: bool) -> Result<Vec<Item>, redis::RedisError> {
+        let targets = self.targets(history);
+        let mut items = if self.shared.link.is_cluster() {
+            self.read_each(conn, &targets, history).await?
+        } else {
+            let s = &self.shared;
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
+            if !history {
+                cmd.arg("BLOCK").arg(BLOCK.as_millis() as u64);
             }
-        }
-        if let Some(cursors) = history {
+            cmd.arg("STREAMS");
+            for (p, _) in &targets {
+                cmd.arg(s.key_of(*p));
+            }
+            for (_, id) in &targets {
+                cmd.arg(id);
+            }
+            let reply: Value = cmd.query_async(conn).await?;
+            let mut items = Vec::new();
+            for (key, entries) in read_reply(reply) {
+                let Some(p) = s.partition_of(&key) else { continue };
+                for entry in entries {
+                    items.push(Item { partition: p, entry, delivered: 1 });
+                }
+            }
+            items
+        };
+        if history {
+            let mut seen = BTreeSet::new();
             for it in &items {
-                cursors[it.partition - s.settings.owns.start()] = it.entry.id.clone();
+                seen.insert(it.partition);
+                if let Some(c) = self.history.get_mut(&it.partition) {
+                    *c = it.entry.id.clone();
+                }
+            }
+            // A partition whose pending entries are all read goes on with new ones.
+            for (p, _) in &targets {
+                if !seen.contains(p) {
+                    self.history.remove(p);
+                }
             }
             if !items.is_empty() {
                 self.delivery_counts(&mut items).await?;
@@ -377,13 +576,14 @@ impl Reader {
     async fn read_each(
         &mut self,
         conn: &mut Dedicated,
-        history: Option<&mut Vec<String>>,
+        targets: &[(usize, String)],
+        history: bool,
     ) -> Result<Vec<Item>, redis::RedisError> {
         let s = self.shared.clone();
-        let reads = s.keys.iter().enumerate().map(|(i, key)| {
+        let reads = targets.iter().map(|(p, id)| {
             let mut cmd = redis::cmd("XREADGROUP");
             cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
-            cmd.arg("STREAMS").arg(key).arg(history.as_ref().map_or(">", |c| c[i].as_str()));
+            cmd.arg("STREAMS").arg(s.key_of(*p)).arg(id);
             let mut conn = conn.clone();
             async move { cmd.query_async::<Value>(&mut conn).await }
         });
@@ -395,19 +595,14 @@ impl Reader {
                 items.extend(entries.into_iter().map(|entry| Item { partition: p, entry, delivered: 1 }));
             }
         }
-        if let Some(cursors) = history {
-            for it in &items {
-                cursors[it.partition - s.settings.owns.start()] = it.entry.id.clone();
+        if !history {
+            if items.is_empty() {
+                self.idle = (self.idle * 2).clamp(Duration::from_millis(1), CLUSTER_IDLE_MAX);
+                let idle = self.idle;
+                self.pause(idle).await;
+            } else {
+                self.idle = Duration::ZERO;
             }
-            if !items.is_empty() {
-                self.delivery_counts(&mut items).await?;
-            }
-        } else if items.is_empty() {
-            self.idle = (self.idle * 2).clamp(Duration::from_millis(1), CLUSTER_IDLE_MAX);
-            let idle = self.idle;
-            self.pause(idle).await;
-        } else {
-            self.idle = Duration::ZERO;
         }
         Ok(items)
     }
@@ -417,7 +612,7 @@ impl Reader {
         let s = &self.shared;
         let mut c = s.link.conn().await.map_err(link_err)?;
         let mut items = Vec::new();
-        for p in s.settings.owns.clone() {
+        for &p in &self.owned {
             let reply: StreamAutoClaimReply = c
                 .xautoclaim_options(
                     s.key_of(p),
@@ -481,7 +676,11 @@ impl Reader {
         };
         let max_attempts = s.settings.max_attempts;
         let checked = tokio::task::spawn_blocking(move || {
-            let mut batch = Batch { items: Vec::with_capacity(items.len()), prepared: Vec::with_capacity(items.len()) };
+            let mut batch = Batch {
+                items: Vec::with_capacity(items.len()),
+                prepared: Vec::with_capacity(items.len()),
+                fences: Vec::new(),
+            };
             let mut refused = Vec::new();
             for it in items {
                 if it.delivered > max_attempts {
@@ -511,6 +710,8 @@ impl Reader {
         for (it, reason) in &refused {
             s.dead_letter(it, reason).await;
         }
+        let mut batch = batch;
+        batch.fences = s.fences_of(&batch.items);
         (!batch.items.is_empty()).then_some(batch)
     }
 
@@ -519,7 +720,7 @@ impl Reader {
     async fn trim(&self) -> Result<(), redis::RedisError> {
         let s = &self.shared;
         let mut c = s.link.conn().await.map_err(link_err)?;
-        for key in &s.keys {
+        for key in self.owned.iter().map(|p| s.key_of(*p)) {
             let pending: redis::streams::StreamPendingReply = c.xpending(key, GROUP).await?;
             let last_delivered = last_delivered_id(&mut c, key).await?;
             let Some(mut min_id) = last_delivered else { continue };
@@ -546,6 +747,8 @@ enum Commit {
     Done,
     Stopped,
     Refused(String),
+    /// These partitions' fences no longer hold.
+    Fenced(Vec<usize>),
 }
 
 impl CommitStage {
@@ -571,26 +774,54 @@ impl CommitStage {
 
     /// Commits and acknowledges a batch; false when it had to stop.
     async fn process(&mut self, batch: Batch) -> bool {
-        let Batch { items, prepared } = batch;
-        match self.commit(prepared).await {
-            (Commit::Done, _) => {
-                self.shared.ack(&items).await;
-                true
-            }
-            (Commit::Stopped, _) => false,
-            (Commit::Refused(error), prepared) => {
-                // The database answers but refuses the batch: find the culprit(s) one by one.
-                tracing::warn!(%error, events = items.len(), "batch refused; committing its events one by one");
-                for (it, p) in items.into_iter().zip(prepared) {
-                    match self.commit(vec![p]).await {
-                        (Commit::Done, _) => self.shared.ack(std::slice::from_ref(&it)).await,
-                        (Commit::Stopped, _) => return false,
-                        (Commit::Refused(error), _) => {
-                            self.shared.dead_letter(&it, &format!("the database refused it: {error}")).await;
+        let Batch { mut items, prepared, mut fences } = batch;
+        let mut prepared = prepared;
+        loop {
+            match self.commit(prepared, fences.clone()).await {
+                (Commit::Done, _) => {
+                    self.shared.ack(&items).await;
+                    return true;
+                }
+                (Commit::Stopped, _) => return false,
+                (Commit::Fenced(lost), back) => {
+                    // Another processor owns these now: their entries stay
+                    // pending for it; the rest of the batch goes on.
+                    if let Some(tx) = &self.shared.lost {
+                        for p in &lost {
+                            let _ = tx.send(*p);
                         }
                     }
+                    let (keep_items, keep_prepared): (Vec<Item>, Vec<Prepared>) =
+                        items.into_iter().zip(back).filter(|(it, _)| !lost.contains(&it.partition)).unzip();
+                    if keep_items.is_empty() {
+                        return true;
+                    }
+                    fences.retain(|(p, _)| !lost.contains(p));
+                    items = keep_items;
+                    prepared = keep_prepared;
                 }
-                true
+                (Commit::Refused(error), prepared) => {
+                    // The database answers but refuses the batch: find the culprit(s) one by one.
+                    tracing::warn!(%error, events = items.len(), "batch refused; committing its events one by one");
+                    for (it, p) in items.into_iter().zip(prepared) {
+                        let fence: Vec<Fence> = fences.iter().filter(|(q, _)| *q == it.partition).copied().collect();
+                        match self.commit(vec![p], fence).await {
+                            (Commit::Done, _) => self.shared.ack(std::slice::from_ref(&it)).await,
+                            (Commit::Stopped, _) => return false,
+                            (Commit::Fenced(lost), _) => {
+                                if let Some(tx) = &self.shared.lost {
+                                    for p in &lost {
+                                        let _ = tx.send(*p);
+                                    }
+                                }
+                            }
+                            (Commit::Refused(error), _) => {
+                                self.shared.dead_letter(&it, &format!("the database refused it: {error}")).await;
+                            }
+                        }
+                    }
+                    return true;
+                }
             }
         }
     }
@@ -598,13 +829,14 @@ impl CommitStage {
     /// Commits, waiting out overload and database outages; gives up with
     /// `Refused` after `max_attempts` failures while the database answers.
     /// Events not committed are handed back.
-    async fn commit(&mut self, mut events: Vec<Prepared>) -> (Commit, Vec<Prepared>) {
+    async fn commit(&mut self, mut events: Vec<Prepared>, fences: Vec<Fence>) -> (Commit, Vec<Prepared>) {
         let mut failures = 0u64;
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.committer.submit_or_return(events).await {
+            match self.committer.submit_fenced(events, fences.clone()).await {
                 Ok(_) => return (Commit::Done, Vec::new()),
                 Err((CommitError::Stopped, back)) => return (Commit::Stopped, back),
+                Err((CommitError::Fenced(lost), back)) => return (Commit::Fenced(lost), back),
                 Err((CommitError::Overloaded, back)) => {
                     events = back;
                     // The actors are behind; the entries stay in Redis meanwhile.
@@ -697,6 +929,27 @@ fn bytes_of(v: Value) -> Option<Vec<u8>> {
         Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     }
+}
+
+/// Creates the consumer group on `key` (and the stream), unless it exists.
+async fn create_group(conn: &mut Dedicated, key: &str) -> Result<(), redis::RedisError> {
+    let created: Result<(), redis::RedisError> = conn.xgroup_create_mkstream(key, GROUP, "0").await;
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The next cursor of an `XAUTOCLAIM … JUSTID` reply and how many ids it claimed.
+fn autoclaim_reply(v: Value) -> (Option<String>, usize) {
+    let Value::Array(parts) = v else { return (None, 0) };
+    let mut parts = parts.into_iter();
+    let next = parts.next().and_then(bytes_of).and_then(|b| String::from_utf8(b).ok());
+    let n = match parts.next() {
+        Some(Value::Array(ids)) => ids.len(),
+        _ => 0,
+    };
+    (next, n)
 }
 
 /// The group's `last-delivered-id` on a stream (None before any delivery).

@@ -5,6 +5,8 @@
 
 pub mod committer;
 pub mod consumer;
+pub mod fences;
+pub mod leases;
 pub mod parse;
 pub mod queue;
 pub mod streams;

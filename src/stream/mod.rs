@@ -134,13 +134,31 @@ pub enum Fanout {
 }
 
 /// Whose `kpis` a publishing process computes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum KpiShare {
     /// It runs the actors of every partition: its rollup is the deployment's.
     Whole,
-    /// It owns the partitions `owner` (e.g. `0-7`); `leader` when partition 0
-    /// is among them: that one merges every processor's part and publishes.
-    Part { owner: String, leader: bool },
+    /// It owns some partitions (`owner` names it, e.g. `0-7`); the `leader`,
+    /// the one holding partition 0, merges every processor's part and publishes.
+    Part { owner: String, leader: Leader },
+}
+
+/// Whether a process merges and publishes `kpis` now.
+#[derive(Clone, Debug)]
+pub enum Leader {
+    /// A fixed range: whether it holds partition 0.
+    Fixed(bool),
+    /// Leases: while it holds partition 0.
+    WhileHolding(actors::runtime::PartitionSet),
+}
+
+impl Leader {
+    pub fn now(&self) -> bool {
+        match self {
+            Leader::Fixed(b) => *b,
+            Leader::WhileHolding(set) => set.contains(0),
+        }
+    }
 }
 
 /// The stream layer as the HTTP handlers see it; cheap to clone.

@@ -12,6 +12,7 @@ mod failover;
 mod health;
 mod inference;
 mod ingest;
+mod leases;
 mod lifecycle;
 mod models;
 mod replay;

@@ -89,7 +89,7 @@ pub struct Deployment {
 }
 
 /// A test's own Redis connection, either kind.
-enum RedisConn {
+pub enum RedisConn {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
 }
@@ -130,14 +130,27 @@ impl Replica {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         self.server.0.kill().expect("SIGKILL");
         self.server.0.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the graceful stop to finish.
+    pub fn terminate(&mut self) {
+        let pid = self.server.0.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success();
+        assert!(ok, "kill -TERM {pid}");
+        let status = self.server.0.wait().unwrap();
+        assert!(status.success(), "the graceful stop failed: {status}");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.server.0.id()
     }
 }
 
 impl Deployment {
-    async fn new(redis: Redis) -> Deployment {
+    pub async fn new(redis: Redis) -> Deployment {
         Deployment::with_redis_url(redis.url()).await
     }
 
@@ -162,13 +175,27 @@ impl Deployment {
 
     /// The same, for a processor owning only the partitions `owns` (`a-b`).
     async fn start_owning(&self, role: &str, port: Option<u16>, owns: Option<&str>) -> Replica {
+        self.start_with(role, port, owns, 8, &[]).await
+    }
+
+    /// The general case: `partitions` partitions, and extra environment.
+    pub async fn start_with(
+        &self,
+        role: &str,
+        port: Option<u16>,
+        owns: Option<&str>,
+        partitions: usize,
+        env: &[(&str, &str)],
+    ) -> Replica {
         let port = port.unwrap_or_else(free_port);
         let owns: Vec<&str> = owns.map(|o| vec!["--owns", o]).unwrap_or_default();
         let server = Server(
             Command::new(BIN)
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--role", role])
-                .args(["--database-url", &self.db_url, "--redis-url", &self.redis, "--partitions", "8"])
+                .args(["--database-url", &self.db_url, "--redis-url", &self.redis])
+                .args(["--partitions", &partitions.to_string()])
                 .args(&owns)
+                .envs(env.iter().copied())
                 .env("CARTPULSE_REDIS__PREFIX", &self.prefix)
                 .env("CARTPULSE_STREAM__TOKEN_SECRET", "roles-test-stream-token-secret-0123456789")
                 .env("CARTPULSE_LOG", "warn")
@@ -194,7 +221,7 @@ impl Deployment {
     }
 
     /// A connection to the deployment's Redis (routed by slot on a cluster).
-    async fn redis_conn(&self) -> RedisConn {
+    pub async fn redis_conn(&self) -> RedisConn {
         if self.redis == REDIS {
             RedisConn::Single(redis::Client::open(REDIS).unwrap().get_multiplexed_async_connection().await.unwrap())
         } else {

@@ -343,6 +343,14 @@ impl Actor for CustomerSession {
     }
 }
 
+impl Handler<crate::messages::lifecycle::StopNow> for CustomerSession {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::lifecycle::StopNow, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 impl Handler<Apply> for CustomerSession {
     type Result = ();
 

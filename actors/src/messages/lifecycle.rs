@@ -66,3 +66,19 @@ pub struct Barrier;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PassivateNow;
+
+/// To a shard: stop the actors of one partition's customers (their
+/// partition moves to another processor, or is about to be replayed
+/// afresh). Their last snapshot is harmless: a snapshot never replaces one
+/// of a later log position.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EvictPartition {
+    pub partition: usize,
+    pub of: usize,
+}
+
+/// Shard → actor: stop now (its partition was given up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopNow;

@@ -34,7 +34,7 @@ pub enum PublishTo {
     /// its [`rollup::KpiPart`] to `{prefix}:kpi-parts` each tick; the one
     /// owning partition 0 (the `leader`) adds up the fresh parts and
     /// publishes the deployment's rollup.
-    RedisShare { publisher: Publisher, link: crate::redis_link::RedisLink, owner: String, leader: bool },
+    RedisShare { publisher: Publisher, link: crate::redis_link::RedisLink, owner: String, leader: super::Leader },
 }
 
 /// Parts older than this many ticks belong to a processor that stopped.
@@ -82,7 +82,7 @@ impl Aggregator {
     /// Writes this processor's share; the leader also merges and publishes.
     fn share_kpis(&self, part: rollup::KpiPart, ctx: &mut Context<Self>) {
         let PublishTo::RedisShare { publisher, link, owner, leader } = &self.to else { return };
-        let (publisher, link, owner, leader) = (publisher.clone(), link.clone(), owner.clone(), *leader);
+        let (publisher, link, owner, leader) = (publisher.clone(), link.clone(), owner.clone(), leader.now());
         let fresh_ms = (self.interval * PART_FRESH_TICKS).as_millis() as i64;
         let fut = async move {
             let key = link.key("kpi-parts");

@@ -1,0 +1,399 @@
+//! Elastic processors: which processor consumes which partition, decided by
+//! leases in Redis instead of fixed `--owns` ranges (used when `redis.owns`
+//! is unset).
+//!
+//! - Each processor announces itself in the sorted set `{prefix}:processors`
+//!   (score: when its announcement expires) every third of `redis.lease_ms`
+//!   (at most every second), and aims at `ceil(partitions / live
+//!   processors)` partitions.
+//! - A partition is claimed with `SET {prefix}:lease:{p} <instance> NX PX
+//!   lease_ms` (the hash tag puts it in its stream's slot) and renewed with a
+//!   compare-and-`PEXPIRE` script; one not renewed for `lease_ms` (its owner
+//!   died or hangs) is free for anyone.
+//! - Taking a partition over: raise its fencing token in the database
+//!   ([`super::fences`]), drop whatever this process still holds in memory
+//!   for its customers, replay the log after the partition's checkpoint, and
+//!   only then let the consumer read it, starting with every entry pending
+//!   in the group (the previous owner's unacknowledged ones). Commits of the
+//!   partition carry the token; the database refuses them once another
+//!   owner raised it, so an owner that lost its lease cannot commit.
+//! - A processor holding more than its share (one joined) hands the excess
+//!   over: stops reading it, waits for its batches in hand, checkpoints,
+//!   forgets its customers and deletes the lease, so the next owner takes it
+//!   at once. A graceful stop hands everything over the same way.
+//! - A renewal that finds the lease gone or someone else's, a commit the
+//!   database refuses for the token, or no successful renewal for a whole
+//!   `lease_ms`: the partition is lost and dropped without a checkpoint.
+
+use super::consumer::ConsumerControl;
+use super::fences::{self, Fence};
+use crate::redis_link::RedisLink;
+use crate::telemetry::{IngestEvent, Metrics};
+use actors::runtime::{PartitionSet, Runtime};
+use sea_orm::DatabaseConnection;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// What the lease manager needs to know.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub partitions: usize,
+    pub lease: Duration,
+    /// This process, unique among the processors (also its consumer name).
+    pub instance: String,
+}
+
+/// Renews `KEYS[1]` for `ARGV[2]` ms if `ARGV[1]` holds it.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                     return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes `KEYS[1]` if `ARGV[1]` holds it.
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// The partitions held now with their fencing tokens (what checkpoints are
+/// written for). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Held(Arc<Mutex<BTreeMap<usize, i64>>>);
+
+impl Held {
+    pub fn fences(&self) -> Vec<Fence> {
+        self.0.lock().map(|m| m.iter().map(|(p, t)| (*p, *t)).collect()).unwrap_or_default()
+    }
+
+    fn insert(&self, p: usize, token: i64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(p, token);
+        }
+    }
+
+    fn remove(&self, p: usize) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&p);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn partitions(&self) -> Vec<usize> {
+        self.0.lock().map(|m| m.keys().copied().collect()).unwrap_or_default()
+    }
+}
+
+/// Everything a takeover or hand-over touches.
+struct Parts {
+    link: RedisLink,
+    db: DatabaseConnection,
+    runtime: Runtime,
+    owned: PartitionSet,
+    consumer: ConsumerControl,
+    metrics: Metrics,
+    settings: LeaseSettings,
+    held: Held,
+    /// When each held lease was last renewed.
+    renewed: BTreeMap<usize, Instant>,
+}
+
+/// The running lease manager.
+pub struct LeaseManager {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    held: Held,
+}
+
+impl LeaseManager {
+    /// Starts claiming partitions. `lost` carries partitions whose commits
+    /// the database refused for a stale token (from the consumer); `held`
+    /// is kept up to date with the partitions held and their tokens.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        link: RedisLink,
+        db: DatabaseConnection,
+        runtime: Runtime,
+        owned: PartitionSet,
+        consumer: ConsumerControl,
+        lost: mpsc::UnboundedReceiver<usize>,
+        metrics: Metrics,
+        settings: LeaseSettings,
+        held: Held,
+    ) -> LeaseManager {
+        let (stop, stopped) = watch::channel(false);
+        let parts = Parts {
+            link,
+            db,
+            runtime,
+            owned,
+            consumer,
+            metrics,
+            settings,
+            held: held.clone(),
+            renewed: BTreeMap::new(),
+        };
+        LeaseManager { stop, task: tokio::spawn(parts.run(lost, stopped)), held }
+    }
+
+    /// The partitions held now, with their tokens.
+    pub fn held(&self) -> Held {
+        self.held.clone()
+    }
+
+    /// Stops claiming and renewing. The caller then stops the consumer,
+    /// checkpoints and calls [`release_all`].
+    pub async fn stop(self) -> Held {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.held
+    }
+}
+
+/// After a graceful stop (consumer stopped, last checkpoint written): deletes
+/// every lease still held and leaves the processor set, so the other
+/// processors take the partitions over at once.
+pub async fn release_all(link: &RedisLink, held: &Held, instance: &str) {
+    let Ok(mut c) = link.conn().await else { return };
+    for p in held.partitions() {
+        let _: Result<i64, _> =
+            redis::cmd("EVAL").arg(RELEASE).arg(1).arg(lease_key(link, p)).arg(instance).query_async(&mut c).await;
+    }
+    let _: Result<i64, _> = redis::cmd("ZREM").arg(members_key(link)).arg(instance).query_async(&mut c).await;
+}
+
+fn lease_key(link: &RedisLink, p: usize) -> String {
+    link.key(&format!("lease:{{{p}}}"))
+}
+
+fn members_key(link: &RedisLink) -> String {
+    link.key("processors")
+}
+
+/// How many partitions each of `live` processors should hold.
+fn share(partitions: usize, live: usize) -> usize {
+    partitions.div_ceil(live.max(1))
+}
+
+impl Parts {
+    async fn run(mut self, mut lost: mpsc::UnboundedReceiver<usize>, mut stopped: watch::Receiver<bool>) {
+        // Renewals come three times per lease; looking for work at least
+        // every second keeps rebalancing quick under long leases.
+        let tick = (self.settings.lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        // The first round only announces: processors starting together then
+        // see each other before anyone claims everything.
+        let mut first = true;
+        loop {
+            let live = match self.announce().await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.metrics.record(IngestEvent::ConsumerRetry { step: "lease", error: e.to_string() });
+                    None
+                }
+            };
+            self.renew().await;
+            while let Ok(p) = lost.try_recv() {
+                self.lose(p, "the database refused a commit for a stale token").await;
+            }
+            if let (Some(live), false) = (live, first) {
+                let target = share(self.settings.partitions, live);
+                if self.held.len() > target {
+                    let excess = self.held.len() - target;
+                    let give: Vec<usize> = self.held.partitions().into_iter().rev().take(excess).collect();
+                    self.hand_over(&give).await;
+                } else if self.held.len() < target {
+                    self.claim(target).await;
+                }
+            }
+            // After the first announcement a short wait is enough for
+            // processors that start together to see each other.
+            let wait = if first { tick.min(Duration::from_millis(300)) } else { tick };
+            first = false;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Some(p) = lost.recv() => self.lose(p, "the database refused a commit for a stale token").await,
+                _ = stopped.changed() => return,
+            }
+            if *stopped.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Refreshes this processor's announcement; returns how many are live.
+    async fn announce(&self) -> Result<usize, crate::redis_link::LinkError> {
+        let key = members_key(&self.link);
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut c = self.link.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(now + self.settings.lease.as_millis() as i64)
+            .arg(&self.settings.instance)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
+        pipe.cmd("ZCARD").arg(&key);
+        let (n,): (usize,) = pipe.query_async(&mut c).await?;
+        Ok(n)
+    }
+
+    /// Renews every held lease; drops those that are gone or not renewed for
+    /// a whole lease.
+    async fn renew(&mut self) {
+        let ms = self.settings.lease.as_millis() as u64;
+        for p in self.held.partitions() {
+            let result: Result<i64, crate::redis_link::LinkError> = async {
+                let mut c = self.link.conn().await?;
+                Ok(redis::cmd("EVAL")
+                    .arg(RENEW)
+                    .arg(1)
+                    .arg(lease_key(&self.link, p))
+                    .arg(&self.settings.instance)
+                    .arg(ms)
+                    .query_async(&mut c)
+                    .await?)
+            }
+            .await;
+            match result {
+                Ok(1) => {
+                    self.renewed.insert(p, Instant::now());
+                }
+                Ok(_) => self.lose(p, "the lease expired or was taken").await,
+                Err(e) => {
+                    self.metrics.record(IngestEvent::ConsumerRetry { step: "lease", error: e.to_string() });
+                    let last = self.renewed.get(&p).copied().unwrap_or_else(Instant::now);
+                    if last.elapsed() >= self.settings.lease {
+                        self.lose(p, "no renewal for a whole lease").await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims free partitions until `target` are held.
+    async fn claim(&mut self, target: usize) {
+        let n = self.settings.partitions;
+        // Processors start looking at different places, so they rarely race.
+        let start = actors::runtime::partition(&self.settings.instance, n);
+        let held = self.held.partitions();
+        for i in 0..n {
+            if self.held.len() >= target {
+                break;
+            }
+            let p = (start + i) % n;
+            if held.contains(&p) {
+                continue;
+            }
+            let got: Result<Option<String>, crate::redis_link::LinkError> = async {
+                let mut c = self.link.conn().await?;
+                Ok(redis::cmd("SET")
+                    .arg(lease_key(&self.link, p))
+                    .arg(&self.settings.instance)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(self.settings.lease.as_millis() as u64)
+                    .query_async(&mut c)
+                    .await?)
+            }
+            .await;
+            match got {
+                Ok(Some(_)) => {
+                    if let Err(e) = self.take_over(p).await {
+                        tracing::warn!(partition = p, error = %e, "taking a partition over failed; releasing it");
+                        self.delete_lease(p).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.record(IngestEvent::ConsumerRetry { step: "lease", error: e.to_string() });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The lease is ours: fence, replay, then consume.
+    async fn take_over(&mut self, p: usize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let of = self.settings.partitions;
+        let initial = fences::initial_checkpoint(&self.db, p, of).await?;
+        let (token, checkpoint) = fences::take_over(&self.db, p, &self.settings.instance, initial).await?;
+        // Whatever this process kept from an earlier time it held `p` is stale.
+        self.runtime.evict_partition(p, of).await;
+        let replayed = self.runtime.replay_partition(p, of, checkpoint).await?;
+        self.owned.insert(p);
+        self.held.insert(p, token);
+        self.renewed.insert(p, Instant::now());
+        self.consumer.add(p, token);
+        self.metrics.record(IngestEvent::LeaseTaken {
+            partition: p,
+            token,
+            replayed,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    }
+
+    /// Gives `partitions` up in order: nothing in hand, checkpointed,
+    /// forgotten, free.
+    async fn hand_over(&mut self, partitions: &[usize]) {
+        for &p in partitions {
+            self.consumer.remove(p).await;
+        }
+        let fences: Vec<Fence> = self.held.fences().into_iter().filter(|(q, _)| partitions.contains(q)).collect();
+        let written = match self.runtime.checkpoint().await {
+            Ok(upto) => fences::write_checkpoints(&self.db, &fences, upto).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = written {
+            tracing::warn!(?partitions, %error, "checkpoint before the hand-over failed; the next owner replays more");
+        }
+        for &p in partitions {
+            self.forget(p).await;
+            self.delete_lease(p).await;
+            self.metrics.record(IngestEvent::LeaseReleased { partition: p });
+        }
+    }
+
+    /// `p` is no longer ours: stop at once, write nothing more for it.
+    async fn lose(&mut self, p: usize, reason: &'static str) {
+        if !self.held.partitions().contains(&p) {
+            return;
+        }
+        self.consumer.remove(p).await;
+        self.forget(p).await;
+        self.metrics.record(IngestEvent::LeaseLost { partition: p, reason });
+    }
+
+    async fn forget(&mut self, p: usize) {
+        self.owned.remove(p);
+        self.held.remove(p);
+        self.renewed.remove(&p);
+        self.runtime.evict_partition(p, self.settings.partitions).await;
+    }
+
+    async fn delete_lease(&self, p: usize) {
+        if let Ok(mut c) = self.link.conn().await {
+            let _: Result<i64, _> = redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(lease_key(&self.link, p))
+                .arg(&self.settings.instance)
+                .query_async(&mut c)
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_cover_every_partition() {
+        assert_eq!(share(16, 1), 16);
+        assert_eq!(share(16, 3), 6);
+        assert_eq!(share(16, 4), 4);
+        assert_eq!(share(16, 0), 16);
+        assert_eq!(share(4, 8), 1);
+    }
+}

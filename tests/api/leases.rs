@@ -1,0 +1,242 @@
+//! Elastic processors: processors without `--owns` share the partitions by
+//! lease. Real processes on the real Redis and Postgres: 3 processors share
+//! 16 partitions; one is SIGKILLed and the others take its partitions over
+//! within the lease; one is stopped gracefully and hands its partitions over
+//! at once; one is added and gets a share. Each time, producers keep
+//! ingesting throughout, and afterwards every acknowledged event is in the
+//! log exactly once and in its customer's state exactly once.
+
+use crate::crash::{batch, expected_events};
+use crate::roles::{Deployment, Redis, RedisConn, Replica};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PARTITIONS: usize = 16;
+
+/// Producers that keep posting new customers' batches through a gateway,
+/// resending on 503 (a resend is de-duplicated), until stopped.
+struct Producers {
+    acked: Arc<Mutex<Vec<usize>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Producers {
+    fn start(d: &Deployment, gateway: &Replica, n: usize) -> Producers {
+        let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..n)
+            .map(|_| {
+                let (client, base, key) = (d.client.clone(), gateway.base(), d.key.clone());
+                let (acked, stop, next) = (acked.clone(), stop.clone(), next.clone());
+                actix_web::rt::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        loop {
+                            let r =
+                                client.post(format!("{base}/v1/events")).bearer_auth(&key).json(&batch(i)).send().await;
+                            match r.map(|r| r.status().as_u16()) {
+                                Ok(200) => break,
+                                Ok(503) | Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                                Ok(other) => panic!("the gateway answered {other} to batch {i}"),
+                            }
+                        }
+                        acked.lock().unwrap().push(i);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            })
+            .collect();
+        Producers { acked, stop, tasks }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn until_acked(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.acked() < n {
+            assert!(Instant::now() < deadline, "ingest stalled at {} acknowledged batches", self.acked());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) -> Vec<usize> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let mut acked = self.acked.lock().unwrap().clone();
+        acked.sort_unstable();
+        acked
+    }
+}
+
+/// Who holds each partition's lease now: partition → the holder's pid.
+async fn holders(d: &Deployment, c: &mut RedisConn) -> BTreeMap<usize, u32> {
+    let mut out = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let v: Option<String> =
+            redis::cmd("GET").arg(format!("{}:lease:{{{p}}}", d.prefix)).query_async(c).await.unwrap();
+        // The value is the processor's name: processor-<host>-<pid>-<random>.
+        if let Some(pid) = v.as_deref().and_then(|v| v.rsplit('-').nth(1)).and_then(|p| p.parse().ok()) {
+            out.insert(p, pid);
+        }
+    }
+    out
+}
+
+/// Waits until `check` holds for the lease holders; returns how long it took.
+async fn until_holders(
+    d: &Deployment,
+    c: &mut RedisConn,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&BTreeMap<usize, u32>) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let h = holders(d, c).await;
+        if check(&h) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}; holders: {h:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn count_of(h: &BTreeMap<usize, u32>, pid: u32) -> usize {
+    h.values().filter(|p| **p == pid).count()
+}
+
+/// Every acknowledged batch is in the log once and its customer whole (read
+/// through the gateway, from the snapshots the processors wrote).
+async fn nothing_lost_nothing_twice(d: &Deployment, gateway: &Replica, acked: &[usize]) {
+    assert_eq!(acked.to_vec(), (0..acked.len()).collect::<Vec<_>>(), "a batch was acknowledged twice or never");
+    d.drained(gateway).await;
+    let total: usize = acked.iter().map(|&i| expected_events(i)).sum();
+    assert_eq!(d.logged_events().await, total, "the log must hold every acknowledged event once");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for &i in acked {
+        loop {
+            let (s, c) = d.get(gateway, &format!("/v1/customers/k{i}")).await;
+            let whole = s == 200
+                && c["profile"]["frequency"] == 1.0
+                && c["recent_sessions"][0]["n_events"] == expected_events(i);
+            if whole {
+                break;
+            }
+            // Snapshots land within actors.snapshot_max_delay_ms; anything
+            // else (a count of 2, a missing event) is a failure.
+            assert!(s != 200 || c["profile"]["frequency"].as_f64().unwrap_or(0.0) <= 1.0, "k{i} counted twice: {c}");
+            assert!(Instant::now() < deadline, "acknowledged customer k{i} is not whole: {s} {c}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn processor(d: &Deployment, lease_ms: &str) -> Replica {
+    d.start_with("processor", None, None, PARTITIONS, &[("CARTPULSE_REDIS__LEASE_MS", lease_ms)]).await
+}
+
+async fn gateway(d: &Deployment) -> Replica {
+    d.start_with("gateway", None, None, PARTITIONS, &[]).await
+}
+
+#[actix_web::test]
+async fn a_killed_processors_partitions_are_taken_over_within_the_lease() {
+    const LEASE: Duration = Duration::from_millis(2_000);
+    let d = Deployment::new(Redis::Single).await;
+    let mut c = d.redis_conn().await;
+    let mut ps = vec![processor(&d, "2000").await, processor(&d, "2000").await, processor(&d, "2000").await];
+    let gw = gateway(&d).await;
+    let pids: Vec<u32> = ps.iter().map(|p| p.pid()).collect();
+    until_holders(&d, &mut c, Duration::from_secs(20), "3 processors share the 16 partitions", |h| {
+        h.len() == PARTITIONS && pids.iter().all(|p| (4..=6).contains(&count_of(h, *p)))
+    })
+    .await;
+    let producers = Producers::start(&d, &gw, 4);
+    producers.until_acked(100).await;
+
+    let victim = ps.remove(1);
+    let victim_pid = victim.pid();
+    let mut victim = victim;
+    victim.kill();
+    let took = until_holders(&d, &mut c, LEASE * 4, "the survivors take the dead one's partitions over", |h| {
+        h.len() == PARTITIONS && count_of(h, victim_pid) == 0
+    })
+    .await;
+    eprintln!(
+        "leases: a SIGKILLed processor's partitions were all taken over {took:?} after the kill (lease {LEASE:?})"
+    );
+    // A lease expires lease_ms after its last renewal (at most lease/3 before
+    // the kill); the survivors look every lease/3.
+    assert!(took <= LEASE + LEASE / 2 + Duration::from_millis(500), "takeover took {took:?}");
+    let at = producers.acked();
+    producers.until_acked(at + 100).await;
+    let acked = producers.stop().await;
+    nothing_lost_nothing_twice(&d, &gw, &acked).await;
+}
+
+#[actix_web::test]
+async fn a_processor_stopped_gracefully_hands_its_partitions_over_at_once() {
+    // A long lease: only a hand-over can be this quick.
+    let d = Deployment::new(Redis::Single).await;
+    let mut c = d.redis_conn().await;
+    let mut a = processor(&d, "20000").await;
+    let b = processor(&d, "20000").await;
+    let gw = gateway(&d).await;
+    let (pa, pb) = (a.pid(), b.pid());
+    until_holders(&d, &mut c, Duration::from_secs(60), "2 processors share the partitions", |h| {
+        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
+    })
+    .await;
+    let producers = Producers::start(&d, &gw, 4);
+    producers.until_acked(100).await;
+    let started = Instant::now();
+    a.terminate();
+    let stopped_in = started.elapsed();
+    let took = until_holders(&d, &mut c, Duration::from_secs(10), "the other processor takes every partition", |h| {
+        h.len() == PARTITIONS && count_of(h, pb) == PARTITIONS
+    })
+    .await;
+    eprintln!(
+        "leases: graceful stop took {stopped_in:?}; all partitions held by the other {took:?} later (lease 20 s)"
+    );
+    assert!(took < Duration::from_secs(5), "hand-over took {took:?}, not at once");
+    let at = producers.acked();
+    producers.until_acked(at + 100).await;
+    let acked = producers.stop().await;
+    nothing_lost_nothing_twice(&d, &gw, &acked).await;
+}
+
+#[actix_web::test]
+async fn an_added_processor_gets_a_share_of_the_partitions() {
+    let d = Deployment::new(Redis::Single).await;
+    let mut c = d.redis_conn().await;
+    let a = processor(&d, "2000").await;
+    let b = processor(&d, "2000").await;
+    let gw = gateway(&d).await;
+    let (pa, pb) = (a.pid(), b.pid());
+    until_holders(&d, &mut c, Duration::from_secs(20), "2 processors share the partitions", |h| {
+        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
+    })
+    .await;
+    let producers = Producers::start(&d, &gw, 4);
+    producers.until_acked(100).await;
+    let third = processor(&d, "2000").await;
+    let pc = third.pid();
+    let took = until_holders(&d, &mut c, Duration::from_secs(20), "the partitions rebalance over 3 processors", |h| {
+        h.len() == PARTITIONS && [pa, pb, pc].iter().all(|p| (4..=6).contains(&count_of(h, *p)))
+    })
+    .await;
+    eprintln!("leases: an added processor got its share {took:?} after it was ready");
+    let at = producers.acked();
+    producers.until_acked(at + 100).await;
+    let acked = producers.stop().await;
+    nothing_lost_nothing_twice(&d, &gw, &acked).await;
+}

@@ -175,7 +175,7 @@ _rc_start_node() {
     redis-server --daemonize yes --port "$port" --bind 127.0.0.1 \
         --cluster-enabled yes --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 2000 \
         --save "" --appendonly no --repl-diskless-sync-delay 0 \
-        --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$root/log/$port.log"
+        --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$root/log/$port.log" 9>&-
 }
 
 # Stops the cluster node on PORT (refusing to stop anything that is not a
@@ -260,8 +260,9 @@ ensure_redis_cluster() {
     mkdir -p "$root"
     (
         if command -v flock >/dev/null 2>&1; then
-            exec 9>"$root/.lock"
-            flock -w 300 9 || { log "timed out waiting for $root/.lock"; exit 1; }
+            # The daemons are started with fd 9 closed, or they would hold the lock for good.
+            exec 9>"$root/.ensure.lock"
+            flock -w 300 9 || { log "timed out waiting for $root/.ensure.lock"; exit 1; }
         fi
         _rc_ensure
     ) || { log "Redis Cluster did not come up on $(redis_cluster_url)"; exit 1; }

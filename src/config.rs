@@ -194,6 +194,11 @@ pub struct LogSettings {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// When set, gateways also print the stream backlog every 10 s to stdout
+    /// as a CloudWatch Embedded Metric Format line in this namespace (the
+    /// ECS log driver turns it into a CloudWatch metric that processor
+    /// autoscaling tracks).
+    pub cloudwatch_namespace: Option<String>,
 }
 
 /// Command-line overrides; `None` leaves the lower layers alone.

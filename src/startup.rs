@@ -101,7 +101,9 @@ impl Application {
             Some(url) => Some(RedisLink::connect(url, &settings.redis).await?),
             None => None,
         };
-        let metrics = Metrics::new().context("creating metrics")?;
+        let metrics = Metrics::new()
+            .context("creating metrics")?
+            .with_cloudwatch(settings.log.cloudwatch_namespace.as_deref(), &settings.redis.prefix);
         let actor_metrics = ActorMetrics::register(&metrics.registry).context("registering runtime metrics")?;
         let gate = if settings.is_sqlite() { WriteGate::serial() } else { WriteGate::open() };
         let models = crate::models::ModelRegistry::from_settings(db.clone(), &settings)

@@ -75,7 +75,19 @@ pub struct Metrics {
     consumer_retries: IntCounterVec,
     leases: IntCounterVec,
     partitions_held: IntGauge,
+    /// CloudWatch Embedded Metric Format output of the backlog, if asked for.
+    emf: Option<std::sync::Arc<Emf>>,
 }
+
+/// Where and when the backlog last went out as an EMF line.
+struct Emf {
+    namespace: String,
+    deployment: String,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How often the backlog goes out as an EMF line.
+const EMF_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
@@ -150,6 +162,7 @@ impl Metrics {
                 "cartpulse_partitions_held",
                 "Event-stream partitions this processor consumes now (by lease)",
             )?,
+            emf: None,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -173,6 +186,19 @@ impl Metrics {
         m.registry.register(Box::new(m.leases.clone()))?;
         m.registry.register(Box::new(m.partitions_held.clone()))?;
         Ok(m)
+    }
+
+    /// Also prints the backlog as CloudWatch EMF lines in `namespace`, with
+    /// the dimension `Deployment` = `deployment` (the Redis prefix).
+    pub fn with_cloudwatch(mut self, namespace: Option<&str>, deployment: &str) -> Metrics {
+        self.emf = namespace.map(|n| {
+            std::sync::Arc::new(Emf {
+                namespace: n.to_owned(),
+                deployment: deployment.to_owned(),
+                last: std::sync::Mutex::new(None),
+            })
+        });
+        self
     }
 
     /// Logs the event and updates the metrics.
@@ -215,6 +241,9 @@ impl Metrics {
                     self.stream_lag.with_label_values(&[&p.to_string()]).set(*n as i64);
                 }
                 self.dead_letter_len.set(dead_letters as i64);
+                if let Some(emf) = &self.emf {
+                    emf.backlog(per_partition.iter().sum(), dead_letters);
+                }
             }
             IngestEvent::DeadLettered { partition, entry, reason } => {
                 tracing::error!(partition, %entry, %reason, "event moved to the dead-letter stream");
@@ -249,5 +278,60 @@ impl Metrics {
     /// One finished HTTP request; `route` is the matched pattern (bounded).
     pub fn http(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http_seconds.with_label_values(&[method, route, &status.to_string()]).observe(seconds);
+    }
+}
+
+impl Emf {
+    /// One EMF line (stdout; logs go to stderr) at most every [`EMF_EVERY`].
+    fn backlog(&self, events: u64, dead_letters: u64) {
+        let now = std::time::Instant::now();
+        {
+            let Ok(mut last) = self.last.lock() else { return };
+            if last.is_some_and(|l| now.duration_since(l) < EMF_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        println!(
+            "{}",
+            emf_line(&self.namespace, &self.deployment, chrono::Utc::now().timestamp_millis(), events, dead_letters)
+        );
+    }
+}
+
+/// The EMF document: two gauges under one dimension.
+fn emf_line(namespace: &str, deployment: &str, at_ms: i64, events: u64, dead_letters: u64) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": at_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["Deployment"]],
+                "Metrics": [
+                    {"Name": "StreamBacklogEvents", "Unit": "Count"},
+                    {"Name": "DeadLetterEvents", "Unit": "Count"}
+                ]
+            }]
+        },
+        "Deployment": deployment,
+        "StreamBacklogEvents": events,
+        "DeadLetterEvents": dead_letters,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod emf_tests {
+    #[test]
+    fn the_emf_line_names_its_metrics_and_dimension() {
+        let v: serde_json::Value = serde_json::from_str(&super::emf_line("cartpulse", "prod", 1700, 42, 1)).unwrap();
+        let m = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], "cartpulse");
+        assert_eq!(m["Dimensions"][0][0], "Deployment");
+        assert_eq!(m["Metrics"][0]["Name"], "StreamBacklogEvents");
+        assert_eq!(v["Deployment"], "prod");
+        assert_eq!(v["StreamBacklogEvents"], 42);
+        assert_eq!(v["DeadLetterEvents"], 1);
+        assert_eq!(v["_aws"]["Timestamp"], 1700);
     }
 }

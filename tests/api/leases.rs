@@ -1,5 +1,6 @@
 //! Elastic processors: processors without `--owns` share the partitions by
-//! lease. Real processes on the real Redis and Postgres: 3 processors share
+//! lease. Real processes on the real Redis (the kill also on the local Redis
+//! Cluster) and Postgres: 3 processors share
 //! 16 partitions; one is SIGKILLed and the others take its partitions over
 //! within the lease; one is stopped gracefully and hands its partitions over
 //! at once; one is added and gets a share. Each time, producers keep
@@ -149,8 +150,17 @@ async fn gateway(d: &Deployment) -> Replica {
 
 #[actix_web::test]
 async fn a_killed_processors_partitions_are_taken_over_within_the_lease() {
+    killed_processor(Redis::Single).await
+}
+
+#[actix_web::test]
+async fn a_killed_processors_partitions_are_taken_over_within_the_lease_on_a_cluster() {
+    killed_processor(Redis::Cluster).await
+}
+
+async fn killed_processor(redis: Redis) {
     const LEASE: Duration = Duration::from_millis(2_000);
-    let d = Deployment::new(Redis::Single).await;
+    let d = Deployment::new(redis).await;
     let mut c = d.redis_conn().await;
     let mut ps = vec![processor(&d, "2000").await, processor(&d, "2000").await, processor(&d, "2000").await];
     let gw = gateway(&d).await;

@@ -1,7 +1,8 @@
 # ECS on Fargate: the gateway service (HTTP ingest + WebSockets behind the
-# ALB, auto-scaled) and one processor service per partition range (each owns
-# its partitions exclusively, so exactly one task runs per range), plus the
-# one-off `cartpulse migrate` task definition used by the runbook.
+# ALB, auto-scaled on CPU and requests), one processor service whose tasks
+# share the partitions by lease in Redis (auto-scaled on the stream backlog
+# per task), plus the one-off `cartpulse migrate` task definition used by the
+# runbook.
 
 resource "aws_ecs_cluster" "main" {
   name = local.name
@@ -32,6 +33,15 @@ resource "aws_cloudwatch_log_group" "tasks" {
 locals {
   image = "${aws_ecr_repository.main.repository_url}:${var.image_tag}"
 
+  # Prefix of every Redis key (redis.prefix; the service's default). Also the
+  # Deployment dimension of the backlog metrics the gateways publish. Changing
+  # it on a running stack orphans the streams and their pending entries.
+  redis_prefix = "cp"
+
+  # Seconds between SIGTERM and SIGKILL for a processor: enough to finish the
+  # batches in hand, checkpoint and release its leases (Fargate's maximum is 120).
+  processor_stop_timeout_s = 60
+
   # Plain settings only; secrets go through local.task_secrets.
   task_environment = [
     { name = "CARTPULSE_LISTEN", value = "0.0.0.0:${local.container_port}" },
@@ -48,6 +58,10 @@ locals {
     { name = "CARTPULSE_LOG__FORMAT", value = "json" },
     { name = "CARTPULSE_DATABASE__MAX_CONNECTIONS", value = tostring(var.db_max_connections_per_task) },
     { name = "AWS_REGION", value = local.region },
+    # Stated explicitly (it is the service's default) because the backlog
+    # metric's Deployment dimension, which processor autoscaling and the
+    # alarms select on, is this prefix (local.redis_prefix).
+    { name = "CARTPULSE_REDIS__PREFIX", value = local.redis_prefix },
   ]
 
   readyz_check = {
@@ -72,8 +86,6 @@ locals {
     linuxParameters        = { initProcessEnabled = true }
     stopTimeout            = 30
   }
-
-  processors = { for r in var.processor_ranges : r => r }
 }
 
 resource "aws_ecs_task_definition" "gateway" {
@@ -95,8 +107,17 @@ resource "aws_ecs_task_definition" "gateway" {
   }
 
   container_definitions = jsonencode([merge(local.container_base, {
-    name         = "cartpulse"
-    command      = ["serve", "--role", "gateway", "--partitions", tostring(var.processor_partitions)]
+    name    = "cartpulse"
+    command = ["serve", "--role", "gateway", "--partitions", tostring(var.processor_partitions)]
+    # Every 10 s each gateway prints the stream backlog to stdout as a
+    # CloudWatch Embedded Metric Format line; the awslogs driver ships it to
+    # the gateway log group and CloudWatch Logs extracts the metrics
+    # (StreamBacklogEvents, DeadLetterEvents in var.metrics_namespace,
+    # dimension Deployment = local.redis_prefix). No cloudwatch:PutMetricData
+    # needed: the execution role's logs:PutLogEvents is all it takes.
+    environment = concat(local.task_environment, [
+      { name = "CARTPULSE_LOG__CLOUDWATCH_NAMESPACE", value = var.metrics_namespace },
+    ])
     portMappings = [{ containerPort = local.container_port, protocol = "tcp", name = "http" }]
     healthCheck  = local.readyz_check
     logConfiguration = {
@@ -110,9 +131,14 @@ resource "aws_ecs_task_definition" "gateway" {
   })])
 }
 
+# Elastic processors: no --owns, so every task claims a share of the
+# partitions by lease in Redis (ceil(partitions / live processors) each). A
+# task that dies loses its leases after redis_lease_ms and the others take its
+# partitions over; a task that is stopped (scale-in, deployment) gets SIGTERM,
+# finishes its batches, checkpoints and releases its leases, so the others
+# take over at once. stopTimeout leaves room for that before ECS sends SIGKILL.
 resource "aws_ecs_task_definition" "processor" {
-  for_each                 = local.processors
-  family                   = "${local.name}-processor-${each.key}"
+  family                   = "${local.name}-processor"
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
   cpu                      = var.processor_cpu
@@ -131,14 +157,19 @@ resource "aws_ecs_task_definition" "processor" {
 
   container_definitions = jsonencode([merge(local.container_base, {
     name        = "cartpulse"
-    command     = ["serve", "--role", "processor", "--partitions", tostring(var.processor_partitions), "--owns", each.value]
+    command     = ["serve", "--role", "processor", "--partitions", tostring(var.processor_partitions)]
     healthCheck = local.readyz_check
+    environment = concat(local.task_environment, [
+      { name = "CARTPULSE_REDIS__LEASE_MS", value = tostring(var.redis_lease_ms) },
+    ])
+    # Room for the graceful hand-over before SIGKILL (see the locals above).
+    stopTimeout = local.processor_stop_timeout_s
     logConfiguration = {
       logDriver = "awslogs"
       options = {
         awslogs-group         = aws_cloudwatch_log_group.tasks["processor"].name
         awslogs-region        = local.region
-        awslogs-stream-prefix = "processor-${each.key}"
+        awslogs-stream-prefix = "processor"
       }
     }
   })])
@@ -217,22 +248,23 @@ resource "aws_ecs_service" "gateway" {
   depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_secretsmanager_secret_version.database_url]
 }
 
-# One task per range, never two at once: a deployment stops the old task
-# before starting the new one (minimum 0 %, maximum 100 %), so a partition is
-# never consumed by two owners; unacknowledged entries are reclaimed.
+# One service for all processors; auto-scaling (below) owns the task count.
+# Processors share the partitions by lease, so two generations may overlap:
+# a deployment starts the new tasks first (100 %/200 %), they claim
+# partitions as the old ones hand theirs over on SIGTERM, and a partition
+# pauses only for its hand-over and the new owner's replay.
 resource "aws_ecs_service" "processor" {
-  for_each                = local.processors
-  name                    = "${local.name}-processor-${each.key}"
+  name                    = "${local.name}-processor"
   cluster                 = aws_ecs_cluster.main.id
-  task_definition         = aws_ecs_task_definition.processor[each.key].arn
-  desired_count           = 1
+  task_definition         = aws_ecs_task_definition.processor.arn
+  desired_count           = var.processor_min_tasks
   launch_type             = "FARGATE"
   platform_version        = "LATEST"
   enable_ecs_managed_tags = true
   propagate_tags          = "SERVICE"
 
-  deployment_minimum_healthy_percent = 0
-  deployment_maximum_percent         = 100
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
   deployment_circuit_breaker {
     enable   = true
     rollback = true
@@ -242,6 +274,11 @@ resource "aws_ecs_service" "processor" {
     subnets          = aws_subnet.private[*].id
     security_groups  = [aws_security_group.processor.id]
     assign_public_ip = false
+  }
+
+  # Auto-scaling owns the task count after creation.
+  lifecycle {
+    ignore_changes = [desired_count]
   }
 
   depends_on = [aws_iam_role_policy.execution, aws_secretsmanager_secret_version.database_url]
@@ -288,6 +325,96 @@ resource "aws_appautoscaling_policy" "gateway_requests" {
     predefined_metric_specification {
       predefined_metric_type = "ALBRequestCountPerTarget"
       resource_label         = "${aws_lb.main.arn_suffix}/${aws_lb_target_group.gateway.arn_suffix}"
+    }
+  }
+}
+
+# --- processor auto-scaling ----------------------------------------------------
+#
+# Target tracking on the stream backlog per running processor task, computed
+# with metric math:
+#   StreamBacklogEvents (var.metrics_namespace, Deployment = redis prefix;
+#     every gateway prints the whole backlog every 10 s as EMF, so the Average
+#     over the gateways is the backlog)
+#   / RunningTaskCount (ECS/ContainerInsights, this cluster and service;
+#     Container Insights is enabled on the cluster above).
+# Target tracking rather than step scaling on the backlog alone: the quotient
+# falls as tasks are added, which is what target tracking needs, and it
+# sizes the fleet in proportion (backlog / target) instead of in fixed steps.
+# With no running task the expression falls back to the whole backlog, so the
+# policy still scales out. When either metric is missing (no gateway emitting,
+# Container Insights late) the expression has no value and nothing changes.
+#
+# Scale-out reacts within about a minute (cooldown 60 s); scale-in is slow
+# (cooldown 300 s, and target tracking scales in only after 15 minutes below
+# target). A scale-in stops tasks with SIGTERM: each hands its partitions over
+# at once (stopTimeout leaves it local.processor_stop_timeout_s seconds).
+# Never more tasks than partitions (validated): a task without a partition is
+# idle.
+
+resource "aws_appautoscaling_target" "processor" {
+  service_namespace  = "ecs"
+  resource_id        = "service/${aws_ecs_cluster.main.name}/${aws_ecs_service.processor.name}"
+  scalable_dimension = "ecs:service:DesiredCount"
+  min_capacity       = var.processor_min_tasks
+  max_capacity       = var.processor_max_tasks
+}
+
+resource "aws_appautoscaling_policy" "processor_backlog" {
+  name               = "${local.name}-processor-backlog"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.processor.service_namespace
+  resource_id        = aws_appautoscaling_target.processor.resource_id
+  scalable_dimension = aws_appautoscaling_target.processor.scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.processor_backlog_target_per_task
+    scale_in_cooldown  = 300
+    scale_out_cooldown = 60
+
+    customized_metric_specification {
+      metrics {
+        id          = "backlog"
+        label       = "Events waiting in the partition streams"
+        return_data = false
+        metric_stat {
+          stat = "Average"
+          metric {
+            namespace   = var.metrics_namespace
+            metric_name = "StreamBacklogEvents"
+            dimensions {
+              name  = "Deployment"
+              value = local.redis_prefix
+            }
+          }
+        }
+      }
+      metrics {
+        id          = "tasks"
+        label       = "Running processor tasks"
+        return_data = false
+        metric_stat {
+          stat = "Average"
+          metric {
+            namespace   = "ECS/ContainerInsights"
+            metric_name = "RunningTaskCount"
+            dimensions {
+              name  = "ClusterName"
+              value = aws_ecs_cluster.main.name
+            }
+            dimensions {
+              name  = "ServiceName"
+              value = aws_ecs_service.processor.name
+            }
+          }
+        }
+      }
+      metrics {
+        id          = "per_task"
+        label       = "Backlog per running processor task"
+        expression  = "IF(tasks >= 1, backlog / tasks, backlog)"
+        return_data = true
+      }
     }
   }
 }

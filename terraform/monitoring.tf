@@ -41,10 +41,12 @@ locals {
     LoadBalancer = aws_lb.main.arn_suffix
     TargetGroup  = aws_lb_target_group.gateway.arn_suffix
   }
-  ecs_services = merge(
-    { gateway = aws_ecs_service.gateway.name },
-    { for k, s in aws_ecs_service.processor : "processor-${k}" => s.name },
-  )
+  ecs_services = {
+    gateway   = aws_ecs_service.gateway.name
+    processor = aws_ecs_service.processor.name
+  }
+  # The backlog metrics the gateways publish as EMF (ecs.tf).
+  backlog_dimensions = { Deployment = local.redis_prefix }
 }
 
 # 5xx from the ALB itself (no healthy target, timeouts) plus 5xx from the tasks.
@@ -115,6 +117,48 @@ resource "aws_cloudwatch_metric_alarm" "ecs_cpu" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.alarm_cpu_percent
   treat_missing_data  = "missing"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
+# The processors fall behind: the events waiting in the partition streams stay
+# high although auto-scaling had time to react (the default threshold is above
+# what processor_max_tasks tasks at their target hold). Every gateway reports
+# the whole backlog, so the Average over them is the backlog. No data at all
+# means no gateway is publishing it, and then processor auto-scaling is blind
+# too: that counts as breaching.
+resource "aws_cloudwatch_metric_alarm" "stream_backlog" {
+  alarm_name          = "${local.name}-stream-backlog"
+  alarm_description   = "More than ${var.alarm_stream_backlog_events} events waiting in the partition streams for ${var.alarm_stream_backlog_minutes} minutes (processors behind; at redis.max_backlog ingest answers 503), or no backlog metric from the gateways (processor auto-scaling blind)"
+  namespace           = var.metrics_namespace
+  metric_name         = "StreamBacklogEvents"
+  dimensions          = local.backlog_dimensions
+  statistic           = "Average"
+  period              = 60
+  evaluation_periods  = var.alarm_stream_backlog_minutes
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.alarm_stream_backlog_events
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
+# Entries in the dead-letter stream ({prefix}:events:dead): events the edge
+# parser refused or that failed redis.max_attempts deliveries. The metric is
+# the stream's length, so the alarm stays on until someone has looked at them
+# and emptied the stream (the service only caps it at about 100,000 entries).
+resource "aws_cloudwatch_metric_alarm" "dead_letters" {
+  alarm_name          = "${local.name}-dead-letters"
+  alarm_description   = "Events in the dead-letter stream (XRANGE ${local.redis_prefix}:events:dead - + shows them with the reason)"
+  namespace           = var.metrics_namespace
+  metric_name         = "DeadLetterEvents"
+  dimensions          = local.backlog_dimensions
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
 }

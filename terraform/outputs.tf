@@ -43,9 +43,19 @@ output "gateway_service_name" {
   value       = aws_ecs_service.gateway.name
 }
 
-output "processor_service_names" {
-  description = "ECS service per partition range."
-  value       = { for k, s in aws_ecs_service.processor : k => s.name }
+output "processor_service_name" {
+  description = "ECS service of the processors (one service, auto-scaled between processor_min_tasks and processor_max_tasks; the tasks share the partitions by lease)."
+  value       = aws_ecs_service.processor.name
+}
+
+output "metrics_namespace" {
+  description = "CloudWatch namespace of the backlog metrics (StreamBacklogEvents, DeadLetterEvents) the gateways publish."
+  value       = var.metrics_namespace
+}
+
+output "metrics_deployment" {
+  description = "Value of the Deployment dimension of those metrics (the Redis key prefix)."
+  value       = local.redis_prefix
 }
 
 output "migrate_task_definition_arn" {

@@ -133,7 +133,8 @@ redeploy() {
     mapfile -t services < <(
         out gateway_service_name
         echo
-        terraform output -json processor_service_names | jq -r '.[]'
+        out processor_service_name
+        echo
     )
     for s in "${services[@]}"; do
         [[ -n $s ]] || continue

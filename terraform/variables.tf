@@ -239,21 +239,74 @@ variable "processor_partitions" {
   }
 }
 
+# Removed: processors no longer own fixed ranges (one service, partitions
+# shared by lease). Kept only so that a terraform.tfvars still setting it
+# fails with directions instead of a warning that is easy to miss.
 variable "processor_ranges" {
-  description = "Partition ranges, one processor service each (cartpulse --owns a-b, inclusive). Together they must cover 0..processor_partitions-1 exactly once."
+  description = "REMOVED. Processors are one auto-scaled service sharing the partitions by lease (processor_min_tasks, processor_max_tasks). Leave unset; see README.md, \"Moving to elastic processors\"."
   type        = list(string)
-  default     = ["0-7", "8-15"]
+  default     = null
   validation {
-    condition     = length(var.processor_ranges) > 0 && alltrue([for r in var.processor_ranges : can(regex("^[0-9]+-[0-9]+$", r)) && tonumber(split("-", r)[0]) <= tonumber(split("-", r)[1])])
-    error_message = "processor_ranges must be a non-empty list of a-b ranges with a <= b, e.g. [\"0-7\", \"8-15\"]."
+    condition     = var.processor_ranges == null
+    error_message = "processor_ranges was removed: processors are now one auto-scaled ECS service that shares the partitions by lease. Delete processor_ranges from terraform.tfvars, set processor_min_tasks/processor_max_tasks, and follow README.md, \"Moving to elastic processors\" (the per-range services must be destroyed before the new one starts)."
+  }
+}
+
+variable "processor_min_tasks" {
+  description = "Fewest processor tasks auto-scaling may run (also the count the service is created with). At least 2 keeps processing going while one task is replaced."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.processor_min_tasks >= 1 && floor(var.processor_min_tasks) == var.processor_min_tasks
+    error_message = "processor_min_tasks must be a whole number of at least 1."
+  }
+}
+
+variable "processor_max_tasks" {
+  description = "Most processor tasks auto-scaling may run. At most processor_partitions: each task aims at ceil(partitions / tasks) partitions, so a task beyond the partition count would hold none and sit idle."
+  type        = number
+  default     = 8
+  validation {
+    condition     = var.processor_max_tasks >= 1 && floor(var.processor_max_tasks) == var.processor_max_tasks
+    error_message = "processor_max_tasks must be a whole number of at least 1."
   }
   validation {
-    condition = can([for r in var.processor_ranges : tonumber(split("-", r)[1])]) && (
-      length(flatten([for r in var.processor_ranges : range(tonumber(split("-", r)[0]), tonumber(split("-", r)[1]) + 1)])) == var.processor_partitions &&
-      length(distinct(flatten([for r in var.processor_ranges : range(tonumber(split("-", r)[0]), tonumber(split("-", r)[1]) + 1)]))) == var.processor_partitions &&
-      max([for r in var.processor_ranges : tonumber(split("-", r)[1])]...) == var.processor_partitions - 1
-    )
-    error_message = "processor_ranges must cover the partitions 0..processor_partitions-1 exactly once."
+    condition     = var.processor_max_tasks >= var.processor_min_tasks
+    error_message = "processor_max_tasks must not be below processor_min_tasks."
+  }
+  validation {
+    condition     = var.processor_max_tasks <= var.processor_partitions
+    error_message = "processor_max_tasks must not exceed processor_partitions (a processor without a partition is idle)."
+  }
+}
+
+variable "processor_backlog_target_per_task" {
+  description = "Target tracking: events waiting in the partition streams (StreamBacklogEvents) per running processor task to hold. Lower scales out earlier. Keep processor_max_tasks x this below the service's redis.max_backlog (default 1,000,000), beyond which gateways answer 503."
+  type        = number
+  default     = 20000
+  validation {
+    condition     = var.processor_backlog_target_per_task >= 100 && var.processor_backlog_target_per_task <= 1000000
+    error_message = "processor_backlog_target_per_task must be between 100 and 1,000,000 events."
+  }
+}
+
+variable "redis_lease_ms" {
+  description = "Lease of a processor on a partition (CARTPULSE_REDIS__LEASE_MS): a processor that dies without stopping (lost task, SIGKILL) keeps its partitions this long before the others take them over. Shorter fails over faster but needs steadier Redis round trips (leases are renewed every third of it)."
+  type        = number
+  default     = 5000
+  validation {
+    condition     = var.redis_lease_ms >= 300 && var.redis_lease_ms <= 600000 && floor(var.redis_lease_ms) == var.redis_lease_ms
+    error_message = "redis_lease_ms must be a whole number of milliseconds from 300 to 600000 (the service's range)."
+  }
+}
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace of the backlog metrics the gateways publish as EMF log lines (CARTPULSE_LOG__CLOUDWATCH_NAMESPACE): StreamBacklogEvents and DeadLetterEvents, dimension Deployment = the Redis key prefix. Processor auto-scaling and the backlog alarms read them."
+  type        = string
+  default     = "cartpulse"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._/#:-]{1,255}$", var.metrics_namespace)) && !startswith(var.metrics_namespace, "AWS/")
+    error_message = "metrics_namespace must be 1-255 letters, digits or . _ / # : - and must not start with AWS/."
   }
 }
 
@@ -522,6 +575,26 @@ variable "alarm_redis_replication_lag_s" {
   validation {
     condition     = var.alarm_redis_replication_lag_s > 0 && var.alarm_redis_replication_lag_s <= 3600
     error_message = "alarm_redis_replication_lag_s must be above 0 and at most 3600 seconds."
+  }
+}
+
+variable "alarm_stream_backlog_events" {
+  description = "Alarm when the events waiting in the partition streams (StreamBacklogEvents) stay above this for alarm_stream_backlog_minutes. The default sits above processor_max_tasks x processor_backlog_target_per_task with the defaults, i.e. auto-scaling is at its ceiling and still behind; keep it below the service's redis.max_backlog (default 1,000,000), where ingest starts answering 503."
+  type        = number
+  default     = 200000
+  validation {
+    condition     = var.alarm_stream_backlog_events >= 1
+    error_message = "alarm_stream_backlog_events must be at least 1."
+  }
+}
+
+variable "alarm_stream_backlog_minutes" {
+  description = "Minutes the stream backlog must stay above alarm_stream_backlog_events before the alarm fires."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.alarm_stream_backlog_minutes >= 1 && var.alarm_stream_backlog_minutes <= 1440 && floor(var.alarm_stream_backlog_minutes) == var.alarm_stream_backlog_minutes
+    error_message = "alarm_stream_backlog_minutes must be a whole number from 1 to 1440."
   }
 }
 

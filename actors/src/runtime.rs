@@ -213,7 +213,15 @@ impl Runtime {
     }
 
     /// Hands committed events (in log order) to their customers' actors.
-    pub fn deliver(&self, events: Vec<LoggedEvent>) {
+    /// With leases, events of partitions no longer held are dropped: their
+    /// next owner replays them from the partition's checkpoint, and an actor
+    /// made for them here could start from a snapshot older than its
+    /// evicted predecessor's last one.
+    pub fn deliver(&self, mut events: Vec<LoggedEvent>) {
+        if let Ownership::Leased(set) = &*self.owns {
+            let held = set.list();
+            events.retain(|e| held.contains(&partition(e.event.customer_id.as_str(), set.of)));
+        }
         let n = self.shards.len();
         self.cfg.inflight.fetch_add(events.len() as i64, Ordering::Relaxed);
         self.sessions.note(&events);

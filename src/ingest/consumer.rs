@@ -107,6 +107,13 @@ impl ConsumerControl {
         let _ = self.0.send(Control::Add { partition, token });
     }
 
+    /// Stops consuming `partition` without waiting (a lost partition: its
+    /// commits in hand will be refused by the fence).
+    pub fn drop_partition(&self, partition: usize) {
+        let (done, _) = oneshot::channel();
+        let _ = self.0.send(Control::Remove { partition, done });
+    }
+
     /// Stops consuming `partition`; returns once no batch of it is in hand.
     pub async fn remove(&self, partition: usize) {
         let (done, rx) = oneshot::channel();
@@ -452,6 +459,10 @@ impl Reader {
                             }
                             self.pause(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(2));
+                            // The connection may be the casualty (Redis restarted).
+                            if let Ok(c) = self.connect_and_prepare().await {
+                                *conn = c;
+                            }
                         }
                     }
                 }

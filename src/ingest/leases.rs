@@ -336,9 +336,7 @@ impl Parts {
     /// Gives `partitions` up in order: nothing in hand, checkpointed,
     /// forgotten, free.
     async fn hand_over(&mut self, partitions: &[usize]) {
-        for &p in partitions {
-            self.consumer.remove(p).await;
-        }
+        futures::future::join_all(partitions.iter().map(|&p| self.consumer.remove(p))).await;
         let fences: Vec<Fence> = self.held.fences().into_iter().filter(|(q, _)| partitions.contains(q)).collect();
         let written = match self.runtime.checkpoint().await {
             Ok(upto) => fences::write_checkpoints(&self.db, &fences, upto).await.map_err(|e| e.to_string()),
@@ -359,7 +357,9 @@ impl Parts {
         if !self.held.partitions().contains(&p) {
             return;
         }
-        self.consumer.remove(p).await;
+        // No waiting for the batches in hand: the fence refuses their
+        // commits, and the consumer may be stuck on the same outage.
+        self.consumer.drop_partition(p);
         self.forget(p).await;
         self.metrics.record(IngestEvent::LeaseLost { partition: p, reason });
     }

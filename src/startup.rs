@@ -58,6 +58,7 @@ struct Leasing {
     link: RedisLink,
     db: DatabaseConnection,
     instance: String,
+    partitions: usize,
 }
 
 /// How this process's actors own customers, decided once from the settings.
@@ -289,7 +290,7 @@ impl Application {
         if let Some(core) = core {
             // No partition is taken or given up from here on.
             let leases = match core.leases {
-                Some(l) => Some((l.manager.stop().await, l.link, l.db, l.instance)),
+                Some(l) => Some((l.manager.stop().await, l.link, l.db, l.instance, l.partitions)),
                 None => None,
             };
             // The consumer commits and acknowledges the batch in hand, then stops.
@@ -299,7 +300,7 @@ impl Application {
             let _ = tokio::time::timeout(Duration::from_secs(30), core.committer_task).await;
             core.checkpoints.abort();
             drain(&core.runtime).await.context("flushing actor state")?;
-            if let Some((held, link, db, instance)) = leases {
+            if let Some((held, link, db, instance, partitions)) = leases {
                 // Everything is in snapshots: checkpoint the partitions, then
                 // free them so the other processors take them at once.
                 let fences = held.fences();
@@ -307,7 +308,7 @@ impl Application {
                 crate::ingest::fences::write_checkpoints(&db, &fences, upto)
                     .await
                     .context("writing the partitions' checkpoints")?;
-                crate::ingest::leases::release_all(&link, &held, &instance).await;
+                crate::ingest::leases::release_all(&link, &held, &instance, partitions).await;
                 tracing::info!(partitions = fences.len(), "partitions handed over");
             }
             core.runtime.stop();
@@ -466,6 +467,7 @@ async fn start_core(
             link: link.clone(),
             db: db.clone(),
             instance: instance.clone(),
+            partitions: settings.redis.partitions,
         }),
         _ => None,
     };

@@ -281,8 +281,11 @@ async fn measure(
     let (committed0, applied0) = counters.read().await?;
     let redis = redis::Client::open(redis_url)?;
     let mut rconn = redis.get_multiplexed_async_connection().await.context("connecting to Redis")?;
-    let partition_keys: Vec<String> =
-        (0..scale.partitions).map(|p| format!("{}:events:{{{p}}}", replicas.prefix)).collect();
+    let partition_keys: Vec<String> = (0..scale.partitions)
+        .map(|p| {
+            format!("{}:events:{{{}}}", replicas.prefix, crate::ingest::streams::partition_tag(p, scale.partitions))
+        })
+        .collect();
 
     // CPU accounting per part.
     let mut groups = Groups::default();

@@ -151,7 +151,7 @@ impl Consumer {
         lost: Option<mpsc::UnboundedSender<usize>>,
     ) -> Consumer {
         let (stop, stopped) = watch::channel(false);
-        let keys = (0..settings.partitions).map(|p| streams::partition_key(&link, p)).collect();
+        let keys = (0..settings.partitions).map(|p| streams::partition_key(&link, p, settings.partitions)).collect();
         let acks = DirectConnection::new(link.clone(), ACK_TIMEOUT);
         let mut owned = BTreeSet::new();
         let mut history = BTreeMap::new();

@@ -6,8 +6,8 @@
 //!   (score: when its announcement expires) every third of `redis.lease_ms`
 //!   (at most every second), and aims at `ceil(partitions / live
 //!   processors)` partitions.
-//! - A partition is claimed with `SET {prefix}:lease:{p} <instance> NX PX
-//!   lease_ms` (the hash tag puts it in its stream's slot) and renewed with a
+//! - A partition is claimed with `SET {prefix}:lease:{<tag>} <instance> NX
+//!   PX lease_ms` (the partition's hash tag puts it in its stream's slot) and renewed with a
 //!   compare-and-`PEXPIRE` script; one not renewed for `lease_ms` (its owner
 //!   died or hangs) is free for anyone.
 //! - Taking a partition over: raise its fencing token in the database
@@ -152,17 +152,23 @@ impl LeaseManager {
 /// After a graceful stop (consumer stopped, last checkpoint written): deletes
 /// every lease still held and leaves the processor set, so the other
 /// processors take the partitions over at once.
-pub async fn release_all(link: &RedisLink, held: &Held, instance: &str) {
+pub async fn release_all(link: &RedisLink, held: &Held, instance: &str, partitions: usize) {
     let Ok(mut c) = link.conn().await else { return };
     for p in held.partitions() {
-        let _: Result<i64, _> =
-            redis::cmd("EVAL").arg(RELEASE).arg(1).arg(lease_key(link, p)).arg(instance).query_async(&mut c).await;
+        let _: Result<i64, _> = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(lease_key(link, p, partitions))
+            .arg(instance)
+            .query_async(&mut c)
+            .await;
     }
     let _: Result<i64, _> = redis::cmd("ZREM").arg(members_key(link)).arg(instance).query_async(&mut c).await;
 }
 
-fn lease_key(link: &RedisLink, p: usize) -> String {
-    link.key(&format!("lease:{{{p}}}"))
+/// In the slot of the partition's stream (same hash tag).
+fn lease_key(link: &RedisLink, p: usize, partitions: usize) -> String {
+    link.key(&format!("lease:{{{}}}", super::streams::partition_tag(p, partitions)))
 }
 
 fn members_key(link: &RedisLink) -> String {
@@ -246,7 +252,7 @@ impl Parts {
                 Ok(redis::cmd("EVAL")
                     .arg(RENEW)
                     .arg(1)
-                    .arg(lease_key(&self.link, p))
+                    .arg(lease_key(&self.link, p, self.settings.partitions))
                     .arg(&self.settings.instance)
                     .arg(ms)
                     .query_async(&mut c)
@@ -286,7 +292,7 @@ impl Parts {
             let got: Result<Option<String>, crate::redis_link::LinkError> = async {
                 let mut c = self.link.conn().await?;
                 Ok(redis::cmd("SET")
-                    .arg(lease_key(&self.link, p))
+                    .arg(lease_key(&self.link, p, self.settings.partitions))
                     .arg(&self.settings.instance)
                     .arg("NX")
                     .arg("PX")
@@ -376,7 +382,7 @@ impl Parts {
             let _: Result<i64, _> = redis::cmd("EVAL")
                 .arg(RELEASE)
                 .arg(1)
-                .arg(lease_key(&self.link, p))
+                .arg(lease_key(&self.link, p, self.settings.partitions))
                 .arg(&self.settings.instance)
                 .query_async(&mut c)
                 .await;

@@ -48,7 +48,7 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct EventQueue {
     link: RedisLink,
     partitions: usize,
-    /// `{prefix}:events:{p}` for every partition.
+    /// `{prefix}:events:{<tag>}` for every partition.
     keys: Arc<Vec<String>>,
     conn: Arc<streams::DirectConnection>,
     /// Appends that wait for replicas on a cluster (WAIT blocks its connection).
@@ -87,7 +87,7 @@ impl EventQueue {
         ack: AckPolicy,
         metrics: Metrics,
     ) -> EventQueue {
-        let keys = Arc::new((0..partitions).map(|p| streams::partition_key(&link, p)).collect());
+        let keys = Arc::new((0..partitions).map(|p| streams::partition_key(&link, p, partitions)).collect());
         let conn = Arc::new(streams::DirectConnection::new(link.clone(), APPEND_TIMEOUT));
         let waits = Arc::new(streams::DirectConnection::new(link.clone(), APPEND_TIMEOUT + ack.timeout));
         let q = EventQueue {

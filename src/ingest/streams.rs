@@ -1,13 +1,16 @@
 //! The partitioned Redis Streams between gateways and processors: key names,
 //! the entry format, and the backlog (lag) per partition.
 //!
-//! Partition `p` of a deployment is the stream `{prefix}:events:{<p>}`, read
-//! by the consumer group [`GROUP`]; an event goes to partition
+//! Partition `p` of a deployment is the stream `{prefix}:events:{<tag>}`,
+//! read by the consumer group [`GROUP`]; an event goes to partition
 //! `hash(customer_id) % partitions` (the same hash that spreads customers
 //! over shards), so one customer's events stay in order in one partition.
-//! The partition number in braces is the key's hash tag: on a Redis Cluster
-//! the partitions spread over the slots (and so over the shards), and each
-//! partition's stream is one slot.
+//! The part in braces is the key's hash tag ([`partition_tag`]): each
+//! partition's stream is one Redis Cluster slot, chosen in the p-th of
+//! `partitions` equal ranges of slots, so partitions spread evenly over
+//! shards that own equal ranges (what `redis-cli --cluster create` and
+//! ElastiCache set up) whatever their number; plain numbers would not (16
+//! partitions tagged `{0}`..`{15}` leave 4 of 8 shards without a stream).
 //! Entries that cannot be processed are moved to `{prefix}:events:dead`.
 //!
 //! An entry holds `e`, the event as JSON in the ingest format (the processor
@@ -26,9 +29,29 @@ pub const GROUP: &str = "processors";
 /// Bound of the dead-letter stream (approximate trimming).
 pub const DEAD_LETTER_MAX: usize = 100_000;
 
-/// Key of partition `p`'s stream.
-pub fn partition_key(link: &RedisLink, p: usize) -> String {
-    link.key(&format!("events:{{{p}}}"))
+/// Key of partition `p`'s stream (of `partitions`).
+pub fn partition_key(link: &RedisLink, p: usize, partitions: usize) -> String {
+    link.key(&format!("events:{{{}}}", partition_tag(p, partitions)))
+}
+
+/// Redis Cluster slots.
+const SLOTS: usize = 16_384;
+
+/// The hash tag of partition `p` of `partitions`: `p.k` with the smallest
+/// `k` whose slot (CRC16 of the tag, as Redis computes it) lies in the p-th
+/// of `partitions` equal ranges of slots. The same on every replica and
+/// every run; keys that belong with the partition (its lease) use it too.
+pub fn partition_tag(p: usize, partitions: usize) -> String {
+    let n = partitions.clamp(1, SLOTS);
+    let (lo, hi) = (p * SLOTS / n, ((p + 1) * SLOTS / n).max(p * SLOTS / n + 1));
+    // A range holds at least one slot and CRC16 spreads short strings well:
+    // a few hundred tries at most for 1,024 partitions.
+    (0u64..).map(|k| format!("{p}.{k}")).find(|tag| (lo..hi).contains(&slot(tag))).unwrap_or_else(|| p.to_string())
+}
+
+/// The Redis Cluster slot of a hash tag.
+pub fn slot(tag: &str) -> usize {
+    crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) as usize % SLOTS
 }
 
 /// Key of the dead-letter stream.
@@ -69,7 +92,7 @@ impl Entry {
 /// acknowledged, per partition (`XINFO GROUPS` lag + pending). A partition
 /// without a group yet counts its whole length.
 pub async fn backlog(link: &RedisLink, partitions: usize) -> Result<Vec<u64>, LinkError> {
-    let keys: Vec<String> = (0..partitions).map(|p| partition_key(link, p)).collect();
+    let keys: Vec<String> = (0..partitions).map(|p| partition_key(link, p, partitions)).collect();
     let mut c = link.conn().await?;
     Ok(backlog_of(&mut c, &keys).await?)
 }
@@ -228,5 +251,43 @@ mod tests {
         let unknown = Value::Array(vec![group(GROUP, Value::Nil, 3)]);
         assert_eq!(group_backlog(&unknown), None);
         assert_eq!(group_backlog(&Value::Array(vec![])), None);
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::{partition_tag, slot, SLOTS};
+
+    #[test]
+    fn slots_match_redis() {
+        // CLUSTER KEYSLOT of these, from a real Redis.
+        assert_eq!(slot("123456789"), 12_739);
+        assert_eq!(slot("foo"), 12_182);
+    }
+
+    #[test]
+    fn partitions_spread_evenly_over_any_equal_split_of_the_slots() {
+        for n in [1, 3, 8, 16, 64, 1024] {
+            let slots: Vec<usize> = (0..n).map(|p| slot(&partition_tag(p, n))).collect();
+            for (p, s) in slots.iter().enumerate() {
+                assert!(p * SLOTS / n <= *s && *s < ((p + 1) * SLOTS / n).max(p * SLOTS / n + 1), "{n}: {p} -> {s}");
+            }
+            for shards in [1, 2, 3, 4, 8] {
+                if n < shards {
+                    continue;
+                }
+                let mut per = vec![0; shards];
+                for s in &slots {
+                    per[s * shards / SLOTS] += 1;
+                }
+                // Exactly even when the shards divide the partitions; else a
+                // partition whose range straddles two shards goes to either.
+                for c in &per {
+                    let off = (*c as f64 - n as f64 / shards as f64).abs();
+                    assert!(if n % shards == 0 { off == 0.0 } else { off < 2.0 }, "{n} on {shards} shards: {per:?}");
+                }
+            }
+        }
+        assert_eq!(partition_tag(3, 16), partition_tag(3, 16), "stable");
     }
 }

@@ -9,6 +9,7 @@
 use crate::crash::{batch, expected_events, free_port};
 use crate::roles::{subscribe, Deployment};
 use crate::stream::{control, until};
+use cartpulse::ingest::streams::partition_tag;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,7 +201,7 @@ async fn killing_a_cluster_primary_mid_ingest_loses_no_acknowledged_event() {
         assert!(Instant::now() < deadline, "ingest made no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let killed = cluster.kill_primary_of(&format!("{}:events:{{0}}", d.prefix));
+    let killed = cluster.kill_primary_of(&format!("{}:events:{{{}}}", d.prefix, partition_tag(0, 8)));
     let acked_at_kill = acked.lock().unwrap().len();
     // The replica is promoted after the node timeout (1 s) and an election.
     // Until the dead node is replaced the promoted one has no replica, so

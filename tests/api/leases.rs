@@ -9,6 +9,7 @@
 
 use crate::crash::{batch, expected_events};
 use crate::roles::{Deployment, Redis, RedisConn, Replica};
+use cartpulse::ingest::streams::partition_tag;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,8 +82,11 @@ impl Producers {
 async fn holders(d: &Deployment, c: &mut RedisConn) -> BTreeMap<usize, u32> {
     let mut out = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let v: Option<String> =
-            redis::cmd("GET").arg(format!("{}:lease:{{{p}}}", d.prefix)).query_async(c).await.unwrap();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("{}:lease:{{{}}}", d.prefix, partition_tag(p, PARTITIONS)))
+            .query_async(c)
+            .await
+            .unwrap();
         // The value is the processor's name: processor-<host>-<pid>-<random>.
         if let Some(pid) = v.as_deref().and_then(|v| v.rsplit('-').nth(1)).and_then(|p| p.parse().ok()) {
             out.insert(p, pid);

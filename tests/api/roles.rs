@@ -458,7 +458,7 @@ async fn a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows(d: Dep
     // An entry no gateway would write (e.g. from an older version): the
     // processor's edge parser refuses it.
     let mut c = d.redis_conn().await;
-    let key = format!("{}:events:{{0}}", d.prefix);
+    let key = format!("{}:events:{{{}}}", d.prefix, cartpulse::ingest::streams::partition_tag(0, 8));
     let _: String = redis::cmd("XADD")
         .arg(&key)
         .arg("*")

@@ -235,6 +235,15 @@ impl Shared {
         &self.keys[partition]
     }
 
+    /// Tells the lease manager these partitions were taken over.
+    fn report_lost(&self, partitions: &[usize]) {
+        if let Some(tx) = &self.lost {
+            for p in partitions {
+                let _ = tx.send(*p);
+            }
+        }
+    }
+
     /// The fences of the leased partitions among `items`.
     fn fences_of(&self, items: &[Item]) -> Vec<Fence> {
         let Ok(tokens) = self.tokens.lock() else { return Vec::new() };
@@ -797,11 +806,7 @@ impl CommitStage {
                 (Commit::Fenced(lost), back) => {
                     // Another processor owns these now: their entries stay
                     // pending for it; the rest of the batch goes on.
-                    if let Some(tx) = &self.shared.lost {
-                        for p in &lost {
-                            let _ = tx.send(*p);
-                        }
-                    }
+                    self.shared.report_lost(&lost);
                     let (keep_items, keep_prepared): (Vec<Item>, Vec<Prepared>) =
                         items.into_iter().zip(back).filter(|(it, _)| !lost.contains(&it.partition)).unzip();
                     if keep_items.is_empty() {
@@ -819,13 +824,7 @@ impl CommitStage {
                         match self.commit(vec![p], fence).await {
                             (Commit::Done, _) => self.shared.ack(std::slice::from_ref(&it)).await,
                             (Commit::Stopped, _) => return false,
-                            (Commit::Fenced(lost), _) => {
-                                if let Some(tx) = &self.shared.lost {
-                                    for p in &lost {
-                                        let _ = tx.send(*p);
-                                    }
-                                }
-                            }
+                            (Commit::Fenced(lost), _) => self.shared.report_lost(&lost),
                             (Commit::Refused(error), _) => {
                                 self.shared.dead_letter(&it, &format!("the database refused it: {error}")).await;
                             }

@@ -47,6 +47,9 @@ pub enum IngestEvent {
     LeaseTaken { partition: usize, token: i64, replayed: u64, seconds: f64 },
     /// A processor handed a partition over (its share shrank, or it stops).
     LeaseReleased { partition: usize },
+    /// The database refused a processor's commit of `events` events because
+    /// another processor had taken `partitions` over (fencing token moved on).
+    CommitFenced { partitions: Vec<usize>, events: usize },
     /// A processor lost a partition's lease without handing it over.
     LeaseLost { partition: usize, reason: &'static str },
 }
@@ -75,6 +78,7 @@ pub struct Metrics {
     consumer_retries: IntCounterVec,
     leases: IntCounterVec,
     partitions_held: IntGauge,
+    fenced: IntCounter,
     /// CloudWatch Embedded Metric Format output of the backlog, if asked for.
     emf: Option<std::sync::Arc<Emf>>,
 }
@@ -154,13 +158,17 @@ impl Metrics {
             leases: IntCounterVec::new(
                 Opts::new(
                     "cartpulse_partition_leases_total",
-                    "Partition leases this processor took, released (handed over) or lost",
+                    "Partition leases this processor took, released (handed over), lost, or lost to a refused commit (fenced)",
                 ),
                 &["outcome"],
             )?,
             partitions_held: IntGauge::new(
                 "cartpulse_partitions_held",
                 "Event-stream partitions this processor consumes now (by lease)",
+            )?,
+            fenced: IntCounter::new(
+                "cartpulse_commits_fenced_events_total",
+                "Events whose commit the database refused because another processor had taken their partition over",
             )?,
             emf: None,
             registry,
@@ -185,6 +193,7 @@ impl Metrics {
         m.registry.register(Box::new(m.consumer_retries.clone()))?;
         m.registry.register(Box::new(m.leases.clone()))?;
         m.registry.register(Box::new(m.partitions_held.clone()))?;
+        m.registry.register(Box::new(m.fenced.clone()))?;
         Ok(m)
     }
 
@@ -267,9 +276,14 @@ impl Metrics {
                 self.leases.with_label_values(&["released"]).inc();
                 self.partitions_held.dec();
             }
+            IngestEvent::CommitFenced { partitions, events } => {
+                tracing::warn!(?partitions, events, "commit refused: the partitions belong to another processor now");
+                self.fenced.inc_by(events as u64);
+            }
             IngestEvent::LeaseLost { partition, reason } => {
                 tracing::warn!(partition, reason, "lost the partition's lease");
-                self.leases.with_label_values(&["lost"]).inc();
+                let outcome = if reason == crate::ingest::leases::FENCED { "fenced" } else { "lost" };
+                self.leases.with_label_values(&[outcome]).inc();
                 self.partitions_held.dec();
             }
         }

@@ -19,8 +19,8 @@
 //!
 //! Order of work: first this consumer's own pending entries (read before a
 //! crash, not acknowledged; read forwards from the last id seen, so none is
-//! read twice while its batch is in flight), then new entries; every
-//! `claim_idle / 2`, once the batches in hand are done, it takes over
+//! read twice while its batch is in flight), then new entries; with fixed
+//! ranges, every `claim_idle / 2`, once the batches in hand are done, it takes over
 //! entries any consumer left pending for longer than `claim_idle`
 //! (XAUTOCLAIM). An entry delivered `max_attempts` times without a commit,
 //! or one the edge parser refuses, goes to the dead-letter stream with the
@@ -129,8 +129,21 @@ const BLOCK: Duration = Duration::from_millis(500);
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait for an acknowledgement or a dead-letter move.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest pause between two reads of idle partitions on a cluster.
+/// Longest pause between two reads of idle partitions on a cluster (or
+/// with leases).
 const CLUSTER_IDLE_MAX: Duration = Duration::from_millis(16);
+
+/// With leases: reads new entries of one partition only while this consumer
+/// (`ARGV[1]`) holds the partition's lease (`KEYS[1]`, same slot as the
+/// stream `KEYS[2]`). A plain read by a processor that was paused past its
+/// lease would move entries into its own pending list after the new owner
+/// had claimed the old ones and gone on with newer ones, so the new owner
+/// would commit them late, out of order. A blocking read has the same
+/// problem (Redis answers it while the process is paused), so leased reads
+/// never block.
+const GUARDED_READ: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then \
+     return redis.error_reply('NOTOWNER partition lease held by another processor') end \
+     return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[2], '>')";
 
 /// The running consumer; stop it before the committer.
 pub struct Consumer {
@@ -387,7 +400,10 @@ impl Reader {
             }
             let batch = if !self.history.is_empty() {
                 self.read(&mut conn, true).await
-            } else if last_claim.elapsed() >= s.settings.claim_idle / 2 {
+            } else if s.settings.owns.is_some() && last_claim.elapsed() >= s.settings.claim_idle / 2 {
+                // (With leases, a new owner claims everything pending when it
+                // takes a partition; a periodic claim by a paused former owner
+                // could take the new owner's entries.)
                 last_claim = Instant::now();
                 // Only entries nobody is working on: wait until the batches in hand are done.
                 self.drained().await;
@@ -543,7 +559,10 @@ impl Reader {
     /// entries after the cursors (advanced past what is returned).
     async fn read(&mut self, conn: &mut Dedicated, history: bool) -> Result<Vec<Item>, redis::RedisError> {
         let targets = self.targets(history);
-        let mut items = if self.shared.link.is_cluster() {
+        // With leases every read of new entries checks the lease in Redis
+        // (and so cannot block): see [`GUARDED_READ`].
+        let leased = self.shared.settings.owns.is_none();
+        let mut items = if self.shared.link.is_cluster() || leased {
             self.read_each(conn, &targets, history).await?
         } else {
             let s = &self.shared;
@@ -600,17 +619,31 @@ impl Reader {
         history: bool,
     ) -> Result<Vec<Item>, redis::RedisError> {
         let s = self.shared.clone();
+        let guard = s.settings.owns.is_none() && !history;
         let reads = targets.iter().map(|(p, id)| {
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
-            cmd.arg("STREAMS").arg(s.key_of(*p)).arg(id);
+            let cmd = if guard {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(GUARDED_READ).arg(2).arg(super::leases::lease_key(&s.link, *p, s.settings.partitions));
+                cmd.arg(s.key_of(*p)).arg(&s.name).arg(GROUP).arg(s.settings.read_count);
+                cmd
+            } else {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
+                cmd.arg("STREAMS").arg(s.key_of(*p)).arg(id);
+                cmd
+            };
             let mut conn = conn.clone();
             async move { cmd.query_async::<Value>(&mut conn).await }
         });
         let replies = futures::future::join_all(reads).await;
         let mut items = Vec::new();
         for reply in replies {
-            for (key, entries) in read_reply(reply?) {
+            let reply = match reply {
+                // The lease moved on: the lease manager drops the partition.
+                Err(e) if e.code() == Some("NOTOWNER") => continue,
+                other => other?,
+            };
+            for (key, entries) in read_reply(reply) {
                 let Some(p) = s.partition_of(&key) else { continue };
                 items.extend(entries.into_iter().map(|entry| Item { partition: p, entry, delivered: 1 }));
             }
@@ -806,6 +839,8 @@ impl CommitStage {
                 (Commit::Fenced(lost), back) => {
                     // Another processor owns these now: their entries stay
                     // pending for it; the rest of the batch goes on.
+                    let refused = items.iter().filter(|it| lost.contains(&it.partition)).count();
+                    self.shared.metrics.record(IngestEvent::CommitFenced { partitions: lost.clone(), events: refused });
                     self.shared.report_lost(&lost);
                     let (keep_items, keep_prepared): (Vec<Item>, Vec<Prepared>) =
                         items.into_iter().zip(back).filter(|(it, _)| !lost.contains(&it.partition)).unzip();
@@ -824,7 +859,12 @@ impl CommitStage {
                         match self.commit(vec![p], fence).await {
                             (Commit::Done, _) => self.shared.ack(std::slice::from_ref(&it)).await,
                             (Commit::Stopped, _) => return false,
-                            (Commit::Fenced(lost), _) => self.shared.report_lost(&lost),
+                            (Commit::Fenced(lost), _) => {
+                                self.shared
+                                    .metrics
+                                    .record(IngestEvent::CommitFenced { partitions: lost.clone(), events: 1 });
+                                self.shared.report_lost(&lost);
+                            }
                             (Commit::Refused(error), _) => {
                                 self.shared.dead_letter(&it, &format!("the database refused it: {error}")).await;
                             }

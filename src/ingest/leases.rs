@@ -45,6 +45,9 @@ pub struct LeaseSettings {
     pub instance: String,
 }
 
+/// Why a partition is lost when the database refused a commit.
+pub const FENCED: &str = "the database refused a commit for a stale token";
+
 /// Renews `KEYS[1]` for `ARGV[2]` ms if `ARGV[1]` holds it.
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                      return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
@@ -167,7 +170,7 @@ pub async fn release_all(link: &RedisLink, held: &Held, instance: &str, partitio
 }
 
 /// In the slot of the partition's stream (same hash tag).
-fn lease_key(link: &RedisLink, p: usize, partitions: usize) -> String {
+pub fn lease_key(link: &RedisLink, p: usize, partitions: usize) -> String {
     link.key(&format!("lease:{{{}}}", super::streams::partition_tag(p, partitions)))
 }
 
@@ -198,7 +201,7 @@ impl Parts {
             };
             self.renew().await;
             while let Ok(p) = lost.try_recv() {
-                self.lose(p, "the database refused a commit for a stale token").await;
+                self.lose(p, FENCED).await;
             }
             if let (Some(live), false) = (live, first) {
                 let target = share(self.settings.partitions, live);
@@ -216,7 +219,7 @@ impl Parts {
             first = false;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                Some(p) = lost.recv() => self.lose(p, "the database refused a commit for a stale token").await,
+                Some(p) = lost.recv() => self.lose(p, FENCED).await,
                 _ = stopped.changed() => return,
             }
             if *stopped.borrow() {

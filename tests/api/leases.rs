@@ -3,7 +3,9 @@
 //! Cluster) and Postgres: 3 processors share
 //! 16 partitions; one is SIGKILLed and the others take its partitions over
 //! within the lease; one is stopped gracefully and hands its partitions over
-//! at once; one is added and gets a share. Each time, producers keep
+//! at once; one is added and gets a share; one is paused (SIGSTOP) until the
+//! other took its partitions over, then woken with batches in hand, whose
+//! commits the fence refuses. Each time, producers keep
 //! ingesting throughout, and afterwards every acknowledged event is in the
 //! log exactly once and in its customer's state exactly once.
 
@@ -249,6 +251,59 @@ async fn an_added_processor_gets_a_share_of_the_partitions() {
     })
     .await;
     eprintln!("leases: an added processor got its share {took:?} after it was ready");
+    let at = producers.acked();
+    producers.until_acked(at + 100).await;
+    let acked = producers.stop().await;
+    nothing_lost_nothing_twice(&d, &gw, &acked).await;
+}
+
+#[actix_web::test]
+async fn a_paused_processor_cannot_commit_after_its_partitions_were_taken_over() {
+    const LEASE: Duration = Duration::from_millis(2_000);
+    let d = Deployment::new(Redis::Single).await;
+    let mut c = d.redis_conn().await;
+    let a = processor(&d, "2000").await;
+    let b = processor(&d, "2000").await;
+    let gw = gateway(&d).await;
+    let (pa, pb) = (a.pid(), b.pid());
+    until_holders(&d, &mut c, Duration::from_secs(20), "2 processors share the partitions", |h| {
+        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
+    })
+    .await;
+    let producers = Producers::start(&d, &gw, 4);
+    producers.until_acked(100).await;
+    // A freezes (a long GC pause, a VM stall) while its blocking read is
+    // still answered by Redis: the entries it is handed stay in its pending
+    // list, and B claims them once A's leases expire.
+    a.signal("STOP");
+    let took = until_holders(&d, &mut c, LEASE * 4, "B takes the paused processor's partitions", |h| {
+        h.len() == PARTITIONS && count_of(h, pb) == PARTITIONS
+    })
+    .await;
+    let at = producers.acked();
+    producers.until_acked(at + 100).await;
+    // A wakes up with batches in hand and tokens that moved on.
+    a.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = reqwest::Client::new();
+    let metric = |name: &'static str| {
+        let (client, base) = (client.clone(), a.base());
+        async move {
+            let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+            crate::helpers::metric_value(&text, name)
+        }
+    };
+    // It gives up the partitions it no longer holds, then rebalances with B.
+    until_holders(&d, &mut c, Duration::from_secs(20), "the woken processor gets a share again", |h| {
+        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
+    })
+    .await;
+    let lost = metric("cartpulse_partition_leases_total{outcome=\"lost\"}").await
+        + metric("cartpulse_partition_leases_total{outcome=\"fenced\"}").await;
+    let fenced = metric("cartpulse_commits_fenced_events_total").await;
+    assert!(lost >= 8.0, "the paused processor must have dropped its 8 partitions: {lost}");
+    assert!(Instant::now() < deadline);
+    eprintln!("leases: paused processor's partitions taken over {took:?} after SIGSTOP; after SIGCONT it dropped {lost} leases and the database refused {fenced} events of its commits");
     let at = producers.acked();
     producers.until_acked(at + 100).await;
     let acked = producers.stop().await;

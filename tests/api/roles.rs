@@ -147,6 +147,13 @@ impl Replica {
     pub fn pid(&self) -> u32 {
         self.server.0.id()
     }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let ok = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill").success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
 }
 
 impl Deployment {

@@ -57,6 +57,7 @@ struct Leasing {
     manager: crate::ingest::leases::LeaseManager,
     link: RedisLink,
     db: DatabaseConnection,
+    gate: WriteGate,
     instance: String,
     partitions: usize,
 }
@@ -290,7 +291,7 @@ impl Application {
         if let Some(core) = core {
             // No partition is taken or given up from here on.
             let leases = match core.leases {
-                Some(l) => Some((l.manager.stop().await, l.link, l.db, l.instance, l.partitions)),
+                Some(l) => Some((l.manager.stop().await, l.link, l.db, l.gate, l.instance, l.partitions)),
                 None => None,
             };
             // The consumer commits and acknowledges the batch in hand, then stops.
@@ -300,12 +301,12 @@ impl Application {
             let _ = tokio::time::timeout(Duration::from_secs(30), core.committer_task).await;
             core.checkpoints.abort();
             drain(&core.runtime).await.context("flushing actor state")?;
-            if let Some((held, link, db, instance, partitions)) = leases {
+            if let Some((held, link, db, gate, instance, partitions)) = leases {
                 // Everything is in snapshots: checkpoint the partitions, then
                 // free them so the other processors take them at once.
                 let fences = held.fences();
                 let upto = core.runtime.checkpoint().await.context("the final checkpoint")?;
-                crate::ingest::fences::write_checkpoints(&db, &fences, upto)
+                crate::ingest::fences::write_checkpoints(&db, &gate, &fences, upto)
                     .await
                     .context("writing the partitions' checkpoints")?;
                 crate::ingest::leases::release_all(&link, &held, &instance, partitions).await;
@@ -387,7 +388,7 @@ async fn start_core(
     let checkpoints = {
         let runtime = runtime.clone();
         let every = Duration::from_millis(settings.actors.checkpoint_interval_ms.max(100));
-        let (db, leased, held) = (db.clone(), plan.leased.is_some(), held.clone());
+        let (db, leased, held, gate) = (db.clone(), plan.leased.is_some(), held.clone(), gate.clone());
         actix_web::rt::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -398,7 +399,8 @@ async fn start_core(
                 // began (one taken meanwhile may not be flushed yet).
                 let fences = held.fences();
                 match runtime.checkpoint().await {
-                    Ok(seq) if leased => match crate::ingest::fences::write_checkpoints(&db, &fences, seq).await {
+                    Ok(seq) if leased => match crate::ingest::fences::write_checkpoints(&db, &gate, &fences, seq).await
+                    {
                         Ok(()) => tracing::debug!(seq, partitions = fences.len(), "checkpoint"),
                         Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
                     },
@@ -410,7 +412,7 @@ async fn start_core(
     };
     let (committer, committer_task) = Committer::start(
         db.clone(),
-        gate,
+        gate.clone(),
         runtime.clone(),
         metrics.clone(),
         CommitterSettings {
@@ -452,6 +454,7 @@ async fn start_core(
             manager: crate::ingest::leases::LeaseManager::start(
                 link.clone(),
                 db.clone(),
+                gate.clone(),
                 runtime.clone(),
                 set.clone(),
                 consumer.control(),
@@ -466,6 +469,7 @@ async fn start_core(
             ),
             link: link.clone(),
             db: db.clone(),
+            gate: gate.clone(),
             instance: instance.clone(),
             partitions: settings.redis.partitions,
         }),

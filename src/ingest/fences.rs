@@ -8,6 +8,7 @@
 //! it sees the new token). Hence an owner that lost its lease while paused
 //! cannot commit once the next owner has replayed the partition's log.
 
+use actors::WriteGate;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 /// A partition and the fencing token its owner holds.
@@ -27,11 +28,15 @@ fn stmt(backend: DbBackend, pg: &str, values: Vec<sea_orm::Value>) -> Statement 
 /// starts from `initial_checkpoint`.
 pub async fn take_over(
     db: &DatabaseConnection,
+    gate: &WriteGate,
     partition: usize,
     owner: &str,
     initial_checkpoint: i64,
 ) -> Result<(i64, i64), DbErr> {
     let b = db.get_database_backend();
+    // SQLite: one writer at a time, or a group commit that read the fence
+    // could not upgrade its transaction (SQLITE_BUSY_SNAPSHOT).
+    let _turn = gate.enter().await;
     let row = db
         .query_one(stmt(
             b,
@@ -67,8 +72,14 @@ pub async fn stale<C: ConnectionTrait>(c: &C, fences: &[Fence]) -> Result<Vec<us
 }
 
 /// Raises the checkpoint of each partition still held with its token.
-pub async fn write_checkpoints(db: &DatabaseConnection, held: &[Fence], upto: i64) -> Result<(), DbErr> {
+pub async fn write_checkpoints(
+    db: &DatabaseConnection,
+    gate: &WriteGate,
+    held: &[Fence],
+    upto: i64,
+) -> Result<(), DbErr> {
     let b = db.get_database_backend();
+    let _turn = gate.enter().await;
     for (p, token) in held {
         db.execute(stmt(
             b,

@@ -90,6 +90,8 @@ impl Held {
 struct Parts {
     link: RedisLink,
     db: DatabaseConnection,
+    /// SQLite's one-writer turn (open on Postgres).
+    gate: actors::WriteGate,
     runtime: Runtime,
     owned: PartitionSet,
     consumer: ConsumerControl,
@@ -115,6 +117,7 @@ impl LeaseManager {
     pub fn start(
         link: RedisLink,
         db: DatabaseConnection,
+        gate: actors::WriteGate,
         runtime: Runtime,
         owned: PartitionSet,
         consumer: ConsumerControl,
@@ -127,6 +130,7 @@ impl LeaseManager {
         let parts = Parts {
             link,
             db,
+            gate,
             runtime,
             owned,
             consumer,
@@ -325,7 +329,7 @@ impl Parts {
         let started = Instant::now();
         let of = self.settings.partitions;
         let initial = fences::initial_checkpoint(&self.db, p, of).await?;
-        let (token, checkpoint) = fences::take_over(&self.db, p, &self.settings.instance, initial).await?;
+        let (token, checkpoint) = fences::take_over(&self.db, &self.gate, p, &self.settings.instance, initial).await?;
         // Whatever this process kept from an earlier time it held `p` is stale.
         self.runtime.evict_partition(p, of).await;
         let replayed = self.runtime.replay_partition(p, of, checkpoint).await?;
@@ -348,7 +352,7 @@ impl Parts {
         futures::future::join_all(partitions.iter().map(|&p| self.consumer.remove(p))).await;
         let fences: Vec<Fence> = self.held.fences().into_iter().filter(|(q, _)| partitions.contains(q)).collect();
         let written = match self.runtime.checkpoint().await {
-            Ok(upto) => fences::write_checkpoints(&self.db, &fences, upto).await.map_err(|e| e.to_string()),
+            Ok(upto) => fences::write_checkpoints(&self.db, &self.gate, &fences, upto).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(error) = written {

@@ -146,6 +146,33 @@ async fn nothing_lost_nothing_twice(d: &Deployment, gateway: &Replica, acked: &[
     }
 }
 
+/// Two processors (leases of `lease_ms`) sharing the partitions 8 and 8, a
+/// gateway, and producers that have had 100 batches acknowledged.
+struct TwoShare {
+    d: Deployment,
+    c: RedisConn,
+    a: Replica,
+    b: Replica,
+    gw: Replica,
+    producers: Producers,
+}
+
+async fn two_sharing(lease_ms: &str, within: Duration) -> TwoShare {
+    let d = Deployment::new(Redis::Single).await;
+    let mut c = d.redis_conn().await;
+    let a = processor(&d, lease_ms).await;
+    let b = processor(&d, lease_ms).await;
+    let gw = gateway(&d).await;
+    let (pa, pb) = (a.pid(), b.pid());
+    until_holders(&d, &mut c, within, "2 processors share the partitions", |h| {
+        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
+    })
+    .await;
+    let producers = Producers::start(&d, &gw, 4);
+    producers.until_acked(100).await;
+    TwoShare { d, c, a, b, gw, producers }
+}
+
 async fn processor(d: &Deployment, lease_ms: &str) -> Replica {
     d.start_with("processor", None, None, PARTITIONS, &[("CARTPULSE_REDIS__LEASE_MS", lease_ms)]).await
 }
@@ -187,7 +214,7 @@ async fn killed_processor(redis: Redis) {
     })
     .await;
     eprintln!(
-        "leases: a SIGKILLed processor's partitions were all taken over {took:?} after the kill (lease {LEASE:?})"
+        "leases ({redis:?}): a SIGKILLed processor's partitions were all taken over {took:?} after the kill (lease {LEASE:?})"
     );
     // A lease expires lease_ms after its last renewal (at most lease/3 before
     // the kill); the survivors look every lease/3.
@@ -201,18 +228,8 @@ async fn killed_processor(redis: Redis) {
 #[actix_web::test]
 async fn a_processor_stopped_gracefully_hands_its_partitions_over_at_once() {
     // A long lease: only a hand-over can be this quick.
-    let d = Deployment::new(Redis::Single).await;
-    let mut c = d.redis_conn().await;
-    let mut a = processor(&d, "20000").await;
-    let b = processor(&d, "20000").await;
-    let gw = gateway(&d).await;
-    let (pa, pb) = (a.pid(), b.pid());
-    until_holders(&d, &mut c, Duration::from_secs(60), "2 processors share the partitions", |h| {
-        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
-    })
-    .await;
-    let producers = Producers::start(&d, &gw, 4);
-    producers.until_acked(100).await;
+    let TwoShare { d, mut c, mut a, b, gw, producers } = two_sharing("20000", Duration::from_secs(60)).await;
+    let pb = b.pid();
     let started = Instant::now();
     a.terminate();
     let stopped_in = started.elapsed();
@@ -232,18 +249,8 @@ async fn a_processor_stopped_gracefully_hands_its_partitions_over_at_once() {
 
 #[actix_web::test]
 async fn an_added_processor_gets_a_share_of_the_partitions() {
-    let d = Deployment::new(Redis::Single).await;
-    let mut c = d.redis_conn().await;
-    let a = processor(&d, "2000").await;
-    let b = processor(&d, "2000").await;
-    let gw = gateway(&d).await;
+    let TwoShare { d, mut c, a, b, gw, producers } = two_sharing("2000", Duration::from_secs(20)).await;
     let (pa, pb) = (a.pid(), b.pid());
-    until_holders(&d, &mut c, Duration::from_secs(20), "2 processors share the partitions", |h| {
-        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
-    })
-    .await;
-    let producers = Producers::start(&d, &gw, 4);
-    producers.until_acked(100).await;
     let third = processor(&d, "2000").await;
     let pc = third.pid();
     let took = until_holders(&d, &mut c, Duration::from_secs(20), "the partitions rebalance over 3 processors", |h| {
@@ -260,18 +267,8 @@ async fn an_added_processor_gets_a_share_of_the_partitions() {
 #[actix_web::test]
 async fn a_paused_processor_cannot_commit_after_its_partitions_were_taken_over() {
     const LEASE: Duration = Duration::from_millis(2_000);
-    let d = Deployment::new(Redis::Single).await;
-    let mut c = d.redis_conn().await;
-    let a = processor(&d, "2000").await;
-    let b = processor(&d, "2000").await;
-    let gw = gateway(&d).await;
+    let TwoShare { d, mut c, a, b, gw, producers } = two_sharing("2000", Duration::from_secs(20)).await;
     let (pa, pb) = (a.pid(), b.pid());
-    until_holders(&d, &mut c, Duration::from_secs(20), "2 processors share the partitions", |h| {
-        h.len() == PARTITIONS && count_of(h, pa) == 8 && count_of(h, pb) == 8
-    })
-    .await;
-    let producers = Producers::start(&d, &gw, 4);
-    producers.until_acked(100).await;
     // A freezes (a long GC pause, a VM stall) while its blocking read is
     // still answered by Redis: the entries it is handed stay in its pending
     // list, and B claims them once A's leases expire.

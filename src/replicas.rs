@@ -39,6 +39,18 @@ pub struct Replicas {
     clients: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
+/// A name for this process, unique among the replicas: `<host>-<pid>-<random>`
+/// (the host is the ECS task's in a container).
+pub fn process_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned());
+    format!("{host}-{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 3]>()))
+}
+
 impl Replicas {
     pub fn new(
         link: Option<RedisLink>,
@@ -47,10 +59,9 @@ impl Replicas {
         partitions: Option<String>,
         clients: Arc<dyn Fn() -> usize + Send + Sync>,
     ) -> Replicas {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let now = chrono::Utc::now();
         let me = ReplicaInfo {
-            id: format!("{host}-{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 3]>())),
+            id: process_name(),
             role: role.to_owned(),
             listen,
             partitions,

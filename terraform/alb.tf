@@ -29,6 +29,23 @@ resource "aws_lb" "main" {
   depends_on = [aws_s3_bucket_policy.logs]
 }
 
+# Two target groups for the gateways' blue/green deployments (codedeploy.tf):
+# `gateway` starts as production (blue); each deployment registers the new
+# tasks in the other one and moves the listeners over. Identical on purpose.
+# The deregistration delay is the service's drain time (var.drain_seconds):
+# a deregistered task keeps serving that long, which is what it does on
+# SIGTERM too (shutdown.drain_s, set from the same variable in ecs.tf).
+locals {
+  gateway_health_check = {
+    path                = "/readyz"
+    matcher             = "200"
+    interval            = 15
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 3
+  }
+}
+
 resource "aws_lb_target_group" "gateway" {
   #checkov:skip=CKV_AWS_378:TLS terminates at the ALB; ALB-to-task traffic stays inside the VPC's private subnets, where the gateway listens on plain HTTP.
   name                 = "${local.name}-gw"
@@ -36,15 +53,34 @@ resource "aws_lb_target_group" "gateway" {
   protocol             = "HTTP"
   target_type          = "ip"
   vpc_id               = aws_vpc.main.id
-  deregistration_delay = 30
+  deregistration_delay = var.drain_seconds
 
   health_check {
-    path                = "/readyz"
-    matcher             = "200"
-    interval            = 15
-    timeout             = 5
-    healthy_threshold   = 2
-    unhealthy_threshold = 3
+    path                = local.gateway_health_check.path
+    matcher             = local.gateway_health_check.matcher
+    interval            = local.gateway_health_check.interval
+    timeout             = local.gateway_health_check.timeout
+    healthy_threshold   = local.gateway_health_check.healthy_threshold
+    unhealthy_threshold = local.gateway_health_check.unhealthy_threshold
+  }
+}
+
+resource "aws_lb_target_group" "gateway_green" {
+  #checkov:skip=CKV_AWS_378:TLS terminates at the ALB; ALB-to-task traffic stays inside the VPC's private subnets, where the gateway listens on plain HTTP.
+  name                 = "${local.name}-gw-green"
+  port                 = local.container_port
+  protocol             = "HTTP"
+  target_type          = "ip"
+  vpc_id               = aws_vpc.main.id
+  deregistration_delay = var.drain_seconds
+
+  health_check {
+    path                = local.gateway_health_check.path
+    matcher             = local.gateway_health_check.matcher
+    interval            = local.gateway_health_check.interval
+    timeout             = local.gateway_health_check.timeout
+    healthy_threshold   = local.gateway_health_check.healthy_threshold
+    unhealthy_threshold = local.gateway_health_check.unhealthy_threshold
   }
 }
 
@@ -58,6 +94,33 @@ resource "aws_lb_listener" "https" {
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.gateway.arn
+  }
+
+  # CodeDeploy switches the target group at each deployment.
+  lifecycle {
+    ignore_changes = [default_action]
+  }
+}
+
+# The test listener of blue/green deployments: during a deployment it routes
+# to the replacement tasks, and the AfterAllowTestTraffic hook (codedeploy.tf)
+# checks them through it before any production traffic moves. Reachable only
+# from the NAT gateways' addresses (security_groups.tf), i.e. from inside the
+# VPC, where the hook runs.
+resource "aws_lb_listener" "test" {
+  load_balancer_arn = aws_lb.main.arn
+  port              = var.test_listener_port
+  protocol          = "HTTPS"
+  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  certificate_arn   = var.certificate_arn
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.gateway.arn
+  }
+
+  lifecycle {
+    ignore_changes = [default_action]
   }
 }
 

@@ -38,9 +38,14 @@ locals {
   # it on a running stack orphans the streams and their pending entries.
   redis_prefix = "cp"
 
-  # Seconds between SIGTERM and SIGKILL for a processor: enough to finish the
-  # batches in hand, checkpoint and release its leases (Fargate's maximum is 120).
-  processor_stop_timeout_s = 60
+  # Seconds between SIGTERM and SIGKILL (Fargate's maximum is 120). A gateway
+  # keeps serving for the drain (shutdown.drain_s = var.drain_seconds, also the
+  # target groups' deregistration delay), then closes its streams and finishes
+  # the requests in flight (var.shutdown_finish_seconds). A processor needs at
+  # least as long, and enough to finish the batches in hand, checkpoint and
+  # release its leases.
+  gateway_stop_timeout_s   = var.drain_seconds + var.shutdown_finish_seconds
+  processor_stop_timeout_s = max(60, local.gateway_stop_timeout_s)
 
   # Plain settings only; secrets go through local.task_secrets.
   task_environment = [
@@ -62,6 +67,9 @@ locals {
     # metric's Deployment dimension, which processor autoscaling and the
     # alarms select on, is this prefix (local.redis_prefix).
     { name = "CARTPULSE_REDIS__PREFIX", value = local.redis_prefix },
+    # How long a stopping task keeps serving while the load balancer
+    # deregisters it; the same number as the deregistration delay (alb.tf).
+    { name = "CARTPULSE_SHUTDOWN__DRAIN_S", value = tostring(var.drain_seconds) },
   ]
 
   readyz_check = {
@@ -84,7 +92,7 @@ locals {
     secrets                = local.task_secrets
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
     linuxParameters        = { initProcessEnabled = true }
-    stopTimeout            = 30
+    stopTimeout            = local.gateway_stop_timeout_s
   }
 }
 
@@ -210,6 +218,13 @@ resource "aws_ecs_task_definition" "migrate" {
   })])
 }
 
+# Gateways deploy blue/green through CodeDeploy (codedeploy.tf): a deployment
+# starts a replacement task set in the other target group, checks it on the
+# test listener, moves production traffic over and rolls back on a failed
+# check or an SLO alarm. CodeDeploy owns the task definition and the target
+# group from then on, so Terraform ignores them after creation; releases go
+# through the release workflow (docs/operations.md, "Release and rollback").
+# Switching an existing service to this controller replaces the service.
 resource "aws_ecs_service" "gateway" {
   name                              = "${local.name}-gateway"
   cluster                           = aws_ecs_cluster.main.id
@@ -221,11 +236,8 @@ resource "aws_ecs_service" "gateway" {
   enable_ecs_managed_tags           = true
   propagate_tags                    = "SERVICE"
 
-  deployment_minimum_healthy_percent = 100
-  deployment_maximum_percent         = 200
-  deployment_circuit_breaker {
-    enable   = true
-    rollback = true
+  deployment_controller {
+    type = "CODE_DEPLOY"
   }
 
   network_configuration {
@@ -240,9 +252,10 @@ resource "aws_ecs_service" "gateway" {
     container_port   = local.container_port
   }
 
-  # Auto-scaling owns the task count after creation.
+  # Auto-scaling owns the task count after creation, CodeDeploy the task
+  # definition and which target group is live.
   lifecycle {
-    ignore_changes = [desired_count]
+    ignore_changes = [desired_count, task_definition, load_balancer]
   }
 
   depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_secretsmanager_secret_version.database_url]
@@ -276,9 +289,12 @@ resource "aws_ecs_service" "processor" {
     assign_public_ip = false
   }
 
-  # Auto-scaling owns the task count after creation.
+  # Auto-scaling owns the task count after creation; the release workflow
+  # moves the service to each release's task definition (a new revision of
+  # this family, rendered from the newest one, so settings Terraform changes
+  # here go out with the next release).
   lifecycle {
-    ignore_changes = [desired_count]
+    ignore_changes = [desired_count, task_definition]
   }
 
   depends_on = [aws_iam_role_policy.execution, aws_secretsmanager_secret_version.database_url]
@@ -311,6 +327,10 @@ resource "aws_appautoscaling_policy" "gateway_cpu" {
   }
 }
 
+# Requests per target of the production target group at creation: after a
+# blue/green deployment production traffic is in the other group, whose count
+# this policy does not see, so it stops holding tasks in; the CPU policy still
+# does (target tracking scales in only when every policy agrees).
 resource "aws_appautoscaling_policy" "gateway_requests" {
   name               = "${local.name}-gateway-requests"
   policy_type        = "TargetTrackingScaling"

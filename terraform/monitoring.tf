@@ -37,9 +37,11 @@ resource "aws_sns_topic_subscription" "email" {
 
 locals {
   alarm_actions = [aws_sns_topic.alarms.arn]
+  # The whole load balancer, not one target group: blue/green deployments
+  # (codedeploy.tf) move production traffic between the two gateway target
+  # groups, and these alarms, which also roll a deployment back, must follow it.
   alb_dimensions = {
     LoadBalancer = aws_lb.main.arn_suffix
-    TargetGroup  = aws_lb_target_group.gateway.arn_suffix
   }
   ecs_services = {
     gateway   = aws_ecs_service.gateway.name

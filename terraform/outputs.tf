@@ -132,3 +132,44 @@ output "task_log_groups" {
   description = "CloudWatch log groups of the tasks."
   value       = { for k, g in aws_cloudwatch_log_group.tasks : k => g.name }
 }
+
+# --- for the release workflow (repository variables, docs/operations.md) -------
+
+output "github_deploy_role_arn" {
+  description = "AWS_DEPLOY_ROLE_ARN of the release workflow (null without var.github_repository)"
+  value       = one(aws_iam_role.github_deploy[*].arn)
+}
+
+output "codedeploy_application" {
+  description = "CODEDEPLOY_APPLICATION of the release workflow"
+  value       = aws_codedeploy_app.gateway.name
+}
+
+output "codedeploy_deployment_group" {
+  description = "CODEDEPLOY_DEPLOYMENT_GROUP of the release workflow"
+  value       = aws_codedeploy_deployment_group.gateway.deployment_group_name
+}
+
+output "gateway_smoke_hook_function" {
+  description = "The AfterAllowTestTraffic hook (Lambda) named in the gateways' AppSpec"
+  value       = aws_lambda_function.gateway_smoke.function_name
+}
+
+output "deploy_smoke_ingest_key_secret_arn" {
+  description = "Secret holding the ingest key the hook posts with (store it once: docs/operations.md)"
+  value       = aws_secretsmanager_secret.deploy_smoke_ingest_key.arn
+}
+
+output "task_family_names" {
+  description = "Task definition families: GATEWAY_TASK_FAMILY, PROCESSOR_TASK_FAMILY, MIGRATE_TASK_FAMILY"
+  value = {
+    gateway   = aws_ecs_task_definition.gateway.family
+    processor = aws_ecs_task_definition.processor.family
+    migrate   = aws_ecs_task_definition.migrate.family
+  }
+}
+
+output "drain_seconds" {
+  description = "shutdown.drain_s of the tasks, the target groups' deregistration delay"
+  value       = var.drain_seconds
+}

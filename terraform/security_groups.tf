@@ -134,3 +134,62 @@ resource "aws_vpc_security_group_ingress_rule" "redis_from_tasks" {
   from_port                    = 6379
   to_port                      = 6379
 }
+
+# --- blue/green deployments ----------------------------------------------------
+
+# The test listener (alb.tf) answers only the NAT gateways' addresses: the
+# deployment hook runs in the private subnets and reaches the internet-facing
+# ALB through them. Nothing outside the VPC sees the replacement tasks before
+# production traffic moves to them.
+resource "aws_vpc_security_group_ingress_rule" "alb_test_listener" {
+  count             = local.nat_count
+  security_group_id = aws_security_group.alb.id
+  description       = "Blue/green test listener, from the deployment hook behind NAT gateway ${count.index}"
+  cidr_ipv4         = "${aws_eip.nat[count.index].public_ip}/32"
+  ip_protocol       = "tcp"
+  from_port         = var.test_listener_port
+  to_port           = var.test_listener_port
+}
+
+resource "aws_security_group" "deploy_hook" {
+  name        = "${local.name}-deploy-hook"
+  description = "cartpulse blue/green smoke-check hook: /readyz of the replacement gateway tasks, the test listener, AWS APIs"
+  vpc_id      = aws_vpc.main.id
+  tags        = { Name = "${local.name}-deploy-hook" }
+}
+
+resource "aws_vpc_security_group_egress_rule" "deploy_hook_to_gateway" {
+  security_group_id            = aws_security_group.deploy_hook.id
+  description                  = "GET /readyz on each replacement gateway task"
+  referenced_security_group_id = aws_security_group.gateway.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "deploy_hook_https" {
+  security_group_id = aws_security_group.deploy_hook.id
+  description       = "HTTPS to the ALB test listener and AWS APIs (CodeDeploy, ELB, Secrets Manager) through the NAT gateways"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_egress_rule" "deploy_hook_test_listener" {
+  security_group_id = aws_security_group.deploy_hook.id
+  description       = "The ALB test listener (public addresses, through the NAT gateways)"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = var.test_listener_port
+  to_port           = var.test_listener_port
+}
+
+resource "aws_vpc_security_group_ingress_rule" "gateway_from_deploy_hook" {
+  security_group_id            = aws_security_group.gateway.id
+  description                  = "GET /readyz from the blue/green smoke-check hook"
+  referenced_security_group_id = aws_security_group.deploy_hook.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+}

@@ -617,3 +617,73 @@ variable "stream_token_secret_version" {
     error_message = "stream_token_secret_version must be a whole number of at least 1."
   }
 }
+
+# --- releases: graceful stop, blue/green gateways, GitHub OIDC -----------------
+
+variable "drain_seconds" {
+  description = "Seconds a gateway keeps serving after SIGTERM while the load balancer stops sending it traffic: the service's shutdown.drain_s (CARTPULSE_SHUTDOWN__DRAIN_S, set from this), and the target groups' deregistration delay. The tasks' stop timeout is this plus shutdown_finish_seconds."
+  type        = number
+  default     = 15
+  validation {
+    condition     = var.drain_seconds >= 0 && var.drain_seconds <= 90
+    error_message = "drain_seconds must be between 0 and 90 (with shutdown_finish_seconds it must fit Fargate's 120 s stop timeout)."
+  }
+}
+
+variable "shutdown_finish_seconds" {
+  description = "Seconds a task gets after the drain to close its streams, finish requests in flight and flush its state before ECS sends SIGKILL (the service waits up to 30 s for requests in flight)."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.shutdown_finish_seconds >= 5 && var.drain_seconds + var.shutdown_finish_seconds <= 120
+    error_message = "shutdown_finish_seconds must be at least 5, and drain_seconds + shutdown_finish_seconds at most 120 (Fargate's maximum stop timeout)."
+  }
+}
+
+variable "gateway_deployment_config" {
+  description = "CodeDeploy deployment configuration of the gateways' blue/green deployments: CodeDeployDefault.ECSAllAtOnce, or a canary / linear one (e.g. CodeDeployDefault.ECSCanary10Percent5Minutes) to shift production traffic in steps while the rollback alarms watch."
+  type        = string
+  default     = "CodeDeployDefault.ECSCanary10Percent5Minutes"
+}
+
+variable "blue_termination_wait_minutes" {
+  description = "Minutes the previous (blue) gateway tasks keep running after a successful deployment, so a rollback is only a traffic switch."
+  type        = number
+  default     = 15
+  validation {
+    condition     = var.blue_termination_wait_minutes >= 0 && var.blue_termination_wait_minutes <= 2880
+    error_message = "blue_termination_wait_minutes must be between 0 and 2880 (CodeDeploy's limit)."
+  }
+}
+
+variable "test_listener_port" {
+  description = "ALB port of the test listener, which routes to the replacement (green) gateway tasks during a deployment. Only the deployment's smoke-check hook reaches it (from the NAT gateways' addresses)."
+  type        = number
+  default     = 8443
+  validation {
+    condition     = var.test_listener_port != 443 && var.test_listener_port != 80 && var.test_listener_port > 0 && var.test_listener_port < 65536
+    error_message = "test_listener_port must be a port other than 80 and 443."
+  }
+}
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose release workflow deploys this stack. Its tag pushes (refs/tags/v*) may assume the deploy role through GitHub OIDC; nothing else may. null: no deploy role."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.github_repository == null || can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
+    error_message = "github_repository must be owner/name."
+  }
+}
+
+variable "github_oidc_provider_arn" {
+  description = "ARN of an existing IAM OIDC provider for token.actions.githubusercontent.com (an account has at most one). null: this stack creates it."
+  type        = string
+  default     = null
+}
+
+variable "release_tag_pattern" {
+  description = "Git tags whose workflow runs may assume the deploy role (matched against the OIDC token's sub claim, refs/tags/<pattern>)."
+  type        = string
+  default     = "v*"
+}

@@ -9,6 +9,10 @@ terraform {
       source  = "hashicorp/aws"
       version = "~> 6.0" # secret_string_wo / secret_string_wo_version are in every 6.x
     }
+    archive = {
+      source  = "hashicorp/archive"
+      version = "~> 2.4" # zips the blue/green hook (codedeploy.tf)
+    }
     random = {
       source = "hashicorp/random"
       # 3.7.1 is the first release with the ephemeral random_password.

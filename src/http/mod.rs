@@ -51,6 +51,9 @@ pub struct AppState {
     pub segments: actors::hooks::SegmentSlot,
     /// The admin console: settings and the login rate limiter.
     pub console: crate::console::Console,
+    /// Set when a stop was asked for: `/readyz` answers 503 while the
+    /// replica drains.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Registers every route.

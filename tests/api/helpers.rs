@@ -62,6 +62,8 @@ pub struct TestApp {
     pub ingest_key: String,
     pub read_key: String,
     pub handle: actix_web::dev::ServerHandle,
+    /// Starts the stop as SIGTERM does (not ready, drain, close).
+    pub stopper: cartpulse::startup::Stopper,
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     pub dir: std::sync::Arc<tempfile::TempDir>,
     pub inference: cartpulse::inference::InferenceHandle,
@@ -92,6 +94,7 @@ pub async fn start(settings: Settings, dir: std::sync::Arc<tempfile::TempDir>, k
     let app = Application::build(settings).await.expect("build app");
     let port = app.port();
     let handle = app.handle();
+    let stopper = app.stopper();
     let inference = app.inference();
     let (tx, rx) = tokio::sync::oneshot::channel();
     actix_web::rt::spawn(async move {
@@ -125,6 +128,7 @@ pub async fn start(settings: Settings, dir: std::sync::Arc<tempfile::TempDir>, k
         ingest_key,
         read_key,
         handle,
+        stopper,
         stopped: Some(rx),
         dir,
         inference,

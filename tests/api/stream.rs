@@ -447,8 +447,9 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_another_keeps_recei
     reader.abort();
 }
 
-#[actix_web::test]
-async fn shutdown_closes_clients_with_1001() {
+/// `cartpulse serve` as a child process with a read key, and a WebSocket
+/// client subscribed to `kpis` on it.
+async fn serve_with_viewer(drain_s: u64) -> (std::process::Child, u16, Ws, tempfile::TempDir) {
     const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ws.db").display());
@@ -459,9 +460,10 @@ async fn shutdown_closes_clients_with_1001() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = std::process::Command::new(BIN)
+    let child = std::process::Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &db_url])
         .env("CARTPULSE_LOG", "warn")
+        .env("CARTPULSE_SHUTDOWN__DRAIN_S", drain_s.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(if std::env::var("TEST_LOG").is_ok() {
             std::process::Stdio::inherit()
@@ -485,6 +487,12 @@ async fn shutdown_closes_clients_with_1001() {
     };
     send(&mut ws, json!({"type": "subscribe", "topics": ["kpis"]})).await;
     until(&mut ws, Duration::from_secs(5), |v| control(v, "subscribed")).await;
+    (child, port, ws, dir)
+}
+
+#[actix_web::test]
+async fn shutdown_closes_clients_with_1001() {
+    let (mut child, _port, mut ws, _dir) = serve_with_viewer(0).await;
     let started = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let code = closed_with(&mut ws, Duration::from_secs(10)).await;
@@ -492,4 +500,37 @@ async fn shutdown_closes_clients_with_1001() {
     assert_eq!(code, Some(1001));
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "the stop waited on the WebSocket");
+}
+
+/// With `shutdown.drain_s`, SIGTERM makes `/readyz` answer 503 at once while
+/// requests and streams keep being served; the close (1001) comes after the
+/// drain.
+#[actix_web::test]
+async fn sigterm_reports_not_ready_and_serves_through_the_drain() {
+    const DRAIN: Duration = Duration::from_secs(3);
+    let (mut child, port, mut ws, _dir) = serve_with_viewer(DRAIN.as_secs()).await;
+    let http = reqwest::Client::new();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
+    let started = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let not_ready = loop {
+        let r = http.get(&readyz).send().await.expect("still serving while draining");
+        if r.status() == 503 {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "/readyz still {} after SIGTERM", r.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(not_ready < Duration::from_secs(1), "{not_ready:?}");
+    let body: Value = http.get(&readyz).send().await.unwrap().json().await.unwrap();
+    assert!(body.to_string().contains("draining"), "{body}");
+    let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "liveness holds while draining");
+    let code = closed_with(&mut ws, DRAIN + Duration::from_secs(10)).await;
+    let closed_after = started.elapsed();
+    assert_eq!(code, Some(1001));
+    assert!(closed_after >= DRAIN, "the stream closed after {closed_after:?}, before the {DRAIN:?} drain");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

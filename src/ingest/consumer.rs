@@ -18,8 +18,9 @@
 //! every customer's events reach the log in stream order as before.
 //!
 //! Order of work: first this consumer's own pending entries (read before a
-//! crash, not acknowledged; read forwards from the last id seen, so none is
-//! read twice while its batch is in flight), then new entries; with fixed
+//! crash, not acknowledged, or delivered by a read whose reply was lost;
+//! read forwards from the last id seen, so none is read twice while its
+//! batch is in flight, except after a failed read), then new entries; with fixed
 //! ranges, every `claim_idle / 2`, once the batches in hand are done, it takes over
 //! entries any consumer left pending for longer than `claim_idle`
 //! (XAUTOCLAIM). An entry delivered `max_attempts` times without a commit,
@@ -426,6 +427,17 @@ impl Reader {
                 }
                 Err(e) => {
                     s.metrics.record(IngestEvent::ConsumerRetry { step: "read", error: e.to_string() });
+                    // A read can fail after Redis ran it: the reply lost with
+                    // the connection or the node, or (on a cluster) one
+                    // partition's read failing while the others' replies are
+                    // dropped with it. What it delivered is pending for this
+                    // consumer, and no read of new entries returns it again:
+                    // re-read this consumer's pending entries once Redis answers
+                    // (a batch still in hand comes twice; `event_id` makes the
+                    // second a duplicate).
+                    for p in &self.owned {
+                        self.history.entry(*p).or_insert_with(|| "0".to_owned());
+                    }
                     self.pause(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     if let Ok(c) = self.connect_and_prepare().await {

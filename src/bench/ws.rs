@@ -3,11 +3,16 @@
 //! long an acknowledged event takes to reach a subscribed client.
 //!
 //! The bench starts a release `serve` of this same executable per phase (a
-//! fresh SQLite file, an admin key from `keys create`) and spreads the client
-//! side over `--workers` load processes (`bench ws-worker`, hidden), because
-//! every process here may hold at most 20,000 open files; it raises its soft
-//! limit to the hard one first, and the children inherit it. Workers talk to
-//! the bench over stdin/stdout lines.
+//! fresh SQLite file, an admin key from `keys create`) and spreads each
+//! phase's clients over load processes (`bench ws-worker`, hidden; one per
+//! 5,000 clients unless `--workers` says otherwise), because every process
+//! here may hold at most 20,000 open files; it raises its soft limit to the
+//! hard one first, and the children inherit it. Each load process is one
+//! thread, and no more of them than that: they share the 2 cores with the
+//! server, and every extra one takes scheduling time from what is measured
+//! (2,000 fan-out clients over 4 processes instead of 1 cut the delivered
+//! rate by about a third here). Workers talk to the bench over stdin/stdout
+//! lines.
 //!
 //! Phases:
 //! 1. capacity: `--clients` clients subscribe to `kpis`; the server's RSS
@@ -47,9 +52,10 @@ pub struct WsArgs {
     /// Clients held at once in the capacity phase.
     #[arg(long, default_value_t = 15_000)]
     pub clients: usize,
-    /// Load processes the clients are spread over.
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
+    /// Load processes each phase spreads its clients over (default: one
+    /// per 5,000 clients).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Clients of the fan-out phase (0 skips it).
     #[arg(long, default_value_t = 2_000)]
     pub fanout_clients: usize,
@@ -101,10 +107,23 @@ pub struct WorkerArgs {
     pub first: usize,
 }
 
+/// Clients one load process holds unless `--workers` is given.
+const CLIENTS_PER_WORKER: usize = 5_000;
+
+impl WsArgs {
+    /// Load processes for a phase of `clients` clients.
+    fn workers_for(&self, clients: usize) -> usize {
+        self.workers.unwrap_or_else(|| clients.div_ceil(CLIENTS_PER_WORKER)).max(1)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct WsBenchReport {
     pub bench: &'static str,
+    /// Load processes of the capacity, fan-out and latency phases.
     pub workers: usize,
+    pub fanout_workers: usize,
+    pub latency_workers: usize,
     pub clients_target: usize,
     pub clients_connected: u64,
     pub clients_answering_ping: u64,
@@ -186,13 +205,15 @@ fn now_us() -> i64 {
 }
 
 async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
-    if args.workers == 0 {
+    if args.workers == Some(0) {
         bail!("--workers must be at least 1");
     }
-    let workers = args.workers;
+    let workers = args.workers_for(args.clients);
     let mut r = WsBenchReport {
         bench: "ws",
         workers,
+        fanout_workers: args.workers_for(args.fanout_clients),
+        latency_workers: args.workers_for(args.latency_clients),
         clients_target: args.clients,
         clients_connected: 0,
         clients_answering_ping: 0,
@@ -251,12 +272,20 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
     }
 
     if args.fanout_clients > 0 {
-        eprintln!("fan-out: kpis at {} Hz to {} clients", args.fanout_hz, args.fanout_clients);
+        eprintln!(
+            "fan-out: kpis at {} Hz to {} clients over {} load processes",
+            args.fanout_hz, args.fanout_clients, r.fanout_workers
+        );
         let interval = (1000 / args.fanout_hz.max(1)).max(1).to_string();
         let server = Server::start(&[("CARTPULSE_STREAM__KPIS_INTERVAL_MS", interval.as_str())]).await?;
-        let mut pool =
-            Workers::spawn(std::slice::from_ref(&server.base), &server.key, workers, args.fanout_clients, "kpis")
-                .await?;
+        let mut pool = Workers::spawn(
+            std::slice::from_ref(&server.base),
+            &server.key,
+            r.fanout_workers,
+            args.fanout_clients,
+            "kpis",
+        )
+        .await?;
         pool.ready().await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let coalesced0 = server.metric("cartpulse_stream_messages_coalesced_total").await?;
@@ -281,7 +310,7 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
             args.events_per_s, args.latency_clients, args.latency_seconds
         );
         let server = Server::start(&[]).await?;
-        let measured = latency_phase(&args, &[server.base.clone()], &server.key, workers, &server).await;
+        let measured = latency_phase(&args, &[server.base.clone()], &server.key, r.latency_workers, &server).await;
         server.stop().await;
         r.latency = measured?;
     }
@@ -354,7 +383,14 @@ async fn replicas_latency(args: &WsArgs, redis_url: &str) -> anyhow::Result<Gate
     .await?;
     let res = async {
         let bases = replicas.gateway_bases();
-        let latency = latency_phase(args, &bases, replicas.key(), args.workers, &replicas.processors[0]).await?;
+        let latency = latency_phase(
+            args,
+            &bases,
+            replicas.key(),
+            args.workers_for(args.latency_clients),
+            &replicas.processors[0],
+        )
+        .await?;
         Ok(GatewaysLatency { gateways: args.gateways, partitions: args.partitions, latency })
     }
     .await;

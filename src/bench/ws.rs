@@ -194,6 +194,8 @@ pub fn raise_fd_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
             l.rlim_cur = l.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            // rlim_t is u64 on Linux but not on every target.
+            #[allow(clippy::unnecessary_cast)]
             return l.rlim_cur as u64;
         }
     }
@@ -310,7 +312,8 @@ async fn run(args: WsArgs) -> anyhow::Result<WsBenchReport> {
             args.events_per_s, args.latency_clients, args.latency_seconds
         );
         let server = Server::start(&[]).await?;
-        let measured = latency_phase(&args, &[server.base.clone()], &server.key, r.latency_workers, &server).await;
+        let measured =
+            latency_phase(&args, std::slice::from_ref(&server.base), &server.key, r.latency_workers, &server).await;
         server.stop().await;
         r.latency = measured?;
     }

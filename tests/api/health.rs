@@ -86,3 +86,31 @@ async fn every_metric_is_documented_and_every_documented_metric_exists() {
     let stale: Vec<_> = documented.iter().filter(|n| !source.contains(&format!("\"{n}\""))).collect();
     assert!(stale.is_empty(), "documented but registered nowhere: {stale:?}");
 }
+
+/// A stop (what SIGTERM starts) turns `/readyz` to 503 at once, while
+/// ingest and reads keep being served for `shutdown.drain_s`.
+#[actix_web::test]
+async fn a_stop_reports_not_ready_and_keeps_serving_through_the_drain() {
+    use std::time::{Duration, Instant};
+    let mut app = spawn_app_with(Db::Sqlite, |s| s.shutdown.drain_s = 3).await;
+    let (s, _) = app.get_json("/readyz", None).await;
+    assert_eq!(s, 200);
+    let asked = Instant::now();
+    app.stopper.stop();
+    loop {
+        let (s, body) = app.get_json("/readyz", None).await;
+        if s == 503 {
+            assert!(body.to_string().contains("draining"), "{body}");
+            break;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(1), "/readyz still {s} after the stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let event = serde_json::json!([page_view("d1", "c-drain", "s-drain", "2026-11-01T10:00:00Z", "product")]);
+    let (s, body) = app.post_events(&event).await;
+    assert_eq!(s, 200, "ingest is served while draining: {body}");
+    let (s, _) = app.get_customer("c-drain").await;
+    assert_eq!(s, 200, "reads are served while draining");
+    assert!(asked.elapsed() < Duration::from_secs(3), "the checks ran past the drain; the test proves nothing");
+    app.stop().await;
+}

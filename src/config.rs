@@ -136,8 +136,6 @@ pub struct InferenceSettings {
     pub workers: usize,
     /// Most rows the pool puts in one batch.
     pub max_batch: usize,
-    /// Longest a request waits for others to share its batch, in microseconds.
-    pub max_wait_us: u64,
     /// Rows queued beyond which score requests are refused (503).
     pub max_queued_rows: usize,
     /// An open session is rescored at most this often, in milliseconds.
@@ -266,7 +264,6 @@ impl Settings {
             .set_default("actors.checkpoint_interval_ms", 5000)?
             .set_default("inference.workers", 0)?
             .set_default("inference.max_batch", 256)?
-            .set_default("inference.max_wait_us", 500)?
             .set_default("inference.max_queued_rows", 100_000)?
             .set_default("inference.score_debounce_ms", 2000)?
             .set_default("inference.alert_threshold", 0.5)?
@@ -433,7 +430,6 @@ impl Settings {
         crate::inference::PoolSettings {
             workers: if i.workers > 0 { i.workers } else { self.shard_count() },
             max_batch: i.max_batch,
-            max_wait: std::time::Duration::from_micros(i.max_wait_us),
             max_queued_rows: i.max_queued_rows.max(i.max_batch),
         }
     }

@@ -24,8 +24,6 @@ pub mod worker;
 pub use handle::InferenceHandle;
 pub use serving::{ServingModel, ServingSet};
 
-use std::time::Duration;
-
 /// How the pool batches and how many workers run.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
@@ -33,10 +31,6 @@ pub struct PoolSettings {
     pub workers: usize,
     /// Most rows in one batch.
     pub max_batch: usize,
-    /// No longer used: a request never waits for others to share its batch
-    /// (it goes to an idle worker at once; batches form while every worker
-    /// is busy). Kept so existing configurations still load.
-    pub max_wait: Duration,
     /// Rows queued or being scored beyond which requests are refused
     /// (overloaded) instead of queueing without bound.
     pub max_queued_rows: usize,

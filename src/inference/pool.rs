@@ -256,7 +256,7 @@ mod tests {
     }
 
     fn settings(max_queued_rows: usize) -> PoolSettings {
-        PoolSettings { workers: 1, max_batch: 64, max_wait: Duration::ZERO, max_queued_rows }
+        PoolSettings { workers: 1, max_batch: 64, max_queued_rows }
     }
 
     #[actix_web::test]

@@ -192,40 +192,87 @@ async fn a_panicking_worker_fails_its_requests_and_is_replaced() {
 
 #[actix_web::test]
 async fn swapping_models_under_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
     let (a, b) = (tiny_model(1), tiny_model(2));
     let (ma, mb) = (PurchaseModel::load(&a).unwrap(), PurchaseModel::load(&b).unwrap());
-    let new_version = mb.manifest.model_version.clone();
-    assert_ne!(ma.manifest.model_version, new_version);
+    let (old_version, new_version) = (ma.manifest.model_version.clone(), mb.manifest.model_version.clone());
+    assert_ne!(old_version, new_version);
     let app = spawn_with_model(Db::Sqlite, &a).await;
     let row = json!({ "features": features(&sample_rows(97)[1]).to_uci_json() });
-    let mut tasks = Vec::new();
-    for i in 0..300 {
+    // Clients send one request after another until told to stop; each keeps
+    // the versions it was answered with, in order.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (old_seen, new_seen) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
         let (client, url, key, body) =
             (app.client.clone(), format!("{}/v1/predict", app.address), app.read_key.clone(), row.to_string());
-        tasks.push(actix_web::rt::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(i % 100)).await;
-            let r = client
-                .post(url)
-                .bearer_auth(key)
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        let (stop, old_seen, new_seen) = (stop.clone(), old_seen.clone(), new_seen.clone());
+        let (old_version, new_version) = (old_version.clone(), new_version.clone());
+        clients.push(actix_web::rt::spawn(async move {
+            let mut answers: Vec<Result<String, String>> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let answer = match r {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap_or(Value::Null);
+                        let version = v["model_version"].as_str().unwrap_or_default().to_owned();
+                        if version == old_version {
+                            old_seen.fetch_add(1, Ordering::SeqCst);
+                        } else if version == new_version {
+                            new_seen.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(version)
+                    }
+                    Ok(r) => Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => Err(e.to_string()),
+                };
+                answers.push(answer);
+            }
+            answers
         }));
     }
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    let wait_for = |counter: Arc<AtomicUsize>, what: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while counter.load(Ordering::SeqCst) < 50 {
+            assert!(Instant::now() < deadline, "fewer than 50 answers from the {what} model");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    wait_for(old_seen.clone(), "old").await;
     app.inference.set_models(cartpulse::inference::ServingSet::single(mb));
-    let mut versions = std::collections::HashSet::new();
-    for t in tasks {
-        let (status, body) = t.await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        versions.insert(body["model_version"].as_str().unwrap().to_owned());
+    wait_for(new_seen.clone(), "new").await;
+    stop.store(true, Ordering::SeqCst);
+    let mut clients_that_saw_both = 0;
+    for c in clients {
+        let answers = c.await.unwrap();
+        let mut switched = false;
+        for a in &answers {
+            let version = a.as_ref().unwrap_or_else(|e| panic!("a request failed during the swap: {e}"));
+            if *version == new_version {
+                switched = true;
+            } else {
+                assert_eq!(*version, old_version, "an unknown version answered");
+                assert!(!switched, "a client got the old model after the new one had answered it");
+            }
+        }
+        let saw_old = answers.iter().any(|a| a.as_deref() == Ok(old_version.as_str()));
+        if saw_old && switched {
+            clients_that_saw_both += 1;
+        }
     }
+    // The swap happened while requests were flowing: clients were answered
+    // by the old model, then by the new one, none failed.
+    assert!(clients_that_saw_both > 0, "no client was answered by both models: the swap was not mid-flight");
     let (_, after) = app.predict(&row).await;
     assert_eq!(after["model_version"], new_version.as_str(), "the new model serves after the swap");
-    assert!(versions.len() <= 2, "{versions:?}");
 }
 
 async fn promotions_reach_the_pool_and_split_customers(db: Db) {

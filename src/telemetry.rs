@@ -314,6 +314,17 @@ impl Emf {
 }
 
 /// The EMF document: two gauges under one dimension.
+/// `buckets` with `bound` added (sorted, no duplicate): a service level
+/// objective's threshold must be a bucket bound for its ratio to be exact
+/// (docs/operations.md, "Service level objectives").
+pub fn with_bound(mut buckets: Vec<f64>, bound: f64) -> Vec<f64> {
+    if !buckets.iter().any(|&b| (b - bound).abs() < f64::EPSILON * bound.abs().max(1.0)) {
+        buckets.push(bound);
+        buckets.sort_by(f64::total_cmp);
+    }
+    buckets
+}
+
 fn emf_line(namespace: &str, deployment: &str, at_ms: i64, events: u64, dead_letters: u64) -> String {
     serde_json::json!({
         "_aws": {
@@ -347,5 +358,17 @@ mod emf_tests {
         assert_eq!(v["StreamBacklogEvents"], 42);
         assert_eq!(v["DeadLetterEvents"], 1);
         assert_eq!(v["_aws"]["Timestamp"], 1700);
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::with_bound;
+
+    #[test]
+    fn the_objective_becomes_a_bound_once() {
+        let b = with_bound(vec![0.5, 2.0], 1.0);
+        assert_eq!(b, vec![0.5, 1.0, 2.0]);
+        assert_eq!(with_bound(b.clone(), 1.0), b);
     }
 }

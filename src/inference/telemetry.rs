@@ -62,7 +62,8 @@ impl InferenceMetrics {
                     "cartpulse_prediction_latency_seconds",
                     "Time from a score request reaching the pool to its answer, by model version",
                 )
-                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16)?),
+                // 10 ms: the model scoring objective.
+                .buckets(crate::telemetry::with_bound(prometheus::exponential_buckets(0.000_05, 2.0, 16)?, 0.01)),
                 &["version"],
             )?,
             batch_rows: Histogram::with_opts(

@@ -113,7 +113,8 @@ impl StreamMetrics {
                     "cartpulse_stream_latency_seconds",
                     "Ingest acknowledgement to broadcast, per applied batch (end-to-end latency inside the server)",
                 )
-                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
+                // 1 s: the ingest → dashboard objective.
+                .buckets(crate::telemetry::with_bound(prometheus::exponential_buckets(0.0005, 2.0, 16)?, 1.0)),
             )?,
             client_errors: IntCounterVec::new(
                 Opts::new("cartpulse_stream_client_errors_total", "Client messages answered with an error, by code"),

@@ -543,7 +543,35 @@ impl Reader {
             claimed += n;
             match next {
                 Some(next) if next != "0-0" => cursor = next,
-                _ => return Ok(claimed),
+                _ => break,
+            }
+        }
+        self.forget_other_consumers(key, conn).await;
+        Ok(claimed)
+    }
+
+    /// Deletes the group's other consumers of `key` that have nothing
+    /// pending: every process reads under a name of its own, so each restart
+    /// would leave one behind for good. Safe right after [`Self::adopt`]:
+    /// everything pending was just claimed, and without the lease no other
+    /// consumer can read this stream, so a deleted consumer loses nothing (a
+    /// live one is created again by its next read). Best effort.
+    async fn forget_other_consumers(&self, key: &str, conn: &mut Dedicated) {
+        let s = &self.shared;
+        let reply: Result<redis::streams::StreamInfoConsumersReply, _> =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(key).arg(GROUP).query_async(conn).await;
+        let consumers = match reply {
+            Ok(r) => r.consumers,
+            Err(e) => {
+                tracing::debug!(error = %e, key, "listing the group's consumers failed; they stay");
+                return;
+            }
+        };
+        for c in consumers.into_iter().filter(|c| c.pending == 0 && c.name != s.name) {
+            let deleted: Result<i64, _> =
+                redis::cmd("XGROUP").arg("DELCONSUMER").arg(key).arg(GROUP).arg(&c.name).query_async(conn).await;
+            if let Err(e) = deleted {
+                tracing::debug!(error = %e, key, consumer = %c.name, "deleting an idle consumer failed");
             }
         }
     }

@@ -223,6 +223,23 @@ async fn killed_processor(redis: Redis) {
     producers.until_acked(at + 100).await;
     let acked = producers.stop().await;
     nothing_lost_nothing_twice(&d, &gw, &acked).await;
+    // The taker claimed what the dead one left pending and deleted its
+    // consumer, so restarts do not pile up consumers in the groups.
+    for p in 0..PARTITIONS {
+        let key = format!("{}:events:{{{}}}", d.prefix, partition_tag(p, PARTITIONS));
+        let consumers: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&key)
+            .arg(cartpulse::ingest::streams::GROUP)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let names: Vec<&str> = consumers.consumers.iter().map(|c| c.name.as_str()).collect();
+        assert!(
+            !names.iter().any(|n| n.rsplit('-').nth(1) == Some(&victim_pid.to_string())),
+            "partition {p} still lists the killed processor's consumer: {names:?}"
+        );
+    }
 }
 
 #[actix_web::test]

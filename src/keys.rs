@@ -229,8 +229,10 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
     (hexish(id, 32) && hexish(secret, 128)).then_some((id, secret))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares secrets (key hashes, CSRF tokens) in time independent of where
+/// they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

@@ -141,14 +141,10 @@ pub async fn end(db: &DatabaseConnection, cookie: &SecretString) -> Result<(), s
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Refuses a state change whose `X-CSRF-Token` is not the session's.
 pub fn check_csrf(user: &ConsoleUser, presented: Option<&str>) -> Result<(), ApiError> {
     match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), user.csrf_token.as_bytes()) => Ok(()),
+        Some(t) if crate::keys::constant_time_eq(t.as_bytes(), user.csrf_token.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::Forbidden("the X-CSRF-Token header does not match this console session".into())),
         None => Err(ApiError::Forbidden("a state change needs the X-CSRF-Token header of the console session".into())),
     }

@@ -89,7 +89,7 @@ echo "== lint-deploy: checkov -d .github (GitHub Actions checks)"
 
 echo "== lint-deploy: shellcheck terraform/*.sh and the CI scripts ($("$bin/shellcheck" --version | sed -n 's/^version: //p'))"
 mapfile -t sh_files < <(find terraform -name '*.sh' -not -path '*/.terraform/*' | sort)
-for f in scripts/lint-deploy.sh scripts/lint-migrations.sh scripts/image-smoke.sh scripts/check-prometheus-rules.sh; do
+for f in scripts/lint-deploy.sh scripts/lint-migrations.sh scripts/image-smoke.sh scripts/check-prometheus-rules.sh scripts/check-grafana-dashboard.sh; do
     if [[ -f "$f" ]]; then sh_files+=("$f"); fi
 done
 if [[ ${#sh_files[@]} -gt 0 ]]; then

@@ -59,8 +59,10 @@ pub struct ShutdownSettings {
     /// 503 at once and everything else keeps serving while the load balancer
     /// deregisters the replica. Then WebSocket clients get close code 1001
     /// and in-flight requests finish. 0 (default) closes at once; a second
-    /// signal cuts the wait short. On ECS it matches the target group's
-    /// deregistration delay (Terraform sets both from `drain_seconds`).
+    /// signal cuts the wait short; processors do not wait (no client is sent
+    /// to them; they hand their partitions over at once). On ECS it matches
+    /// the target group's deregistration delay (Terraform sets both from
+    /// `drain_seconds`).
     pub drain_s: u64,
 }
 

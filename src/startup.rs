@@ -256,7 +256,10 @@ impl Application {
             .disable_signals()
             .run();
         tracing::info!(port, role = role.name(), "cartpulse listening");
-        let drain_time = Duration::from_secs(settings.shutdown.drain_s);
+        // Only what a load balancer sends clients to needs time to be taken
+        // out; a processor hands its partitions over at once.
+        let drain_time =
+            if role.serves_clients() { Duration::from_secs(settings.shutdown.drain_s) } else { Duration::ZERO };
         Ok(Application {
             port,
             server,

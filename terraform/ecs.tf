@@ -67,8 +67,9 @@ locals {
     # metric's Deployment dimension, which processor autoscaling and the
     # alarms select on, is this prefix (local.redis_prefix).
     { name = "CARTPULSE_REDIS__PREFIX", value = local.redis_prefix },
-    # How long a stopping task keeps serving while the load balancer
+    # How long a stopping gateway keeps serving while the load balancer
     # deregisters it; the same number as the deregistration delay (alb.tf).
+    # Processors ignore it and hand their partitions over at once.
     { name = "CARTPULSE_SHUTDOWN__DRAIN_S", value = tostring(var.drain_seconds) },
   ]
 

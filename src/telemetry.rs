@@ -313,7 +313,6 @@ impl Emf {
     }
 }
 
-/// The EMF document: two gauges under one dimension.
 /// `buckets` with `bound` added (sorted, no duplicate): a service level
 /// objective's threshold must be a bucket bound for its ratio to be exact
 /// (docs/operations.md, "Service level objectives").
@@ -325,6 +324,7 @@ pub fn with_bound(mut buckets: Vec<f64>, bound: f64) -> Vec<f64> {
     buckets
 }
 
+/// The EMF document: two gauges under one dimension.
 fn emf_line(namespace: &str, deployment: &str, at_ms: i64, events: u64, dead_letters: u64) -> String {
     serde_json::json!({
         "_aws": {

@@ -120,9 +120,11 @@ impl WsArgs {
 #[derive(Debug, Serialize)]
 pub struct WsBenchReport {
     pub bench: &'static str,
-    /// Load processes of the capacity, fan-out and latency phases.
+    /// Load processes of the capacity phase.
     pub workers: usize,
+    /// Load processes of the fan-out phase.
     pub fanout_workers: usize,
+    /// Load processes of each latency phase.
     pub latency_workers: usize,
     pub clients_target: usize,
     pub clients_connected: u64,

@@ -134,17 +134,32 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// with leases).
 const CLUSTER_IDLE_MAX: Duration = Duration::from_millis(16);
 
-/// With leases: reads new entries of one partition only while this consumer
-/// (`ARGV[1]`) holds the partition's lease (`KEYS[1]`, same slot as the
-/// stream `KEYS[2]`). A plain read by a processor that was paused past its
-/// lease would move entries into its own pending list after the new owner
-/// had claimed the old ones and gone on with newer ones, so the new owner
-/// would commit them late, out of order. A blocking read has the same
-/// problem (Redis answers it while the process is paused), so leased reads
-/// never block.
-const GUARDED_READ: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then \
-     return redis.error_reply('NOTOWNER partition lease held by another processor') end \
-     return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[2], '>')";
+/// With leases: reads new entries of the partitions whose lease this
+/// consumer (`ARGV[1]`) holds, skipping the others. `KEYS` are pairs: a
+/// partition's lease key, then its stream (the same slot; on a cluster one
+/// pair per call, on a single node every owned partition in one call). The
+/// reply has the shape of a multi-stream XREADGROUP. A plain read by a
+/// processor that was paused past its lease would move entries into its own
+/// pending list after the new owner had claimed the old ones and gone on
+/// with newer ones, so the new owner would commit them late, out of order. A
+/// blocking read has the same problem (Redis answers it while the process is
+/// paused), so leased reads never block. A partition skipped here is
+/// dropped by the lease manager when its renewal fails.
+const GUARDED_READ: &str = r#"
+local out = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[i + 1], '>')
+    if r then
+      out[#out + 1] = r[1]
+    end
+  end
+end
+return out
+"#;
+
+static GUARDED_READ_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(GUARDED_READ));
 
 /// The running consumer; stop it before the committer.
 pub struct Consumer {
@@ -649,9 +664,10 @@ impl Reader {
         Ok(items)
     }
 
-    /// [`Reader::read`] on a cluster: one XREADGROUP per partition (each is
-    /// one slot), all at once; a pause that grows while nothing comes stands
-    /// in for BLOCK.
+    /// [`Reader::read`] without BLOCK: on a cluster one XREADGROUP (or
+    /// guarded read) per partition (each is one slot), all at once; with
+    /// leases on a single node one guarded read of every owned partition. A
+    /// pause that grows while nothing comes stands in for BLOCK.
     async fn read_each(
         &mut self,
         conn: &mut Dedicated,
@@ -660,29 +676,35 @@ impl Reader {
     ) -> Result<Vec<Item>, redis::RedisError> {
         let s = self.shared.clone();
         let guard = s.settings.owns.is_none() && !history;
-        let reads = targets.iter().map(|(p, id)| {
-            let cmd = if guard {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(GUARDED_READ).arg(2).arg(super::leases::lease_key(&s.link, *p, s.settings.partitions));
-                cmd.arg(s.key_of(*p)).arg(&s.name).arg(GROUP).arg(s.settings.read_count);
-                cmd
-            } else {
-                let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
-                cmd.arg("STREAMS").arg(s.key_of(*p)).arg(id);
-                cmd
-            };
+        // One guarded read per slot: per partition on a cluster, all of them at once on a single node.
+        let groups: Vec<Vec<usize>> = if guard && !s.link.is_cluster() {
+            vec![targets.iter().map(|(p, _)| *p).collect()]
+        } else {
+            targets.iter().map(|(p, _)| vec![*p]).collect()
+        };
+        let reads = groups.iter().zip(targets).map(|(ps, (p, id))| {
             let mut conn = conn.clone();
-            async move { cmd.query_async::<Value>(&mut conn).await }
+            let s = s.clone();
+            async move {
+                if guard {
+                    let mut inv = GUARDED_READ_SCRIPT.prepare_invoke();
+                    for q in ps {
+                        inv.key(super::leases::lease_key(&s.link, *q, s.settings.partitions)).key(s.key_of(*q));
+                    }
+                    inv.arg(&s.name).arg(GROUP).arg(s.settings.read_count);
+                    inv.invoke_async::<Value>(&mut conn).await
+                } else {
+                    let mut cmd = redis::cmd("XREADGROUP");
+                    cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
+                    cmd.arg("STREAMS").arg(s.key_of(*p)).arg(id);
+                    cmd.query_async::<Value>(&mut conn).await
+                }
+            }
         });
         let replies = futures::future::join_all(reads).await;
         let mut items = Vec::new();
         for reply in replies {
-            let reply = match reply {
-                // The lease moved on: the lease manager drops the partition.
-                Err(e) if e.code() == Some("NOTOWNER") => continue,
-                other => other?,
-            };
+            let reply = reply?;
             for (key, entries) in read_reply(reply) {
                 let Some(p) = s.partition_of(&key) else { continue };
                 items.extend(entries.into_iter().map(|entry| Item { partition: p, entry, delivered: 1 }));

@@ -1,12 +1,14 @@
 //! Publishing (processes that run the actors): the aggregator hands each
 //! topic message to [`Publisher::publish`], which never waits: a bounded
 //! queue (beyond it the message is dropped and counted) feeds one task that
-//! sends up to `batch` messages per pipeline, each one run of [`SCRIPT`]:
-//! the topic's seq is incremented, the frame (exactly `Frame::data`'s text,
-//! so clients see no difference from one process) is appended to the topic's
-//! history with id `<seq>-0` and published on its sharded channel, all
-//! atomically, so seqs are gap-free and the history holds whatever was
-//! published.
+//! sends up to `batch` messages at a time, as one run of [`SCRIPT`] per
+//! slot (all of them on a single node, one per topic on a cluster): for each
+//! message the topic's seq is incremented, the frame (exactly `Frame::data`'s
+//! text, so clients see no difference from one process) is appended to the
+//! topic's history with id `<seq>-0` and published on its sharded channel,
+//! all atomically, so seqs are gap-free and the history holds whatever was
+//! published. One run for many messages, not one each: a script call costs
+//! Redis about twice the commands it runs.
 //!
 //! When Redis is unreachable the queue holds what it can (newer messages
 //! beyond its bound are dropped) and the task retries with backoff; the
@@ -20,33 +22,39 @@ use crate::stream::protocol::{now_ms, Topic};
 use crate::stream::telemetry::{StreamEvent, StreamMetrics};
 use tokio::sync::mpsc;
 
-/// KEYS: seq, hist, channel. ARGV: frame head (`{"topic":T,"seq":`), frame
+/// Publishes messages in order. KEYS: three per message (seq, hist,
+/// channel). ARGV: five per message: frame head (`{"topic":T,"seq":`), frame
 /// tail (`,"ts":MS,"data":D}`), history length, trim mode (`~` or `=`),
-/// expiry of the topic's keys in seconds (0: none). Returns the seq.
+/// expiry of the topic's keys in seconds (0: none). Returns how many it
+/// published.
 ///
-/// If the seq key was lost (evicted, expired) while the history survived,
+/// If a seq key was lost (evicted, expired) while its history survived,
 /// numbering continues after the history's newest entry.
 pub const SCRIPT: &str = r#"
-local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    local s = tonumber(string.match(last[1][1], '^(%d+)-'))
-    if s and s >= seq then
-      seq = s + 1
-      redis.call('SET', KEYS[1], seq)
+local n = #KEYS / 3
+for i = 0, n - 1 do
+  local k, a = i * 3, i * 5
+  local seq = redis.call('INCR', KEYS[k + 1])
+  if seq == 1 then
+    local last = redis.call('XREVRANGE', KEYS[k + 2], '+', '-', 'COUNT', 1)
+    if #last > 0 then
+      local s = tonumber(string.match(last[1][1], '^(%d+)-'))
+      if s and s >= seq then
+        seq = s + 1
+        redis.call('SET', KEYS[k + 1], seq)
+      end
     end
   end
+  local frame = ARGV[a + 1] .. seq .. ARGV[a + 2]
+  redis.call('XADD', KEYS[k + 2], 'MAXLEN', ARGV[a + 4], ARGV[a + 3], seq .. '-0', 'f', frame)
+  local ttl = tonumber(ARGV[a + 5])
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[k + 1], ttl)
+    redis.call('EXPIRE', KEYS[k + 2], ttl)
+  end
+  redis.call('SPUBLISH', KEYS[k + 3], frame)
 end
-local frame = ARGV[1] .. seq .. ARGV[2]
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], ARGV[3], seq .. '-0', 'f', frame)
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-end
-redis.call('SPUBLISH', KEYS[3], frame)
-return seq
+return n
 "#;
 
 /// Bounds of the publisher.
@@ -145,10 +153,10 @@ async fn run(link: RedisLink, settings: PublishSettings, metrics: StreamMetrics,
     }
 }
 
-/// One pipeline of script runs (on a cluster, one per topic: a topic's keys
-/// are one slot; topics go concurrently, each in order); loads the script
-/// once if the server lacks it (a NOSCRIPT fails every command of the
-/// pipeline, so nothing ran).
+/// One script run per slot (on a cluster one per topic, as a topic's keys
+/// are one slot; topics go concurrently, each in order; on a single node one
+/// run for the whole batch); loads the script once if the server lacks it (a
+/// NOSCRIPT means nothing ran).
 async fn send_batch(
     link: &RedisLink,
     script: &redis::Script,
@@ -156,54 +164,56 @@ async fn send_batch(
     buf: &[Publication],
 ) -> Result<(), BatchError> {
     let conn = link.conn().await.map_err(|e| BatchError::NotSent(e.to_string()))?;
-    let mut pipes: Vec<(String, redis::Pipeline)> = Vec::new();
+    // Per slot group: the keys, then the arguments, of its messages in order.
+    let mut runs: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
     for p in buf {
         let keys = TopicKeys::new(link, &p.topic);
-        // One group on a single node; one per topic (its slot) on a cluster.
         let group = if link.is_cluster() { keys.seq.as_str() } else { "" };
-        let i = match pipes.iter().position(|(g, _)| g == group) {
+        let i = match runs.iter().position(|(g, _, _)| g == group) {
             Some(i) => i,
             None => {
-                pipes.push((group.to_owned(), redis::pipe()));
-                pipes.len() - 1
+                runs.push((group.to_owned(), Vec::new(), Vec::new()));
+                runs.len() - 1
             }
         };
-        let pipe = &mut pipes[i].1;
         let name = serde_json::to_string(&p.topic.name()).unwrap_or_else(|_| "\"\"".into());
-        let head = format!("{{\"topic\":{name},\"seq\":");
-        let tail = format!(",\"ts\":{},\"data\":{}}}", p.ts, p.data);
         let (maxlen, mode, ttl) = match p.topic {
             Topic::Customer(_) => (settings.customer_history_messages, "=", settings.customer_ttl_s.max(1)),
             _ => (settings.history_messages, "~", 0),
         };
-        pipe.cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(3)
-            .arg(&keys.seq)
-            .arg(&keys.hist)
-            .arg(&keys.channel)
-            .arg(head)
-            .arg(tail)
-            .arg(maxlen.max(1))
-            .arg(mode)
-            .arg(ttl)
-            .ignore();
+        let (_, k, a) = &mut runs[i];
+        k.extend([keys.seq, keys.hist, keys.channel]);
+        a.extend([
+            format!("{{\"topic\":{name},\"seq\":"),
+            format!(",\"ts\":{},\"data\":{}}}", p.ts, p.data),
+            maxlen.max(1).to_string(),
+            mode.to_owned(),
+            ttl.to_string(),
+        ]);
     }
+    let cmds: Vec<(String, redis::Cmd)> = runs
+        .into_iter()
+        .map(|(group, keys, args)| {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(args);
+            (group, cmd)
+        })
+        .collect();
     let conn = &conn;
-    if let [(_, pipe)] = &pipes[..] {
-        return run_scripts(conn, script, pipe).await;
+    if let [(_, cmd)] = &cmds[..] {
+        return run_script(conn, script, cmd).await;
     }
-    let sends = pipes.iter().map(|(_, pipe)| run_scripts(conn, script, pipe));
+    let sends = cmds.iter().map(|(_, cmd)| run_script(conn, script, cmd));
     futures::future::join_all(sends).await.into_iter().collect()
 }
 
-async fn run_scripts(conn: &Conn<'_>, script: &redis::Script, pipe: &redis::Pipeline) -> Result<(), BatchError> {
+async fn run_script(conn: &Conn<'_>, script: &redis::Script, cmd: &redis::Cmd) -> Result<(), BatchError> {
     let mut conn = conn.clone_handle();
-    let first = pipe.query_async::<()>(&mut conn).await;
+    let first = cmd.query_async::<()>(&mut conn).await;
     let res = match first {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             script.prepare_invoke().load_async(&mut conn).await.map_err(|e| BatchError::Failed(e.to_string()))?;
-            pipe.query_async::<()>(&mut conn).await
+            cmd.query_async::<()>(&mut conn).await
         }
         other => other,
     };

@@ -201,6 +201,9 @@ pub enum BenchCommand {
     Inference(BenchInferenceArgs),
     /// Live stream: WebSocket clients held, memory per connection, fan-out, ack → client latency.
     Ws(crate::bench::ws::WsArgs),
+    /// A rolling restart of 2 gateways and 2 processors under load: failed
+    /// requests, lost or doubled events, missed stream frames (scripts/rolling-restart.sh).
+    Roll(crate::bench::roll::RollArgs),
     /// One load process of `bench ws` (started by it).
     #[command(hide = true)]
     WsWorker(crate::bench::ws::WorkerArgs),
@@ -304,6 +307,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Ws(args) } => {
             crate::telemetry::init_logging("warn", false);
             crate::bench::ws::run_cli(args)
+        }
+        Command::Bench { command: BenchCommand::Roll(args) } => {
+            crate::telemetry::init_logging("warn", false);
+            crate::bench::roll::run_cli(args)
         }
         Command::Bench { command: BenchCommand::WsWorker(args) } => crate::bench::ws::worker_cli(args),
         Command::Bench { command: BenchCommand::Ingest(args) } => {

@@ -226,6 +226,7 @@ pub async fn run(opts: &IngestBenchOptions, redis_url: &str) -> anyhow::Result<S
         partitions: scale.partitions,
         redis_url: redis_url.to_owned(),
         pg_admin_url: scale.pg_admin_url.clone(),
+        leased: false,
         env: Vec::new(),
     })
     .await?;

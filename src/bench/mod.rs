@@ -10,6 +10,9 @@
 //! - [`inference`]: the inference pool's predictions/s and latency.
 //! - [`ws`]: WebSocket clients held, memory per connection, fan-out and
 //!   acknowledgement → client latency of the live stream.
+//! - [`roll`]: a rolling restart of two gateways and two processors under
+//!   load, and whether users saw it (failed requests, lost or doubled
+//!   events, missed stream frames, ingest latency during the roll).
 //! - [`servers`]: the `serve` children both start (one process, or
 //!   processors and gateways over a fresh Postgres database and Redis prefix).
 
@@ -17,5 +20,6 @@ pub mod cpu;
 pub mod inference;
 pub mod ingest;
 pub mod ingest_replicas;
+pub mod roll;
 pub mod servers;
 pub mod ws;

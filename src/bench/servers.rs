@@ -6,7 +6,8 @@
 //!   `keys create`; reads its `/metrics` (with the key, so that a server that
 //!   is not on loopback answers too) and its memory.
 //! - [`Replicas`]: M processors (`serve --role processor`, each owning a
-//!   disjoint `--owns` range of the partitions when M > 1) and N gateways
+//!   disjoint `--owns` range of the partitions when M > 1, or sharing them
+//!   through leases when `leased`) and N gateways
 //!   (`serve --role gateway`) over a fresh Postgres database (created on an
 //!   admin URL, dropped at the end) and a fresh Redis key prefix (deleted at
 //!   the end). Every child gets the same `CARTPULSE_STREAM__TOKEN_SECRET`
@@ -144,6 +145,23 @@ impl Server {
         Ok(histogram_quantile(&text, "cartpulse_stream_latency_seconds", 0.99).map(|s| round(s * 1000.0, 2)))
     }
 
+    /// SIGTERM (what ECS sends), then waits up to `within` for the process
+    /// to exit; answers its exit status (SIGKILL and an error past `within`).
+    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.pid().ok_or_else(|| anyhow!("server already gone"))?;
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
+            bail!("kill -TERM {pid}: {}", std::io::Error::last_os_error());
+        }
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                bail!("serve (pid {pid}) did not exit within {} s of SIGTERM", within.as_secs())
+            }
+        }
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
@@ -187,6 +205,9 @@ pub struct ReplicaOptions {
     pub redis_url: String,
     /// A Postgres URL whose database may be used to create and drop another.
     pub pg_admin_url: String,
+    /// Processors share every partition through leases (no `--owns`), as
+    /// one autoscaled ECS service does.
+    pub leased: bool,
     /// Extra environment for every child.
     pub env: Vec<(String, String)>,
 }
@@ -202,6 +223,8 @@ pub struct Replicas {
     admin_url: String,
     database: String,
     redis_url: String,
+    /// What every child gets: the options' and the shared stream secret.
+    child_env: Vec<(String, String)>,
 }
 
 impl Replicas {
@@ -236,6 +259,7 @@ impl Replicas {
             admin_url: opts.pg_admin_url.clone(),
             database,
             redis_url: opts.redis_url.clone(),
+            child_env: Vec::new(),
         };
         match replicas.start_children(opts).await {
             Ok(()) => Ok(replicas),
@@ -248,31 +272,37 @@ impl Replicas {
 
     async fn start_children(&mut self, opts: &ReplicaOptions) -> anyhow::Result<()> {
         let secret = hex::encode(rand::random::<[u8; 32]>());
-        let partitions = opts.partitions.to_string();
-        let mut env: Vec<(&str, &str)> = vec![
-            ("CARTPULSE_REDIS_URL", &opts.redis_url),
-            ("CARTPULSE_REDIS__PREFIX", &self.prefix),
-            ("CARTPULSE_REDIS__PARTITIONS", &partitions),
-            ("CARTPULSE_STREAM__TOKEN_SECRET", &secret),
+        self.child_env = vec![
+            ("CARTPULSE_REDIS_URL".into(), opts.redis_url.clone()),
+            ("CARTPULSE_REDIS__PREFIX".into(), self.prefix.clone()),
+            ("CARTPULSE_REDIS__PARTITIONS".into(), opts.partitions.to_string()),
+            ("CARTPULSE_STREAM__TOKEN_SECRET".into(), secret),
         ];
-        env.extend(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let db = self.database_url.clone();
-        let mut key: Option<String> = None;
+        self.child_env.extend(opts.env.iter().cloned());
         for (a, b) in owns_ranges(opts.partitions, opts.processors) {
             let owns = format!("{a}-{b}");
-            let mut extra = vec!["--role", "processor"];
-            if opts.processors > 1 {
-                extra.extend(["--owns", &owns]);
-            }
-            let p = Server::start_with(&db, key.as_deref(), &extra, &env).await?;
-            key.get_or_insert_with(|| p.key.expose_secret().to_owned());
+            let owns = (opts.processors > 1 && !opts.leased).then_some(owns.as_str());
+            let p = self.spawn("processor", owns).await?;
             self.processors.push(p);
         }
         for _ in 0..opts.gateways {
-            let g = Server::start_with(&db, key.as_deref(), &["--role", "gateway"], &env).await?;
+            let g = self.spawn("gateway", None).await?;
             self.gateways.push(g);
         }
         Ok(())
+    }
+
+    /// Starts one more replica of `role` (`processor` or `gateway`) over the
+    /// same database and prefix, ready when it returns; the first one started
+    /// creates the admin key the others share.
+    pub async fn spawn(&self, role: &str, owns: Option<&str>) -> anyhow::Result<Server> {
+        let env: Vec<(&str, &str)> = self.child_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut extra = vec!["--role", role];
+        if let Some(o) = owns {
+            extra.extend(["--owns", o]);
+        }
+        let key = self.processors.first().or(self.gateways.first()).map(|s| s.key.expose_secret().to_owned());
+        Server::start_with(&self.database_url, key.as_deref(), &extra, &env).await
     }
 
     /// The admin key every replica shares.

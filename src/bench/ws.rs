@@ -383,6 +383,7 @@ async fn replicas_latency(args: &WsArgs, redis_url: &str) -> anyhow::Result<Gate
         partitions: args.partitions,
         redis_url: redis_url.to_owned(),
         pg_admin_url: args.pg_admin_url.clone(),
+        leased: false,
         env: Vec::new(),
     })
     .await?;

@@ -19,7 +19,7 @@ static LOGGING: Once = Once::new();
 
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-fn pg_admin_url() -> String {
+pub fn pg_admin_url() -> String {
     std::env::var("CARTPULSE_TEST_PG_ADMIN_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_owned())
 }
 

@@ -18,6 +18,7 @@ mod models;
 mod replay;
 mod replication;
 mod roles;
+mod rolling;
 mod segment;
 mod stream;
 mod stream_redis;

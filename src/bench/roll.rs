@@ -1,0 +1,709 @@
+//! `cartpulse bench roll`: a rolling restart under load, as ECS performs
+//! one, and what users saw of it.
+//!
+//! Two gateways and two processors (sharing the partitions through leases)
+//! run over a fresh Postgres database and Redis prefix
+//! ([`super::servers::Replicas`]). Producers post page views at `--rate`
+//! events/s and `--viewers` WebSocket clients follow `kpis` and one
+//! `customer:{id}` each. After `--steady` seconds every replica is replaced
+//! in turn: a new one of the same role is started and ready before the old
+//! one gets SIGTERM (the load balancer here stops sending new requests and
+//! connections to a gateway at that moment, as an ALB deregistering it
+//! does) and exits. Then production stops, the processors drain the streams
+//! and the run checks:
+//! - **failed requests**: answers other than 200 that a producer may not
+//!   resend (503 and refused connections are resent, as docs/ingest.md tells
+//!   shops to do, with the same `event_id`s; a batch still not acknowledged
+//!   after 30 s is failed too);
+//! - **lost / counted twice**: every acknowledged event is in the log exactly
+//!   once (by `event_id`), and every customer's session shows exactly the
+//!   events acknowledged for it (more: counted twice; fewer: lost by the
+//!   actors);
+//! - **missed frames**: each viewer checks that every topic's `seq` goes up
+//!   by one; a close makes it reconnect to a live gateway with `since` (the
+//!   close codes are counted); at the end each must reach the seq Redis holds
+//!   for its topics;
+//! - **ingest latency**: acknowledgement p50/p99 of the batches due before
+//!   the roll (steady) and during it, timed from the batch's due time
+//!   (open loop, retries included).
+//!
+//! Every replica must exit 0 after its SIGTERM. The command exits non-zero
+//! when anything above is not zero, after printing its report (the last
+//! stdout line, JSON).
+
+use super::servers::{round, ReplicaOptions, Replicas};
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Flags of `bench roll`.
+#[derive(Args, Debug, Clone)]
+pub struct RollArgs {
+    /// Redis of the replicas (a fresh key prefix is used and deleted).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Postgres server of the replicas: a fresh database is created through
+    /// this URL and dropped at the end.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub pg_admin_url: String,
+    /// Events per second the producers offer (open loop).
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u64,
+    /// WebSocket viewers, each on `kpis` and one customer's topic.
+    #[arg(long, default_value_t = 500)]
+    pub viewers: usize,
+    /// Customers the producers send events for (viewer i follows customer i mod this).
+    #[arg(long, default_value_t = 500)]
+    pub customers: usize,
+    /// Seconds of steady traffic before the roll (and after it).
+    #[arg(long, default_value_t = 10)]
+    pub steady: u64,
+    /// `shutdown.drain_s` of every replica: how long a stopping gateway keeps
+    /// serving while the load balancer deregisters it.
+    #[arg(long, default_value_t = 2)]
+    pub drain_s: u64,
+    /// `redis.lease_ms` of the processors.
+    #[arg(long, default_value_t = 2_000)]
+    pub lease_ms: u64,
+    /// Event stream partitions.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: usize,
+    /// Seconds to wait between one replacement and the next (leases rebalance).
+    #[arg(long, default_value_t = 2)]
+    pub settle: u64,
+}
+
+/// The result, printed as the last stdout line in this shape.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RollReport {
+    pub bench: &'static str,
+    pub rate_target: u64,
+    pub viewers: usize,
+    pub replicas_restarted: usize,
+    /// Every replaced replica exited 0 after SIGTERM.
+    pub clean_exits: usize,
+    pub roll_seconds: f64,
+    pub batches_acked: u64,
+    /// Attempts answered 503 or refused (then resent).
+    pub requests_retried: u64,
+    /// Answers that may not be resent, or batches never acknowledged.
+    pub requests_failed: u64,
+    pub events_acked: u64,
+    pub events_per_s_achieved: f64,
+    /// Acknowledged events whose `event_id` is not in the log.
+    pub events_lost: u64,
+    /// `event_id`s in the log more than once (the column is unique: always 0
+    /// unless that constraint is gone) plus events a customer's session counts
+    /// beyond those acknowledged.
+    pub events_counted_twice: u64,
+    /// Acknowledged events the customers' sessions do not count.
+    pub events_not_applied: u64,
+    pub customers_checked: usize,
+    pub frames_received: u64,
+    pub frames_missed: u64,
+    pub frames_repeated: u64,
+    pub gap_notices: u64,
+    pub reconnects: u64,
+    /// Close codes viewers received, by code.
+    pub close_codes: BTreeMap<u16, u64>,
+    pub ingest_p50_steady_ms: f64,
+    pub ingest_p99_steady_ms: f64,
+    pub ingest_p50_roll_ms: f64,
+    pub ingest_p99_roll_ms: f64,
+    pub ingest_max_roll_ms: f64,
+    /// Nothing failed, lost, counted twice or missed, and every exit was clean.
+    pub ok: bool,
+}
+
+pub fn run_cli(args: RollArgs) -> anyhow::Result<()> {
+    super::ws::raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = rt.block_on(async {
+        tokio::select! {
+            r = run(args) => r,
+            Ok(()) = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    if !report.ok {
+        bail!("the rolling restart was visible to users (see the report above)");
+    }
+    Ok(())
+}
+
+/// The gateways a load balancer would send new work to.
+#[derive(Clone, Default)]
+struct Live(Arc<RwLock<Vec<String>>>);
+
+impl Live {
+    fn pick(&self, n: usize) -> Option<String> {
+        let l = self.0.read().ok()?;
+        (!l.is_empty()).then(|| l[n % l.len()].clone())
+    }
+    fn set(&self, bases: Vec<String>) {
+        if let Ok(mut l) = self.0.write() {
+            *l = bases;
+        }
+    }
+}
+
+async fn run(args: RollArgs) -> anyhow::Result<RollReport> {
+    if args.viewers > 0 && args.customers == 0 {
+        bail!("--customers must be at least 1");
+    }
+    let env = vec![
+        ("CARTPULSE_SHUTDOWN__DRAIN_S".to_owned(), args.drain_s.to_string()),
+        ("CARTPULSE_REDIS__LEASE_MS".to_owned(), args.lease_ms.to_string()),
+        ("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS".to_owned(), "200".to_owned()),
+    ];
+    eprintln!(
+        "rolling restart: 2 gateways, 2 leased processors; {} events/s, {} viewers; {} s steady, drain {} s",
+        args.rate, args.viewers, args.steady, args.drain_s
+    );
+    let mut replicas = Replicas::start(&ReplicaOptions {
+        bench: "roll",
+        gateways: 2,
+        processors: 2,
+        partitions: args.partitions,
+        redis_url: args.redis_url.clone(),
+        pg_admin_url: args.pg_admin_url.clone(),
+        leased: true,
+        env,
+    })
+    .await?;
+    let res = scenario(&args, &mut replicas).await;
+    replicas.stop().await;
+    res
+}
+
+async fn scenario(args: &RollArgs, replicas: &mut Replicas) -> anyhow::Result<RollReport> {
+    let key = replicas.key().clone();
+    let live = Live::default();
+    live.set(replicas.gateway_bases());
+    let stop_viewers = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut viewers = Vec::new();
+    for v in 0..args.viewers {
+        let topics = vec!["kpis".to_owned(), format!("customer:{}", customer_id(v % args.customers))];
+        viewers.push(tokio::spawn(viewer(topics, live.clone(), key.clone(), stop_viewers.clone(), tally.clone())));
+    }
+    let subscribed = Instant::now();
+    while tally.subscribed.load(Ordering::Relaxed) < args.viewers as u64 {
+        if subscribed.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "only {} of {} viewers subscribed within 60 s",
+                tally.subscribed.load(Ordering::Relaxed),
+                args.viewers
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("  {} viewers subscribed", args.viewers);
+
+    let producing = Arc::new(AtomicBool::new(true));
+    let started = Instant::now();
+    let producer = tokio::spawn(produce(args.clone(), live.clone(), key.clone(), producing.clone()));
+    tokio::time::sleep(Duration::from_secs(args.steady)).await;
+
+    let roll_from = started.elapsed();
+    let mut report = RollReport { bench: "roll", rate_target: args.rate, viewers: args.viewers, ..Default::default() };
+    let stop_within = Duration::from_secs(args.drain_s + 60);
+    for role in ["processor", "processor", "gateway", "gateway"] {
+        let fresh = replicas.spawn(role, None).await.with_context(|| format!("starting a new {role}"))?;
+        let mut old = if role == "processor" {
+            std::mem::replace(&mut replicas.processors[report.replicas_restarted], fresh)
+        } else {
+            let i = report.replicas_restarted - 2;
+            let old = std::mem::replace(&mut replicas.gateways[i], fresh);
+            live.set(replicas.gateway_bases());
+            old
+        };
+        eprintln!("  t={:.1}s: {role} replaced, SIGTERM to the old one", started.elapsed().as_secs_f64());
+        let status = old.terminate(stop_within).await?;
+        if status.success() {
+            report.clean_exits += 1;
+        } else {
+            eprintln!("  the old {role} exited with {status}");
+        }
+        report.replicas_restarted += 1;
+        eprintln!("  t={:.1}s: the old {role} exited ({status})", started.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    }
+    let roll_until = started.elapsed();
+    report.roll_seconds = round((roll_until - roll_from).as_secs_f64(), 1);
+    tokio::time::sleep(Duration::from_secs(args.steady)).await;
+    producing.store(false, Ordering::SeqCst);
+    let produced = producer.await.map_err(|e| anyhow!("producer task: {e}"))??;
+    eprintln!("  production stopped after {:.1} s", started.elapsed().as_secs_f64());
+
+    report.batches_acked = produced.batches_acked;
+    report.requests_retried = produced.retried;
+    report.requests_failed = produced.failed;
+    report.events_acked = produced.acked.len() as u64;
+    report.events_per_s_achieved = round(produced.acked.len() as f64 / produced.seconds, 0);
+    let (steady, during): (Vec<_>, Vec<_>) = produced.latencies.iter().partition(|(due, _)| *due < roll_from);
+    let during: Vec<f64> = during.into_iter().filter(|(due, _)| *due < roll_until).map(|(_, l)| l).collect();
+    let steady: Vec<f64> = steady.into_iter().map(|(_, l)| l).collect();
+    (report.ingest_p50_steady_ms, report.ingest_p99_steady_ms, _) = quantiles(steady);
+    (report.ingest_p50_roll_ms, report.ingest_p99_roll_ms, report.ingest_max_roll_ms) = quantiles(during);
+
+    let gateway = replicas.gateways[0].base.clone();
+    drained(&gateway).await?;
+    check_log(replicas, &produced.acked, &mut report).await?;
+    check_customers(&gateway, &key, args.customers, &produced.acked, &mut report).await?;
+
+    // Each viewer must reach the newest seq of its topics.
+    let targets = topic_heads(replicas, args).await?;
+    *tally.targets.lock().map_err(|_| anyhow!("poisoned"))? = Some(targets);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tally.caught_up.load(Ordering::Relaxed) < args.viewers as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_viewers.store(true, Ordering::SeqCst);
+    for v in viewers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), v).await;
+    }
+    report.frames_received = tally.frames.load(Ordering::Relaxed);
+    report.frames_missed = tally.missed.load(Ordering::Relaxed);
+    report.frames_repeated = tally.repeated.load(Ordering::Relaxed);
+    report.gap_notices = tally.gaps.load(Ordering::Relaxed);
+    report.reconnects = tally.reconnects.load(Ordering::Relaxed);
+    report.close_codes = tally.closes.lock().map(|c| c.clone()).unwrap_or_default();
+    report.ok = report.requests_failed == 0
+        && report.events_lost == 0
+        && report.events_counted_twice == 0
+        && report.events_not_applied == 0
+        && report.frames_missed == 0
+        && report.gap_notices == 0
+        && report.clean_exits == report.replicas_restarted
+        && report.events_acked > 0;
+    eprintln!(
+        "  {} events acknowledged ({:.0}/s), {} requests resent, {} failed; lost {}, counted twice {}, not applied {}",
+        report.events_acked,
+        report.events_per_s_achieved,
+        report.requests_retried,
+        report.requests_failed,
+        report.events_lost,
+        report.events_counted_twice,
+        report.events_not_applied
+    );
+    eprintln!(
+        "  viewers: {} frames, {} missed, {} repeated, {} gap notices, {} reconnects, closes {:?}",
+        report.frames_received,
+        report.frames_missed,
+        report.frames_repeated,
+        report.gap_notices,
+        report.reconnects,
+        report.close_codes
+    );
+    eprintln!(
+        "  ingest p50/p99: steady {:.1}/{:.1} ms, during the roll {:.1}/{:.1} ms (max {:.1})",
+        report.ingest_p50_steady_ms,
+        report.ingest_p99_steady_ms,
+        report.ingest_p50_roll_ms,
+        report.ingest_p99_roll_ms,
+        report.ingest_max_roll_ms
+    );
+    Ok(report)
+}
+
+fn customer_id(i: usize) -> String {
+    format!("rr-{i}")
+}
+
+/// p50, p99 and max in ms of latencies in ms.
+fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let q = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    (round(q(0.5), 1), round(q(0.99), 1), round(v[v.len() - 1], 1))
+}
+
+/// What the producers did.
+struct Produced {
+    /// Acknowledged events: `event_id` → customer index.
+    acked: HashMap<String, usize>,
+    batches_acked: u64,
+    retried: u64,
+    failed: u64,
+    /// (due time since the start, acknowledgement latency in ms) per batch.
+    latencies: Vec<(Duration, f64)>,
+    seconds: f64,
+}
+
+/// Producer lanes: each owns the customers `c ≡ lane (mod LANES)`, with one
+/// batch in flight, so every customer's events arrive in order.
+const LANES: usize = 8;
+/// Events per batch.
+const BATCH: usize = 10;
+
+async fn produce(
+    args: RollArgs,
+    live: Live,
+    key: SecretString,
+    producing: Arc<AtomicBool>,
+) -> anyhow::Result<Produced> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(16).build()?;
+    let out = Arc::new(Mutex::new(Produced {
+        acked: HashMap::new(),
+        batches_acked: 0,
+        retried: 0,
+        failed: 0,
+        latencies: Vec::new(),
+        seconds: 0.0,
+    }));
+    let started = Instant::now();
+    // Lane l's batches are due every `period`, lanes offset from each other.
+    let period = Duration::from_secs_f64((LANES * BATCH) as f64 / args.rate.max(1) as f64);
+    let customers = args.customers.max(LANES);
+    let mut lanes = Vec::new();
+    for lane in 0..LANES {
+        let (client, live, key, producing, out) =
+            (client.clone(), live.clone(), key.clone(), producing.clone(), out.clone());
+        lanes.push(tokio::spawn(async move {
+            let mine: Vec<usize> = (lane..customers).step_by(LANES).collect();
+            let mut due = started + period.mul_f64(lane as f64 / LANES as f64);
+            let mut n = 0usize;
+            let mut tries = 0usize;
+            while producing.load(Ordering::SeqCst) {
+                tokio::time::sleep_until(due.into()).await;
+                let mut ids = Vec::with_capacity(BATCH);
+                let mut events = Vec::with_capacity(BATCH);
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                for _ in 0..BATCH {
+                    let c = mine[n % mine.len()];
+                    let id = format!("rr-{lane}-{n}");
+                    events.push(serde_json::json!({
+                        "type": "page_view", "event_id": id, "customer_id": customer_id(c),
+                        "session_id": format!("{}-s", customer_id(c)), "time": now,
+                        "page_kind": "product", "duration_s": 5.0, "bounce_rate": 0.01,
+                        "exit_rate": 0.02, "page_value": 0.0,
+                    }));
+                    ids.push((id, c));
+                    n += 1;
+                }
+                let body = serde_json::to_string(&events).unwrap_or_default();
+                let (mut retried, mut failed, mut ok) = (0u64, 0u64, false);
+                while due.elapsed() < Duration::from_secs(30) {
+                    tries += 1;
+                    let Some(base) = live.pick(tries) else {
+                        retried += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let sent = client
+                        .post(format!("{base}/v1/events"))
+                        .bearer_auth(key.expose_secret())
+                        .header("Content-Type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => {
+                            ok = true;
+                            break;
+                        }
+                        Ok(r) if r.status() == 503 => {
+                            retried += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(_) => {
+                            retried += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Ok(r) => {
+                            let status = r.status();
+                            let text = r.text().await.unwrap_or_default();
+                            eprintln!("  {base} answered {status} to a batch (not resent): {text:.300}");
+                            failed += 1;
+                            break;
+                        }
+                    }
+                }
+                let latency_ms = due.elapsed().as_secs_f64() * 1000.0;
+                if let Ok(mut o) = out.lock() {
+                    o.retried += retried;
+                    if ok {
+                        o.batches_acked += 1;
+                        o.acked.extend(ids);
+                        o.latencies.push((due - started, latency_ms));
+                    } else {
+                        o.failed += failed.max(1);
+                    }
+                }
+                // Behind schedule, the next batch goes at once; its latency
+                // still counts from its due time (no coordinated omission).
+                due += period;
+            }
+        }));
+    }
+    for l in lanes {
+        l.await.map_err(|e| anyhow!("producer lane: {e}"))?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut out = Arc::try_unwrap(out)
+        .map_err(|_| anyhow!("producer lanes still running"))?
+        .into_inner()
+        .map_err(|_| anyhow!("poisoned"))?;
+    out.seconds = seconds;
+    Ok(out)
+}
+
+/// What the viewers saw.
+#[derive(Default)]
+struct Tally {
+    subscribed: AtomicU64,
+    frames: AtomicU64,
+    missed: AtomicU64,
+    repeated: AtomicU64,
+    gaps: AtomicU64,
+    reconnects: AtomicU64,
+    caught_up: AtomicU64,
+    closes: Mutex<BTreeMap<u16, u64>>,
+    /// The newest seq of every topic once production is over.
+    targets: Mutex<Option<HashMap<String, u64>>>,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(base: &str, key: &SecretString) -> anyhow::Result<Ws> {
+    let mut req = format!("{}/v1/stream", base.replacen("http://", "ws://", 1)).into_client_request()?;
+    req.headers_mut().insert("Authorization", format!("Bearer {}", key.expose_secret()).parse()?);
+    Ok(tokio_tungstenite::connect_async(req).await?.0)
+}
+
+/// One viewer: subscribes to `topics` on a live gateway and checks that
+/// every topic's seq goes up by one; after a close it reconnects to a live
+/// gateway with `since`. Customer topics are followed from their first
+/// message (seq 1, before any event is produced); `kpis` from the first
+/// message it gets.
+async fn viewer(topics: Vec<String>, live: Live, key: SecretString, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let mut last: HashMap<String, u64> =
+        topics.iter().filter(|t| t.starts_with("customer:")).map(|t| (t.clone(), 0)).collect();
+    let mut first = true;
+    let mut caught_up = false;
+    while !stop.load(Ordering::SeqCst) {
+        // Any live gateway, as a load balancer spreads new connections.
+        let Some(base) = live.pick(rand::rng().random_range(0..1024usize)) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut ws = match connect(&base, &key).await {
+            Ok(ws) => ws,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let since: serde_json::Map<String, serde_json::Value> =
+            last.iter().filter(|(_, s)| **s > 0).map(|(t, s)| (t.clone(), (*s).into())).collect();
+        let sub = serde_json::json!({"type": "subscribe", "topics": topics, "since": since});
+        if ws.send(Message::text(sub.to_string())).await.is_err() {
+            continue;
+        }
+        if !first {
+            tally.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        loop {
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let text = match msg {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    if let Ok(mut c) = tally.closes.lock() {
+                        *c.entry(code).or_default() += 1;
+                    }
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                // Reset without a close frame.
+                Some(Err(_)) | None => {
+                    if let Ok(mut c) = tally.closes.lock() {
+                        *c.entry(1006).or_default() += 1;
+                    }
+                    break;
+                }
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let topic = v["topic"].as_str().unwrap_or_default();
+            if topic == "_control" {
+                match v["data"]["type"].as_str() {
+                    Some("subscribed") if first => {
+                        first = false;
+                        tally.subscribed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some("gap") => {
+                        tally.gaps.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("  a viewer got a gap: {v}");
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let Some(seq) = v["seq"].as_u64() else { continue };
+            tally.frames.fetch_add(1, Ordering::Relaxed);
+            match last.get(topic).copied() {
+                None => {
+                    last.insert(topic.to_owned(), seq);
+                }
+                Some(prev) if seq == prev + 1 => {
+                    last.insert(topic.to_owned(), seq);
+                }
+                Some(prev) if seq <= prev => {
+                    tally.repeated.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(prev) => {
+                    tally.missed.fetch_add(seq - prev - 1, Ordering::Relaxed);
+                    last.insert(topic.to_owned(), seq);
+                }
+            }
+            if !caught_up {
+                let targets = tally.targets.lock().ok().and_then(|t| t.clone());
+                if let Some(t) = targets {
+                    if topics
+                        .iter()
+                        .all(|topic| last.get(topic).copied().unwrap_or(0) >= t.get(topic).copied().unwrap_or(0))
+                    {
+                        caught_up = true;
+                        tally.caught_up.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    // Whatever a viewer never reached of its topics counts as missed.
+    if !caught_up {
+        if let Some(t) = tally.targets.lock().ok().and_then(|t| t.clone()) {
+            for topic in &topics {
+                let (have, want) = (last.get(topic).copied().unwrap_or(0), t.get(topic).copied().unwrap_or(0));
+                tally.missed.fetch_add(want.saturating_sub(have), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Waits until a gateway reports no event left in the streams (twice: the
+/// figure is refreshed every 500 ms).
+async fn drained(gateway: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut zero = 0;
+    loop {
+        let ready: serde_json::Value = client.get(format!("{gateway}/readyz")).send().await?.json().await?;
+        if ready["stream_backlog_events"] == 0 {
+            zero += 1;
+            if zero == 2 {
+                return Ok(());
+            }
+        } else {
+            zero = 0;
+        }
+        if Instant::now() > deadline {
+            bail!("the processors did not drain the streams within 120 s: {ready}");
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+/// Every acknowledged event in the log, once.
+async fn check_log(replicas: &Replicas, acked: &HashMap<String, usize>, report: &mut RollReport) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(&replicas.database_url).await.context("connecting to the bench database")?;
+    let rows = db
+        .query_all(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT event_id, count(*) AS n FROM events WHERE event_id LIKE 'rr-%' GROUP BY event_id",
+        ))
+        .await
+        .context("reading the event log")?;
+    let mut logged: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        logged.insert(r.try_get("", "event_id")?, r.try_get("", "n")?);
+    }
+    report.events_lost = acked.keys().filter(|id| !logged.contains_key(*id)).count() as u64;
+    report.events_counted_twice += logged.values().map(|n| (*n - 1).max(0) as u64).sum::<u64>();
+    Ok(())
+}
+
+/// Every customer's session counts exactly the events acknowledged for it
+/// (read through a gateway: the stored snapshot, at most 200 ms behind).
+async fn check_customers(
+    gateway: &str,
+    key: &SecretString,
+    customers: usize,
+    acked: &HashMap<String, usize>,
+    report: &mut RollReport,
+) -> anyhow::Result<()> {
+    let mut want = vec![0u64; customers.max(LANES)];
+    for c in acked.values() {
+        want[*c] += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    for (c, want) in want.iter().enumerate() {
+        if *want == 0 {
+            continue;
+        }
+        let id = customer_id(c);
+        let r = client.get(format!("{gateway}/v1/customers/{id}")).bearer_auth(key.expose_secret()).send().await?;
+        let have = if r.status().is_success() {
+            let v: serde_json::Value = r.json().await?;
+            let session = format!("{id}-s");
+            let sessions = v["open_session"]
+                .as_object()
+                .into_iter()
+                .chain(v["recent_sessions"].as_array().into_iter().flatten().filter_map(|s| s.as_object()));
+            sessions
+                .filter(|s| s["session_id"] == session.as_str())
+                .filter_map(|s| s["n_events"].as_u64())
+                .max()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        report.customers_checked += 1;
+        if have > *want {
+            report.events_counted_twice += have - want;
+        } else {
+            report.events_not_applied += want - have;
+        }
+    }
+    Ok(())
+}
+
+/// The newest seq of `kpis` and of every viewed customer's topic.
+async fn topic_heads(replicas: &Replicas, args: &RollArgs) -> anyhow::Result<HashMap<String, u64>> {
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let mut topics = vec!["kpis".to_owned()];
+    topics.extend((0..args.viewers.min(args.customers)).map(|i| format!("customer:{}", customer_id(i))));
+    let mut out = HashMap::new();
+    for t in topics {
+        let key = format!("{}:{{{t}}}:seq", replicas.prefix);
+        let seq: Option<u64> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
+        out.insert(t, seq.unwrap_or(0));
+    }
+    Ok(out)
+}

@@ -131,6 +131,15 @@ pub enum Command {
         /// Synthetic sessions to send when the file is absent.
         #[arg(long, default_value_t = 5_000)]
         synthetic: u64,
+        /// UCI Online Retail CSV to replay as orders (skipped if absent).
+        #[arg(long, default_value = "../shared/data/online_retail.csv")]
+        retail: PathBuf,
+        /// Seconds the retail file's year of orders is replayed in.
+        #[arg(long, default_value_t = 60.0)]
+        retail_seconds: f64,
+        /// Live events per second once the history is in (0: stop feeding).
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
     },
 }
 
@@ -364,10 +373,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init_logging("warn", false);
             tokio_rt()?.block_on(crate::models::cli::run(&settings, command))
         }
-        Command::Demo { listen, file, synthetic } => {
+        Command::Demo { listen, file, synthetic, retail, retail_seconds, rate } => {
             let settings = cli.global.settings(Some(listen))?;
             crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
-            actix_web::rt::System::new().block_on(crate::commands::demo(settings, file, synthetic))
+            anyhow::ensure!(
+                retail_seconds.is_finite() && retail_seconds > 0.0,
+                "--retail-seconds must be a positive number of seconds (got {retail_seconds})"
+            );
+            let opts = crate::demo::DemoOptions { file, synthetic, retail: Some(retail), retail_seconds, rate };
+            actix_web::rt::System::new().block_on(crate::demo::run(settings, opts))
         }
     }
 }

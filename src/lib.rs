@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod demo;
 pub mod http;
 pub mod inference;
 pub mod ingest;

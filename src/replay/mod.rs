@@ -101,17 +101,33 @@ pub struct ReplaySummary {
 /// acknowledgements. Fails on a missing or bad input file, on a refused key or
 /// request, and when the server stays unavailable past the retry budget.
 pub async fn run(opts: ReplayOptions) -> anyhow::Result<ReplaySummary> {
+    let (sessions, retail_stats) = load(&opts).await?;
+    send(&opts, sessions, retail_stats).await
+}
+
+/// The sessions `opts` describes (a file read, or synthetic ones made), and
+/// for the retail format what its reader sent and skipped, already printed.
+pub async fn load(opts: &ReplayOptions) -> anyhow::Result<(Vec<SessionEvents>, Option<retail::RetailStats>)> {
     if let Some(x) = opts.speedup {
         if !(x.is_finite() && x > 0.0) {
             bail!("--speedup must be a positive number (got {x})");
         }
     }
-    let (sessions, retail_stats) = load_sessions(&opts).await?;
+    let (sessions, retail_stats) = load_sessions(opts).await?;
     if let Some(stats) = &retail_stats {
         // Before sending, so that what is left out is known even if the
         // server then fails.
         eprintln!("{stats}");
     }
+    Ok((sessions, retail_stats))
+}
+
+/// Sends loaded sessions as `opts` says and sums up the acknowledgements.
+pub async fn send(
+    opts: &ReplayOptions,
+    sessions: Vec<SessionEvents>,
+    retail_stats: Option<retail::RetailStats>,
+) -> anyhow::Result<ReplaySummary> {
     let n_sessions = sessions.len() as u64;
     let total_events: u64 = sessions.iter().map(|s| s.events.len() as u64).sum();
 

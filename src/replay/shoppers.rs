@@ -32,8 +32,19 @@ pub fn expand_file(path: &Path) -> anyhow::Result<Vec<SessionEvents>> {
     expand_reader(BufReader::new(file), &path.display().to_string())
 }
 
+/// As [`expand_file`], each session with its row's `Revenue` label (whether
+/// the visit ended in a purchase).
+pub fn expand_file_labelled(path: &Path) -> anyhow::Result<Vec<(SessionEvents, bool)>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    expand_labelled(BufReader::new(file), &path.display().to_string())
+}
+
 /// As [`expand_file`], from any reader; `source` names it in errors.
 pub fn expand_reader<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<SessionEvents>> {
+    Ok(expand_labelled(reader, source)?.into_iter().map(|(s, _)| s).collect())
+}
+
+fn expand_labelled<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<(SessionEvents, bool)>> {
     let mut csv = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
     check_header(csv.headers().with_context(|| format!("{source}: cannot read the header"))?)
         .with_context(|| format!("{source}: not an Online Shoppers CSV"))?;
@@ -44,9 +55,9 @@ pub fn expand_reader<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<Ses
         let record = record.with_context(|| format!("{source}: row {row} (line {}): unreadable CSV", row + 1))?;
         let fields: Vec<&str> = record.iter().collect();
         // No field of this file spans lines, so data row N is line N + 1.
-        let (features, _revenue) = ShoppersFeatures::from_uci_record(&fields)
+        let (features, revenue) = ShoppersFeatures::from_uci_record(&fields)
             .map_err(|e| anyhow!("{source}: row {row} (line {}): {e}", row + 1))?;
-        sessions.push(session_for_row(row, &features));
+        sessions.push((session_for_row(row, &features), revenue));
     }
     Ok(sessions)
 }

@@ -77,6 +77,21 @@ pub enum Command {
         /// Also write ROC, calibration and confusion data to this directory.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Repeats of the stratified k-fold, on split seeds seed, seed+1, …
+        #[arg(long, default_value_t = 1)]
+        repeats: usize,
+        /// Write every row's fold per repeat (CSV row,seed,fold) for peers run on the same folds.
+        #[arg(long)]
+        folds_out: Option<PathBuf>,
+        /// Write every row's out-of-fold probability per repeat (CSV row,seed,fold,label,score,threshold).
+        #[arg(long)]
+        oof_out: Option<PathBuf>,
+        /// Evaluate only: do not fit or write the final model.
+        #[arg(long)]
+        no_model: bool,
+        /// Model configuration as JSON (fields of ModelConfig; missing ones keep their defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Score every row of a UCI-format CSV with a trained model (CSV `row,probability`).
     Predict {
@@ -326,17 +341,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init_logging("warn", false);
             tokio_rt()?.block_on(crate::commands::bench_ingest(cli.global, args))
         }
-        Command::Train { data, folds, seed, out, report } => {
+        Command::Train { data, folds, seed, out, report, repeats, folds_out, oof_out, no_model, config } => {
             crate::telemetry::init_logging("warn", false);
-            let r = crate::train::run(crate::train::TrainOptions {
-                data,
-                folds,
-                seed,
-                out,
-                report,
-                config: Default::default(),
-                progress: true,
-            })?;
+            let config = match config {
+                Some(path) => std::fs::read(&path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                    .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?,
+                None => Default::default(),
+            };
+            let r = crate::train::run_protocol(
+                crate::train::TrainOptions { data, folds, seed, out, report, config, progress: true },
+                &crate::train::Protocol { repeats, folds_out, oof_out, no_model },
+            )?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }

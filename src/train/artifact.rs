@@ -8,7 +8,7 @@
 
 use super::model::Ensemble;
 use super::{Dataset, Fitted, ModelConfig, TrainOptions, TrainReport};
-use actors::features::encode::{Encoder, ENCODING_VERSION};
+use actors::features::encode::{Encoder, READABLE_ENCODING_VERSIONS};
 use actors::features::ShoppersFeatures;
 use anyhow::{bail, Context};
 use candle_core::Device;
@@ -153,9 +153,9 @@ impl PurchaseModel {
             bail!("{}: format {:?}, expected {MANIFEST_FORMAT:?}", manifest_path.display(), manifest.format);
         }
         let enc = &manifest.feature_schema.encoder;
-        if enc.encoding_version != ENCODING_VERSION {
+        if !READABLE_ENCODING_VERSIONS.contains(&enc.encoding_version) {
             bail!(
-                "{}: encoding version {}, this build reads {ENCODING_VERSION}",
+                "{}: encoding version {}, this build reads {READABLE_ENCODING_VERSIONS:?}",
                 manifest_path.display(),
                 enc.encoding_version
             );

@@ -123,6 +123,103 @@ pub fn best_accuracy_threshold(scores: &[f32], labels: &[bool]) -> f32 {
     best_cuts[best_cuts.len() / 2]
 }
 
+/// Brier score: the mean squared difference between probability and outcome
+/// (0 is perfect; always predicting the base rate `r` gives `r(1-r)`).
+pub fn brier(scores: &[f32], labels: &[bool]) -> f64 {
+    let n = scores.len().min(labels.len());
+    if n == 0 {
+        return f64::NAN;
+    }
+    scores.iter().zip(labels).map(|(&p, &y)| (f64::from(p) - f64::from(u8::from(y))).powi(2)).sum::<f64>() / n as f64
+}
+
+/// Platt scaling `[a, b]` for `sigmoid(a · logit(p) + b)`: minimizes the
+/// log-loss on (`scores`, `labels`) by Newton's method (a little ridge on
+/// `a − 1` and `b` keeps it defined on separable input). `[1, 0]` (identity)
+/// for empty input or one class only.
+pub fn fit_platt(scores: &[f32], labels: &[bool]) -> [f32; 2] {
+    let pos = labels.iter().filter(|&&y| y).count();
+    if scores.is_empty() || pos == 0 || pos == labels.len() {
+        return [1.0, 0.0];
+    }
+    let z: Vec<f64> = scores
+        .iter()
+        .map(|&p| {
+            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+            (p / (1.0 - p)).ln()
+        })
+        .collect();
+    let ridge = 1e-3;
+    let (mut a, mut b) = (1.0f64, 0.0f64);
+    for _ in 0..50 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (ridge * (a - 1.0), ridge * b, ridge, 0.0, ridge);
+        for (&zi, &y) in z.iter().zip(labels) {
+            let q = 1.0 / (1.0 + (-(a * zi + b)).exp());
+            let r = q - f64::from(u8::from(y));
+            let w = q * (1.0 - q);
+            ga += r * zi;
+            gb += r;
+            haa += w * zi * zi;
+            hab += w * zi;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-12 {
+            break;
+        }
+        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        // Damped: a full Newton step from confident scores can overshoot
+        // and diverge; halve it until the penalized log loss goes down.
+        let before = platt_loss(&z, labels, a, b, ridge);
+        let mut step = 1.0;
+        while step > 1e-6 && platt_loss(&z, labels, a - step * da, b - step * db, ridge) > before {
+            step /= 2.0;
+        }
+        a -= step * da;
+        b -= step * db;
+        if (step * da).abs() < 1e-10 && (step * db).abs() < 1e-10 {
+            break;
+        }
+    }
+    [a as f32, b as f32]
+}
+
+/// Log loss of Platt scaling `(a, b)` on logits `z`, with the ridge pulling `a` to 1 and `b` to 0.
+fn platt_loss(z: &[f64], labels: &[bool], a: f64, b: f64, ridge: f64) -> f64 {
+    let nll: f64 = z
+        .iter()
+        .zip(labels)
+        .map(|(&zi, &y)| {
+            let t = a * zi + b;
+            // log(1 + e^t) - y·t, computed without overflow.
+            let softplus = if t > 0.0 { t + (-t).exp().ln_1p() } else { t.exp().ln_1p() };
+            softplus - if y { t } else { 0.0 }
+        })
+        .sum();
+    nll + 0.5 * ridge * ((a - 1.0).powi(2) + b * b)
+}
+
+/// Bins of [`expected_calibration_error`].
+pub const ECE_BINS: usize = 10;
+
+/// Expected calibration error over [`ECE_BINS`] equal-width probability bins
+/// (`[0, 0.1)`, …, `[0.9, 1]`): the row-weighted mean of |mean predicted −
+/// observed positive rate| per bin.
+pub fn expected_calibration_error(scores: &[f32], labels: &[bool]) -> f64 {
+    let n = scores.len().min(labels.len());
+    if n == 0 {
+        return f64::NAN;
+    }
+    let mut bins = [(0f64, 0f64, 0usize); ECE_BINS];
+    for (&p, &y) in scores.iter().zip(labels) {
+        let b = ((f64::from(p) * ECE_BINS as f64) as usize).min(ECE_BINS - 1);
+        bins[b].0 += f64::from(p);
+        bins[b].1 += f64::from(u8::from(y));
+        bins[b].2 += 1;
+    }
+    bins.iter().filter(|b| b.2 > 0).map(|&(sp, sy, _)| (sp - sy).abs()).sum::<f64>() / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +270,37 @@ mod tests {
         let none = Confusion::at(&scores, &labels, 2.0);
         assert_eq!(none.precision(), 0.0);
         assert_eq!(none.f1(), 0.0);
+    }
+
+    #[test]
+    fn brier_and_ece() {
+        let labels = [true, false, true, false];
+        assert_eq!(brier(&[1.0, 0.0, 1.0, 0.0], &labels), 0.0);
+        assert!((brier(&[0.5; 4], &labels) - 0.25).abs() < 1e-12);
+        // Perfectly calibrated bins: 0.5 predicted, half positive.
+        assert!(expected_calibration_error(&[0.5; 4], &labels).abs() < 1e-12);
+        // Bin [0.9, 1]: predicts 0.95, observes 0.5; bin [0, 0.1): 0.05 vs 0.5.
+        let ece = expected_calibration_error(&[0.95, 0.95, 0.05, 0.05], &[true, false, true, false]);
+        assert!((ece - 0.45).abs() < 1e-6, "{ece}");
+        assert!(brier(&[], &[]).is_nan());
+    }
+
+    #[test]
+    fn platt_recovers_a_known_miscalibration() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        // True probability sigmoid(z); the scores are sigmoid(2z - 1).
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut scores = Vec::new();
+        let mut labels = Vec::new();
+        for _ in 0..20_000 {
+            let z: f64 = rng.random_range(-4.0..4.0);
+            labels.push(rng.random::<f64>() < 1.0 / (1.0 + (-z).exp()));
+            scores.push((1.0 / (1.0 + (-(2.0 * z - 1.0)).exp())) as f32);
+        }
+        // z = (s + 1) / 2 with s the scores' logit: a = 0.5, b = 0.5.
+        let [a, b] = fit_platt(&scores, &labels);
+        assert!((a - 0.5).abs() < 0.05 && (b - 0.5).abs() < 0.08, "{a} {b}");
+        assert_eq!(fit_platt(&[0.3, 0.4], &[true, true]), [1.0, 0.0]);
     }
 
     #[test]

@@ -358,6 +358,19 @@ pub struct Ensemble {
     pub nets: Vec<Net>,
     /// Layer widths, input first, `1` last.
     pub dims: Vec<usize>,
+    /// Platt scaling `[a, b]` of the mean probability `p`:
+    /// `sigmoid(a · logit(p) + b)`, fitted on training rows only.
+    pub calibration: Option<[f32; 2]>,
+}
+
+/// Name of the calibration tensor in the weights file.
+const CALIBRATION_TENSOR: &str = "calibration";
+
+/// `sigmoid(a · logit(p) + b)` in f32, the same on every scoring path.
+pub fn platt(p: f32, [a, b]: [f32; 2]) -> f32 {
+    let p = p.clamp(1e-7, 1.0 - 1e-7);
+    let z = a * (p / (1.0 - p)).ln() + b;
+    (1.0 + (-z).exp()).recip()
 }
 
 impl Ensemble {
@@ -396,9 +409,18 @@ impl Ensemble {
             });
         }
         let n = self.nets.len().max(1) as f64;
-        match sum {
-            Some(s) => Ok((s / n)?.to_vec1::<f32>()?),
-            None => Ok(vec![0.0; x.len() / dim]),
+        let p = match sum {
+            Some(s) => (s / n)?.to_vec1::<f32>()?,
+            None => vec![0.0; x.len() / dim],
+        };
+        Ok(self.calibrate(p))
+    }
+
+    /// Applies the calibration, if any, to mean probabilities.
+    fn calibrate(&self, p: Vec<f32>) -> Vec<f32> {
+        match self.calibration {
+            Some(c) => p.into_iter().map(|p| platt(p, c)).collect(),
+            None => p,
         }
     }
 
@@ -484,7 +506,7 @@ impl Ensemble {
         }
         // As candle's `tensor / n`: an affine map by 1/n.
         let scale = (1.0 / self.nets.len().max(1) as f64) as f32;
-        Some(sum.into_iter().map(|s| s * scale).collect())
+        Some(self.calibrate(sum.into_iter().map(|s| s * scale).collect()))
     }
 
     /// Weights by name, `net{i}.layer{j}.weight|bias`.
@@ -492,6 +514,11 @@ impl Ensemble {
         let mut out = HashMap::new();
         for (i, net) in self.nets.iter().enumerate() {
             net.save_into(&format!("net{i}"), &mut out);
+        }
+        if let Some(c) = self.calibration {
+            if let Ok(t) = Tensor::new(&c, &Device::Cpu) {
+                out.insert(CALIBRATION_TENSOR.into(), t);
+            }
         }
         out
     }
@@ -504,7 +531,15 @@ impl Ensemble {
         let nets = (0..members)
             .map(|i| Net::load_from(&format!("net{i}"), dims.len() - 1, dims, map))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Ensemble { nets, dims: dims.to_vec() })
+        let calibration = match map.get(CALIBRATION_TENSOR) {
+            Some(t) if t.dims() == [2] => {
+                let v = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                Some([v[0], v[1]])
+            }
+            Some(t) => bail!("{CALIBRATION_TENSOR} has shape {:?}, expected [2]", t.dims()),
+            None => None,
+        };
+        Ok(Ensemble { nets, dims: dims.to_vec(), calibration })
     }
 }
 
@@ -539,7 +574,7 @@ mod tests {
                     net
                 })
                 .collect();
-            let ens = Ensemble { nets, dims: vec![dim, 16, 8, 1] };
+            let ens = Ensemble { nets, dims: vec![dim, 16, 8, 1], calibration: wide.then_some([1.3, -0.2]) };
             // Some exact zeros, as one-hot inputs have.
             let x: Vec<f32> =
                 (0..40 * dim).map(|i| if i % 3 == 0 { 0.0 } else { rng.random_range(-2.0f32..2.0) }).collect();

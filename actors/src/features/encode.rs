@@ -12,15 +12,34 @@
 //! - a `page_values > 0` flag: most buying sessions saw a valued page, and the
 //!   log of a mostly-zero feature hides that jump from a small net;
 //! - month, OS, browser, region, traffic type, visitor type: one-hot over the
-//!   levels seen at least [`MIN_LEVEL_COUNT`] times in training, with one extra
-//!   "other" slot for rare and unseen levels (a new browser code in production
-//!   must still encode);
+//!   levels seen at least [`MIN_LEVEL_COUNT`] times in training. No input is
+//!   left untrained: a slot exists only if training rows activate it, and a
+//!   level without a slot still encodes to something the net was trained on
+//!   (a new browser code in production must still encode, and must not hit
+//!   random, never-updated weights):
+//!   - Month is cyclic: a month without a slot (January and April never occur
+//!     in the UCI file) is the linear interpolation, around the 12-month
+//!     circle, of the nearest kept months before and after it (January =
+//!     ½ December + ½ February);
+//!   - the other fields keep an "other" slot only when at least
+//!     [`MIN_LEVEL_COUNT`] training rows have rare levels; rare and unseen
+//!     levels then go there. Without it (e.g. Region: every region is common)
+//!     such a level encodes as the training frequencies of the kept levels,
+//!     the expected one-hot vector of a training row, so the first layer sees
+//!     the frequency-weighted mean of the trained level weights;
 //! - weekend: 0/1;
 //! - optionally ([`Encoder::fit_with`], used by the purchase model) a rank
 //!   input for the heavy-tailed columns in `RANKED`: the empirical CDF of the
 //!   raw value over 101 training quantiles, linearly interpolated, then
 //!   standardized. It spreads the dense low end (many near-zero page values
-//!   and exit rates) that `log1p` still compresses.
+//!   and exit rates) that `log1p` still compresses;
+//! - optionally ([`EncoderOptions::piecewise_bins`]) a piecewise-linear
+//!   encoding of every numeric column over its training quantile bins: with
+//!   distinct knots `q_0 < … < q_T`, input `t` is
+//!   `clamp((x − q_t) / (q_{t+1} − q_t), 0, 1)`, so a value fills the bins
+//!   below it and part of its own. Continuous in `x` (a rate rebuilt live with
+//!   rounding error moves its inputs by as little), and it generalizes the
+//!   rank input (whose value is roughly the mean of these inputs).
 
 use super::session::ShoppersFeatures;
 use crate::event::VisitorType;
@@ -31,8 +50,15 @@ use serde::{Deserialize, Serialize};
 pub const MIN_LEVEL_COUNT: usize = 10;
 
 /// Version of the encoding scheme itself; bump when `encode` changes meaning so
-/// an old manifest is refused rather than silently mis-encoded.
-pub const ENCODING_VERSION: u32 = 1;
+/// an old manifest is refused rather than silently mis-encoded. Version 2: no
+/// untrained slots (cyclic Month, "other" only when trained, unseen levels as
+/// the training mix).
+pub const ENCODING_VERSION: u32 = 2;
+
+/// Encoding versions an [`Encoder`] read from a manifest may have: a version-1
+/// encoder (always an "other" slot, unseen levels there) deserializes with
+/// `other_slot` true and no cycle or mix, and encodes as it always did.
+pub const READABLE_ENCODING_VERSIONS: [u32; 2] = [1, 2];
 
 /// How a numeric input is transformed before standardization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,24 +139,106 @@ const RANK_KNOTS: usize = 101;
 const RANKED: [&str; 6] =
     ["PageValues", "ExitRates", "BounceRates", "ProductRelated_Duration", "ProductRelated", "Administrative_Duration"];
 
-/// One one-hot encoded categorical field: a slot per kept level, then "other".
+/// One one-hot encoded categorical field: a slot per kept level, then
+/// "other" if there is one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CategoricalColumn {
     /// UCI column name.
     pub column: String,
     /// Kept level codes, ascending; slot `i` is `levels[i]`, slot `levels.len()`
-    /// is "other".
+    /// is "other" when `other_slot`.
     pub levels: Vec<u16>,
+    /// Whether there is an "other" slot for levels not kept (always in
+    /// encoding version 1).
+    #[serde(default = "default_true")]
+    pub other_slot: bool,
+    /// A cyclic field (Month, period 12): a level without a slot is
+    /// interpolated between the nearest kept levels around the cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<u16>,
+    /// Without "other" slot or cycle: the encoding of a level without a slot,
+    /// the training frequency of each kept level (sums to 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unseen: Vec<f32>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl CategoricalColumn {
     fn width(&self) -> usize {
-        self.levels.len() + 1
+        self.levels.len() + usize::from(self.other_slot)
     }
 
-    fn slot(&self, code: u16) -> usize {
-        self.levels.binary_search(&code).unwrap_or(self.levels.len())
+    /// Writes the field's encoding of `code` into `out` (its `width()` slots,
+    /// zeroed by the caller).
+    fn encode_into(&self, code: u16, out: &mut [f32]) {
+        if let Ok(i) = self.levels.binary_search(&code) {
+            out[i] = 1.0;
+        } else if self.other_slot {
+            out[self.levels.len()] = 1.0;
+        } else if let (Some(period), false) = (self.cycle, self.levels.is_empty()) {
+            let (before, after) = self.neighbours(code);
+            // Steps forward from a to b around the cycle.
+            let d = |a: u16, b: u16| f64::from((b % period + period - a % period) % period);
+            let (d_before, d_after) = (d(self.levels[before], code), d(code, self.levels[after]));
+            if before == after || d_before + d_after == 0.0 {
+                out[before] = 1.0;
+            } else {
+                out[before] = (d_after / (d_before + d_after)) as f32;
+                out[after] += (d_before / (d_before + d_after)) as f32;
+            }
+        } else {
+            for (o, &w) in out.iter_mut().zip(&self.unseen) {
+                *o = w;
+            }
+        }
     }
+
+    /// Slots of the nearest kept levels before and after `code`, wrapping
+    /// around (levels must not be empty).
+    fn neighbours(&self, code: u16) -> (usize, usize) {
+        let after = self.levels.partition_point(|&l| l < code);
+        let before = if after == 0 { self.levels.len() - 1 } else { after - 1 };
+        let after = if after == self.levels.len() { 0 } else { after };
+        (before, after)
+    }
+}
+
+/// Piecewise-linear encoding of one numeric column over its training quantile
+/// bins (see the module documentation); one input per bin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PiecewiseColumn {
+    /// UCI column name.
+    pub column: String,
+    /// Distinct ascending bin edges (at least 2).
+    pub knots: Vec<f64>,
+}
+
+impl PiecewiseColumn {
+    fn width(&self) -> usize {
+        self.knots.len().saturating_sub(1)
+    }
+
+    fn encode_into(&self, f: &ShoppersFeatures, out: &mut Vec<f32>) {
+        // Durations of -1 ("unknown") count as 0, as for log1p.
+        let x = numeric_value(f, &self.column).max(0.0);
+        for w in self.knots.windows(2) {
+            let v = ((x - w[0]) / (w[1] - w[0])).clamp(0.0, 1.0);
+            out.push(if v.is_finite() { v as f32 } else { 0.0 });
+        }
+    }
+}
+
+/// What [`Encoder::fit_options`] adds to the base encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncoderOptions {
+    /// Rank inputs for the columns in `RANKED`.
+    pub rank: bool,
+    /// Quantile bins of the piecewise-linear encoding of every numeric column
+    /// (0 = none); tied quantiles merge, so a column may get fewer.
+    pub piecewise_bins: usize,
 }
 
 /// The fitted encoding: what the model's input vector means and how to build it.
@@ -139,6 +247,9 @@ pub struct Encoder {
     pub encoding_version: u32,
     pub numeric: Vec<NumericColumn>,
     pub categorical: Vec<CategoricalColumn>,
+    /// Encoded after the categorical fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub piecewise: Vec<PiecewiseColumn>,
 }
 
 /// The numeric inputs, in encoded order.
@@ -202,9 +313,14 @@ impl Encoder {
 
     /// [`Encoder::fit`], with extra rank inputs when `rank` is set.
     pub fn fit_with(rows: &[ShoppersFeatures], rank: bool) -> Encoder {
+        Encoder::fit_options(rows, EncoderOptions { rank, piecewise_bins: 0 })
+    }
+
+    /// [`Encoder::fit`] with the optional inputs of `options`.
+    pub fn fit_options(rows: &[ShoppersFeatures], options: EncoderOptions) -> Encoder {
         let n = rows.len().max(1) as f64;
         let mut specs: Vec<(&str, Transform)> = NUMERIC.to_vec();
-        if rank {
+        if options.rank {
             specs.extend(RANKED.iter().map(|&c| (c, Transform::Rank)));
         }
         let numeric = specs
@@ -232,18 +348,48 @@ impl Encoder {
                 for r in rows {
                     *counts.entry(category_code(r, column)).or_default() += 1;
                 }
+                let kept: Vec<(u16, usize)> =
+                    counts.iter().filter(|&(_, &c)| c >= MIN_LEVEL_COUNT).map(|(&l, &c)| (l, c)).collect();
+                let rare_rows = rows.len() - kept.iter().map(|&(_, c)| c).sum::<usize>();
+                let cycle = (column == "Month").then_some(12);
+                let other_slot = cycle.is_none() && rare_rows >= MIN_LEVEL_COUNT;
+                let kept_rows = kept.iter().map(|&(_, c)| c).sum::<usize>().max(1) as f64;
                 CategoricalColumn {
                     column: column.to_owned(),
-                    levels: counts.into_iter().filter(|&(_, c)| c >= MIN_LEVEL_COUNT).map(|(code, _)| code).collect(),
+                    levels: kept.iter().map(|&(l, _)| l).collect(),
+                    other_slot,
+                    cycle,
+                    unseen: if other_slot || cycle.is_some() {
+                        Vec::new()
+                    } else {
+                        kept.iter().map(|&(_, c)| (c as f64 / kept_rows) as f32).collect()
+                    },
                 }
             })
             .collect();
-        Encoder { encoding_version: ENCODING_VERSION, numeric, categorical }
+        let bins = options.piecewise_bins;
+        let piecewise = if bins == 0 || rows.is_empty() {
+            Vec::new()
+        } else {
+            ShoppersFeatures::UCI_COLUMNS[..10]
+                .iter()
+                .filter_map(|&column| {
+                    let mut v: Vec<f64> = rows.iter().map(|r| numeric_value(r, column).max(0.0)).collect();
+                    v.sort_by(f64::total_cmp);
+                    let mut knots: Vec<f64> = (0..=bins).map(|q| v[q * (v.len() - 1) / bins]).collect();
+                    knots.dedup();
+                    (knots.len() >= 2).then(|| PiecewiseColumn { column: column.to_owned(), knots })
+                })
+                .collect()
+        };
+        Encoder { encoding_version: ENCODING_VERSION, numeric, categorical, piecewise }
     }
 
     /// Length of every encoded vector.
     pub fn dim(&self) -> usize {
-        self.numeric.len() + self.categorical.iter().map(CategoricalColumn::width).sum::<usize>()
+        self.numeric.len()
+            + self.categorical.iter().map(CategoricalColumn::width).sum::<usize>()
+            + self.piecewise.iter().map(PiecewiseColumn::width).sum::<usize>()
     }
 
     /// Encodes one session; always returns [`Encoder::dim`] finite values.
@@ -265,7 +411,10 @@ impl Encoder {
         for c in &self.categorical {
             let start = out.len();
             out.resize(start + c.width(), 0.0);
-            out[start + c.slot(category_code(f, &c.column))] = 1.0;
+            c.encode_into(category_code(f, &c.column), &mut out[start..]);
+        }
+        for c in &self.piecewise {
+            c.encode_into(f, out);
         }
     }
 
@@ -288,7 +437,12 @@ impl Encoder {
             .collect();
         for c in &self.categorical {
             names.extend(c.levels.iter().map(|l| format!("{}={l}", c.column)));
-            names.push(format!("{}=other", c.column));
+            if c.other_slot {
+                names.push(format!("{}=other", c.column));
+            }
+        }
+        for c in &self.piecewise {
+            names.extend(c.knots.windows(2).map(|w| format!("{}:bin[{},{}]", c.column, w[0], w[1])));
         }
         names
     }
@@ -348,20 +502,102 @@ mod tests {
         assert_eq!(encoded[0][9], 0.0);
     }
 
+    /// Names of the slots that are non-zero in `v`, with their values.
+    fn active(enc: &Encoder, v: &[f32]) -> Vec<(String, f32)> {
+        enc.input_names()
+            .into_iter()
+            .zip(v)
+            .filter(|(n, x)| n.contains('=') && **x != 0.0)
+            .map(|(n, x)| (n, *x))
+            .collect()
+    }
+
     #[test]
-    fn rare_and_unseen_levels_use_the_other_slot() {
-        let mut rows = training_rows();
-        rows.push(row(0.0, 7, 11)); // browser 7 seen once: rare
+    fn unseen_levels_without_an_other_slot_encode_as_the_training_mix() {
+        let mut rows = training_rows(); // browser 1 ×30, 2 ×10
+        rows.push(row(0.0, 7, 11)); // browser 7 seen once: rare, too few rows for an "other" slot
         let enc = Encoder::fit(&rows);
         let browser = &enc.categorical[2];
         assert_eq!(browser.column, "Browser");
         assert_eq!(browser.levels, vec![1, 2]);
-        assert_eq!(browser.slot(7), 2);
-        assert_eq!(browser.slot(99), 2);
-        let names = enc.input_names();
-        let v = enc.encode(&row(0.0, 99, 3)); // unseen browser and month
-        let hot: Vec<&str> =
-            names.iter().zip(&v).filter(|(n, x)| n.contains('=') && **x == 1.0).map(|(n, _)| n.as_str()).collect();
+        assert!(!browser.other_slot);
+        assert!(!enc.input_names().iter().any(|n| n.ends_with("=other")), "{:?}", enc.input_names());
+        for code in [7, 99] {
+            let v = enc.encode(&row(0.0, code, 11));
+            let hot = active(&enc, &v);
+            assert!(hot.contains(&("Browser=1".into(), 0.75)) && hot.contains(&("Browser=2".into(), 0.25)), "{hot:?}");
+        }
+        // A kept level is plain one-hot.
+        assert!(active(&enc, &enc.encode(&row(0.0, 2, 11))).contains(&("Browser=2".into(), 1.0)));
+    }
+
+    #[test]
+    fn rare_levels_with_enough_rows_share_a_trained_other_slot() {
+        let mut rows = training_rows();
+        rows.extend((0..12).map(|i| row(0.0, 7 + (i % 3), 11))); // browsers 7, 8, 9: 4 rows each
+        let enc = Encoder::fit(&rows);
+        let browser = &enc.categorical[2];
+        assert_eq!(browser.levels, vec![1, 2]);
+        assert!(browser.other_slot);
+        for code in [7, 99] {
+            assert!(active(&enc, &enc.encode(&row(0.0, code, 11))).contains(&("Browser=other".into(), 1.0)));
+        }
+    }
+
+    #[test]
+    fn a_month_without_a_slot_interpolates_its_neighbours_around_the_year() {
+        // Feb, Mar, May, Aug, Dec kept; June seen 3 times (rare).
+        let mut rows: Vec<_> =
+            [2u8, 3, 5, 8, 12].iter().flat_map(|&m| (0..10).map(move |i| row(f64::from(i), 1, m))).collect();
+        rows.extend((0..3).map(|_| row(0.0, 1, 6)));
+        let enc = Encoder::fit(&rows);
+        let month = &enc.categorical[0];
+        assert_eq!(month.levels, vec![2, 3, 5, 8, 12]);
+        assert!(!month.other_slot);
+        let m = |x: u8| {
+            active(&enc, &enc.encode(&row(0.0, 1, x)))
+                .into_iter()
+                .filter(|(n, _)| n.starts_with("Month"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(m(1), vec![("Month=2".into(), 0.5), ("Month=12".into(), 0.5)]);
+        assert_eq!(m(4), vec![("Month=3".into(), 0.5), ("Month=5".into(), 0.5)]);
+        // June: 1 step after May, 2 before Aug.
+        assert_eq!(m(6), vec![("Month=5".into(), (2.0f64 / 3.0) as f32), ("Month=8".into(), (1.0f64 / 3.0) as f32)]);
+        // November: 3 steps after Aug, 1 before Dec.
+        assert_eq!(m(11), vec![("Month=8".into(), 0.25), ("Month=12".into(), 0.75)]);
+        assert_eq!(m(8), vec![("Month=8".into(), 1.0)]);
+    }
+
+    #[test]
+    fn every_input_is_active_on_some_training_row() {
+        // Rare browsers, one month only, one region: no slot may be left
+        // without a training row that sets it (its weights would stay at their
+        // random initial values).
+        let mut rows = training_rows();
+        rows.push(row(0.0, 7, 11));
+        let enc = Encoder::fit_with(&rows, true);
+        let encoded: Vec<Vec<f32>> = rows.iter().map(|r| enc.encode(r)).collect();
+        for (j, name) in enc.input_names().iter().enumerate().filter(|(_, n)| n.contains('=')) {
+            assert!(encoded.iter().any(|v| v[j] != 0.0), "slot {name} is never active in training");
+        }
+    }
+
+    #[test]
+    fn a_version_1_encoder_still_encodes_with_its_other_slot() {
+        let enc = Encoder::fit(&training_rows());
+        let mut json = serde_json::to_value(&enc).unwrap();
+        json["encoding_version"] = 1.into();
+        for c in json["categorical"].as_array_mut().unwrap() {
+            let c = c.as_object_mut().unwrap();
+            c.remove("other_slot");
+            c.remove("cycle");
+            c.remove("unseen");
+        }
+        let v1: Encoder = serde_json::from_value(json).unwrap();
+        assert!(v1.categorical.iter().all(|c| c.other_slot && c.cycle.is_none()));
+        assert_eq!(v1.dim(), enc.dim() + enc.categorical.iter().filter(|c| !c.other_slot).count());
+        let hot: Vec<String> = active(&v1, &v1.encode(&row(0.0, 99, 3))).into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             hot,
             vec![
@@ -426,6 +662,30 @@ mod tests {
         assert_eq!(exact, rebuilt);
         // A real difference still moves the rank.
         assert!(pv.value(&row(0.21, 1, 11)) > exact);
+    }
+
+    #[test]
+    fn piecewise_inputs_fill_the_bins_below_the_value() {
+        let rows = training_rows(); // PageValues 0..39
+        let enc = Encoder::fit_options(&rows, EncoderOptions { rank: true, piecewise_bins: 4 });
+        let pv = enc.piecewise.iter().find(|c| c.column == "PageValues").unwrap();
+        assert_eq!(pv.knots, vec![0.0, 9.0, 19.0, 29.0, 39.0]);
+        // Constant columns (Informational …) get no bins.
+        assert!(enc.piecewise.iter().all(|c| c.column != "Informational"));
+        assert_eq!(enc.dim(), enc.input_names().len());
+        let v = enc.encode(&row(14.0, 1, 11));
+        assert_eq!(v.len(), enc.dim());
+        let names = enc.input_names();
+        let pv_inputs: Vec<f32> =
+            names.iter().zip(&v).filter(|(n, _)| n.starts_with("PageValues:bin")).map(|(_, x)| *x).collect();
+        assert_eq!(pv_inputs, vec![1.0, 0.5, 0.0, 0.0]);
+        // Continuous: a value off by rounding error moves its inputs by as little.
+        let a = enc.encode(&row(9.0, 1, 11));
+        let b = enc.encode(&row(9.000000000000002, 1, 11));
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
+        let json = serde_json::to_string(&enc).unwrap();
+        let back: Encoder = serde_json::from_str(&json).unwrap();
+        assert_eq!(enc.encode(&row(7.3, 2, 11)), back.encode(&row(7.3, 2, 11)));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! does) and exits. Then production stops, the processors drain the streams
 //! and the run checks:
 //! - **failed requests**: answers other than 200 that a producer may not
-//!   resend (503 and refused connections are resent, as docs/ingest.md tells
+//!   resend (503 and refused connections are resent, as docs/api.md tells
 //!   shops to do, with the same `event_id`s; a batch still not acknowledged
 //!   after 30 s is failed too);
 //! - **lost / counted twice**: every acknowledged event is in the log exactly

@@ -119,6 +119,9 @@ pub enum Command {
         report: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Only customers with at least one order (recency measured from their latest activity).
+        #[arg(long)]
+        buyers_only: bool,
     },
     /// Segmentation versions: list them, activate one for live assignment.
     Segments {
@@ -358,7 +361,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Predict { model, data, out } => crate::train::predict(&model, &data, out.as_deref()),
-        Command::Segment { k, export_matrix, assignments, report, seed } => {
+        Command::Segment { k, export_matrix, assignments, report, seed, buyers_only } => {
             let settings = cli.global.settings(None)?;
             crate::telemetry::init_logging("warn", false);
             let k = k.parse()?;
@@ -370,6 +373,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 report,
                 seed,
                 print_table: true,
+                buyers_only,
             };
             let r = tokio_rt()?.block_on(crate::segment::run(opts))?;
             println!("{}", serde_json::to_string(&r)?);

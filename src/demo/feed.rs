@@ -6,7 +6,7 @@
 //!    then the UCI Online Retail file (every invoice one purchase) on a
 //!    compressed clock: its year in about `retail_seconds`.
 //! 2. **Segments.** Once the actors have stored the customers' profiles, a
-//!    K-Means segmentation is fitted on them (5 segments) and
+//!    K-Means segmentation is fitted on the customers who ordered (5 segments) and
 //!    activated, so every customer gets a segment.
 //! 3. **Live.** Then, until the server stops, traffic shaped like the data
 //!    at about `rate` events/s: visits drawn from the shoppers rows, each
@@ -120,6 +120,9 @@ async fn segment(opts: &FeedOptions) {
             report: None,
             seed: 42,
             print_table: false,
+            // The shoppers' visitors never ordered, and their sessions are
+            // dated years after the retail orders.
+            buyers_only: true,
         })
         .await?;
         let db = crate::db::connect(&opts.settings).await?;

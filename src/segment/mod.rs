@@ -91,6 +91,10 @@ pub struct SegmentOptions {
     pub seed: u64,
     /// Print the segment table on stderr.
     pub print_table: bool,
+    /// Segment only customers with at least one order, and measure recency
+    /// from their latest activity (not from the log's latest event, which
+    /// may be a browsing session in another period).
+    pub buyers_only: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -135,7 +139,7 @@ pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
     let started = Instant::now();
     let db = crate::db::connect(&opts.settings).await?;
     crate::db::migrate(&db).await?;
-    let (ids, rows, as_of) = load_profiles(&db).await?;
+    let (ids, rows, as_of) = load_profiles(&db, opts.buyers_only).await?;
     anyhow::ensure!(rows.len() >= 3, "need at least 3 non-guest customer profiles to segment, found {}", rows.len());
     if let KChoice::Fixed(k) = opts.k {
         anyhow::ensure!(k <= rows.len(), "--k {k} exceeds the {} customers", rows.len());
@@ -212,6 +216,7 @@ pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
 /// whenever a guest ordered last.
 async fn load_profiles(
     db: &sea_orm::DatabaseConnection,
+    buyers_only: bool,
 ) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>, chrono::DateTime<chrono::Utc>)> {
     use actors::customer::state::CustomerState;
     use entities::customer::{Column, Entity};
@@ -236,6 +241,12 @@ async fn load_profiles(
     }
     if bad > 0 {
         tracing::warn!(skipped = bad, "customer snapshots that could not be parsed were left out");
+    }
+    if buyers_only {
+        states.retain(|(_, s)| s.profile.orders() > 0);
+        let as_of = states.iter().filter_map(|(_, s)| s.profile.last_seen()).max().unwrap_or_else(chrono::Utc::now);
+        let (ids, rows) = states.into_iter().map(|(id, s)| (id, s.profile.features(as_of).to_vec())).unzip();
+        return Ok((ids, rows, as_of));
     }
     let latest_event: Option<Option<chrono::DateTime<chrono::Utc>>> = entities::event::Entity::find()
         .select_only()

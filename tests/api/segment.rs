@@ -64,6 +64,7 @@ async fn segments_exactly_the_non_guest_customers(db: Db) {
         report: None,
         seed: 42,
         print_table: false,
+        buyers_only: false,
     };
     let report = run(opts).await.expect("segment");
     assert_eq!(report.k, 3);
@@ -88,6 +89,56 @@ async fn segments_exactly_the_non_guest_customers(db: Db) {
 }
 
 on_both_databases!(segments_exactly_the_non_guest_customers);
+
+/// Visitors who only browsed (a year after the orders, as the demo's
+/// shoppers sessions are) are segmented by default and left out with
+/// `buyers_only`, whose recency is then measured from the buyers' latest
+/// activity: the three groups come out as they do without the browsers.
+async fn buyers_only_leaves_out_customers_who_never_ordered(db: Db) {
+    const BROWSERS: usize = 40;
+    let mut app = spawn_app(db).await;
+    let mut all = events();
+    for b in 0..BROWSERS {
+        let (c, s) = (format!("browser-{b}"), format!("browser-{b}-s"));
+        all.push(crate::helpers::page_view(&format!("{s}-p"), &c, &s, "2026-06-01T10:00:00Z", "product"));
+    }
+    for chunk in all.chunks(500) {
+        let (status, body) = app.post_events(&Value::Array(chunk.to_vec())).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.wait_metric(
+        "cartpulse_events_applied_total",
+        (CUSTOMERS / 3 * 11 + 5 + BROWSERS) as f64,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    app.stop().await;
+    let opts = |buyers_only| SegmentOptions {
+        settings: test_settings(&app.database_url),
+        k: KChoice::Fixed(3),
+        export_matrix: None,
+        assignments: None,
+        report: None,
+        seed: 42,
+        print_table: false,
+        buyers_only,
+    };
+    let everyone = run(opts(false)).await.expect("segment");
+    assert_eq!(everyone.n_customers, CUSTOMERS + BROWSERS);
+    let buyers = run(opts(true)).await.expect("segment buyers");
+    assert_eq!(buyers.n_customers, CUSTOMERS);
+    // The latest order (a loyal customer's 8th, day 340), not the browsers' June 2026.
+    assert!(
+        buyers.as_of < "2026-01-01T00:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        "{}",
+        buyers.as_of
+    );
+    let mut sizes: Vec<usize> = buyers.segments.iter().map(|s| s.size).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![100, 100, 100], "{buyers:?}");
+}
+
+on_both_databases!(buyers_only_leaves_out_customers_who_never_ordered);
 
 // ------------------------------------------------------------ live segments
 
@@ -207,6 +258,7 @@ async fn live_segments_equal_the_batch(db: Db) {
         report: Some(dir.join("report")),
         seed: 42,
         print_table: false,
+        buyers_only: false,
     })
     .await
     .expect("segment");
@@ -323,6 +375,7 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
         report: None,
         seed: 42,
         print_table: false,
+        buyers_only: false,
     };
     let v2 = run(opts(2)).await.expect("segment k=2").version;
     let v3 = run(opts(3)).await.expect("segment k=3").version;

@@ -169,6 +169,11 @@ impl ProfileAccumulator {
         self.last_seen
     }
 
+    /// Orders placed (cancellations not counted).
+    pub fn orders(&self) -> u64 {
+        self.orders
+    }
+
     /// Notes the time of any event of the customer (for tenure and last_seen).
     pub fn note_event_time(&mut self, time: DateTime<Utc>) {
         self.first_seen = Some(self.first_seen.map_or(time, |t| t.min(time)));

@@ -48,7 +48,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// Flags of `bench roll`.
 #[derive(Args, Debug, Clone)]
 pub struct RollArgs {
-    /// Redis of the replicas (a fresh key prefix is used and deleted).
+    /// Redis of the replicas, a single node (a fresh key prefix is used and deleted).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Postgres server of the replicas: a fresh database is created through

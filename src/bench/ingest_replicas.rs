@@ -280,8 +280,7 @@ async fn measure(
     let processors: Vec<&super::servers::Server> = replicas.processors.iter().collect();
     let counters = Counters { processors: &processors };
     let (committed0, applied0) = counters.read().await?;
-    let redis = redis::Client::open(redis_url)?;
-    let mut rconn = redis.get_multiplexed_async_connection().await.context("connecting to Redis")?;
+    let mut rconn = super::servers::redis_conn(redis_url).await.context("connecting to Redis")?;
     let partition_keys: Vec<String> = (0..scale.partitions)
         .map(|p| {
             format!("{}:events:{{{}}}", replicas.prefix, crate::ingest::streams::partition_tag(p, scale.partitions))
@@ -561,7 +560,8 @@ async fn read_counters(client: &reqwest::Client, procs: &[(String, SecretString)
 }
 
 /// The Redis server's pid when it runs on this machine.
-async fn redis_pid(c: &mut redis::aio::MultiplexedConnection) -> Option<u32> {
+/// The pid of the Redis server answering (on a cluster, of one node).
+async fn redis_pid(c: &mut impl redis::aio::ConnectionLike) -> Option<u32> {
     let info: String = redis::cmd("INFO").arg("server").query_async(c).await.ok()?;
     let pid: u32 = info.lines().find_map(|l| l.strip_prefix("process_id:"))?.trim().parse().ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;

@@ -349,10 +349,47 @@ pub fn owns_ranges(partitions: usize, processors: usize) -> Vec<(usize, usize)> 
     out
 }
 
-/// Deletes every Redis key under `prefix:`.
+/// A connection to the bench's Redis: routed by slot when it is a Redis
+/// Cluster (a plain connection to one node would answer MOVED for the other
+/// nodes' keys).
+pub async fn redis_conn(url: &str) -> anyhow::Result<crate::redis_link::Dedicated> {
+    use crate::redis_link::Dedicated;
+    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut c).await?;
+    if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        let cluster = redis::cluster::ClusterClient::new(vec![url])?.get_async_connection().await?;
+        return Ok(Dedicated::Cluster(cluster));
+    }
+    Ok(Dedicated::Single(c))
+}
+
+/// Deletes every Redis key under `prefix:`; on a Redis Cluster, on every
+/// primary (found with CLUSTER NODES, reached on the address it announces
+/// with the URL's scheme and no credentials: the benches run on loopback).
 pub async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(url)?;
-    let mut c = client.get_multiplexed_async_connection().await?;
+    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let nodes: Option<String> = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await.ok();
+    let primaries: Vec<String> = nodes
+        .iter()
+        .flat_map(|text| text.lines())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 2 && f[2].contains("master") && !f[2].contains("fail"))
+        .map(|f| f[1].split('@').next().unwrap_or(f[1]).to_owned())
+        .collect();
+    if primaries.is_empty() {
+        return scan_delete(&mut c, prefix).await;
+    }
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("redis");
+    for addr in primaries {
+        let mut node = redis::Client::open(format!("{scheme}://{addr}"))?.get_multiplexed_async_connection().await?;
+        scan_delete(&mut node, prefix).await?;
+    }
+    Ok(())
+}
+
+/// SCAN one node for `prefix:*` and delete what it finds, one key per DEL
+/// (a cluster node refuses a DEL whose keys are in different slots).
+async fn scan_delete(c: &mut redis::aio::MultiplexedConnection, prefix: &str) -> anyhow::Result<()> {
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -361,10 +398,14 @@ pub async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
             .arg(format!("{prefix}:*"))
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut c)
+            .query_async(c)
             .await?;
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("DEL").arg(k).ignore();
+            }
+            let _: () = pipe.query_async(c).await?;
         }
         if next == 0 {
             return Ok(());

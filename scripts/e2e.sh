@@ -14,26 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cartpulse-target}"
-
-if [ ! -x /usr/bin/chromium ]; then
-  echo "== installing chromium (Debian package)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
-echo "== $(/usr/bin/chromium --version 2>/dev/null | head -1)"
-if [ ! -d console/node_modules/playwright-core ] || [ console/package-lock.json -nt console/node_modules/.package-lock.json ]; then
-  echo "== npm ci (console/)"
-  (cd console && npm ci --no-audit --no-fund --loglevel=error)
-fi
-
-if [ "${E2E_RELEASE:-0}" = 1 ]; then
-  cargo build --release --locked --bin cartpulse
-  BIN="$CARGO_TARGET_DIR/release/cartpulse"
-else
-  cargo build --locked --bin cartpulse
-  BIN="$CARGO_TARGET_DIR/debug/cartpulse"
-fi
+source scripts/browser-env.sh
 
 WORK=$(mktemp -d)
 SERVER_PID=

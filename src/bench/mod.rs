@@ -23,3 +23,21 @@ pub mod ingest_replicas;
 pub mod roll;
 pub mod servers;
 pub mod ws;
+
+/// Runs a bench on its own 2-thread runtime with the open-file limit raised
+/// (children inherit it), ends it on Ctrl-C, and prints its report as the
+/// last stdout line; answers the report.
+pub fn run_printed<R: serde::Serialize>(
+    bench: impl std::future::Future<Output = anyhow::Result<R>>,
+) -> anyhow::Result<R> {
+    ws::raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = rt.block_on(async {
+        tokio::select! {
+            r = bench => r,
+            Ok(()) = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        }
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(report)
+}

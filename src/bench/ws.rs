@@ -176,16 +176,7 @@ pub struct GatewaysLatency {
 
 /// `cartpulse bench ws`.
 pub fn run_cli(args: WsArgs) -> anyhow::Result<()> {
-    raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let report = rt.block_on(async {
-        tokio::select! {
-            r = run(args) => r,
-            Ok(()) = tokio::signal::ctrl_c() => bail!("interrupted"),
-        }
-    })?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    super::run_printed(run(args)).map(|_| ())
 }
 
 /// Raises the soft open-file limit to the hard one (children inherit it).

@@ -127,15 +127,7 @@ pub struct RollReport {
 }
 
 pub fn run_cli(args: RollArgs) -> anyhow::Result<()> {
-    super::ws::raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let report = rt.block_on(async {
-        tokio::select! {
-            r = run(args) => r,
-            Ok(()) = tokio::signal::ctrl_c() => bail!("interrupted"),
-        }
-    })?;
-    println!("{}", serde_json::to_string(&report)?);
+    let report = super::run_printed(run(args))?;
     if !report.ok {
         bail!("the rolling restart was visible to users (see the report above)");
     }

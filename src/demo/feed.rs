@@ -45,18 +45,9 @@ pub struct FeedOptions {
 
 /// Runs the three phases; returns only when the server is gone or a phase failed.
 pub async fn run(opts: FeedOptions) -> anyhow::Result<()> {
-    let mut shoppers: Vec<(SessionEvents, bool)> =
-        history(&opts, ReplayFormat::Shoppers).await?.into_iter().map(|s| (s, false)).collect();
-    // The visits that ended in a purchase, for the live phase.
-    if let Some(path) = opts.shoppers.clone() {
-        let labelled =
-            tokio::task::spawn_blocking(move || crate::replay::shoppers::expand_file_labelled(&path)).await??;
-        if labelled.len() == shoppers.len() {
-            shoppers = labelled;
-        }
-    }
-    let retail = match &opts.retail {
-        Some(_) => history(&opts, ReplayFormat::Retail).await?,
+    let shoppers = history(&opts, ReplayFormat::Shoppers).await?;
+    let retail: Vec<SessionEvents> = match &opts.retail {
+        Some(_) => history(&opts, ReplayFormat::Retail).await?.into_iter().map(|(s, _)| s).collect(),
         None => Vec::new(),
     };
     segment(&opts).await;
@@ -66,8 +57,10 @@ pub async fn run(opts: FeedOptions) -> anyhow::Result<()> {
     live(&opts, shoppers, retail).await
 }
 
-/// Replays one data set; answers its sessions for the live phase.
-async fn history(opts: &FeedOptions, format: ReplayFormat) -> anyhow::Result<Vec<SessionEvents>> {
+/// Replays one data set; answers its sessions for the live phase, each with
+/// whether its visit ended in a purchase (the shoppers file's label; false
+/// for anything else).
+async fn history(opts: &FeedOptions, format: ReplayFormat) -> anyhow::Result<Vec<(SessionEvents, bool)>> {
     let (file, synthetic, speedup) = match format {
         ReplayFormat::Shoppers => (opts.shoppers.clone(), opts.shoppers.is_none().then_some(opts.synthetic), None),
         // About 373 days of invoices into `retail_seconds`.
@@ -94,13 +87,24 @@ async fn history(opts: &FeedOptions, format: ReplayFormat) -> anyhow::Result<Vec
         seed: 42,
         progress: true,
     };
-    let (sessions, stats) = crate::replay::load(&replay).await?;
-    let s = crate::replay::send(&replay, sessions.clone(), stats).await?;
+    let (labelled, stats) = match (&replay.file, format) {
+        (Some(path), ReplayFormat::Shoppers) => {
+            let path = path.clone();
+            let read = move || crate::replay::shoppers::expand_file_labelled(&path);
+            (tokio::task::spawn_blocking(read).await??, None)
+        }
+        _ => {
+            let (sessions, stats) = crate::replay::load(&replay).await?;
+            (sessions.into_iter().map(|s| (s, false)).collect(), stats)
+        }
+    };
+    let sessions = labelled.iter().map(|(s, _)| s.clone()).collect();
+    let s = crate::replay::send(&replay, sessions, stats).await?;
     eprintln!(
         "demo feed: {} sessions, {} events accepted, {} duplicates ({:.0} events/s)",
         s.sessions, s.accepted, s.duplicates, s.events_per_s
     );
-    Ok(sessions)
+    Ok(labelled)
 }
 
 /// Fits a segmentation on the stored profiles and activates it. A failure

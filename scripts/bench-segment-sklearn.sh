@@ -93,7 +93,7 @@ seg = json.loads(seg)
 replay = json.loads(replay)
 x = np.loadtxt(matrix_path, delimiter=",", skiprows=1, usecols=range(1, 30), dtype=np.float64)
 assert x.shape[0] == seg["n_customers"], (x.shape, seg["n_customers"])
-N_RUNS = 10  # src/segment/mod.rs N_RUNS
+N_RUNS = 10  # src/jobs/segment/mod.rs N_RUNS
 rows = []
 for s in seg["scores"]:
     k = s["k"]

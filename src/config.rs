@@ -39,13 +39,13 @@ pub struct Settings {
     pub log: LogSettings,
     /// The live stream (`stream.*`; defaults in `StreamSettings::default`).
     #[serde(default)]
-    pub stream: crate::stream::StreamSettings,
+    pub stream: crate::serving::stream::StreamSettings,
     /// The admin console (`console.*`; defaults in `ConsoleSettings::default`).
     #[serde(default)]
-    pub console: crate::console::ConsoleSettings,
+    pub console: crate::serving::console::ConsoleSettings,
     /// Body limits and trusted proxies (`http.*`).
     #[serde(default)]
-    pub http: crate::http::client::HttpSettings,
+    pub http: crate::serving::http::client::HttpSettings,
     /// The graceful stop (`shutdown.*`).
     #[serde(default)]
     pub shutdown: ShutdownSettings,
@@ -384,7 +384,7 @@ impl Settings {
     /// with Redis every replica needs the same secret, and a short one can be
     /// guessed offline from a single token.
     fn validate_token_secret(&self) -> anyhow::Result<()> {
-        const MIN: usize = crate::stream::token::MIN_SECRET_BYTES;
+        const MIN: usize = crate::serving::stream::token::MIN_SECRET_BYTES;
         match &self.stream.token_secret {
             Some(s) if s.expose_secret().len() < MIN => anyhow::bail!(
                 "stream.token_secret (CARTPULSE_STREAM__TOKEN_SECRET) is {} bytes; it must be at least {MIN} \
@@ -427,9 +427,9 @@ impl Settings {
     }
 
     /// The inference pool's settings.
-    pub fn pool_settings(&self) -> crate::inference::PoolSettings {
+    pub fn pool_settings(&self) -> crate::serving::inference::PoolSettings {
         let i = &self.inference;
-        crate::inference::PoolSettings {
+        crate::serving::inference::PoolSettings {
             workers: if i.workers > 0 { i.workers } else { self.shard_count() },
             max_batch: i.max_batch,
             max_queued_rows: i.max_queued_rows.max(i.max_batch),

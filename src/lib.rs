@@ -1,24 +1,31 @@
 //! cartpulse: real-time e-commerce analytics. The binary is a thin shell over
-//! this library; see `startup::Application` for how the parts are wired and
-//! `docs/architecture.md` for the map.
+//! this library; see `startup::Application` for how the serving path is wired
+//! and `docs/architecture.md` for the map.
+//!
+//! The crate is grouped by role:
+//! - [`serving`]: the path a request takes while the service runs (HTTP API,
+//!   ingest, live stream, inference pool, admin console);
+//! - [`jobs`]: offline commands that run beside it or against it (train,
+//!   segment, replay, bench, demo);
+//! - shared foundations both use: [`config`], [`db`], [`redis_link`],
+//!   [`telemetry`], [`keys`], [`models`] (the model store and registry) and
+//!   [`replicas`] (who is up);
+//! - the composition: [`startup`] builds the service, [`cli`] parses the
+//!   command line and hands each subcommand to its module's `cli`.
+//!
+//! The session actors, their features and the event types live in the
+//! `actors` crate, which depends on none of this.
 
-pub mod bench;
-pub mod cli;
-pub mod commands;
+pub mod jobs;
+pub mod serving;
+
 pub mod config;
-pub mod console;
 pub mod db;
-pub mod demo;
-pub mod http;
-pub mod inference;
-pub mod ingest;
 pub mod keys;
 pub mod models;
 pub mod redis_link;
-pub mod replay;
 pub mod replicas;
-pub mod segment;
-pub mod startup;
-pub mod stream;
 pub mod telemetry;
-pub mod train;
+
+pub mod cli;
+pub mod startup;

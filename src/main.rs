@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cartpulse::cli::Cli::parse();
-    if matches!(cli.command, cartpulse::cli::Command::Serve { .. }) {
+    if matches!(cli.command, cartpulse::cli::Command::Serve(_)) {
         no_transparent_huge_pages();
     }
     match cartpulse::cli::run(cli) {

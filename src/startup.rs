@@ -5,15 +5,15 @@
 //! snapshots and the persister writes it all.
 
 use crate::config::Settings;
-use crate::http::{self, AppState};
-use crate::inference::telemetry::InferenceMetrics;
-use crate::inference::{InferenceHandle, ServingSet};
-use crate::ingest::committer::{Committer, CommitterSettings};
-use crate::ingest::consumer::{Consumer, ConsumerSettings};
-use crate::ingest::queue::EventQueue;
-use crate::ingest::Ingest;
 use crate::keys::KeyVerifier;
 use crate::redis_link::RedisLink;
+use crate::serving::http::{self, AppState};
+use crate::serving::inference::telemetry::InferenceMetrics;
+use crate::serving::inference::{InferenceHandle, ServingSet};
+use crate::serving::ingest::committer::{Committer, CommitterSettings};
+use crate::serving::ingest::consumer::{Consumer, ConsumerSettings};
+use crate::serving::ingest::queue::EventQueue;
+use crate::serving::ingest::Ingest;
 use crate::telemetry::Metrics;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
@@ -72,7 +72,7 @@ struct Core {
 
 /// A processor claiming its partitions by lease.
 struct Leasing {
-    manager: crate::ingest::leases::LeaseManager,
+    manager: crate::serving::ingest::leases::LeaseManager,
     link: RedisLink,
     db: DatabaseConnection,
     gate: WriteGate,
@@ -126,11 +126,12 @@ impl Application {
         );
         let model_follower = match &settings.inference.model_dir {
             Some(dir) => {
-                inference.set_models(ServingSet::single(crate::inference::source::load_dir(dir.into()).await?));
+                inference
+                    .set_models(ServingSet::single(crate::serving::inference::source::load_dir(dir.into()).await?));
                 None
             }
             None => Some(
-                crate::inference::source::follow_registry(
+                crate::serving::inference::source::follow_registry(
                     models.clone(),
                     inference.clone(),
                     Duration::from_secs(settings.inference.refresh_s.max(1)),
@@ -153,23 +154,23 @@ impl Application {
         let fanout = match &redis {
             Some(link) => {
                 let kpis = match (&plan.fixed, &plan.leased) {
-                    (_, Some((set, instance))) => crate::stream::KpiShare::Part {
+                    (_, Some((set, instance))) => crate::serving::stream::KpiShare::Part {
                         owner: instance.clone(),
-                        leader: crate::stream::Leader::WhileHolding(set.clone()),
+                        leader: crate::serving::stream::Leader::WhileHolding(set.clone()),
                     },
                     (Some(owned), None) if owned.clone().count() != settings.redis.partitions => {
-                        crate::stream::KpiShare::Part {
+                        crate::serving::stream::KpiShare::Part {
                             owner: format!("{}-{}", owned.start(), owned.end()),
-                            leader: crate::stream::Leader::Fixed(*owned.start() == 0),
+                            leader: crate::serving::stream::Leader::Fixed(*owned.start() == 0),
                         }
                     }
-                    _ => crate::stream::KpiShare::Whole,
+                    _ => crate::serving::stream::KpiShare::Whole,
                 };
-                crate::stream::Fanout::Redis { link: link.clone(), role, kpis }
+                crate::serving::stream::Fanout::Redis { link: link.clone(), role, kpis }
             }
-            None => crate::stream::Fanout::Local,
+            None => crate::serving::stream::Fanout::Local,
         };
-        let stream = crate::stream::Stream::start(
+        let stream = crate::serving::stream::Stream::start(
             &settings.stream,
             &hooks,
             &metrics.registry,
@@ -188,7 +189,7 @@ impl Application {
                     link.clone(),
                     settings.redis.partitions,
                     settings.redis.max_backlog,
-                    crate::ingest::queue::AckPolicy {
+                    crate::serving::ingest::queue::AckPolicy {
                         replicas: settings.redis.ack_replicas,
                         timeout: Duration::from_millis(settings.redis.ack_timeout_ms),
                     },
@@ -218,7 +219,7 @@ impl Application {
             )
         };
         let heartbeat = replicas.spawn_heartbeat();
-        let console = crate::console::Console::new(
+        let console = crate::serving::console::Console::new(
             &settings.console,
             redis.clone(),
             &settings.listen,
@@ -227,8 +228,11 @@ impl Application {
         )
         .context("starting the console")?;
         let keys = Arc::new(KeyVerifier::new(db.clone()));
-        let credentials =
-            Arc::new(crate::stream::credentials::Credentials::new(db.clone(), keys.clone(), stream.tokens.clone()));
+        let credentials = Arc::new(crate::serving::stream::credentials::Credentials::new(
+            db.clone(),
+            keys.clone(),
+            stream.tokens.clone(),
+        ));
         let state = web::Data::new(AppState {
             keys,
             credentials,
@@ -349,10 +353,10 @@ impl Application {
                 // free them so the other processors take them at once.
                 let fences = held.fences();
                 let upto = core.runtime.checkpoint().await.context("the final checkpoint")?;
-                crate::ingest::fences::write_checkpoints(&db, &gate, &fences, upto)
+                crate::serving::ingest::fences::write_checkpoints(&db, &gate, &fences, upto)
                     .await
                     .context("writing the partitions' checkpoints")?;
-                crate::ingest::leases::release_all(&link, &held, &instance, partitions).await;
+                crate::serving::ingest::leases::release_all(&link, &held, &instance, partitions).await;
                 tracing::info!(partitions = fences.len(), "partitions handed over");
             }
             core.runtime.stop();
@@ -418,16 +422,19 @@ async fn start_core(
         runtime.raise_watermark(t);
     }
     // Segments: the active version before any actor starts, then follow activations made anywhere.
-    crate::segment::assign::install_active(db, &hooks.segments).await;
-    let segment_watcher =
-        crate::segment::assign::spawn_watcher(db.clone(), hooks.segments.clone(), crate::segment::assign::WATCH_EVERY);
+    crate::jobs::segment::assign::install_active(db, &hooks.segments).await;
+    let segment_watcher = crate::jobs::segment::assign::spawn_watcher(
+        db.clone(),
+        hooks.segments.clone(),
+        crate::jobs::segment::assign::WATCH_EVERY,
+    );
     // The log after the last checkpoint goes to the actors before any new
     // event can, so every customer sees its events in log order.
     let replayed = runtime.recover().await.context("replaying the event log after the checkpoint")?;
     if replayed > 0 {
         tracing::info!(events = replayed, "recovered events after the last checkpoint");
     }
-    let held = crate::ingest::leases::Held::default();
+    let held = crate::serving::ingest::leases::Held::default();
     let checkpoints = {
         let runtime = runtime.clone();
         let every = Duration::from_millis(settings.actors.checkpoint_interval_ms.max(100));
@@ -442,11 +449,12 @@ async fn start_core(
                 // began (one taken meanwhile may not be flushed yet).
                 let fences = held.fences();
                 match runtime.checkpoint().await {
-                    Ok(seq) if leased => match crate::ingest::fences::write_checkpoints(&db, &gate, &fences, seq).await
-                    {
-                        Ok(()) => tracing::debug!(seq, partitions = fences.len(), "checkpoint"),
-                        Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
-                    },
+                    Ok(seq) if leased => {
+                        match crate::serving::ingest::fences::write_checkpoints(&db, &gate, &fences, seq).await {
+                            Ok(()) => tracing::debug!(seq, partitions = fences.len(), "checkpoint"),
+                            Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
+                        }
+                    }
                     Ok(seq) => tracing::debug!(seq, "checkpoint"),
                     Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
                 }
@@ -494,7 +502,7 @@ async fn start_core(
     });
     let leases = match (redis, &consumer, &plan.leased) {
         (Some(link), Some(consumer), Some((set, instance))) => Some(Leasing {
-            manager: crate::ingest::leases::LeaseManager::start(
+            manager: crate::serving::ingest::leases::LeaseManager::start(
                 link.clone(),
                 db.clone(),
                 gate.clone(),
@@ -503,7 +511,7 @@ async fn start_core(
                 consumer.control(),
                 lost_rx,
                 metrics.clone(),
-                crate::ingest::leases::LeaseSettings {
+                crate::serving::ingest::leases::LeaseSettings {
                     partitions: settings.redis.partitions,
                     lease: Duration::from_millis(settings.redis.lease_ms),
                     instance: instance.clone(),

@@ -282,7 +282,7 @@ impl Metrics {
             }
             IngestEvent::LeaseLost { partition, reason } => {
                 tracing::warn!(partition, reason, "lost the partition's lease");
-                let outcome = if reason == crate::ingest::leases::FENCED { "fenced" } else { "lost" };
+                let outcome = if reason == crate::serving::ingest::leases::FENCED { "fenced" } else { "lost" };
                 self.leases.with_label_values(&[outcome]).inc();
                 self.partitions_held.dec();
             }

@@ -42,7 +42,13 @@ pub enum ModelsCommand {
 }
 
 /// Runs one `models` command; results go to stdout, errors are returned.
-pub async fn run(settings: &Settings, command: ModelsCommand) -> anyhow::Result<()> {
+pub fn run(global: &crate::cli::GlobalArgs, command: ModelsCommand) -> anyhow::Result<()> {
+    let settings = global.settings(None)?;
+    crate::telemetry::init_logging("warn", false);
+    crate::cli::tokio_rt()?.block_on(run_async(&settings, command))
+}
+
+async fn run_async(settings: &Settings, command: ModelsCommand) -> anyhow::Result<()> {
     let db = crate::db::connect(settings).await?;
     crate::db::migrate(&db).await?;
     let registry = ModelRegistry::from_settings(db, settings).await?;

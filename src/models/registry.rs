@@ -27,7 +27,7 @@
 //! promotions from several processes apply one after the other.
 
 use super::store::{sha256_hex, validate_version, ModelStore, StoreError};
-use crate::train::artifact::{Manifest, PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
+use crate::jobs::train::artifact::{Manifest, PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
 use chrono::{DateTime, Utc};
 use entities::{model_promotion, model_version};
 use sea_orm::{

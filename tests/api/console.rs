@@ -5,7 +5,7 @@
 
 use crate::helpers::*;
 use crate::on_both_databases;
-use cartpulse::console::Role;
+use cartpulse::serving::console::Role;
 use reqwest::Method;
 use sha2::{Digest, Sha256};
 
@@ -268,7 +268,7 @@ async fn users_need_a_real_password_and_a_unique_name() {
     let s = test_settings(&app.database_url);
     let db = cartpulse::db::connect(&s).await.unwrap();
     let pw = |p: &str| secrecy::SecretString::from(p.to_owned());
-    use cartpulse::console::users::create;
+    use cartpulse::serving::console::users::create;
     assert!(create(&db, "carol", Role::Viewer, &pw("short")).await.is_err());
     assert!(create(&db, "bad name", Role::Viewer, &pw("long enough pw")).await.is_err());
     create(&db, "carol", Role::Viewer, &pw("long enough pw")).await.unwrap();

@@ -9,7 +9,7 @@
 use crate::crash::{batch, expected_events, free_port};
 use crate::roles::{subscribe, Deployment};
 use crate::stream::{control, until};
-use cartpulse::ingest::streams::partition_tag;
+use cartpulse::serving::ingest::streams::partition_tag;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

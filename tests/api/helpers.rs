@@ -66,7 +66,7 @@ pub struct TestApp {
     pub stopper: cartpulse::startup::Stopper,
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     pub dir: std::sync::Arc<tempfile::TempDir>,
-    pub inference: cartpulse::inference::InferenceHandle,
+    pub inference: cartpulse::serving::inference::InferenceHandle,
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -216,10 +216,10 @@ impl TestApp {
     /// Replays `file` (as fast as possible) into this app with its ingest key.
     pub async fn replay_file(
         &self,
-        format: cartpulse::replay::ReplayFormat,
+        format: cartpulse::jobs::replay::ReplayFormat,
         file: std::path::PathBuf,
-    ) -> cartpulse::replay::ReplaySummary {
-        cartpulse::replay::run(cartpulse::replay::ReplayOptions {
+    ) -> cartpulse::jobs::replay::ReplaySummary {
+        cartpulse::jobs::replay::run(cartpulse::jobs::replay::ReplayOptions {
             format,
             file: Some(file),
             synthetic: None,
@@ -345,10 +345,10 @@ pub struct ConsoleLogin {
 
 impl TestApp {
     /// Creates a console user directly in the database.
-    pub async fn create_console_user(&self, name: &str, role: cartpulse::console::Role, password: &str) {
+    pub async fn create_console_user(&self, name: &str, role: cartpulse::serving::console::Role, password: &str) {
         let s = test_settings(&self.database_url);
         let db = cartpulse::db::connect(&s).await.expect("connect for users");
-        cartpulse::console::users::create(&db, name, role, &secrecy::SecretString::from(password.to_owned()))
+        cartpulse::serving::console::users::create(&db, name, role, &secrecy::SecretString::from(password.to_owned()))
             .await
             .expect("create console user");
     }

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use actors::features::ShoppersFeatures;
-use cartpulse::train::artifact::PurchaseModel;
+use cartpulse::jobs::train::artifact::PurchaseModel;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,13 +41,13 @@ pub fn tiny_model(seed: u64) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     let data = dir.join("train.csv");
     std::fs::write(&data, sample_rows(4).join("\n") + "\n").unwrap();
-    let mut config = cartpulse::train::ModelConfig { members: 2, ..Default::default() };
+    let mut config = cartpulse::jobs::train::ModelConfig { members: 2, ..Default::default() };
     config.net.hidden = vec![16];
     config.net.max_epochs = 6;
     config.net.patience = 3;
     config.net.swa = 1;
     let out = dir.join("model");
-    cartpulse::train::run(cartpulse::train::TrainOptions {
+    cartpulse::jobs::train::run(cartpulse::jobs::train::TrainOptions {
         data,
         folds: 2,
         seed,
@@ -135,7 +135,7 @@ async fn replayed_sessions_score_like_offline_predict(db: Db) {
     let lines = sample_rows(41);
     let path = app.dir.path().join("sample.csv");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let summary = app.replay_file(cartpulse::replay::ReplayFormat::Shoppers, path).await;
+    let summary = app.replay_file(cartpulse::jobs::replay::ReplayFormat::Shoppers, path).await;
     assert_eq!(summary.rejected, 0);
     let rows: Vec<ShoppersFeatures> = lines[1..].iter().map(|l| features(l)).collect();
     let offline = model.predict(&rows).unwrap();
@@ -247,7 +247,7 @@ async fn swapping_models_under_load_fails_no_request() {
         }
     };
     wait_for(old_seen.clone(), "old").await;
-    app.inference.set_models(cartpulse::inference::ServingSet::single(mb));
+    app.inference.set_models(cartpulse::serving::inference::ServingSet::single(mb));
     wait_for(new_seen.clone(), "new").await;
     stop.store(true, Ordering::SeqCst);
     let mut clients_that_saw_both = 0;

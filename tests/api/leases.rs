@@ -11,7 +11,7 @@
 
 use crate::crash::{batch, expected_events};
 use crate::roles::{Deployment, Redis, RedisConn, Replica};
-use cartpulse::ingest::streams::partition_tag;
+use cartpulse::serving::ingest::streams::partition_tag;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -230,7 +230,7 @@ async fn killed_processor(redis: Redis) {
         let consumers: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(&key)
-            .arg(cartpulse::ingest::streams::GROUP)
+            .arg(cartpulse::serving::ingest::streams::GROUP)
             .query_async(&mut c)
             .await
             .unwrap();

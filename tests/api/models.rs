@@ -6,16 +6,16 @@
 //! per test. The S3 tests fail when that server is not there.
 //!
 //! Models are real: each test trains tiny ones (one small net, a few epochs)
-//! on a synthetic UCI-format file through `cartpulse::train`; the report
+//! on a synthetic UCI-format file through `cartpulse::jobs::train`; the report
 //! images are the real `--report` figures.
 
 use crate::helpers::*;
 use crate::on_both_databases;
 use cartpulse::config::Settings;
+use cartpulse::jobs::train::artifact::{PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
+use cartpulse::jobs::train::model::NetConfig;
+use cartpulse::jobs::train::{ModelConfig, TrainOptions};
 use cartpulse::models::{ModelRegistry, ModelStore, RegistryError, StoreError};
-use cartpulse::train::artifact::{PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
-use cartpulse::train::model::NetConfig;
-use cartpulse::train::{ModelConfig, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -86,7 +86,7 @@ async fn app_and_registry(db: Db, store: Store) -> (TestApp, ModelRegistry, Sett
 
 /// A small UCI-format file whose label depends mostly on PageValues.
 fn synthetic_csv(dir: &Path, rows: usize, seed: u64) -> PathBuf {
-    let s = cartpulse::train::synthetic_shoppers_csv(rows, seed);
+    let s = cartpulse::jobs::train::synthetic_shoppers_csv(rows, seed);
     let path = dir.join(format!("shoppers-{seed}.csv"));
     std::fs::write(&path, s).expect("write csv");
     path
@@ -115,7 +115,7 @@ fn train_tiny_with(dir: &Path, seed: u64, report: bool) -> (PathBuf, String) {
         },
         progress: false,
     };
-    cartpulse::train::run(opts).expect("train a tiny model");
+    cartpulse::jobs::train::run(opts).expect("train a tiny model");
     let version = PurchaseModel::load(&out).expect("load the tiny model").manifest.model_version;
     (out, version)
 }
@@ -224,7 +224,7 @@ async fn publish_promote_list(db: Db, store: Store) {
     // exactly as the directory it was published from.
     let serving = registry.load_serving().await.expect("load_serving");
     assert_eq!(versions_and_shares(&serving), vec![(a.clone(), 1.0)]);
-    let data = cartpulse::train::load_csv(&app.dir.path().join("shoppers-1.csv"), true).unwrap();
+    let data = cartpulse::jobs::train::load_csv(&app.dir.path().join("shoppers-1.csv"), true).unwrap();
     let want = PurchaseModel::load(dir).unwrap().predict(&data.features[..50]).unwrap();
     assert_eq!(serving[0].model.predict(&data.features[..50]).unwrap(), want);
     // Cached while active: the same Arc comes back.
@@ -530,7 +530,7 @@ async fn report_images_with_a_console_viewer() {
     let (app, registry, _, _store) = app_and_registry(Db::Sqlite, Store::Local).await;
     let (dir, a) = train_tiny_with(app.dir.path(), 3, true);
     registry.publish(&dir).await.expect("publish");
-    app.create_console_user("vera", cartpulse::console::Role::Viewer, "a long enough password").await;
+    app.create_console_user("vera", cartpulse::serving::console::Role::Viewer, "a long enough password").await;
     let login = app.console_login("vera", "a long enough password").await;
     let r = app
         .client
@@ -687,7 +687,7 @@ async fn shadow_status(db: Db) {
     assert!(version == *b && error.contains(MANIFEST_FILE), "{version}: {error}");
 
     // The console: an admin's cookie needs its CSRF token, as for promote.
-    app.create_console_user("ada", cartpulse::console::Role::Admin, "a long enough password").await;
+    app.create_console_user("ada", cartpulse::serving::console::Role::Admin, "a long enough password").await;
     let login = app.console_login("ada", "a long enough password").await;
     let (status, _) =
         app.console_request(reqwest::Method::POST, "/v1/models/shadow/clear", Some(&login.cookie), None, None).await;

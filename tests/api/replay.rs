@@ -61,7 +61,7 @@ async fn replayed_sessions_equal_their_rows(db: Db) {
     let (csv, source) = sample_csv();
     let path = app.dir.path().join("sample.csv");
     std::fs::write(&path, &csv).unwrap();
-    let summary = app.replay_file(cartpulse::replay::ReplayFormat::Shoppers, path).await;
+    let summary = app.replay_file(cartpulse::jobs::replay::ReplayFormat::Shoppers, path).await;
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     println!("checked {} sessions from {source}", rows.len());
     assert_eq!(summary.sessions as usize, rows.len());

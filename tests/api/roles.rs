@@ -465,7 +465,7 @@ async fn a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows(d: Dep
     // An entry no gateway would write (e.g. from an older version): the
     // processor's edge parser refuses it.
     let mut c = d.redis_conn().await;
-    let key = format!("{}:events:{{{}}}", d.prefix, cartpulse::ingest::streams::partition_tag(0, 8));
+    let key = format!("{}:events:{{{}}}", d.prefix, cartpulse::serving::ingest::streams::partition_tag(0, 8));
     let _: String = redis::cmd("XADD")
         .arg(&key)
         .arg("*")
@@ -648,7 +648,7 @@ async fn logins_count_across_replicas(redis: Redis) {
     let p = prefix.clone();
     let b = spawn_app_with(Db::Sqlite, move |s| shared(s, &p)).await;
     for app in [&a, &b] {
-        app.create_console_user("ops", cartpulse::console::Role::Admin, "right-password-1").await;
+        app.create_console_user("ops", cartpulse::serving::console::Role::Admin, "right-password-1").await;
     }
     // Two failures on A and one on B: the name's budget of 3 is spent everywhere.
     for app in [&a, &a, &b] {
@@ -660,6 +660,6 @@ async fn logins_count_across_replicas(redis: Redis) {
         assert!(r.headers().get("retry-after").is_some());
     }
     // Another name is not affected.
-    b.create_console_user("other", cartpulse::console::Role::Viewer, "right-password-2").await;
+    b.create_console_user("other", cartpulse::serving::console::Role::Viewer, "right-password-2").await;
     assert_eq!(b.console_login_raw("other", "right-password-2").await.status().as_u16(), 200);
 }

@@ -11,7 +11,7 @@
 
 use crate::helpers::{purchase, spawn_app, test_settings, Db, TestApp};
 use crate::on_both_databases;
-use cartpulse::segment::{run, KChoice, SegmentOptions};
+use cartpulse::jobs::segment::{run, KChoice, SegmentOptions};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::Value;
 
@@ -243,7 +243,7 @@ async fn live_segments_equal_the_batch(db: Db) {
     let (csv_text, source) = retail_sample();
     let path = app.dir.path().join("retail-sample.csv");
     std::fs::write(&path, &csv_text).expect("write sample");
-    let summary = app.replay_file(cartpulse::replay::ReplayFormat::Retail, path).await;
+    let summary = app.replay_file(cartpulse::jobs::replay::ReplayFormat::Retail, path).await;
     assert_eq!(summary.rejected, 0, "{summary:?}");
     app.wait_metric("cartpulse_events_applied_total", summary.accepted as f64, std::time::Duration::from_secs(60))
         .await;
@@ -385,7 +385,7 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
     let wait_for = |version: i32| {
         let app = &app;
         async move {
-            let deadline = std::time::Instant::now() + 3 * cartpulse::segment::assign::WATCH_EVERY;
+            let deadline = std::time::Instant::now() + 3 * cartpulse::jobs::segment::assign::WATCH_EVERY;
             loop {
                 let (status, c) = app.get_customer("seg-000").await;
                 assert_eq!(status, 200, "{c}");
@@ -397,10 +397,10 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
             }
         }
     };
-    cartpulse::segment::assign::activate(&conn, v2).await.expect("activate v2");
+    cartpulse::jobs::segment::assign::activate(&conn, v2).await.expect("activate v2");
     let s = wait_for(v2).await;
     assert!(s["segment"].as_u64().expect("segment") < 2, "{s}");
-    cartpulse::segment::assign::activate(&conn, v3).await.expect("activate v3");
+    cartpulse::jobs::segment::assign::activate(&conn, v3).await.expect("activate v3");
     wait_for(v3).await;
     let active: Vec<i32> = entities::prelude::Segmentation::find()
         .all(&conn)
@@ -418,11 +418,11 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
     let mut bad = bad.into_active_model();
     bad.feature_names = Set("[\"recency_days\"]".into());
     bad.update(&conn).await.expect("tamper");
-    let err = cartpulse::segment::assign::activate(&conn, v2).await.expect_err("unusable version");
+    let err = cartpulse::jobs::segment::assign::activate(&conn, v2).await.expect_err("unusable version");
     assert!(err.to_string().contains("other features"), "{err}");
     let (status, body) = app.post_json(&format!("/v1/segments/{v2}/activate"), None, Some(&app.admin_key)).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(cartpulse::segment::assign::active_version(&conn).await.expect("active"), Some(v3));
+    assert_eq!(cartpulse::jobs::segment::assign::active_version(&conn).await.expect("active"), Some(v3));
 }
 
 on_both_databases!(activation_elsewhere_reaches_running_servers);

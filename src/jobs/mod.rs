@@ -1,0 +1,10 @@
+//! Offline jobs: commands that run beside the service or against it and
+//! exit. [`train`] fits the purchase model, [`segment`] groups customers,
+//! [`replay`] sends data files to a running service, [`bench`] measures it,
+//! and [`demo`] runs all of it together as a living showcase.
+
+pub mod bench;
+pub mod demo;
+pub mod replay;
+pub mod segment;
+pub mod train;

@@ -1,0 +1,52 @@
+//! `/v1/segments`: the segmentation versions over HTTP. `GET` (read key)
+//! lists every version with its figures, segment profiles and which one is
+//! active; `POST /v1/segments/{version}/activate` (admin key) activates one.
+//! Activation is stored in the database (so every replica's watcher follows
+//! it) and also put into this process's slot at once, so the actors here
+//! reassign on their next tick without waiting for a poll.
+
+use super::auth::{AdminScope, Auth, ReadScope};
+use super::error::ApiError;
+use super::AppState;
+use crate::jobs::segment::assign::{self, ActivateError};
+use crate::jobs::segment::versions;
+use actix_web::{web, HttpResponse};
+
+impl From<ActivateError> for ApiError {
+    fn from(e: ActivateError) -> Self {
+        match e {
+            ActivateError::UnknownVersion(_) => ApiError::NotFound(e.to_string()),
+            ActivateError::Unusable { .. } => ApiError::Unprocessable(e.to_string()),
+            ActivateError::Database(cause) => {
+                tracing::warn!(error = %cause, "segmentation activation failed");
+                ApiError::unavailable("the database is unavailable")
+            }
+        }
+    }
+}
+
+/// `GET /v1/segments`: `{"active": V | null, "segmentations": [...]}`, newest first.
+pub async fn list(_auth: Auth<ReadScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rows = versions::list(&state.db).await.map_err(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "listing segmentations failed");
+        ApiError::unavailable("the database is unavailable")
+    })?;
+    let active = rows.iter().find(|r| r.active).map(|r| r.version);
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "active": active, "segmentations": rows })))
+}
+
+/// `POST /v1/segments/{version}/activate`: `{"active": V, "names": [...]}`;
+/// 404 for a version that does not exist, 422 for one this build cannot use.
+pub async fn activate(
+    _auth: Auth<AdminScope>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    // Versions are integers; anything else names no version.
+    let version: i32 = raw.parse().map_err(|_| ApiError::NotFound(format!("no segmentation version {raw:?}")))?;
+    let seg = assign::activate(&state.db, version).await?;
+    let names = seg.names().to_vec();
+    state.segments.set(Some(seg));
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "active": version, "names": names })))
+}

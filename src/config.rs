@@ -45,7 +45,7 @@ pub struct Settings {
     pub console: crate::serving::console::ConsoleSettings,
     /// Body limits and trusted proxies (`http.*`).
     #[serde(default)]
-    pub http: crate::serving::http::client::HttpSettings,
+    pub http: crate::serving::web::client::HttpSettings,
     /// The graceful stop (`shutdown.*`).
     #[serde(default)]
     pub shutdown: ShutdownSettings,

@@ -9,5 +9,6 @@ pub mod http;
 pub mod inference;
 pub mod ingest;
 pub mod stream;
+pub mod web;
 
 pub mod cli;

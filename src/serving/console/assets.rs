@@ -4,7 +4,7 @@
 //! other origins) and the usual hardening headers. File names are checked
 //! against a strict pattern, so no request can leave the directory.
 
-use crate::serving::http::AppState;
+use super::ConsoleState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse, HttpResponseBuilder};
 use std::path::PathBuf;
@@ -46,7 +46,7 @@ fn safe_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-async fn serve(state: &AppState, rel: PathBuf, cache: &'static str) -> HttpResponse {
+async fn serve(state: &ConsoleState, rel: PathBuf, cache: &'static str) -> HttpResponse {
     let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
     let path = PathBuf::from(&state.console.settings.static_dir).join(&rel);
     match (content_type(&name), tokio::fs::read(&path).await) {
@@ -68,13 +68,13 @@ async fn serve(state: &AppState, rel: PathBuf, cache: &'static str) -> HttpRespo
 }
 
 /// `GET /`: the single page (routes live in the URL fragment, so this is the only HTML).
-pub async fn index(state: web::Data<AppState>) -> HttpResponse {
+pub async fn index(state: web::Data<ConsoleState>) -> HttpResponse {
     // Revalidated every time, so a rebuilt console is picked up at once.
     serve(&state, PathBuf::from("index.html"), "no-cache").await
 }
 
 /// `GET /assets/{file}`: content-hashed by the build, so cached for a year.
-pub async fn asset(state: web::Data<AppState>, file: web::Path<String>) -> HttpResponse {
+pub async fn asset(state: web::Data<ConsoleState>, file: web::Path<String>) -> HttpResponse {
     let file = file.into_inner();
     if !safe_name(&file) {
         return secure(HttpResponse::NotFound()).body("not found\n");
@@ -83,7 +83,7 @@ pub async fn asset(state: web::Data<AppState>, file: web::Path<String>) -> HttpR
 }
 
 /// `GET /favicon.svg`.
-pub async fn favicon(state: web::Data<AppState>) -> HttpResponse {
+pub async fn favicon(state: web::Data<ConsoleState>) -> HttpResponse {
     serve(&state, PathBuf::from("favicon.svg"), "public, max-age=86400").await
 }
 

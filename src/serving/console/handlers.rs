@@ -5,9 +5,9 @@
 use super::session::{self, ConsoleUser};
 use super::telemetry::ConsoleEvent;
 use super::users;
+use super::ConsoleState;
 use crate::keys::AuthError;
-use crate::serving::http::error::ApiError;
-use crate::serving::http::AppState;
+use crate::serving::web::error::ApiError;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -28,7 +28,7 @@ fn db_down(e: sea_orm::DbErr) -> ApiError {
 }
 
 /// The logged-in user, or 401.
-async fn current(req: &HttpRequest, state: &AppState) -> Result<(secrecy::SecretString, ConsoleUser), ApiError> {
+async fn current(req: &HttpRequest, state: &ConsoleState) -> Result<(secrecy::SecretString, ConsoleUser), ApiError> {
     let cookie =
         session::cookie_value(req, &state.console).ok_or_else(|| ApiError::Unauthorized("not logged in".into()))?;
     let user = session::lookup(&state.db, &cookie)
@@ -51,7 +51,7 @@ fn retry_later(status: actix_web::http::StatusCode, retry_after_s: u64, error: &
 /// for a password check; 413 for a body over 4 KiB.
 pub async fn login(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<ConsoleState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // Only JSON: an HTML form on another site can post text/plain that parses
@@ -65,12 +65,12 @@ pub async fn login(
     if !json {
         return Err(ApiError::UnsupportedMediaType("send the login as Content-Type: application/json".into()));
     }
-    let body = crate::serving::http::body::read_limited(&req, payload, crate::serving::http::client::SMALL_BODY_BYTES)
+    let body = crate::serving::web::body::read_limited(&req, payload, crate::serving::web::client::SMALL_BODY_BYTES)
         .await
         .map_err(|_| ApiError::PayloadTooLarge("the login body is at most 4 KiB".into()))?;
     let b: LoginBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("body must be JSON {\"name\": ..., \"password\": ...}".into()))?;
-    let ip = crate::serving::http::client::client_ip(&req, &state.http.trusted_proxies);
+    let ip = crate::serving::web::client::client_ip(&req, &state.http.trusted_proxies);
     let console = &state.console;
     let device = session::device_id(&req, console, &b.name);
     // The attempt counts as a failure from here on, so parallel guesses
@@ -131,7 +131,7 @@ pub async fn login(
 }
 
 /// `POST /console/logout` (with `X-CSRF-Token`): ends the session, clears the cookie.
-pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn logout(req: HttpRequest, state: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
     let (cookie, user) = current(&req, &state).await?;
     session::check_csrf(&user, session::csrf_header(&req).as_deref())?;
     session::end(&state.db, &cookie).await.map_err(db_down)?;
@@ -139,7 +139,7 @@ pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
 }
 
 /// `GET /console/me`: `{"name", "role", "csrf_token"}` of the logged-in user.
-pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn me(req: HttpRequest, state: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
     let (_, user) = current(&req, &state).await?;
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(me_json(&user)))
 }
@@ -148,7 +148,7 @@ pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
 /// /v1/models` needs an admin key (its rows name store locations), but
 /// viewers of the console are meant to see the registry too; changes still
 /// go through the admin-only `/v1/models` endpoints.
-pub async fn models(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn models(req: HttpRequest, state: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
     current(&req, &state).await?;
     let models = state.models.list().await?;
     Ok(HttpResponse::Ok()

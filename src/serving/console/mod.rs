@@ -68,6 +68,18 @@ impl Default for ConsoleSettings {
     }
 }
 
+/// What the console's handlers reach; registered as app data beside the
+/// API's state, so the console does not depend on the API module.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub db: sea_orm::DatabaseConnection,
+    pub console: Console,
+    /// Trusted proxies (the login limiter counts per client address).
+    pub http: crate::serving::web::client::HttpSettings,
+    /// The Models page's report images.
+    pub models: crate::models::ModelRegistry,
+}
+
 /// The console's shared state: settings, the login rate limiter, the
 /// password-check permits and the device-cookie signer.
 #[derive(Clone)]

@@ -6,11 +6,13 @@
 
 use super::{role_scope, Console, Role};
 use crate::keys::{AuthError, Scope};
-use crate::serving::http::error::ApiError;
+use crate::serving::web::auth::{Principal, SessionCheck};
+use crate::serving::web::error::ApiError;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::HttpRequest;
 use chrono::Utc;
 use entities::{console_session, user};
+use futures::future::LocalBoxFuture;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -35,13 +37,15 @@ fn digest(id: &str) -> String {
 
 /// The session cookie's value, if the request has one.
 pub fn cookie_value(req: &HttpRequest, console: &Console) -> Option<SecretString> {
-    req.cookie(console.cookie_name())
-        .map(|c| SecretString::from(c.value().to_owned()))
-        .filter(|s| !s.expose_secret().is_empty())
+    cookie_named(req, console.cookie_name())
+}
+
+fn cookie_named(req: &HttpRequest, name: &str) -> Option<SecretString> {
+    req.cookie(name).map(|c| SecretString::from(c.value().to_owned())).filter(|s| !s.expose_secret().is_empty())
 }
 
 /// Whether the method changes state (everything but GET, HEAD, OPTIONS).
-pub fn changes_state(req: &HttpRequest) -> bool {
+fn changes_state(req: &HttpRequest) -> bool {
     !matches!(
         *req.method(),
         actix_web::http::Method::GET | actix_web::http::Method::HEAD | actix_web::http::Method::OPTIONS
@@ -150,10 +154,39 @@ pub fn check_csrf(user: &ConsoleUser, presented: Option<&str>) -> Result<(), Api
     }
 }
 
+/// The console's cookie sessions as the `/v1` extractors see them (see
+/// [`crate::serving::web::auth::Gate`]).
+pub struct CookieSessions {
+    db: DatabaseConnection,
+    cookie_name: &'static str,
+}
+
+impl CookieSessions {
+    pub fn new(db: DatabaseConnection, console: &Console) -> CookieSessions {
+        CookieSessions { db, cookie_name: console.cookie_name() }
+    }
+}
+
+impl SessionCheck for CookieSessions {
+    fn check(
+        &self,
+        req: &HttpRequest,
+        needed: Scope,
+    ) -> Option<LocalBoxFuture<'static, Result<(Scope, Principal), ApiError>>> {
+        let cookie = cookie_named(req, self.cookie_name)?;
+        let csrf = changes_state(req).then(|| csrf_header(req));
+        let db = self.db.clone();
+        Some(Box::pin(async move {
+            let (scope, session) = authorize(&db, &cookie, needed, csrf.as_ref().map(|c| c.as_deref())).await?;
+            Ok((scope, Principal::Console(session)))
+        }))
+    }
+}
+
 /// Authenticates a cookie request for the `/v1` extractors: the session's
 /// role must allow `needed`, and a state change must carry the CSRF token.
 /// Returns the scope and the session's id (the hash of its cookie).
-pub async fn authorize(
+async fn authorize(
     db: &DatabaseConnection,
     cookie: &SecretString,
     needed: Scope,

@@ -3,9 +3,9 @@
 //! in order with its events, so they see every acknowledged event; elsewhere
 //! they come from the stored snapshot.
 
-use super::auth::{Auth, ReadScope};
-use super::error::ApiError;
 use super::AppState;
+use crate::serving::web::auth::{Auth, ReadScope};
+use crate::serving::web::error::ApiError;
 use actix_web::{web, HttpResponse};
 use actors::event::{CustomerId, SessionId};
 use actors::messages::query::{Answer, Query};

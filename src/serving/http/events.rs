@@ -7,10 +7,10 @@
 //! 401/403 for a missing/wrong key; 503 (+ `Retry-After`) when nothing could
 //! be committed — then nothing of the batch was acknowledged.
 
-use super::auth::{Auth, IngestScope};
-use super::error::ApiError;
 use super::AppState;
 use crate::serving::ingest::parse::{parse_body, BodyError, BodyFormat, ParseLimits, Rejection};
+use crate::serving::web::auth::{Auth, IngestScope};
+use crate::serving::web::error::ApiError;
 use crate::telemetry::IngestEvent;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -62,7 +62,7 @@ pub async fn post_events(
 
 async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let format = body_format(req)?;
-    let body = super::body::read_limited(req, payload, state.ingest.max_body_bytes).await?;
+    let body = crate::serving::web::body::read_limited(req, payload, state.ingest.max_body_bytes).await?;
     let limits = ParseLimits {
         max_events: state.ingest.max_events_per_request,
         latest_time: chrono::Utc::now() + chrono::Duration::seconds(state.ingest.max_future_skew_s),

@@ -1,7 +1,7 @@
 //! Liveness, readiness and the Prometheus endpoint.
 
-use super::error::ApiError;
 use super::AppState;
+use crate::serving::web::error::ApiError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use prometheus::Encoder;
 
@@ -46,9 +46,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// key or console session, so the counts are not public through a load
 /// balancer even if it forwards the path.
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if !super::client::is_local_direct(&req) {
+    if !crate::serving::web::client::is_local_direct(&req) {
         use actix_web::FromRequest;
-        super::auth::Auth::<super::auth::ReadScope>::extract(&req).await?;
+        crate::serving::web::auth::Auth::<crate::serving::web::auth::ReadScope>::extract(&req).await?;
     }
     let mut buf = Vec::new();
     prometheus::TextEncoder::new()

@@ -1,10 +1,6 @@
 //! The HTTP API (actix-web): routes, shared state, request metrics.
 
-pub mod auth;
-pub mod body;
-pub mod client;
 pub mod customers;
-pub mod error;
 pub mod events;
 pub mod health;
 pub mod models;
@@ -29,7 +25,7 @@ pub struct AppState {
     /// Stream credentials: checked at connect, re-checked while connected.
     pub credentials: std::sync::Arc<crate::serving::stream::credentials::Credentials>,
     /// Body limits and trusted proxies.
-    pub http: client::HttpSettings,
+    pub http: crate::serving::web::client::HttpSettings,
     /// Where ingested events go (the log directly, or the Redis Streams).
     pub pipeline: crate::serving::ingest::Ingest,
     /// The session actors; `None` in a gateway, which reads stored snapshots.
@@ -101,8 +97,8 @@ fn method_label(m: &actix_web::http::Method) -> &'static str {
     }
 }
 
-async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
-    Err(error::ApiError::NotFound("no such endpoint".into()))
+async fn not_found() -> Result<actix_web::HttpResponse, crate::serving::web::error::ApiError> {
+    Err(crate::serving::web::error::ApiError::NotFound("no such endpoint".into()))
 }
 
 /// Wraps the app so every request's latency lands in the HTTP histogram,
@@ -126,8 +122,20 @@ pub fn app(
         headers =
             headers.add((actix_web::http::header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"));
     }
+    let gate = web::Data::new(crate::serving::web::auth::Gate::new(
+        state.keys.clone(),
+        std::sync::Arc::new(crate::serving::console::session::CookieSessions::new(state.db.clone(), &state.console)),
+    ));
+    let console = web::Data::new(crate::serving::console::ConsoleState {
+        db: state.db.clone(),
+        console: state.console.clone(),
+        http: state.http.clone(),
+        models: state.models.clone(),
+    });
     actix_web::App::new()
         .app_data(state)
+        .app_data(gate)
+        .app_data(console)
         // Endpoints with bigger bodies read their payload themselves, after
         // authentication, with their own limits (ingest, predict).
         .app_data(web::PayloadConfig::new(body_limit))

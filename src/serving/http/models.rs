@@ -8,10 +8,10 @@
 //! image stored with the version. Publishing uploads a model directory and
 //! is command-line only (`cartpulse models publish DIR`).
 
-use super::auth::{AdminScope, Auth, ReadScope};
-use super::error::ApiError;
 use super::AppState;
 use crate::models::{RegistryError, StoreError};
+use crate::serving::web::auth::{AdminScope, Auth, ReadScope};
+use crate::serving::web::error::ApiError;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -67,7 +67,8 @@ pub async fn promote(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = super::body::read_limited(&req, payload, super::client::SMALL_BODY_BYTES).await?;
+    let body =
+        crate::serving::web::body::read_limited(&req, payload, crate::serving::web::client::SMALL_BODY_BYTES).await?;
     let body: PromoteBody = if body.iter().all(u8::is_ascii_whitespace) {
         PromoteBody::default()
     } else {

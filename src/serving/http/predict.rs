@@ -5,10 +5,10 @@
 //! an optional `"customer_id"` that picks the arm of an A/B split the way a
 //! session of that customer would be scored.
 
-use super::auth::{Auth, ReadScope};
-use super::error::ApiError;
 use super::AppState;
 use crate::serving::inference::request::features_from_json;
+use crate::serving::web::auth::{Auth, ReadScope};
+use crate::serving::web::error::ApiError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -33,9 +33,13 @@ pub async fn predict(
     http: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let req: PredictRequest =
-        super::body::read_json(&http, payload, MAX_BODY_BYTES, "JSON {\"features\": {...}} or {\"rows\": [...]}")
-            .await?;
+    let req: PredictRequest = crate::serving::web::body::read_json(
+        &http,
+        payload,
+        MAX_BODY_BYTES,
+        "JSON {\"features\": {...}} or {\"rows\": [...]}",
+    )
+    .await?;
     let objects = match (req.features, req.rows) {
         (Some(f), None) => vec![f],
         (None, Some(rows)) if !rows.is_empty() => rows,

@@ -5,11 +5,11 @@
 //! it) and also put into this process's slot at once, so the actors here
 //! reassign on their next tick without waiting for a poll.
 
-use super::auth::{AdminScope, Auth, ReadScope};
-use super::error::ApiError;
 use super::AppState;
 use crate::jobs::segment::assign::{self, ActivateError};
 use crate::jobs::segment::versions;
+use crate::serving::web::auth::{AdminScope, Auth, ReadScope};
+use crate::serving::web::error::ApiError;
 use actix_web::{web, HttpResponse};
 
 impl From<ActivateError> for ApiError {

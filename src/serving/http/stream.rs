@@ -3,13 +3,13 @@
 //! [`crate::serving::stream::connection`]. The query string carries a token and is
 //! never logged.
 
-use super::auth::{Auth, ReadScope};
-use super::error::ApiError;
 use super::AppState;
 use crate::keys::AuthError;
 use crate::serving::stream::connection;
 use crate::serving::stream::credentials::CredentialError;
 use crate::serving::stream::telemetry::StreamEvent;
+use crate::serving::web::auth::{Auth, ReadScope};
+use crate::serving::web::error::ApiError;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde::Deserialize;

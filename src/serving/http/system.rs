@@ -3,9 +3,9 @@
 //! stream clients, the ingest backlog per partition and the dead-letter
 //! count. Failures are reported as states, never as internals.
 
-use super::auth::{Auth, ReadScope};
-use super::error::ApiError;
 use super::AppState;
+use crate::serving::web::auth::{Auth, ReadScope};
+use crate::serving::web::error::ApiError;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 

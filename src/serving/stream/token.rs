@@ -12,6 +12,8 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::Sha256;
 
+pub use crate::serving::web::auth::Principal;
+
 const PREFIX: &str = "cpst2";
 
 /// Shortest accepted `stream.token_secret`: 256 bits, the HMAC's own strength.
@@ -19,16 +21,6 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Clock skew between replicas tolerated on top of the token lifetime.
 const SKEW_S: i64 = 60;
-
-/// Who a token (or a connection) speaks for; re-checked while the connection
-/// lives, so revoking the key or ending the console session closes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Principal {
-    /// An API key, by id (the middle of `cp_<id>_<secret>`).
-    Key(String),
-    /// A console login session, by the SHA-256 (hex) of its cookie.
-    Console(String),
-}
 
 impl Principal {
     fn encode(&self) -> String {

@@ -58,6 +58,9 @@ pub enum LinkError {
     Unavailable(String),
     #[error("Redis command failed: {0}")]
     Command(#[from] redis::RedisError),
+    /// No answer within the caller's deadline (named by the caller).
+    #[error("{0} timed out")]
+    TimedOut(&'static str),
 }
 
 /// A command connection from [`RedisLink::conn`].

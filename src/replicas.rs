@@ -111,11 +111,11 @@ impl Replicas {
 
     /// Every live replica, this one included, sorted by role then address;
     /// records of dead replicas are removed on the way.
-    pub async fn list(&self) -> Result<Vec<ReplicaInfo>, String> {
+    pub async fn list(&self) -> Result<Vec<ReplicaInfo>, crate::redis_link::LinkError> {
         let Some(link) = &self.link else { return Ok(vec![self.me()]) };
-        let mut c = link.conn().await.map_err(|e| e.to_string())?;
+        let mut c = link.conn().await?;
         let all: std::collections::HashMap<String, String> =
-            redis::cmd("HGETALL").arg(Self::key(link)).query_async(&mut c).await.map_err(|e| e.to_string())?;
+            redis::cmd("HGETALL").arg(Self::key(link)).query_async(&mut c).await?;
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
         let mut out = Vec::new();
         let mut dead = Vec::new();

@@ -6,8 +6,25 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Why a text is not an id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("longer than {MAX_ID_LEN} bytes ({0} bytes)")]
+    TooLong(usize),
+    #[error("contains {0:?}; ids are printable ASCII without spaces, '/', '?', '#' or '%'")]
+    BadChar(char),
+}
+
+/// An id newtype: parsed from text with [`validate_id`]'s rules.
+pub trait Id: std::str::FromStr<Err = IdError> {
+    /// What it identifies, for error messages ("customer", "session", …).
+    const WHAT: &'static str;
+}
+
 macro_rules! id_newtype {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -19,7 +36,7 @@ macro_rules! id_newtype {
                 Self(s.into())
             }
             /// Validates and wraps an id.
-            pub fn parse(s: &str) -> Result<Self, String> {
+            pub fn parse(s: &str) -> Result<Self, IdError> {
                 validate_id(s)?;
                 Ok(Self(s.to_owned()))
             }
@@ -34,6 +51,17 @@ macro_rules! id_newtype {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl Id for $name {
+            const WHAT: &'static str = $what;
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -44,15 +72,18 @@ macro_rules! id_newtype {
 
 id_newtype!(
     /// Globally unique id chosen by the producer; the de-duplication key.
-    EventId
+    EventId,
+    "event"
 );
 id_newtype!(
     /// The shop's id for a customer (or a visitor cookie).
-    CustomerId
+    CustomerId,
+    "customer"
 );
 id_newtype!(
     /// The shop's id for one browsing session of one customer.
-    SessionId
+    SessionId,
+    "session"
 );
 
 /// Longest id we accept, in bytes.
@@ -60,15 +91,15 @@ pub const MAX_ID_LEN: usize = 128;
 
 /// Ids are 1..=128 bytes of printable ASCII without spaces, so they are safe in
 /// URLs, logs and metric-free labels alike.
-pub fn validate_id(s: &str) -> Result<(), String> {
+pub fn validate_id(s: &str) -> Result<(), IdError> {
     if s.is_empty() {
-        return Err("must not be empty".into());
+        return Err(IdError::Empty);
     }
     if s.len() > MAX_ID_LEN {
-        return Err(format!("longer than {MAX_ID_LEN} bytes ({} bytes)", s.len()));
+        return Err(IdError::TooLong(s.len()));
     }
     if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic() || *c == '/' || *c == '?' || *c == '#' || *c == '%') {
-        return Err(format!("contains {c:?}; ids are printable ASCII without spaces, '/', '?', '#' or '%'"));
+        return Err(IdError::BadChar(c));
     }
     Ok(())
 }

@@ -37,6 +37,9 @@ pub enum StoreError {
     Corrupt { version: String, object: String, expected: String, actual: String },
     #[error("model {version}: {action} object {object} at {location} failed: {cause}")]
     Backend { version: String, object: String, action: &'static str, location: String, cause: String },
+    /// The health check could not reach the store.
+    #[error("model store {location} is unreachable: {cause}")]
+    Unreachable { location: String, cause: String },
 }
 
 /// A local directory or an S3 bucket + prefix.
@@ -87,21 +90,22 @@ impl ModelStore {
     /// directory exists (or is still to be created by the first publish);
     /// S3 answers a HEAD request. Any answer from S3, even 403 or 404 (a task
     /// role may read objects without listing the bucket), counts as reachable.
-    pub async fn check(&self) -> Result<&'static str, String> {
+    pub async fn check(&self) -> Result<&'static str, StoreError> {
+        let unreachable = |cause: String| StoreError::Unreachable { location: self.describe(), cause };
         match self {
             ModelStore::Local(l) => match tokio::fs::metadata(&l.root).await {
                 Ok(m) if m.is_dir() => Ok("ok"),
-                Ok(_) => Err(format!("{} is not a directory", l.root.display())),
+                Ok(_) => Err(unreachable("not a directory".into())),
                 Err(_) => Ok("empty (created by the first publish)"),
             },
             ModelStore::S3(s) => {
                 let key = if s.prefix.is_empty() { ".health".to_owned() } else { format!("{}/.health", s.prefix) };
                 let head = s.client.head_object().bucket(&s.bucket).key(key);
                 match tokio::time::timeout(std::time::Duration::from_secs(3), head.send()).await {
-                    Err(_) => Err("no answer from S3 within 3 s".into()),
+                    Err(_) => Err(unreachable("no answer within 3 s".into())),
                     Ok(Ok(_)) => Ok("ok"),
                     Ok(Err(aws_sdk_s3::error::SdkError::ServiceError(_))) => Ok("ok"),
-                    Ok(Err(e)) => Err(format!("S3 unreachable: {}", aws_sdk_s3::error::DisplayErrorContext(&e))),
+                    Ok(Err(e)) => Err(unreachable(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())),
                 }
             }
         }

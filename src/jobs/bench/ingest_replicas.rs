@@ -105,22 +105,20 @@ impl Default for ScaleArgs {
 }
 
 /// `60`, `60s`, `2m`, `1500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 60s)"))?;
+    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("not a duration: {s:?} (try 60s)"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "s" | "" => n,
         "m" | "min" => n * 60.0,
-        _ => return Err(format!("unknown unit in {s:?} (ms, s or m)")),
+        _ => anyhow::bail!("unknown unit in {s:?} (ms, s or m)"),
     };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("the duration must be positive: {s:?}"));
-    }
+    anyhow::ensure!(secs > 0.0 && secs.is_finite(), "the duration must be positive: {s:?}");
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -734,10 +732,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("60").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("s").is_err());

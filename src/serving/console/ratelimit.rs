@@ -18,6 +18,7 @@
 //! Redis does not answer the process falls back to its own records, which
 //! multiplies the budget by the replica count but still bounds it.
 
+use crate::redis_link::LinkError;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -240,9 +241,9 @@ impl LoginLimiter {
             pipe.cmd("PEXPIRE").arg(&key).arg(rule.horizon_ms() + 1000).ignore();
             pipe.cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES");
         }
-        let replies: Result<Vec<Vec<(String, f64)>>, String> = async {
-            let mut c = link.conn().await.map_err(|e| e.to_string())?;
-            pipe.query_async(&mut c).await.map_err(|e| e.to_string())
+        let replies: Result<Vec<Vec<(String, f64)>>, LinkError> = async {
+            let mut c = link.conn().await?;
+            Ok(pipe.query_async(&mut c).await?)
         }
         .await;
         let replies = match replies {
@@ -282,9 +283,9 @@ impl LoginLimiter {
     }
 
     async fn run(link: &crate::redis_link::RedisLink, pipe: redis::Pipeline) {
-        let done: Result<(), String> = async {
-            let mut c = link.conn().await.map_err(|e| e.to_string())?;
-            pipe.query_async::<()>(&mut c).await.map_err(|e| e.to_string())
+        let done: Result<(), LinkError> = async {
+            let mut c = link.conn().await?;
+            Ok(pipe.query_async::<()>(&mut c).await?)
         }
         .await;
         if let Err(e) = done {

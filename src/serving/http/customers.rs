@@ -6,25 +6,19 @@
 use super::AppState;
 use crate::serving::web::auth::{Auth, ReadScope};
 use crate::serving::web::error::ApiError;
+use crate::serving::web::path_id::PathId;
 use actix_web::{web, HttpResponse};
 use actors::event::{CustomerId, SessionId};
 use actors::messages::query::{Answer, Query};
 use entities::session;
 use sea_orm::EntityTrait;
 
-fn parse_id(s: &str, what: &str) -> Result<(), ApiError> {
-    actors::event::validate_id(s).map_err(|r| ApiError::BadRequest(format!("{what} id {r}")))
-}
-
 /// `GET /v1/customers/{id}`: profile features, open session, recent sessions.
 pub async fn get_customer(
     _auth: Auth<ReadScope>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    PathId(customer): PathId<CustomerId>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    parse_id(&id, "customer")?;
-    let customer = CustomerId::new_unchecked(id);
     let Some(runtime) = state.runtime.as_ref().filter(|rt| rt.owns(customer.as_str())) else {
         // A gateway has no actors, and a processor holds only its
         // partitions' customers: the stored snapshot (at most
@@ -50,11 +44,9 @@ pub async fn get_customer(
 pub async fn get_session(
     _auth: Auth<ReadScope>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    PathId(sid): PathId<SessionId>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    parse_id(&id, "session")?;
-    let sid = SessionId::new_unchecked(id.clone());
+    let id = sid.as_str().to_owned();
     let stored = || async {
         session::Entity::find_by_id(id.clone()).one(&state.db).await.map_err(|e| {
             tracing::warn!(error = %e, "session lookup failed");

@@ -57,7 +57,11 @@ pub enum CommitError {
     #[error("the service is shutting down")]
     Stopped,
     #[error("the event queue is unavailable")]
-    Queue(String),
+    Queue(#[source] crate::redis_link::LinkError),
+    /// An event could not be encoded for storage (a bug, not bad input:
+    /// input was validated at the edge).
+    #[error("an event could not be encoded")]
+    Encoding(#[source] serde_json::Error),
     /// Redis holds the entries but fewer replicas than required confirmed
     /// them in time: not acknowledged (a resend is de-duplicated).
     #[error("the event queue's replicas did not confirm in time")]

@@ -808,7 +808,7 @@ impl Reader {
                         batch.items.push(it);
                         batch.prepared.push(p);
                     }
-                    Err(reason) => refused.push((it, reason)),
+                    Err(reason) => refused.push((it, reason.to_string())),
                 }
             }
             (batch, refused)
@@ -956,10 +956,10 @@ impl CommitStage {
                 }
                 Err((e, back)) => {
                     events = back;
-                    let error = e.to_string();
                     let detail = match &e {
-                        CommitError::Database(d) | CommitError::Queue(d) => d.clone(),
-                        _ => error.clone(),
+                        CommitError::Database(d) => d.clone(),
+                        CommitError::Queue(d) => d.to_string(),
+                        _ => e.to_string(),
                     };
                     self.shared.metrics.record(IngestEvent::ConsumerRetry { step: "commit", error: detail.clone() });
                     if self.db.execute_unprepared("SELECT 1").await.is_ok() {
@@ -1089,11 +1089,22 @@ fn link_err(e: crate::redis_link::LinkError) -> redis::RedisError {
     }
 }
 
+/// Why a stream entry cannot be committed; it goes to the dead letters.
+#[derive(Debug, thiserror::Error)]
+enum BadEntry {
+    #[error("the entry has no event (field e)")]
+    NoBody,
+    #[error(transparent)]
+    Invalid(#[from] super::parse::EntryError),
+    #[error("the event could not be encoded: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
 /// An entry back into a validated event, with the edge parser.
-fn prepare(entry: &Entry, limits: ParseLimits) -> Result<Prepared, String> {
-    let body = entry.body.as_deref().ok_or("the entry has no event (field e)")?;
+fn prepare(entry: &Entry, limits: ParseLimits) -> Result<Prepared, BadEntry> {
+    let body = entry.body.as_deref().ok_or(BadEntry::NoBody)?;
     let event = parse_one(body, limits)?;
-    Prepared::new(event, (entry.acked_at_ms > 0).then_some(entry.acked_at_ms)).map_err(|e| e.to_string())
+    Ok(Prepared::new(event, (entry.acked_at_ms > 0).then_some(entry.acked_at_ms))?)
 }
 
 #[cfg(test)]

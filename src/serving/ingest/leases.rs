@@ -351,12 +351,18 @@ impl Parts {
     async fn hand_over(&mut self, partitions: &[usize]) {
         futures::future::join_all(partitions.iter().map(|&p| self.consumer.remove(p))).await;
         let fences: Vec<Fence> = self.held.fences().into_iter().filter(|(q, _)| partitions.contains(q)).collect();
-        let written = match self.runtime.checkpoint().await {
-            Ok(upto) => fences::write_checkpoints(&self.db, &self.gate, &fences, upto).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let written: anyhow::Result<()> = async {
+            let upto = self.runtime.checkpoint().await?;
+            fences::write_checkpoints(&self.db, &self.gate, &fences, upto).await?;
+            Ok(())
+        }
+        .await;
         if let Err(error) = written {
-            tracing::warn!(?partitions, %error, "checkpoint before the hand-over failed; the next owner replays more");
+            tracing::warn!(
+                ?partitions,
+                error = format!("{error:#}"),
+                "checkpoint before the hand-over failed; the next owner replays more"
+            );
         }
         for &p in partitions {
             self.forget(p).await;

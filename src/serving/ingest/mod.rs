@@ -33,7 +33,7 @@ impl Ingest {
                     .into_iter()
                     .map(|e| Prepared::new(e, None))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
+                    .map_err(CommitError::Encoding)?;
                 c.submit(prepared).await
             }
             Ingest::Queued(q) => q.submit(events).await,

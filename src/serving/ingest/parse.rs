@@ -105,20 +105,29 @@ pub fn parse_body(body: &[u8], format: BodyFormat, limits: ParseLimits) -> Resul
     Ok(out)
 }
 
+/// Why a stream entry's text is not exactly one valid event.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("{}: {reason}", if field.is_empty() { "event" } else { field })]
+    Invalid { field: String, reason: String },
+    #[error("the entry holds no event")]
+    NoEvent,
+}
+
 /// One event on its own line (a stream entry as a gateway wrote it): the
 /// same checks as an event of an NDJSON body of one line, without splitting.
 /// Text that is empty or holds several lines goes through [`parse_body`].
-pub fn parse_one(raw: &str, limits: ParseLimits) -> Result<Event, String> {
-    let describe = |r: &Rejection| format!("{}: {}", if r.field.is_empty() { "event" } else { &r.field }, r.reason);
+pub fn parse_one(raw: &str, limits: ParseLimits) -> Result<Event, EntryError> {
     if raw.contains('\n') || raw.trim().is_empty() {
-        let parsed = parse_body(raw.as_bytes(), BodyFormat::Ndjson, ParseLimits { max_events: 1, ..limits })
-            .map_err(|e| e.to_string())?;
-        if let Some(r) = parsed.rejected.first() {
-            return Err(describe(r));
+        let parsed = parse_body(raw.as_bytes(), BodyFormat::Ndjson, ParseLimits { max_events: 1, ..limits })?;
+        if let Some(r) = parsed.rejected.into_iter().next() {
+            return Err(EntryError::Invalid { field: r.field, reason: r.reason });
         }
-        return parsed.events.into_iter().next().map(|(_, e)| e).ok_or_else(|| "the entry holds no event".to_owned());
+        return parsed.events.into_iter().next().map(|(_, e)| e).ok_or(EntryError::NoEvent);
     }
-    parse_event(raw, limits).map_err(|FieldError { field, reason }| describe(&Rejection { index: 0, field, reason }))
+    parse_event(raw, limits).map_err(|FieldError { field, reason }| EntryError::Invalid { field, reason })
 }
 
 fn push(out: &mut ParsedBatch, index: usize, r: Result<Event, FieldError>) {
@@ -218,10 +227,11 @@ fn wire_error(raw: &str) -> FieldError {
 
 fn event_from_wire(w: WireEvent, limits: ParseLimits) -> Result<Event, FieldError> {
     let kind_name = w.kind.as_deref().ok_or_else(|| bad("type", "is required"))?;
-    let event_id = EventId::parse(req(&w.event_id, "event_id")?).map_err(|r| bad("event_id", r))?;
-    let customer_id = CustomerId::parse(req(&w.customer_id, "customer_id")?).map_err(|r| bad("customer_id", r))?;
+    let event_id = EventId::parse(req(&w.event_id, "event_id")?).map_err(|r| bad("event_id", r.to_string()))?;
+    let customer_id =
+        CustomerId::parse(req(&w.customer_id, "customer_id")?).map_err(|r| bad("customer_id", r.to_string()))?;
     let session_id = match &w.session_id {
-        Some(s) => Some(SessionId::parse(s).map_err(|r| bad("session_id", r))?),
+        Some(s) => Some(SessionId::parse(s).map_err(|r| bad("session_id", r.to_string()))?),
         None => None,
     };
     let time = parse_time(req(&w.time, "time")?, limits)?;
@@ -507,11 +517,11 @@ mod tests {
         let e = parse_one(good, limits()).unwrap();
         assert_eq!(e, parse_body(good.as_bytes(), BodyFormat::Ndjson, limits()).unwrap().events[0].1);
         let bad = r#"{"type":"page_view","event_id":"e2","customer_id":"c","session_id":"s","time":"2025-01-01T00:00:00Z","page_kind":"product","bounce_rate":"high","exit_rate":0.2,"page_value":3.0}"#;
-        let err = parse_one(bad, limits()).unwrap_err();
+        let err = parse_one(bad, limits()).unwrap_err().to_string();
         assert!(err.starts_with("bounce_rate: "), "{err}");
-        let e = parse_one("{not json", limits()).unwrap_err();
+        let e = parse_one("{not json", limits()).unwrap_err().to_string();
         assert!(e.contains("invalid JSON"), "{e}");
         assert!(parse_one("", limits()).is_err());
-        assert!(parse_one(&format!("{good}\n{good}"), limits()).unwrap_err().contains("too many events"));
+        assert!(parse_one(&format!("{good}\n{good}"), limits()).unwrap_err().to_string().contains("too many events"));
     }
 }

@@ -31,7 +31,7 @@
 
 use super::committer::{CommitError, Outcome};
 use super::streams;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{LinkError, RedisLink};
 use crate::telemetry::{IngestEvent, Metrics};
 use actors::event::Event;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -130,12 +130,12 @@ impl EventQueue {
                 // that have everything this connection wrote so far.
                 pipe.cmd("WAIT").arg(wanted).arg(self.ack.timeout.as_millis().max(1) as u64);
                 async {
-                    let mut c = self.link.conn().await.map_err(|e| e.to_string())?;
-                    pipe.query_async::<Vec<i64>>(&mut c).await.map_err(|e| e.to_string())
+                    let mut c = self.link.conn().await?;
+                    Ok(pipe.query_async::<Vec<i64>>(&mut c).await?)
                 }
                 .await
             } else {
-                self.conn.query::<Vec<i64>>(&pipe).await.map_err(|e| e.to_string())
+                self.conn.query::<Vec<i64>>(&pipe).await.map_err(LinkError::from)
             }
         };
         let replicated = |r: &Vec<i64>| r.first().map_or(0, |n| (*n).max(0) as u32);
@@ -150,7 +150,7 @@ impl EventQueue {
                 Ok(Outcome { accepted: events.len(), duplicates: 0 })
             }
             Err(error) => {
-                self.metrics.record(IngestEvent::QueueFailed { error: error.clone() });
+                self.metrics.record(IngestEvent::QueueFailed { error: error.to_string() });
                 Err(CommitError::Queue(error))
             }
         }
@@ -164,7 +164,7 @@ impl EventQueue {
         event: &Event,
         acked_at_ms: &str,
     ) -> Result<(), CommitError> {
-        let body = serde_json::to_string(event).map_err(|e| CommitError::Database(format!("encoding: {e}")))?;
+        let body = serde_json::to_string(event).map_err(CommitError::Encoding)?;
         pipe.cmd("XADD")
             .arg(&self.keys[part])
             .arg("*")
@@ -184,7 +184,7 @@ impl EventQueue {
         events: &[Event],
         acked_at_ms: &str,
         wanted: u32,
-    ) -> Result<Result<Vec<i64>, String>, CommitError> {
+    ) -> Result<Result<Vec<i64>, LinkError>, CommitError> {
         let mut pipes: std::collections::BTreeMap<usize, redis::Pipeline> = Default::default();
         for event in events {
             let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
@@ -195,7 +195,7 @@ impl EventQueue {
             if wanted > 0 {
                 pipe.cmd("WAIT").arg(wanted).arg(self.ack.timeout.as_millis().max(1) as u64);
             }
-            conn.query::<Vec<i64>>(&pipe).await.map_err(|e| e.to_string())
+            conn.query::<Vec<i64>>(&pipe).await.map_err(LinkError::from)
         });
         let mut fewest: Option<i64> = None;
         for r in futures::future::join_all(sends).await {

@@ -56,14 +56,14 @@ impl Credentials {
     /// database that does not answer keeps connections open: an outage of
     /// the database must not drop every dashboard.
     pub async fn still_valid(&self, who: &Principal) -> bool {
-        let answer = match who {
-            Principal::Key(id) => self.keys.is_active(id).await.map_err(|e| e.to_string()),
+        let answer: anyhow::Result<bool> = match who {
+            Principal::Key(id) => self.keys.is_active(id).await.map_err(Into::into),
             Principal::Console(session) => {
-                crate::serving::console::session::is_active(&self.db, session).await.map_err(|e| e.to_string())
+                crate::serving::console::session::is_active(&self.db, session).await.map_err(Into::into)
             }
         };
         answer.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "stream credential re-check failed; keeping the connection");
+            tracing::warn!(error = format!("{e:#}"), "stream credential re-check failed; keeping the connection");
             true
         })
     }

@@ -95,6 +95,7 @@ impl From<CommitError> for ApiError {
                 ApiError::unavailable("the database is unavailable; nothing was stored, retry shortly")
             }
             CommitError::Stopped => ApiError::unavailable("the service is shutting down; nothing was stored"),
+            e @ CommitError::Encoding(_) => ApiError::Internal(e.into()),
             // Logged (once per request) where it happened.
             CommitError::Queue(_) => {
                 ApiError::unavailable("the event queue (Redis) is unavailable; nothing was acknowledged, retry shortly")

@@ -8,3 +8,4 @@ pub mod auth;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod path_id;

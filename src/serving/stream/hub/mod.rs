@@ -339,7 +339,7 @@ impl Hub {
         t: Topic,
         since: u64,
         token: u64,
-        res: Result<history::Recovery, String>,
+        res: Result<history::Recovery, crate::redis_link::LinkError>,
     ) {
         if self.recovering.get(&(outbox.id, t.clone())) != Some(&token) {
             return; // unsubscribed (or subscribed again) meanwhile
@@ -386,7 +386,7 @@ impl Hub {
                 last = state.seq;
             }
             Err(e) => {
-                metrics.record(StreamEvent::RedisReadFailed { error: &e });
+                metrics.record(StreamEvent::RedisReadFailed { error: &e.to_string() });
                 outbox.push(too_old(&state.name, state.oldest(), state.seq), false);
                 last = state.seq;
             }
@@ -441,7 +441,7 @@ impl Hub {
         ctx.spawn(read.into_actor(self).map(move |res, hub, _| hub.finish_fill(t, res)));
     }
 
-    fn finish_fill(&mut self, t: Topic, res: Result<Vec<Frame>, String>) {
+    fn finish_fill(&mut self, t: Topic, res: Result<Vec<Frame>, crate::redis_link::LinkError>) {
         let (max_msgs, max_bytes) = self.limits(&t);
         let coalesce = t.coalesces();
         let metrics = self.metrics.clone();
@@ -460,7 +460,7 @@ impl Hub {
                     metrics.record(StreamEvent::RedisGapFilled { n: filled as u64 });
                 }
             }
-            Err(e) => metrics.record(StreamEvent::RedisReadFailed { error: &e }),
+            Err(e) => metrics.record(StreamEvent::RedisReadFailed { error: &e.to_string() }),
         }
         while let Some((seq, frame)) = state.pending.pop_first() {
             if seq <= state.seq {

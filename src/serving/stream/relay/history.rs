@@ -4,7 +4,7 @@
 //! does not reach.
 
 use super::TopicKeys;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{LinkError, RedisLink};
 use crate::serving::stream::protocol::Frame;
 use redis::streams::StreamRangeReply;
 use redis::Value;
@@ -32,9 +32,9 @@ pub async fn range(
     name: &Arc<str>,
     from: u64,
     count: usize,
-) -> Result<Vec<Frame>, String> {
+) -> Result<Vec<Frame>, LinkError> {
     let read = async {
-        let mut conn = link.conn().await.map_err(|e| e.to_string())?;
+        let mut conn = link.conn().await?;
         let reply: StreamRangeReply = redis::cmd("XRANGE")
             .arg(&keys.hist)
             .arg(format!("{from}-0"))
@@ -42,11 +42,10 @@ pub async fn range(
             .arg("COUNT")
             .arg(count.max(1))
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(frames(name, reply))
     };
-    tokio::time::timeout(READ_TIMEOUT, read).await.map_err(|_| "history read timed out".to_owned())?
+    tokio::time::timeout(READ_TIMEOUT, read).await.map_err(|_| LinkError::TimedOut("history read"))?
 }
 
 /// The head, the oldest kept seq and the frames after `since`, read in one
@@ -57,9 +56,9 @@ pub async fn recover(
     name: &Arc<str>,
     since: u64,
     count: usize,
-) -> Result<Recovery, String> {
+) -> Result<Recovery, LinkError> {
     let read = async {
-        let mut conn = link.conn().await.map_err(|e| e.to_string())?;
+        let mut conn = link.conn().await?;
         let (head, first, after): (Option<u64>, StreamRangeReply, StreamRangeReply) = redis::pipe()
             .cmd("GET")
             .arg(&keys.seq)
@@ -76,12 +75,11 @@ pub async fn recover(
             .arg("COUNT")
             .arg(count.max(1))
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let oldest = first.ids.first().and_then(|e| entry_seq(&e.id));
         Ok(Recovery { head: head.unwrap_or(0), oldest, frames: frames(name, after) })
     };
-    tokio::time::timeout(READ_TIMEOUT, read).await.map_err(|_| "history read timed out".to_owned())?
+    tokio::time::timeout(READ_TIMEOUT, read).await.map_err(|_| LinkError::TimedOut("history read"))?
 }
 
 fn entry_seq(id: &str) -> Option<u64> {

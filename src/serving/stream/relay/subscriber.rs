@@ -11,7 +11,7 @@
 //! command, as a pipeline cannot span slots).
 
 use super::{backoff, Outage};
-use crate::redis_link::{Dedicated, DedicatedOptions, RedisLink};
+use crate::redis_link::{Dedicated, DedicatedOptions, LinkError, RedisLink};
 use crate::serving::stream::telemetry::{StreamEvent, StreamMetrics};
 use redis::{PushInfo, PushKind, Value};
 use std::collections::HashSet;
@@ -104,7 +104,7 @@ async fn run(
                     None => return,
                 }
             }
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         if outage.down() {
             metrics.record(StreamEvent::RedisDown { conn: name, error: &lost });
@@ -126,17 +126,17 @@ async fn run(
 
 type Pushes = mpsc::UnboundedReceiver<PushInfo>;
 
-async fn connect(link: &RedisLink, held: &HashSet<String>) -> Result<(Dedicated, Pushes), String> {
+async fn connect(link: &RedisLink, held: &HashSet<String>) -> Result<(Dedicated, Pushes), LinkError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let opts = DedicatedOptions { response_timeout: Some(COMMAND_TIMEOUT), pushes: Some(tx) };
     let connecting = tokio::time::timeout(COMMAND_TIMEOUT, link.dedicated(opts));
-    let mut conn = connecting.await.map_err(|_| "connecting timed out".to_owned())?.map_err(|e| e.to_string())?;
+    let mut conn = connecting.await.map_err(|_| LinkError::TimedOut("connecting the subscriber"))??;
     if held.is_empty() {
         return Ok((conn, rx));
     }
     if link.is_cluster() {
         for c in held {
-            conn.ssubscribe(c).await.map_err(|e| e.to_string())?;
+            conn.ssubscribe(c).await?;
         }
     } else {
         // One channel per command: each is confirmed by one push.
@@ -144,7 +144,7 @@ async fn connect(link: &RedisLink, held: &HashSet<String>) -> Result<(Dedicated,
         for c in held {
             pipe.cmd("SSUBSCRIBE").arg(c).ignore();
         }
-        pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string())?;
+        pipe.query_async::<()>(&mut conn).await?;
     }
     Ok((conn, rx))
 }

@@ -15,7 +15,7 @@
 
 use super::subscriber::{SubEvent, Subscriber};
 use super::Outage;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{LinkError, RedisLink};
 use crate::serving::stream::telemetry::{StreamEvent, StreamMetrics};
 use actors::event::CustomerId;
 use actors::hooks::UpdateBus;
@@ -120,7 +120,7 @@ async fn announce_loop(
             }
             Err(e) => {
                 if outage.down() {
-                    metrics.record(StreamEvent::RedisDown { conn: "watch_announcer", error: &e });
+                    metrics.record(StreamEvent::RedisDown { conn: "watch_announcer", error: &e.to_string() });
                 }
             }
         }
@@ -144,11 +144,11 @@ async fn announce(
     ttl: Duration,
     watch: Vec<String>,
     unwatch: Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     if watch.is_empty() && unwatch.is_empty() {
         return Ok(());
     }
-    let mut conn = link.conn().await.map_err(|e| e.to_string())?;
+    let mut conn = link.conn().await?;
     let now = chrono::Utc::now().timestamp_millis();
     let expiry = now + ttl.as_millis() as i64;
     let (set, channel) = (watches_key(link), watch_channel(link));
@@ -179,7 +179,7 @@ async fn announce(
         let a = Announcement { gw: gw.to_owned(), ttl_ms, watch: vec![], unwatch: chunk.to_vec() };
         pipe.cmd("SPUBLISH").arg(&channel).arg(serde_json::to_string(&a).unwrap_or_default()).ignore();
     }
-    pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string())
+    Ok(pipe.query_async::<()>(&mut conn).await?)
 }
 
 /// Starts a processor's follower on the current runtime: it applies the

@@ -17,7 +17,7 @@ use crate::serving::ingest::Ingest;
 use crate::telemetry::Metrics;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
-use actors::customer::state::StateRules;
+use actors::data::state::StateRules;
 use actors::hooks::ScoringRules;
 use actors::runtime::{Ownership, PartitionSet, Runtime, RuntimeSettings};
 use actors::telemetry::ActorMetrics;

@@ -5,12 +5,12 @@
 //! WebSockets, and each can be absent (no model promoted, no segmentation
 //! active, nobody listening) without the actors caring.
 
-use crate::customer::state::{CustomerView, SessionView};
+use crate::data::state::{CustomerView, SessionView};
+use crate::data::{Score, SegmentAssignment};
 use crate::event::{CustomerId, SessionId};
 use crate::features::profile::ProfileFeatures;
 use crate::features::ShoppersFeatures;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
@@ -62,14 +62,6 @@ impl Default for ScoringRules {
 
 // ---------------------------------------------------------------- scoring
 
-/// A model's answer for one session.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Score {
-    /// Purchase probability in [0, 1].
-    pub probability: f64,
-    pub model_version: String,
-}
-
 /// Why no score came back; the actor keeps its previous score and tries again
 /// at the next change or at session end.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -95,16 +87,6 @@ pub trait Scorer: Send + Sync + 'static {
 }
 
 // ---------------------------------------------------------------- segments
-
-/// The segment a customer is in, as kept in its state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SegmentAssignment {
-    /// Segmentation version.
-    pub version: i32,
-    /// Segment index in that version.
-    pub segment: u32,
-    pub name: String,
-}
 
 /// An activated segmentation: nearest centroid of a transformed profile.
 pub trait SegmentAssigner: Send + Sync + 'static {

@@ -1,6 +1,9 @@
-//! The runtime core of cartpulse: typed events, the feature code shared by the
-//! live session actors and the offline jobs, the `CustomerSession` actors and
-//! their shards, and the persister that snapshots them.
+//! The runtime core of cartpulse: typed events ([`event`]), the feature code
+//! shared by the live session actors and the offline jobs ([`features`]), the
+//! actors' data free of actors and I/O ([`data`]: customer state, views,
+//! scores, snapshots), the `CustomerSession` actors ([`customer`]) and their
+//! shards, the persister that snapshots them, and the [`runtime`] that wires
+//! them. Dependencies point one way: event ← features ← data ← the actors.
 //!
 //! Correctness rests on one rule: the event log (table `events`) is the truth
 //! and every piece of state carries the log position it reflects. An actor
@@ -9,6 +12,7 @@
 //! an old and a new incarnation of an actor never loses or double-counts.
 
 pub mod customer;
+pub mod data;
 pub mod event;
 pub mod features;
 pub mod hooks;

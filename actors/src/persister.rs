@@ -2,9 +2,10 @@
 //! few batched transactions. Snapshots of the same customer (or session)
 //! coalesce while they wait, so a busy customer costs one row per batch.
 
-use crate::customer::state::SessionView;
+use crate::data::state::SessionView;
+use crate::data::Snapshot;
 use crate::event::{CustomerId, SessionId};
-use crate::messages::lifecycle::{FlushNow, Lookup, Snapshot};
+use crate::messages::lifecycle::{FlushNow, Lookup};
 use crate::store;
 use crate::telemetry::{ActorEvent, ActorMetrics};
 use crate::{RuntimeError, WriteGate};

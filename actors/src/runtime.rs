@@ -2,13 +2,15 @@
 //! the shards (each on its own arbiter thread), routes committed events and
 //! reads to the right shard, and drains everything on shutdown.
 
-use crate::customer::state::StateRules;
+use crate::customer::config::ShardConfig;
+use crate::data::partition;
+use crate::data::state::StateRules;
 use crate::event::{CustomerId, LoggedEvent, SessionId};
 use crate::messages::delivery::Deliver;
 use crate::messages::lifecycle::{Barrier, EvictPartition, FlushNow};
 use crate::messages::query::{Answer, Ask, Query};
 use crate::persister::Persister;
-use crate::shard::{Shard, ShardConfig};
+use crate::shard::Shard;
 use crate::store;
 use crate::telemetry::ActorMetrics;
 use crate::{RuntimeError, WriteGate};
@@ -158,17 +160,6 @@ impl SessionIndex {
         let g = self.inner.lock().ok()?;
         g.0.get(s).or_else(|| g.1.get(s)).cloned()
     }
-}
-
-/// Stable partition of a customer id (FNV-1a): the same on every replica and
-/// every run, because stream partitions are derived from it too.
-pub fn partition(customer: &str, n: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in customer.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % n.max(1) as u64) as usize
 }
 
 impl Runtime {

@@ -4,8 +4,9 @@
 //! way to the database, else from the database), and buffers their messages
 //! while they load so every customer sees its messages in order.
 
-use crate::customer::state::{CustomerState, StateRules};
+use crate::customer::config::ShardConfig;
 use crate::customer::CustomerSession;
+use crate::data::state::CustomerState;
 use crate::event::{CustomerId, LoggedEvent};
 use crate::messages::delivery::{Apply, Deliver};
 use crate::messages::lifecycle::{Barrier, EvictPartition, FlushState, IdleReport, Lookup, PassivateNow, StopNow};
@@ -16,39 +17,10 @@ use crate::telemetry::{ActorEvent, ActorMetrics};
 use crate::RuntimeError;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Settings shared by a shard and its actors.
-#[derive(Debug)]
-pub struct ShardConfig {
-    pub rules: StateRules,
-    pub passivate_after: Duration,
-    pub snapshot_every_events: u32,
-    pub snapshot_max_delay: Duration,
-    /// Latest event time committed anywhere (ms since epoch): "now" for the
-    /// profile's recency, which must work for live traffic and for replays of
-    /// old data alike.
-    pub watermark_ms: Arc<AtomicI64>,
-    /// Events handed to shards and not yet processed by an actor: the
-    /// committer's back-pressure signal.
-    pub inflight: Arc<AtomicI64>,
-    /// Most live actors per shard; beyond it the least recently used ones
-    /// are passivated early, so memory stays bounded whatever the traffic.
-    pub max_active: usize,
-    /// Scorer, segmentation and update bus.
-    pub hooks: crate::hooks::Hooks,
-}
-
-impl ShardConfig {
-    pub fn as_of(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_millis(self.watermark_ms.load(Ordering::Relaxed)).unwrap_or_else(Utc::now)
-    }
-}
 
 /// Most customers loaded in one round trip.
 const LOAD_BATCH: usize = 2_000;
@@ -183,8 +155,13 @@ impl Shard {
         }
         let state = snapshot.unwrap_or_else(|| CustomerState::new(id.clone()));
         self.metrics.record(ActorEvent::Activated { customer: id.as_str() });
-        let actor =
-            CustomerSession::new(state, self.cfg.clone(), ctx.address(), self.persister.clone(), self.metrics.clone());
+        let actor = CustomerSession::new(
+            state,
+            self.cfg.clone(),
+            ctx.address().recipient(),
+            self.persister.clone(),
+            self.metrics.clone(),
+        );
         let addr = actor.start();
         let mut forwarded = 0;
         for p in pending {
@@ -312,7 +289,7 @@ impl Handler<EvictPartition> for Shard {
 
     fn handle(&mut self, msg: EvictPartition, _ctx: &mut Self::Context) -> Self::Result {
         let of = msg.of;
-        let mine = |id: &CustomerId| crate::runtime::partition(id.as_str(), of) == msg.partition;
+        let mine = |id: &CustomerId| crate::data::partition(id.as_str(), of) == msg.partition;
         let active: Vec<CustomerId> = self
             .slots
             .iter()

@@ -1,9 +1,9 @@
 //! Database access of the runtime core: loading customer snapshots, writing
 //! snapshot batches, the runtime checkpoint and reading the log after it.
 
-use crate::customer::state::{CustomerState, SessionView};
+use crate::data::state::{CustomerState, SessionView};
+use crate::data::Snapshot;
 use crate::event::{CustomerId, Event, EventId, EventKind, LoggedEvent, SessionId};
-use crate::messages::lifecycle::Snapshot;
 use chrono::{DateTime, Utc};
 use entities::{checkpoint, customer, event, session};
 use sea_orm::sea_query::{Expr, OnConflict, Query};

@@ -505,7 +505,7 @@ async fn two_processors_owning_half_the_partitions_each_publish_one_rollup(d: De
     let mut buyers = Vec::new();
     for i in 0.. {
         let id = format!("half{i}");
-        let side = usize::from(actors::runtime::partition(&format!("{id}-c"), 8) >= 4);
+        let side = usize::from(actors::data::partition(&format!("{id}-c"), 8) >= 4);
         if sides[side] < 2 && buyers.len() < 3 {
             sides[side] += 1;
             buyers.push(id);

@@ -1,24 +1,26 @@
 //! The `CustomerSession` actor: one per active customer. It folds the
-//! customer's committed events into [`state::CustomerState`], answers reads,
+//! customer's committed events into [`CustomerState`], answers reads,
 //! snapshots itself to the persister, closes sessions that went quiet and
 //! passivates when idle. Through its [`Hooks`] it asks for purchase-intent
 //! scores (the open session debounced, every closed session once, finally),
 //! keeps its customer in the nearest segment of the active segmentation, and
 //! tells the update bus what changed.
 
-pub mod state;
+pub mod config;
 
+use crate::data::state::{Changes, CloseReason, ClosedSession, CustomerState, SessionView};
+use crate::data::Snapshot;
+use crate::data::{Score, SegmentAssignment};
 use crate::event::{EventKind, SessionId};
 use crate::features::ShoppersFeatures;
-use crate::hooks::{Hooks, Score, ScoreError, SegmentAssignment, Update};
+use crate::hooks::{Hooks, ScoreError, Update};
 use crate::messages::delivery::Apply;
-use crate::messages::lifecycle::{FlushState, IdleReport, PassivateNow, Snapshot};
+use crate::messages::lifecycle::{FlushState, IdleReport, PassivateNow};
 use crate::messages::query::{Answer, Inspect, Query};
 use crate::persister::Persister;
-use crate::shard::{Shard, ShardConfig};
 use crate::telemetry::{ActorEvent, ActorMetrics};
 use actix::prelude::*;
-use state::{Changes, CloseReason, ClosedSession, CustomerState, SessionView};
+use config::ShardConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,9 @@ const TICK: Duration = Duration::from_millis(500);
 pub struct CustomerSession {
     state: CustomerState,
     cfg: Arc<ShardConfig>,
-    shard: Addr<Shard>,
+    /// Its shard, which decides whether it may stop (only the one message
+    /// an actor sends to its shard, so it does not depend on the shard).
+    shard: Recipient<IdleReport>,
     persister: Addr<Persister>,
     metrics: ActorMetrics,
     /// Messages received from the shard (compared on passivation).
@@ -53,7 +57,7 @@ impl CustomerSession {
     pub fn new(
         state: CustomerState,
         cfg: Arc<ShardConfig>,
-        shard: Addr<Shard>,
+        shard: Recipient<IdleReport>,
         persister: Addr<Persister>,
         metrics: ActorMetrics,
     ) -> Self {

@@ -1,6 +1,5 @@
 //! Actor lifecycle: passivation, snapshots and the shutdown drain.
 
-use crate::customer::state::SessionView;
 use crate::customer::CustomerSession;
 use crate::event::CustomerId;
 use actix::{Addr, Message};
@@ -23,20 +22,6 @@ pub struct IdleReport {
 #[rtype(result = "()")]
 pub struct FlushState {
     pub done: oneshot::Sender<()>,
-}
-
-/// Actor → persister: the customer's state as of `last_seq`.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Snapshot {
-    pub customer_id: CustomerId,
-    pub last_seq: i64,
-    pub state_json: String,
-    pub profile_json: String,
-    /// Sessions that changed since the previous snapshot.
-    pub sessions: Vec<SessionView>,
-    /// The customer's segment in the active segmentation, if assigned.
-    pub segment: Option<crate::hooks::SegmentAssignment>,
 }
 
 /// To the persister: write everything queued; answers when it is durable.

@@ -2,7 +2,7 @@
 //! message to an actor can use `do_send` and keep mailbox order (a read sent
 //! after an acknowledgement sees the acknowledged events).
 
-use crate::customer::state::{CustomerView, SessionView};
+use crate::data::state::{CustomerView, SessionView};
 use crate::event::{CustomerId, SessionId};
 use crate::RuntimeError;
 use actix::Message;

@@ -218,7 +218,7 @@ async fn load_profiles(
     db: &sea_orm::DatabaseConnection,
     buyers_only: bool,
 ) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>, chrono::DateTime<chrono::Utc>)> {
-    use actors::customer::state::CustomerState;
+    use actors::data::state::CustomerState;
     use entities::customer::{Column, Entity};
     let all: Vec<(String, String)> = Entity::find()
         .select_only()

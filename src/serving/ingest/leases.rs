@@ -286,7 +286,7 @@ impl Parts {
     async fn claim(&mut self, target: usize) {
         let n = self.settings.partitions;
         // Processors start looking at different places, so they rarely race.
-        let start = actors::runtime::partition(&self.settings.instance, n);
+        let start = actors::data::partition(&self.settings.instance, n);
         let held = self.held.partitions();
         for i in 0..n {
             if self.held.len() >= target {

@@ -122,7 +122,7 @@ impl EventQueue {
         } else {
             let mut pipe = redis::pipe();
             for event in &events {
-                let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
+                let part = actors::data::partition(event.customer_id.as_str(), self.partitions);
                 self.append_to(&mut pipe, part, event, &acked_at_ms)?;
             }
             if wanted > 0 {
@@ -187,7 +187,7 @@ impl EventQueue {
     ) -> Result<Result<Vec<i64>, LinkError>, CommitError> {
         let mut pipes: std::collections::BTreeMap<usize, redis::Pipeline> = Default::default();
         for event in events {
-            let part = actors::runtime::partition(event.customer_id.as_str(), self.partitions);
+            let part = actors::data::partition(event.customer_id.as_str(), self.partitions);
             self.append_to(pipes.entry(part).or_insert_with(redis::pipe), part, event, acked_at_ms)?;
         }
         let conn = if wanted > 0 { &self.waits } else { &self.conn };

@@ -1,10 +1,10 @@
 //! A customer's state and how events change it, free of actors and I/O so that
 //! the live actor, crash recovery and offline jobs all run the same code.
 
+use crate::data::{Score, SegmentAssignment};
 use crate::event::{CustomerId, EventKind, LoggedEvent, SessionId};
 use crate::features::profile::{ProfileAccumulator, ProfileFeatures, SessionSummary};
 use crate::features::session::{SessionAccumulator, ShoppersFeatures};
-use crate::hooks::{Score, SegmentAssignment};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

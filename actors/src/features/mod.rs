@@ -1,8 +1,9 @@
 //! Feature code shared by the live session actors and the offline jobs.
 //!
 //! - [`session`]: the 17 UCI Online Shoppers session features, computed live
-//!   from one session's events ([`SessionAccumulator`]), plus the inverse
-//!   (expanding a UCI row into page views) used by the replay tool and tests.
+//!   from one session's events ([`SessionAccumulator`]); [`uci`]: their form
+//!   in the UCI file; [`expand`]: the inverse (a UCI row as page views) used
+//!   by the replay tool and the tests.
 //! - [`profile`]: a customer's long-term behavioural profile
 //!   ([`ProfileAccumulator`]) with bounded memory, deterministic and
 //!   JSON-snapshot-safe.
@@ -12,11 +13,17 @@
 //! why the crate enables serde_json's `float_roundtrip` feature.
 
 pub mod encode;
+pub mod expand;
 pub mod profile;
 pub mod session;
+pub mod uci;
 
+#[cfg(test)]
+mod tests;
+
+pub use expand::{expand_row_pages, session_start_for};
 pub use profile::{ProfileAccumulator, ProfileFeatures, SessionSummary};
-pub use session::{expand_row_pages, session_start_for, SessionAccumulator, ShoppersFeatures};
+pub use session::{SessionAccumulator, ShoppersFeatures};
 
 /// Errors from turning external data into features.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

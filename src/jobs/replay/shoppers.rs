@@ -16,7 +16,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use actors::event::{CustomerId, Event, EventId, EventKind, SessionId};
-use actors::features::session::{expand_row_pages, session_start_for, ShoppersFeatures};
+use actors::features::{expand_row_pages, session_start_for, ShoppersFeatures};
 use anyhow::{anyhow, Context};
 use chrono::TimeDelta;
 

@@ -495,11 +495,13 @@ async fn report_images(db: Db, store: Store) {
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("roc.png"), b"not a png").unwrap();
     let err = registry.publish_with_report(&plain, Some(&bad)).await.expect_err("not a PNG");
-    assert!(err.to_string().contains("not a PNG"), "{err}");
+    let err = format!("{:#}", anyhow::Error::from(err));
+    assert!(err.contains("not a PNG"), "{err}");
     std::fs::write(bad.join("roc.png"), std::fs::read(dir.join("report/roc.png")).unwrap()).unwrap();
     std::fs::write(bad.join("My Plot.png"), std::fs::read(dir.join("report/roc.png")).unwrap()).unwrap();
     let err = registry.publish_with_report(&plain, Some(&bad)).await.expect_err("bad name");
-    assert!(err.to_string().contains("My Plot.png"), "{err}");
+    let err = format!("{:#}", anyhow::Error::from(err));
+    assert!(err.contains("My Plot.png"), "{err}");
     assert!(registry.get(&b).await.unwrap().report.is_empty(), "refused publications changed nothing");
 
     // An image altered in the store is not served.

@@ -31,6 +31,7 @@ impl From<RegistryError> for ApiError {
             | RegistryError::AlreadyPublished { .. }
             | RegistryError::ReportDiffers { .. }
             | RegistryError::Load { .. } => ApiError::BadRequest(e.to_string()),
+            RegistryError::InvalidReport { ref source, .. } => ApiError::BadRequest(format!("{e}: {source}")),
             RegistryError::Store(StoreError::Backend { .. }) => {
                 tracing::warn!(error = %e, "model store unavailable");
                 ApiError::unavailable("the model store is unavailable right now")

@@ -35,11 +35,12 @@
 
 use crate::crash::free_port;
 use crate::helpers::page_view;
+use cartpulse::jobs::bench::serve_process::{ServeCommand, ServeProcess};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -208,20 +209,13 @@ fn create_key(dir: &Path, db_url: &str, scope: &str) -> ApiKey {
 
 /// One `cartpulse serve` process; killed when dropped (also on a failed assertion).
 struct Server {
-    child: Child,
+    process: ServeProcess,
     pid: u32,
     port: u16,
     base: String,
     client: reqwest::Client,
     ingest: String,
     read: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn http_client() -> reqwest::Client {
@@ -232,40 +226,24 @@ impl Server {
     /// `cartpulse serve --listen 127.0.0.1:<free port> --database-url …` with
     /// `env` on top; waits for `/readyz`.
     async fn start(f: &Fixture, env: &[(&str, &str)]) -> Server {
-        let port = free_port();
-        let child = command(f.dir.path())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &f.db_url])
+        let process = ServeCommand::new(bin())
+            .unwrap()
+            .without_inherited_config()
+            .current_dir(f.dir.path())
+            .env("CARTPULSE_MODEL_STORE", f.dir.path().join("models").display().to_string())
+            .args(["--database-url", &f.db_url])
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(server_stderr())
-            .spawn()
-            .expect("spawn cartpulse serve");
-        let mut s = Server {
-            pid: child.id(),
-            child,
-            port,
-            base: format!("http://127.0.0.1:{port}"),
+            .start(Duration::from_secs(90))
+            .await
+            .expect("cartpulse serve");
+        Server {
+            pid: process.pid(),
+            port: process.port,
+            base: process.base.clone(),
+            process,
             client: http_client(),
             ingest: f.ingest.key.clone(),
             read: f.read.key.clone(),
-        };
-        s.wait_ready().await;
-        s
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("cartpulse serve exited with {status} before it was ready (TEST_LOG=1 shows why)");
-            }
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "server at {} did not become ready", self.base);
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -330,12 +308,7 @@ impl Server {
     /// Graceful stop (SIGTERM, as an orchestrator does): waits until the
     /// process has flushed its state and exited.
     async fn stop(mut self) {
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().expect("try_wait").is_none() {
-            assert!(Instant::now() < deadline, "the server did not stop within 30 s of SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process.terminate(Duration::from_secs(30)).await.expect("the server stops within 30 s of SIGTERM");
     }
 
     /// `POST /v1/events` with the ingest key; (status, body).
@@ -827,16 +800,7 @@ fn tally(statuses: impl IntoIterator<Item = u16>) -> BTreeMap<u16, usize> {
 
 /// Sum of every sample of `name` (with or without labels); `None` if absent.
 fn metric_sum(text: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let series_name = line.split(['{', ' ']).next().unwrap_or("");
-        if series_name == name {
-            if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-                *found.get_or_insert(0.0) += v;
-            }
-        }
-    }
-    found
+    cartpulse::telemetry::scrape::sum(text, name)
 }
 
 /// The values of `label` over every series whose name starts with `prefix`.

@@ -2,8 +2,8 @@
 //! is counted twice. The server is the real binary in its own process.
 
 use crate::helpers::*;
+use cartpulse::jobs::bench::serve_process::{create_key, ServeCommand, ServeProcess};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,45 +11,21 @@ use std::time::{Duration, Instant};
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
 
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    cartpulse::jobs::bench::serve_process::free_port().expect("a free port")
 }
 
-/// Kills the server when the test ends, also when an assertion fails.
-pub(crate) struct Server(pub(crate) Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(db_url: &str, port: u16) -> Server {
-    Server(
-        Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db_url])
-            .env("CARTPULSE_LOG", "warn")
-            // Snapshots lag on purpose, so recovery must come from the log.
-            .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "5000")
-            .env("CARTPULSE_ACTORS__SNAPSHOT_EVERY_EVENTS", "100000")
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
-            .spawn()
-            .expect("spawn cartpulse serve"),
-    )
-}
-
-pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server at {base} did not become ready");
+/// `cartpulse serve` on `port` over `db_url`, ready.
+async fn start_server(db_url: &str, port: u16) -> ServeProcess {
+    ServeCommand::new(BIN)
+        .unwrap()
+        .port(port)
+        .args(["--database-url", db_url])
+        // Snapshots lag on purpose, so recovery must come from the log.
+        .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "5000")
+        .env("CARTPULSE_ACTORS__SNAPSHOT_EVERY_EVENTS", "100000")
+        .start(Duration::from_secs(30))
+        .await
+        .expect("cartpulse serve")
 }
 
 /// Customer i: one session of `3 + i % 5` product pages, a purchase and a
@@ -73,18 +49,12 @@ pub(crate) fn expected_events(i: usize) -> usize {
 async fn sigkill_mid_replay_loses_no_acknowledged_event_and_counts_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("crash.db").display());
-    let out = Command::new(BIN)
-        .args(["keys", "create", "--name", "crash", "--scope", "admin", "--database-url", &db_url])
-        .output()
-        .expect("keys create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key = create_key(BIN, &db_url, "crash", "admin").expect("keys create");
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut server = start_server(&db_url, port);
-    wait_ready(&client, &base).await;
+    let mut server = start_server(&db_url, port).await;
 
     const N: usize = 600;
     let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
@@ -113,16 +83,14 @@ async fn sigkill_mid_replay_loses_no_acknowledged_event_and_counts_none_twice() 
         assert!(Instant::now() < deadline, "replay made no progress");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    server.0.kill().expect("SIGKILL");
-    server.0.wait().unwrap();
+    server.kill();
     for p in producers {
         let _ = p.await;
     }
     let acked_before: Vec<usize> = acked.lock().unwrap().clone();
     assert!(acked_before.len() < N, "the kill came too late to test anything");
 
-    let server = start_server(&db_url, port);
-    wait_ready(&client, &base).await;
+    let server = start_server(&db_url, port).await;
     let get = |id: String| {
         let (client, base, key) = (client.clone(), base.clone(), key.clone());
         async move {

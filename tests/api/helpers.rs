@@ -280,13 +280,9 @@ impl TestApp {
     }
 }
 
+/// The value of the series written exactly `name` (labels included), 0 if absent.
 pub fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    cartpulse::telemetry::scrape::sample(text, name).unwrap_or(0.0)
 }
 
 /// Builds a page-view event.

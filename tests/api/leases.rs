@@ -248,7 +248,7 @@ async fn a_processor_stopped_gracefully_hands_its_partitions_over_at_once() {
     let TwoShare { d, mut c, mut a, b, gw, producers } = two_sharing("20000", Duration::from_secs(60)).await;
     let pb = b.pid();
     let started = Instant::now();
-    a.terminate();
+    a.terminate().await;
     let stopped_in = started.elapsed();
     let took = until_holders(&d, &mut c, Duration::from_secs(10), "the other processor takes every partition", |h| {
         h.len() == PARTITIONS && count_of(h, pb) == PARTITIONS
@@ -289,7 +289,7 @@ async fn a_paused_processor_cannot_commit_after_its_partitions_were_taken_over()
     // A freezes (a long GC pause, a VM stall) while its blocking read is
     // still answered by Redis: the entries it is handed stay in its pending
     // list, and B claims them once A's leases expire.
-    a.signal("STOP");
+    a.signal(libc::SIGSTOP);
     let took = until_holders(&d, &mut c, LEASE * 4, "B takes the paused processor's partitions", |h| {
         h.len() == PARTITIONS && count_of(h, pb) == PARTITIONS
     })
@@ -297,7 +297,7 @@ async fn a_paused_processor_cannot_commit_after_its_partitions_were_taken_over()
     let at = producers.acked();
     producers.until_acked(at + 100).await;
     // A wakes up with batches in hand and tokens that moved on.
-    a.signal("CONT");
+    a.signal(libc::SIGCONT);
     let deadline = Instant::now() + Duration::from_secs(20);
     let client = reqwest::Client::new();
     let metric = |name: &'static str| {

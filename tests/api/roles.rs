@@ -8,9 +8,10 @@
 //! Cluster (3 primaries, 3 replicas; `CARTPULSE_TEST_REDIS_CLUSTER_URL`,
 //! started by `scripts/test.sh`).
 
-use crate::crash::{batch, expected_events, free_port, wait_ready, Server, BIN};
+use crate::crash::{batch, expected_events, free_port, BIN};
 use crate::helpers::*;
 use crate::stream::{control, until, Ws};
+use cartpulse::jobs::bench::serve_process::{create_key, ServeCommand, ServeProcess};
 use futures::SinkExt;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -121,7 +122,7 @@ impl redis::aio::ConnectionLike for RedisConn {
 
 /// One replica: its process and its base URL.
 pub struct Replica {
-    server: Server,
+    server: ServeProcess,
     port: u16,
 }
 
@@ -131,28 +132,22 @@ impl Replica {
     }
 
     pub fn kill(&mut self) {
-        self.server.0.kill().expect("SIGKILL");
-        self.server.0.wait().unwrap();
+        self.server.kill();
     }
 
     /// SIGTERM, then waits for the graceful stop to finish.
-    pub fn terminate(&mut self) {
-        let pid = self.server.0.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success();
-        assert!(ok, "kill -TERM {pid}");
-        let status = self.server.0.wait().unwrap();
+    pub async fn terminate(&mut self) {
+        let status = self.server.terminate(Duration::from_secs(60)).await.expect("SIGTERM");
         assert!(status.success(), "the graceful stop failed: {status}");
     }
 
     pub fn pid(&self) -> u32 {
-        self.server.0.id()
+        self.server.pid()
     }
 
-    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
-    pub fn signal(&self, signal: &str) {
-        let pid = self.pid().to_string();
-        let ok = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill").success();
-        assert!(ok, "kill -{signal} {pid}");
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the process.
+    pub fn signal(&self, signal: i32) {
+        self.server.signal(signal).expect("kill");
     }
 }
 
@@ -165,12 +160,7 @@ impl Deployment {
     pub async fn with_redis_url(redis: String) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let db_url = fresh_database(Db::Postgres, dir.path()).await;
-        let out = Command::new(BIN)
-            .args(["keys", "create", "--name", "roles", "--scope", "admin", "--database-url", &db_url])
-            .output()
-            .expect("keys create");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let key = create_key(BIN, &db_url, "roles", "admin").expect("keys create");
         let prefix = format!("cp_t_{}", hex::encode(rand::random::<[u8; 5]>()));
         Deployment { redis, db_url, prefix, key, client: reqwest::Client::new(), _dir: dir }
     }
@@ -194,29 +184,25 @@ impl Deployment {
         partitions: usize,
         env: &[(&str, &str)],
     ) -> Replica {
-        let port = port.unwrap_or_else(free_port);
         let owns: Vec<&str> = owns.map(|o| vec!["--owns", o]).unwrap_or_default();
-        let server = Server(
-            Command::new(BIN)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--role", role])
-                .args(["--database-url", &self.db_url, "--redis-url", &self.redis])
-                .args(["--partitions", &partitions.to_string()])
-                .args(&owns)
-                .envs(env.iter().copied())
-                .env("CARTPULSE_REDIS__PREFIX", &self.prefix)
-                .env("CARTPULSE_STREAM__TOKEN_SECRET", "roles-test-stream-token-secret-0123456789")
-                .env("CARTPULSE_LOG", "warn")
-                .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "200")
-                // Stale entries of a killed processor are reclaimed quickly.
-                .env("CARTPULSE_REDIS__CLAIM_IDLE_MS", "1000")
-                .stdout(Stdio::null())
-                .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
-                .spawn()
-                .expect("spawn cartpulse serve"),
-        );
-        let r = Replica { server, port };
-        wait_ready(&self.client, &r.base()).await;
-        r
+        let mut cmd = ServeCommand::new(BIN).unwrap();
+        if let Some(port) = port {
+            cmd = cmd.port(port);
+        }
+        let server = cmd
+            .args(["--role", role, "--database-url", &self.db_url, "--redis-url", &self.redis])
+            .args(["--partitions", &partitions.to_string()])
+            .args(&owns)
+            .envs(env.iter().copied())
+            .env("CARTPULSE_REDIS__PREFIX", &self.prefix)
+            .env("CARTPULSE_STREAM__TOKEN_SECRET", "roles-test-stream-token-secret-0123456789")
+            .env("CARTPULSE_ACTORS__SNAPSHOT_MAX_DELAY_MS", "200")
+            // Stale entries of a killed processor are reclaimed quickly.
+            .env("CARTPULSE_REDIS__CLAIM_IDLE_MS", "1000")
+            .start(Duration::from_secs(30))
+            .await
+            .expect("cartpulse serve");
+        Replica { port: server.port, server }
     }
 
     /// Events in the deployment's log.

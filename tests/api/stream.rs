@@ -5,6 +5,7 @@
 //! shutdown of the real binary.
 
 use crate::helpers::*;
+use cartpulse::jobs::bench::serve_process::{create_key, ServeCommand, ServeProcess};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -449,29 +450,18 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_another_keeps_recei
 
 /// `cartpulse serve` as a child process with a read key, and a WebSocket
 /// client subscribed to `kpis` on it.
-async fn serve_with_viewer(drain_s: u64) -> (std::process::Child, u16, Ws, tempfile::TempDir) {
+async fn serve_with_viewer(drain_s: u64) -> (ServeProcess, u16, Ws, tempfile::TempDir) {
     const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ws.db").display());
-    let out = std::process::Command::new(BIN)
-        .args(["keys", "create", "--name", "ws", "--scope", "read", "--database-url", &db_url])
-        .output()
-        .expect("keys create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = std::process::Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &db_url])
-        .env("CARTPULSE_LOG", "warn")
+    let key = create_key(BIN, &db_url, "ws", "read").expect("keys create");
+    let child = ServeCommand::new(BIN)
+        .unwrap()
+        .args(["--database-url", &db_url])
         .env("CARTPULSE_SHUTDOWN__DRAIN_S", drain_s.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(if std::env::var("TEST_LOG").is_ok() {
-            std::process::Stdio::inherit()
-        } else {
-            std::process::Stdio::null()
-        })
         .spawn()
         .expect("spawn serve");
+    let port = child.port;
     let url = format!("ws://127.0.0.1:{port}/v1/stream");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut ws = loop {
@@ -494,9 +484,9 @@ async fn serve_with_viewer(drain_s: u64) -> (std::process::Child, u16, Ws, tempf
 async fn shutdown_closes_clients_with_1001() {
     let (mut child, _port, mut ws, _dir) = serve_with_viewer(0).await;
     let started = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.signal(libc::SIGTERM).unwrap();
     let code = closed_with(&mut ws, Duration::from_secs(10)).await;
-    let status = child.wait().unwrap();
+    let status = child.wait_exit(Duration::from_secs(30)).await.unwrap();
     assert_eq!(code, Some(1001));
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "the stop waited on the WebSocket");
@@ -513,7 +503,7 @@ async fn sigterm_reports_not_ready_and_serves_through_the_drain() {
     let readyz = format!("http://127.0.0.1:{port}/readyz");
     assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
     let started = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.signal(libc::SIGTERM).unwrap();
     let not_ready = loop {
         let r = http.get(&readyz).send().await.expect("still serving while draining");
         if r.status() == 503 {
@@ -531,6 +521,6 @@ async fn sigterm_reports_not_ready_and_serves_through_the_drain() {
     let closed_after = started.elapsed();
     assert_eq!(code, Some(1001));
     assert!(closed_after >= DRAIN, "the stream closed after {closed_after:?}, before the {DRAIN:?} drain");
-    let status = child.wait().unwrap();
+    let status = child.wait_exit(Duration::from_secs(30)).await.unwrap();
     assert!(status.success(), "{status:?}");
 }

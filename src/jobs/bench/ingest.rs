@@ -34,12 +34,13 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::ingest_replicas::ScaleArgs;
-use super::servers::{metric_sum, Server};
+use super::servers::Server;
 use crate::jobs::replay::sender::{
     plan_batches, resolve, Batch, SendReport, Sender, SenderConfig, MAX_EVENTS_PER_REQUEST,
 };
 use crate::jobs::replay::synthetic::{generate_events, SyntheticConfig};
 use crate::jobs::replay::{per_second, progress_bar};
+use crate::telemetry::scrape::sum as metric_sum;
 
 /// The metric that counts events applied by the session actors.
 pub const APPLIED_METRIC: &str = "cartpulse_events_applied_total";

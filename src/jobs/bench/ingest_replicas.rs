@@ -51,8 +51,9 @@
 
 use super::cpu::{pids_named, CpuMeter, CpuUse, Groups};
 use super::ingest::{prepare, IngestBenchOptions, APPLIED_METRIC};
-use super::servers::{histogram_quantile, metric_sum, round, ReplicaOptions, Replicas};
+use super::servers::{round, ReplicaOptions, Replicas};
 use crate::jobs::replay::sender::Batch;
+use crate::telemetry::scrape::{histogram_quantile, sum as metric_sum};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};

@@ -22,6 +22,7 @@ pub mod inference;
 pub mod ingest;
 pub mod ingest_replicas;
 pub mod roll;
+pub mod serve_process;
 pub mod servers;
 pub mod ws;
 

@@ -14,22 +14,22 @@
 //!   (32 random bytes, hex): the service refuses to start with Redis without
 //!   one of at least 32 bytes.
 
+use super::serve_process::{create_key, ServeCommand, ServeProcess};
+use crate::telemetry::scrape;
 use anyhow::{anyhow, bail, Context};
 use secrecy::{ExposeSecret, SecretString};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use std::time::Duration;
 
-/// A `serve` child process; killed when dropped.
+/// A `serve` child with an admin key of its database; killed when dropped.
 pub struct Server {
-    child: Child,
+    process: ServeProcess,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// An admin key of its database.
     pub key: SecretString,
     client: reqwest::Client,
-    /// Holds a SQLite file; declared after `child` so that it is removed only
-    /// once the server is gone.
+    /// Holds a SQLite file; declared after `process` so that it is removed
+    /// only once the server is gone.
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -43,8 +43,9 @@ impl Server {
         Ok(s)
     }
 
-    /// `serve EXTRA…` over `db` on a free loopback port, ready when it
-    /// answers `/readyz`; creates an admin key first unless given one.
+    /// `serve EXTRA…` of this executable (`std::env::current_exe()`) over
+    /// `db` on a free loopback port, ready when it answers `/readyz`;
+    /// creates an admin key first unless given one.
     pub async fn start_with(
         db: &str,
         key: Option<&str>,
@@ -54,63 +55,29 @@ impl Server {
         let exe = std::env::current_exe().context("locating the cartpulse executable")?;
         let key = match key {
             Some(k) => k.to_owned(),
-            None => create_key(&exe, db).await?,
+            None => {
+                let (exe, db) = (exe.clone(), db.to_owned());
+                tokio::task::spawn_blocking(move || create_key(&exe, &db, "bench", "admin")).await??
+            }
         };
-        let port = free_port()?;
-        let mut cmd = Command::new(&exe);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
+        let process = ServeCommand::new(&exe)?
+            .args(["--database-url", db])
             .args(extra)
-            .env("CARTPULSE_LOG", "warn")
-            .stdin(Stdio::null())
-            // The bench's report is the last stdout line: a child's stdout goes nowhere.
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {} serve", exe.display()))?;
+            .envs(env.iter().copied())
+            .log(true)
+            .start(Duration::from_secs(120))
+            .await?;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        let mut s = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            key: SecretString::from(key),
-            client,
-            _dir: None,
-        };
-        s.wait_ready(extra, Duration::from_secs(120)).await?;
-        Ok(s)
-    }
-
-    async fn wait_ready(&mut self, extra: &[&str], limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "the server (serve {}) exited before it was ready ({status}); see its log above",
-                    extra.join(" ")
-                );
-            }
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the server (serve {}) was not ready after {} s", extra.join(" "), limit.as_secs());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        Ok(Server { base: process.base.clone(), process, key: SecretString::from(key), client, _dir: None })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        Some(self.process.pid())
     }
 
     /// Resident memory of the process.
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
-        let pid = self.pid().ok_or_else(|| anyhow!("server gone"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))?;
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -130,68 +97,24 @@ impl Server {
 
     /// An unlabelled sample, 0 when absent.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self.metrics().await?;
-        Ok(text
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0.0))
+        Ok(scrape::sample(&self.metrics().await?, name).unwrap_or(0.0))
     }
 
     /// The server's own ack → broadcast p99 from its histogram (bucket bound).
     pub async fn latency_p99_ms(&self) -> anyhow::Result<Option<f64>> {
         let text = self.metrics().await?;
-        Ok(histogram_quantile(&text, "cartpulse_stream_latency_seconds", 0.99).map(|s| round(s * 1000.0, 2)))
+        Ok(scrape::histogram_quantile(&text, "cartpulse_stream_latency_seconds", 0.99).map(|s| round(s * 1000.0, 2)))
     }
 
     /// SIGTERM (what ECS sends), then waits up to `within` for the process
     /// to exit; answers its exit status (SIGKILL and an error past `within`).
     pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let pid = self.pid().ok_or_else(|| anyhow!("server already gone"))?;
-        // SAFETY: kill(2) with a pid this process spawned and has not reaped.
-        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
-            bail!("kill -TERM {pid}: {}", std::io::Error::last_os_error());
-        }
-        match tokio::time::timeout(within, self.child.wait()).await {
-            Ok(status) => Ok(status?),
-            Err(_) => {
-                let _ = self.child.start_kill();
-                bail!("serve (pid {pid}) did not exit within {} s of SIGTERM", within.as_secs())
-            }
-        }
+        self.process.terminate(within).await
     }
 
     pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        self.process.kill();
     }
-}
-
-/// `keys create --scope admin` on `db`; the key is the last stdout line.
-async fn create_key(exe: &std::path::Path, db: &str) -> anyhow::Result<String> {
-    let out = Command::new(exe)
-        .args(["keys", "create", "--name", "bench", "--scope", "admin", "--database-url", db])
-        .env("CARTPULSE_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("running {} keys create", exe.display()))?;
-    if !out.status.success() {
-        bail!("`cartpulse keys create` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .ok_or_else(|| anyhow!("`cartpulse keys create` printed no key"))?
-        .to_owned())
-}
-
-/// A port that was free a moment ago (the server binds it right after).
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr().context("finding a free port")?.port())
 }
 
 /// What to start for a many-replica run.
@@ -414,52 +337,6 @@ async fn scan_delete(c: &mut redis::aio::MultiplexedConnection, prefix: &str) ->
     }
 }
 
-/// Sums the samples of `name` (every label set) in Prometheus text format;
-/// `None` when there is none.
-pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let value_part = if let Some(labels) = rest.strip_prefix('{') {
-            match labels.rfind('}') {
-                Some(end) => &labels[end + 1..],
-                None => continue,
-            }
-        } else if rest.starts_with(' ') {
-            rest
-        } else {
-            // Another metric sharing the prefix (e.g. `…_total_created`).
-            continue;
-        };
-        if let Some(v) = value_part.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
-            *total.get_or_insert(0.0) += v;
-        }
-    }
-    total
-}
-
-/// The upper bound of the bucket holding quantile `q` of an unlabelled
-/// histogram `name` (seconds, as exported); `None` when it is empty.
-pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for l in text.lines() {
-        if let Some(rest) = l.strip_prefix(&prefix) {
-            if let Some((le, v)) = rest.split_once("\"} ") {
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
-                buckets.push((le, v.trim().parse().ok()?));
-            }
-        }
-    }
-    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
-    if total == 0.0 {
-        return None;
-    }
-    buckets.iter().find(|(_, n)| *n >= total * q).map(|(le, _)| *le)
-}
-
 pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
@@ -475,29 +352,5 @@ mod tests {
         assert_eq!(owns_ranges(8, 2), vec![(0, 3), (4, 7)]);
         assert_eq!(owns_ranges(8, 3), vec![(0, 2), (3, 5), (6, 7)]);
         assert_eq!(owns_ranges(16, 4).last(), Some(&(12, 15)));
-    }
-
-    #[test]
-    fn metric_sum_over_series() {
-        let text = "# HELP cartpulse_events_applied_total Events applied\n\
-                    # TYPE cartpulse_events_applied_total counter\n\
-                    cartpulse_events_applied_total{shard=\"0\"} 10\n\
-                    cartpulse_events_applied_total{shard=\"1\"} 5 1700000000\n\
-                    cartpulse_events_applied_total_created 1.7e9\n\
-                    cartpulse_other_total 99\n";
-        assert_eq!(metric_sum(text, "cartpulse_events_applied_total"), Some(15.0));
-        assert_eq!(metric_sum("cartpulse_events_applied_total 3\n", "cartpulse_events_applied_total"), Some(3.0));
-        assert_eq!(metric_sum("cartpulse_other_total 1\n", "cartpulse_events_applied_total"), None);
-    }
-
-    #[test]
-    fn histogram_quantile_is_a_bucket_bound() {
-        let text = "h_seconds_bucket{le=\"0.005\"} 50\n\
-                    h_seconds_bucket{le=\"0.01\"} 98\n\
-                    h_seconds_bucket{le=\"0.05\"} 100\n\
-                    h_seconds_bucket{le=\"+Inf\"} 100\n";
-        assert_eq!(histogram_quantile(text, "h_seconds", 0.5), Some(0.005));
-        assert_eq!(histogram_quantile(text, "h_seconds", 0.99), Some(0.05));
-        assert_eq!(histogram_quantile("", "h_seconds", 0.99), None);
     }
 }

@@ -2,6 +2,8 @@
 //! typed events: [`Metrics::record`] is the one place that logs them and
 //! bumps the counters. The runtime core has its own in `actors::telemetry`.
 
+pub mod scrape;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };

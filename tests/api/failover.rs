@@ -7,6 +7,7 @@
 //! `since`.
 
 use crate::crash::{batch, expected_events, free_port};
+use crate::helpers::eventually;
 use crate::roles::{subscribe, Deployment};
 use crate::stream::{control, until};
 use cartpulse::serving::ingest::streams::partition_tag;
@@ -99,19 +100,19 @@ impl LocalCluster {
 
     /// Waits for `cluster_state:ok` on every live node and every replica linked up.
     async fn wait_healthy(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually("the cluster is healthy", within, || async {
             let ok = self.nodes.iter().all(|n| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"));
             let linked = self.nodes.iter().all(|n| {
                 let info = redis_cli(n.port, &["info", "replication"]);
                 !info.contains("role:slave") || info.contains("master_link_status:up")
             });
             if ok && linked {
-                return;
+                Ok(())
+            } else {
+                Err(format!("cluster_state ok on all: {ok}, replicas linked: {linked}"))
             }
-            assert!(Instant::now() < deadline, "the cluster did not become healthy");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 
     /// SIGKILLs the primary owning `key`'s slot; its index.

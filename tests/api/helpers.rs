@@ -268,15 +268,33 @@ impl TestApp {
 
     /// Waits until `name` reaches at least `at_least`.
     pub async fn wait_metric(&self, name: &str, at_least: f64, timeout: Duration) -> f64 {
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually(&format!("{name} >= {at_least}"), timeout, || async {
             let v = self.metric(name).await;
             if v >= at_least {
-                return v;
+                Ok(v)
+            } else {
+                Err(format!("{name} is {v}"))
             }
-            assert!(Instant::now() < deadline, "{name} stayed at {v}, expected >= {at_least}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await
+    }
+}
+
+/// Polls `check` every 20 ms until it answers `Ok`, for at most `within`;
+/// past it the test fails naming `what` and the last `Err` (the state seen).
+/// Tests wait for conditions with this, never with a fixed sleep.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(state) => assert!(Instant::now() < deadline, "{what}: not within {within:?}; last seen: {state}"),
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn data_file() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/online_shoppers_intention.csv"))
@@ -140,20 +140,21 @@ async fn replayed_sessions_score_like_offline_predict(db: Db) {
     let rows: Vec<ShoppersFeatures> = lines[1..].iter().map(|l| features(l)).collect();
     let offline = model.predict(&rows).unwrap();
     let version = model.manifest.model_version.as_str();
-    let deadline = Instant::now() + Duration::from_secs(30);
     for (k, want) in offline.iter().enumerate() {
         let n = k + 1;
         // The final score is asked for when the session closes; it arrives shortly after.
-        let sess = loop {
+        let sess = eventually(&format!("osi-s{n} is scored"), Duration::from_secs(30), || async {
             let (status, sess) = app.get_session(&format!("osi-s{n}")).await;
             assert_eq!(status, 200, "osi-s{n}: {sess}");
-            if sess["score"].is_number() || Instant::now() > deadline {
-                break sess;
+            if sess["score"].is_number() {
+                Ok(sess)
+            } else {
+                Err(sess.to_string())
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        })
+        .await;
         assert_eq!(sess["status"], "closed");
-        let got = sess["score"].as_f64().unwrap_or_else(|| panic!("osi-s{n} has no score: {sess}"));
+        let got = sess["score"].as_f64().unwrap();
         assert!((got - f64::from(*want)).abs() < 1e-5, "osi-s{n}: online {got}, offline {want}");
         assert_eq!(sess["model_version"], version, "osi-s{n}");
     }
@@ -240,11 +241,15 @@ async fn swapping_models_under_load_fails_no_request() {
         }));
     }
     let wait_for = |counter: Arc<AtomicUsize>, what: &'static str| async move {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while counter.load(Ordering::SeqCst) < 50 {
-            assert!(Instant::now() < deadline, "fewer than 50 answers from the {what} model");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(&format!("50 answers from the {what} model"), Duration::from_secs(20), || async {
+            let n = counter.load(Ordering::SeqCst);
+            if n >= 50 {
+                Ok(())
+            } else {
+                Err(format!("{n} answers"))
+            }
+        })
+        .await
     };
     wait_for(old_seen.clone(), "old").await;
     app.inference.set_models(cartpulse::serving::inference::ServingSet::single(mb));
@@ -298,25 +303,29 @@ async fn promotions_reach_the_pool_and_split_customers(db: Db) {
     assert_eq!(status, 200, "{body}");
     // The pool reloads from the registry when this process promotes; it is
     // asynchronous, so wait briefly for the swap.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
+    let got = eventually("the promotion reaches the pool", Duration::from_secs(10), || async {
         let (status, got) = app.predict(&json!({ "features": row })).await;
-        if status == 200 || Instant::now() > deadline {
-            assert_eq!(status, 200, "the promotion reached the pool: {got}");
-            break got;
+        if status == 200 {
+            Ok(got)
+        } else {
+            Err(format!("{status} {got}"))
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert_eq!(got["model_version"], va.as_str());
 
     // A/B: half the customers on b, each customer always on the same arm.
     let (status, body) = app.promote_model(&vb, Some(0.5), Some(&app.admin_key.clone())).await;
     assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.inference.serving().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(app.inference.serving().len(), 2, "both versions served: {:?}", app.inference.serving());
+    eventually("both versions are served", Duration::from_secs(10), || async {
+        let serving = app.inference.serving();
+        if serving.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{serving:?}"))
+        }
+    })
+    .await;
     let mut arms: HashMap<String, String> = HashMap::new();
     for round in 0..2 {
         for c in 0..60 {
@@ -387,11 +396,13 @@ async fn shadow_scores_are_counted_but_never_served(db: Db) {
     };
     assert_eq!(status_of(&list, &vb), "shadow");
     assert_eq!(status_of(&list, &va), "active");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.inference.shadow().as_deref() != Some(vb.as_str()) {
-        assert!(Instant::now() < deadline, "the shadow reached the pool: {:?}", app.inference.shadow());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the shadow reaches the pool", Duration::from_secs(10), || async {
+        match app.inference.shadow() {
+            Some(v) if v == vb => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     // Predictions: the active version's answers, exactly; the shadow counts every row.
     let rows: Vec<ShoppersFeatures> = sample_rows(97)[1..41].iter().map(|l| features(l)).collect();
@@ -412,14 +423,14 @@ async fn shadow_scores_are_counted_but_never_served(db: Db) {
         assert!((got["scores"][0]["probability"].as_f64().unwrap() - f64::from(want[i])).abs() < 1e-5);
         assert!(got.get("shadow").is_none(), "{got}");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let metrics = loop {
+    let metrics = eventually("the shadow scores the 50 rows", Duration::from_secs(10), || async {
         let m = app.metrics_text().await;
-        if metric_value(&m, &rows_sample) >= before + 50.0 || Instant::now() > deadline {
-            break m;
+        match metric_value(&m, &rows_sample) {
+            n if n >= before + 50.0 => Ok(m),
+            n => Err(format!("{n} shadow rows")),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert_eq!(metric_value(&metrics, &rows_sample), before + 50.0, "every predicted row shadow-scored once");
     let diff_count = format!("cartpulse_shadow_score_abs_diff_count{{version=\"{vb}\"}}");
     assert_eq!(metric_value(&metrics, &diff_count), before + 50.0, "{metrics}");
@@ -453,20 +464,34 @@ async fn shadow_scores_are_counted_but_never_served(db: Db) {
     assert_eq!(status, 200, "{body}");
     assert_eq!((body["before"].as_str(), body["changed"].as_bool()), (Some(vc.as_str()), Some(true)));
     assert_eq!(registry.get(&vc).await.unwrap().status, "candidate");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.inference.shadow().is_some() {
-        assert!(Instant::now() < deadline, "the cleared shadow left the pool");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the cleared shadow leaves the pool", Duration::from_secs(10), || async {
+        match app.inference.shadow() {
+            None => Ok(()),
+            Some(v) => Err(v),
+        }
+    })
+    .await;
     let m = app.metrics_text().await;
     let counted: Vec<f64> = [&vb, &vc]
         .iter()
         .map(|v| metric_value(&m, &format!("cartpulse_shadow_rows_total{{version=\"{v}\"}}")))
         .collect();
+    let predicted = |m: &str| cartpulse::telemetry::scrape::sum(m, "cartpulse_predictions_total").unwrap_or(0.0);
+    let before = predicted(&app.metrics_text().await);
     let (status, _) = app.predict(&body_of(&rows[..5])).await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let m = app.metrics_text().await;
+    // A batch carries the shadow model the pool had when it was dispatched
+    // (none now); once its rows are counted, any shadow rows of it would
+    // have been offered already.
+    let m = eventually("the 5 rows are counted", Duration::from_secs(10), || async {
+        let m = app.metrics_text().await;
+        if predicted(&m) >= before + 5.0 {
+            Ok(m)
+        } else {
+            Err(format!("{} predictions", predicted(&m)))
+        }
+    })
+    .await;
     for (v, n) in [&vb, &vc].iter().zip(&counted) {
         assert_eq!(metric_value(&m, &format!("cartpulse_shadow_rows_total{{version=\"{v}\"}}")), *n, "{v}");
     }
@@ -479,15 +504,15 @@ async fn shadow_scores_are_counted_but_never_served(db: Db) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(registry.get(&vb).await.unwrap().status, "active");
     assert_eq!(registry.get(&va).await.unwrap().status, "retired");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the promoted shadow serves", Duration::from_secs(10), || async {
         let (status, got) = app.predict(&body_of(&rows[..1])).await;
         if status == 200 && got["model_version"] == vb.as_str() && app.inference.shadow().is_none() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{status} {got}"))
         }
-        assert!(Instant::now() < deadline, "the promoted shadow serves: {got}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     // A retired version may be shadowed; released, it is retired again.
     let (status, _) = app.post_json(&format!("/v1/models/{va}/shadow"), None, Some(&admin)).await;
     assert_eq!(status, 200);

@@ -10,6 +10,7 @@
 //! log exactly once and in its customer's state exactly once.
 
 use crate::crash::{batch, expected_events};
+use crate::helpers::eventually;
 use crate::roles::{Deployment, Redis, RedisConn, Replica};
 use cartpulse::serving::ingest::streams::partition_tag;
 use std::collections::BTreeMap;
@@ -62,11 +63,13 @@ impl Producers {
     }
 
     async fn until_acked(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.acked() < n {
-            assert!(Instant::now() < deadline, "ingest stalled at {} acknowledged batches", self.acked());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("{n} acknowledged batches"), Duration::from_secs(60), || async {
+            match self.acked() {
+                got if got >= n => Ok(()),
+                got => Err(format!("ingest at {got}")),
+            }
+        })
+        .await
     }
 
     async fn stop(self) -> Vec<usize> {
@@ -106,14 +109,17 @@ async fn until_holders(
     check: impl Fn(&BTreeMap<usize, u32>) -> bool,
 ) -> Duration {
     let started = Instant::now();
-    loop {
-        let h = holders(d, c).await;
+    // The closure is called once per poll; the connection is lent to each call.
+    let c = tokio::sync::Mutex::new(c);
+    eventually(what, within, || async {
+        let h = holders(d, &mut *c.lock().await).await;
         if check(&h) {
-            return started.elapsed();
+            Ok(started.elapsed())
+        } else {
+            Err(format!("holders {h:?}"))
         }
-        assert!(started.elapsed() < within, "{what} within {within:?}; holders: {h:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 fn count_of(h: &BTreeMap<usize, u32>, pid: u32) -> usize {

@@ -9,6 +9,7 @@
 //! started by `scripts/test.sh`).
 
 use crate::crash::{batch, expected_events, free_port, BIN};
+use crate::helpers::eventually;
 use crate::helpers::*;
 use crate::stream::{control, until, Ws};
 use cartpulse::jobs::bench::serve_process::{create_key, ServeCommand, ServeProcess};
@@ -363,7 +364,18 @@ async fn a_client_of_a_dead_gateway_recovers_what_it_missed_on_the_other(d: Depl
     // While the client is away, an order arrives through B.
     assert_eq!(d.post(&b, &order("away", 3.0)).await.0, 200);
     d.drained(&b).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The frames the client missed must be in the history before it comes
+    // back, so that they are recovered from there, not received live.
+    let c = tokio::sync::Mutex::new(d.redis_conn().await);
+    let seq_key = format!("{}:{{kpis}}:seq", d.prefix);
+    eventually("two KPI frames published while the client was away", Duration::from_secs(10), || async {
+        let seq: Option<u64> = redis::cmd("GET").arg(&seq_key).query_async(&mut *c.lock().await).await.unwrap();
+        match seq {
+            Some(seq) if seq >= last_seq + 2 => Ok(()),
+            seq => Err(format!("seq {seq:?}, last seen by the client {last_seq}")),
+        }
+    })
+    .await;
 
     let mut ws = d.ws(&b).await;
     subscribe(&mut ws, &["kpis"], json!({ "kpis": last_seq })).await;

@@ -38,6 +38,9 @@ pub struct CustomerSession {
     /// Messages received from the shard (compared on passivation).
     processed: u64,
     last_message: Instant,
+    /// When the last event arrived: the session gap is measured from it, so
+    /// reads (a dashboard polling the customer) do not keep a session open.
+    last_event: Instant,
     /// Changes not yet in a snapshot.
     unsaved_events: u32,
     unsaved_since: Option<Instant>,
@@ -69,6 +72,7 @@ impl CustomerSession {
             metrics,
             processed: 0,
             last_message: Instant::now(),
+            last_event: Instant::now(),
             unsaved_events: 0,
             unsaved_since: None,
             unsaved_closed: Vec::new(),
@@ -285,8 +289,8 @@ impl CustomerSession {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.last_message.elapsed();
-        if self.state.open.is_some() && idle.as_secs() as i64 >= self.cfg.rules.session_gap.num_seconds() {
+        let quiet = self.last_event.elapsed();
+        if self.state.open.is_some() && quiet.as_secs() as i64 >= self.cfg.rules.session_gap.num_seconds() {
             let mut changes = Changes::default();
             self.state.close_open(CloseReason::Inactivity, self.cfg.rules, &mut changes);
             self.note_changes(changes);
@@ -299,7 +303,7 @@ impl CustomerSession {
                 self.snapshot();
             }
         }
-        if idle >= self.cfg.passivate_after {
+        if self.last_message.elapsed() >= self.cfg.passivate_after {
             self.offer_passivation(ctx);
         }
     }
@@ -361,6 +365,7 @@ impl Handler<Apply> for CustomerSession {
     fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
         self.processed += 1;
         self.last_message = Instant::now();
+        self.last_event = self.last_message;
         self.cfg.inflight.fetch_sub(msg.0.len() as i64, std::sync::atomic::Ordering::Relaxed);
         let last_seq = self.state.last_seq;
         let mut changes = Changes::default();

@@ -97,7 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::serving::cli::serve(global, args),
         Command::Migrate => {
             let settings = global.settings(None)?;
-            crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
+            crate::telemetry::init_logging(&settings.log.level, settings.log.format == crate::config::LogFormat::Json);
             tokio_rt()?.block_on(async {
                 let db = crate::db::connect(&settings).await?;
                 crate::db::migrate(&db).await?;

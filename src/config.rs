@@ -63,7 +63,26 @@ pub struct ShutdownSettings {
     /// to them; they hand their partitions over at once). On ECS it matches
     /// the target group's deregistration delay (Terraform sets both from
     /// `drain_seconds`).
-    pub drain_s: u64,
+    #[serde(deserialize_with = "units::secs")]
+    pub drain_s: std::time::Duration,
+}
+
+/// SQLite's `synchronous` pragma (`database.sqlite_synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// A commit survives power loss.
+    Full,
+    /// A commit survives a crash of the process only.
+    Normal,
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The parts one process runs.
@@ -114,7 +133,8 @@ pub struct RedisSettings {
     pub read_count: usize,
     /// Pending entries idle this long are reclaimed (XAUTOCLAIM) from
     /// whichever consumer read them and did not acknowledge.
-    pub claim_idle_ms: u64,
+    #[serde(deserialize_with = "units::millis")]
+    pub claim_idle_ms: std::time::Duration,
     /// An entry delivered this many times without being committed goes to
     /// the dead-letter stream.
     pub max_attempts: u64,
@@ -126,10 +146,12 @@ pub struct RedisSettings {
     pub ack_replicas: Option<u32>,
     /// How long a gateway waits for those replicas; past it the request gets
     /// 503 with `Retry-After` (resending is safe: `event_id` de-duplicates).
-    pub ack_timeout_ms: u64,
+    #[serde(deserialize_with = "units::millis")]
+    pub ack_timeout_ms: std::time::Duration,
     /// Without `owns`: how long a processor's partition lease lasts without
     /// renewal, i.e. how soon a dead processor's partitions are taken over.
-    pub lease_ms: u64,
+    #[serde(deserialize_with = "units::millis")]
+    pub lease_ms: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,14 +163,16 @@ pub struct InferenceSettings {
     /// Rows queued beyond which score requests are refused (503).
     pub max_queued_rows: usize,
     /// An open session is rescored at most this often, in milliseconds.
-    pub score_debounce_ms: u64,
+    #[serde(deserialize_with = "units::millis")]
+    pub score_debounce_ms: std::time::Duration,
     /// Sessions whose score reaches this are announced on the `scores` topic.
     pub alert_threshold: f64,
     /// Serve this model directory (as written by `cartpulse train`) instead of
     /// the registry's active versions; for development and checks.
     pub model_dir: Option<String>,
     /// How often the registry is polled for promotions made elsewhere, in seconds.
-    pub refresh_s: u64,
+    #[serde(deserialize_with = "units::secs")]
+    pub refresh_s: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,7 +181,7 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// SQLite `synchronous` pragma: `full` (default: a commit survives power
     /// loss) or `normal` (survives a process crash only).
-    pub sqlite_synchronous: String,
+    pub sqlite_synchronous: SqliteSync,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,11 +195,13 @@ pub struct IngestSettings {
     /// How long the committer waits for more events before committing a
     /// non-full batch, in milliseconds (0 = commit as soon as the previous
     /// commit is done, which is what group commit needs under load).
-    pub commit_max_wait_ms: u64,
+    #[serde(deserialize_with = "units::millis")]
+    pub commit_max_wait_ms: std::time::Duration,
     /// Events waiting for commit beyond which requests get 503.
     pub queue_max_events: usize,
     /// Events stamped further than this in the future are rejected.
-    pub max_future_skew_s: i64,
+    #[serde(deserialize_with = "units::secs")]
+    pub max_future_skew_s: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,13 +210,16 @@ pub struct ActorSettings {
     pub shards: usize,
     /// A session closes when the customer is inactive this long (event time
     /// between two events, or wall time with no event at all).
-    pub session_gap_s: i64,
+    #[serde(deserialize_with = "units::secs")]
+    pub session_gap_s: std::time::Duration,
     /// An actor with no message for this long flushes its state and stops.
-    pub passivate_after_s: u64,
+    #[serde(deserialize_with = "units::secs")]
+    pub passivate_after_s: std::time::Duration,
     /// Snapshot an actor's state after this many applied events …
     pub snapshot_every_events: u32,
     /// … or this many milliseconds after its first unsnapshotted change.
-    pub snapshot_max_delay_ms: u64,
+    #[serde(deserialize_with = "units::millis")]
+    pub snapshot_max_delay_ms: std::time::Duration,
     /// Most live actors per shard; the least recently used beyond it are
     /// passivated early.
     pub max_active_per_shard: usize,
@@ -200,7 +229,8 @@ pub struct ActorSettings {
     pub persist_max_batch: usize,
     /// How often every actor's state is made durable and the checkpoint
     /// moved; after a crash, the log since the checkpoint is replayed.
-    pub checkpoint_interval_ms: u64,
+    #[serde(deserialize_with = "units::millis")]
+    pub checkpoint_interval_ms: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,7 +239,7 @@ pub struct LogSettings {
     /// also sets it.
     pub level: String,
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// When set, gateways also print the stream backlog every 10 s to stdout
     /// as a CloudWatch Embedded Metric Format line in this namespace (the
     /// ECS log driver turns it into a CloudWatch metric that processor
@@ -331,14 +361,11 @@ impl Settings {
             "database_url must start with sqlite: or postgres:// (got a URL with scheme {:?})",
             url.split(':').next().unwrap_or("")
         );
-        anyhow::ensure!(
-            matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal"),
-            "database.sqlite_synchronous must be full or normal"
-        );
         anyhow::ensure!(self.ingest.max_events_per_request > 0, "ingest.max_events_per_request must be > 0");
         anyhow::ensure!(self.ingest.commit_max_events > 0, "ingest.commit_max_events must be > 0");
-        anyhow::ensure!(self.actors.session_gap_s > 0, "actors.session_gap_s must be > 0");
-        anyhow::ensure!(matches!(self.log.format.as_str(), "text" | "json"), "log.format must be text or json");
+        anyhow::ensure!(!self.actors.session_gap_s.is_zero(), "actors.session_gap_s must be > 0");
+        anyhow::ensure!(self.actors.session_gap_s <= MAX_SPAN, "actors.session_gap_s must be at most 10 years");
+        anyhow::ensure!(self.ingest.max_future_skew_s <= MAX_SPAN, "ingest.max_future_skew_s must be at most 10 years");
         if let Some(url) = &self.redis_url {
             let url = url.expose_secret();
             anyhow::ensure!(
@@ -360,9 +387,9 @@ impl Settings {
         self.owned_partitions()?;
         anyhow::ensure!(self.redis.max_attempts > 0, "redis.max_attempts must be > 0");
         anyhow::ensure!(
-            (300..=600_000).contains(&self.redis.lease_ms),
+            (300..=600_000).contains(&self.redis.lease_ms.as_millis()),
             "redis.lease_ms must be from 300 to 600000 (ms); got {}",
-            self.redis.lease_ms
+            self.redis.lease_ms.as_millis()
         );
         anyhow::ensure!(self.redis.read_count > 0, "redis.read_count must be > 0");
         anyhow::ensure!(!self.redis.prefix.is_empty(), "redis.prefix must not be empty");
@@ -443,5 +470,32 @@ impl Settings {
         } else {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         }
+    }
+}
+
+/// The longest span a setting compared with event times may have.
+const MAX_SPAN: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+
+/// A validated setting as a span of event time (settings are at most
+/// [`MAX_SPAN`], so the conversion cannot fail for them).
+pub fn chrono_span(d: std::time::Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d.min(MAX_SPAN)).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// Durations in the configuration: keys keep their unit in the name
+/// (`drain_s`, `lease_ms`) and are read as whole numbers into
+/// [`std::time::Duration`], so code never converts units by hand.
+pub mod units {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    /// A key in whole seconds.
+    pub fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+
+    /// A key in whole milliseconds.
+    pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
     }
 }

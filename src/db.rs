@@ -19,7 +19,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    let full = settings.database.sqlite_synchronous == "full";
+    let full = settings.database.sqlite_synchronous == crate::config::SqliteSync::Full;
     opts.map_sqlx_sqlite_opts(move |o| {
         use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
         o.journal_mode(SqliteJournalMode::Wal)

@@ -134,7 +134,7 @@ impl Application {
                 crate::serving::inference::source::follow_registry(
                     models.clone(),
                     inference.clone(),
-                    Duration::from_secs(settings.inference.refresh_s.max(1)),
+                    settings.inference.refresh_s.max(Duration::from_secs(1)),
                 )
                 .await,
             ),
@@ -143,7 +143,7 @@ impl Application {
         let hooks = actors::hooks::Hooks {
             scorer: Some(Arc::new(inference.clone())),
             scoring: ScoringRules {
-                debounce: Duration::from_millis(settings.inference.score_debounce_ms),
+                debounce: settings.inference.score_debounce_ms,
                 alert_threshold: settings.inference.alert_threshold,
             },
             ..Default::default()
@@ -174,7 +174,7 @@ impl Application {
             &settings.stream,
             &hooks,
             &metrics.registry,
-            Duration::from_secs(settings.actors.session_gap_s.max(1) as u64),
+            settings.actors.session_gap_s.max(Duration::from_secs(1)),
             fanout,
         )
         .context("starting the live stream")?;
@@ -191,7 +191,7 @@ impl Application {
                     settings.redis.max_backlog,
                     crate::serving::ingest::queue::AckPolicy {
                         replicas: settings.redis.ack_replicas,
-                        timeout: Duration::from_millis(settings.redis.ack_timeout_ms),
+                        timeout: settings.redis.ack_timeout_ms,
                     },
                     metrics.clone(),
                 )
@@ -262,8 +262,7 @@ impl Application {
         tracing::info!(port, role = role.name(), "cartpulse listening");
         // Only what a load balancer sends clients to needs time to be taken
         // out; a processor hands its partitions over at once.
-        let drain_time =
-            if role.serves_clients() { Duration::from_secs(settings.shutdown.drain_s) } else { Duration::ZERO };
+        let drain_time = if role.serves_clients() { settings.shutdown.drain_s } else { Duration::ZERO };
         Ok(Application {
             port,
             server,
@@ -404,12 +403,12 @@ async fn start_core(
         RuntimeSettings {
             shards: settings.shard_count(),
             rules: StateRules {
-                session_gap: chrono::Duration::seconds(settings.actors.session_gap_s),
+                session_gap: crate::config::chrono_span(settings.actors.session_gap_s),
                 recent_cap: settings.actors.recent_sessions,
             },
-            passivate_after: Duration::from_secs(settings.actors.passivate_after_s),
+            passivate_after: settings.actors.passivate_after_s,
             snapshot_every_events: settings.actors.snapshot_every_events,
-            snapshot_max_delay: Duration::from_millis(settings.actors.snapshot_max_delay_ms),
+            snapshot_max_delay: settings.actors.snapshot_max_delay_ms,
             persist_max_batch: settings.actors.persist_max_batch,
             write_gate: gate.clone(),
             max_active_per_shard: settings.actors.max_active_per_shard,
@@ -437,7 +436,7 @@ async fn start_core(
     let held = crate::serving::ingest::leases::Held::default();
     let checkpoints = {
         let runtime = runtime.clone();
-        let every = Duration::from_millis(settings.actors.checkpoint_interval_ms.max(100));
+        let every = settings.actors.checkpoint_interval_ms.max(Duration::from_millis(100));
         let (db, leased, held, gate) = (db.clone(), plan.leased.is_some(), held.clone(), gate.clone());
         actix_web::rt::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -468,7 +467,7 @@ async fn start_core(
         metrics.clone(),
         CommitterSettings {
             max_events: settings.ingest.commit_max_events,
-            max_wait: Duration::from_millis(settings.ingest.commit_max_wait_ms),
+            max_wait: settings.ingest.commit_max_wait_ms,
             queue_max_events: settings.ingest.queue_max_events,
         },
     );
@@ -493,9 +492,9 @@ async fn start_core(
                 owns,
                 name,
                 read_count: settings.redis.read_count,
-                claim_idle: Duration::from_millis(settings.redis.claim_idle_ms.max(100)),
+                claim_idle: settings.redis.claim_idle_ms.max(Duration::from_millis(100)),
                 max_attempts: settings.redis.max_attempts,
-                max_future_skew_s: settings.ingest.max_future_skew_s,
+                max_future_skew: settings.ingest.max_future_skew_s,
             },
             plan.leased.is_some().then_some(lost_tx),
         )
@@ -513,7 +512,7 @@ async fn start_core(
                 metrics.clone(),
                 crate::serving::ingest::leases::LeaseSettings {
                     partitions: settings.redis.partitions,
-                    lease: Duration::from_millis(settings.redis.lease_ms),
+                    lease: settings.redis.lease_ms,
                     instance: instance.clone(),
                 },
                 held,

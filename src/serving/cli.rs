@@ -25,7 +25,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs { listen, role, partitions, owns } = args;
     let overrides = Overrides { role, partitions, owns, ..global.overrides(listen) };
     let settings = Settings::load(global.config.as_deref(), &overrides)?;
-    crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
+    crate::telemetry::init_logging(&settings.log.level, settings.log.format == crate::config::LogFormat::Json);
     actix_web::rt::System::new().block_on(async {
         let app = crate::startup::Application::build(settings).await?;
         app.run_until_stopped().await

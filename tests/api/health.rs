@@ -92,7 +92,7 @@ async fn every_metric_is_documented_and_every_documented_metric_exists() {
 #[actix_web::test]
 async fn a_stop_reports_not_ready_and_keeps_serving_through_the_drain() {
     use std::time::{Duration, Instant};
-    let mut app = spawn_app_with(Db::Sqlite, |s| s.shutdown.drain_s = 3).await;
+    let mut app = spawn_app_with(Db::Sqlite, |s| s.shutdown.drain_s = std::time::Duration::from_secs(3)).await;
     let (s, _) = app.get_json("/readyz", None).await;
     assert_eq!(s, 200);
     let asked = Instant::now();

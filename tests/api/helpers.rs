@@ -47,8 +47,8 @@ pub fn test_settings(database_url: &str) -> Settings {
         Overrides { listen: Some("127.0.0.1:0".into()), database_url: Some(database_url.into()), ..Default::default() };
     let mut s = Settings::load(None, &overrides).expect("test settings");
     s.actors.shards = 2;
-    s.actors.snapshot_max_delay_ms = 100;
-    s.database.sqlite_synchronous = "normal".into();
+    s.actors.snapshot_max_delay_ms = std::time::Duration::from_millis(100);
+    s.database.sqlite_synchronous = cartpulse::config::SqliteSync::Normal;
     // Required with Redis; the same for every app of a test, as on replicas.
     s.stream.token_secret = Some(secrecy::SecretString::from("test-stream-token-secret-of-at-least-32-bytes"));
     s

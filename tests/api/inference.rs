@@ -65,7 +65,7 @@ async fn spawn_with_model(db: Db, model: &std::path::Path) -> TestApp {
     let model = model.display().to_string();
     spawn_app_with(db, move |s| {
         s.inference.model_dir = Some(model);
-        s.inference.score_debounce_ms = 50;
+        s.inference.score_debounce_ms = std::time::Duration::from_millis(50);
     })
     .await
 }

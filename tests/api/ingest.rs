@@ -96,7 +96,7 @@ crate::on_both_databases!(ndjson_and_group_commit);
 
 #[actix_web::test]
 async fn sessions_close_on_gap_new_session_and_end() {
-    let app = spawn_app_with(Db::Sqlite, |s| s.actors.session_gap_s = 1800).await;
+    let app = spawn_app_with(Db::Sqlite, |s| s.actors.session_gap_s = std::time::Duration::from_secs(1800)).await;
     let (s, _) = app
         .post_events(&json!([
             page_view("g1", "cg", "sa", "2025-07-01T10:00:00Z", "product"),
@@ -126,7 +126,7 @@ async fn sessions_close_on_gap_new_session_and_end() {
 
 #[actix_web::test]
 async fn quiet_sessions_close_on_wall_clock() {
-    let app = spawn_app_with(Db::Sqlite, |s| s.actors.session_gap_s = 1).await;
+    let app = spawn_app_with(Db::Sqlite, |s| s.actors.session_gap_s = std::time::Duration::from_secs(1)).await;
     let now = chrono::Utc::now().to_rfc3339();
     let (s, _) = app.post_events(&json!([page_view("w1", "cw", "sw", &now, "product")])).await;
     assert_eq!(s, 200);
@@ -147,7 +147,7 @@ async fn quiet_sessions_close_on_wall_clock() {
 async fn old_sessions_are_served_from_the_database() {
     let app = spawn_app_with(Db::Sqlite, |s| {
         s.actors.recent_sessions = 1;
-        s.actors.snapshot_max_delay_ms = 50;
+        s.actors.snapshot_max_delay_ms = std::time::Duration::from_millis(50);
     })
     .await;
     let mut events = Vec::new();

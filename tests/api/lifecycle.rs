@@ -15,7 +15,7 @@ fn customer_batch(c: &str) -> Value {
 }
 
 async fn idle_actors_passivate_and_come_back_identical(db: Db) {
-    let app = spawn_app_with(db, |s| s.actors.passivate_after_s = 1).await;
+    let app = spawn_app_with(db, |s| s.actors.passivate_after_s = std::time::Duration::from_secs(1)).await;
     let (s, _) = app.post_events(&customer_batch("cp")).await;
     assert_eq!(s, 200);
     let (_, before) = app.get_customer("cp").await;

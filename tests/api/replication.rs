@@ -87,7 +87,7 @@ async fn a_gateway_acknowledges_only_what_the_replica_holds() {
     let url = primary.url();
     let app = spawn_app_with(Db::Sqlite, move |s| {
         s.redis_url = Some(secrecy::SecretString::from(url));
-        s.redis.ack_timeout_ms = 300;
+        s.redis.ack_timeout_ms = std::time::Duration::from_millis(300);
     })
     .await;
 

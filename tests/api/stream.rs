@@ -93,7 +93,7 @@ pub(crate) async fn subscribe(ws: &mut Ws, topics: &[&str], since: Value) {
 
 #[actix_web::test]
 async fn refuses_bad_credentials_and_accepts_header_query_token_and_first_message() {
-    let app = spawn_app_with(Db::Sqlite, |s| s.stream.auth_timeout_ms = 500).await;
+    let app = spawn_app_with(Db::Sqlite, |s| s.stream.auth_timeout_ms = std::time::Duration::from_millis(500)).await;
 
     // Header: unknown key 401, wrong scope 403, both before the upgrade.
     match connect(&app, Some("cp_nope_nope"), "").await {
@@ -357,7 +357,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_another_keeps_recei
         // client keeps up even on a loaded CI machine; the stalled one never
         // reads, so it reaches any limit.
         s.stream.queue_max_messages = 256;
-        s.stream.slow_after_ms = 500;
+        s.stream.slow_after_ms = std::time::Duration::from_millis(500);
     })
     .await;
     let customers: Vec<String> = (0..25).map(|i| format!("sl-{i}")).collect();

@@ -258,7 +258,7 @@ async fn one_sharded_subscription_per_topic_whatever_the_number_of_clients() {
     let p = prefix();
     let app = spawn_app_with(Db::Sqlite, |s| {
         with_redis(s, REDIS, &p);
-        s.stream.customer_linger_s = 1;
+        s.stream.customer_linger_s = std::time::Duration::from_secs(1);
     })
     .await;
     let mut clients = Vec::new();

@@ -34,7 +34,7 @@ fn positive_seconds(s: &str) -> anyhow::Result<f64> {
 
 pub fn demo(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let settings = global.settings(Some(args.listen))?;
-    crate::telemetry::init_logging(&settings.log.level, settings.log.format == "json");
+    crate::telemetry::init_logging(&settings.log.level, settings.log.format == crate::config::LogFormat::Json);
     let opts = super::DemoOptions {
         file: args.file,
         synthetic: args.synthetic,

@@ -111,7 +111,7 @@ async fn history(opts: &FeedOptions, format: ReplayFormat) -> anyhow::Result<Vec
 /// is reported and the demo goes on without segments.
 async fn segment(opts: &FeedOptions) {
     // The actors store profiles within `actors.snapshot_max_delay_ms`.
-    let wait = Duration::from_millis(opts.settings.actors.snapshot_max_delay_ms + 1_000);
+    let wait = opts.settings.actors.snapshot_max_delay_ms + Duration::from_secs(1);
     eprintln!("demo feed: segmenting the customers in {} s …", wait.as_secs());
     tokio::time::sleep(wait).await;
     let res = async {

@@ -21,8 +21,8 @@ pub struct DeviceSigner {
 }
 
 impl DeviceSigner {
-    pub fn new(key: SecretSlice<u8>, ttl_s: i64) -> DeviceSigner {
-        DeviceSigner { key, ttl_s: ttl_s.max(60) }
+    pub fn new(key: SecretSlice<u8>, ttl: std::time::Duration) -> DeviceSigner {
+        DeviceSigner { key, ttl_s: (ttl.as_secs() as i64).max(60) }
     }
 
     pub fn ttl_s(&self) -> i64 {
@@ -67,13 +67,13 @@ mod tests {
 
     #[test]
     fn a_cookie_is_valid_for_its_name_until_it_expires() {
-        let s = DeviceSigner::new(SecretSlice::from(vec![7u8; 32]), 3_600);
+        let s = DeviceSigner::new(SecretSlice::from(vec![7u8; 32]), std::time::Duration::from_secs(3_600));
         let c = s.issue("admin", 1_000);
         let id = s.verify(&c, "admin", 1_001).expect("valid");
         assert_eq!(id.len(), 24);
         assert_eq!(s.verify(&c, "admin2", 1_001), None, "bound to the name");
         assert_eq!(s.verify(&c, "admin", 4_600), None, "expired");
-        let other = DeviceSigner::new(SecretSlice::from(vec![8u8; 32]), 3_600);
+        let other = DeviceSigner::new(SecretSlice::from(vec![8u8; 32]), std::time::Duration::from_secs(3_600));
         assert_eq!(other.verify(&c, "admin", 1_001), None, "another key");
         assert_eq!(s.verify("garbage", "admin", 1_001), None);
     }

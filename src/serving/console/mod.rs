@@ -30,7 +30,8 @@ pub struct ConsoleSettings {
     /// on unless `listen` is a loopback address (where plain HTTP is normal).
     pub secure_cookies: Option<bool>,
     /// How long a login lasts, in seconds.
-    pub session_ttl_s: i64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub session_ttl_s: std::time::Duration,
     /// Failed logins after which a name backs off (exponentially, up to
     /// `login_max_backoff_s`) for browsers that never logged in as it, and
     /// after which a browser that did waits out `login_window_s`.
@@ -38,15 +39,18 @@ pub struct ConsoleSettings {
     /// Failed logins per client address within `login_window_s` after which that address gets 429.
     pub login_max_failures_per_ip: usize,
     /// The rate limiter's window, in seconds.
-    pub login_window_s: u64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub login_window_s: std::time::Duration,
     /// Longest back-off of a name, in seconds.
-    pub login_max_backoff_s: u64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub login_max_backoff_s: std::time::Duration,
     /// Password checks (argon2, ~19 MiB each) run at once.
     pub login_concurrency: usize,
     /// Logins waiting for a password check beyond which logins answer 503.
     pub login_max_waiting: usize,
     /// Lifetime of the device cookie a successful login sets, in seconds.
-    pub device_ttl_s: i64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub device_ttl_s: std::time::Duration,
     /// Directory holding the built console (`index.html`, `assets/`).
     pub static_dir: String,
 }
@@ -55,14 +59,14 @@ impl Default for ConsoleSettings {
     fn default() -> Self {
         ConsoleSettings {
             secure_cookies: None,
-            session_ttl_s: 12 * 3600,
+            session_ttl_s: std::time::Duration::from_secs(12 * 3600),
             login_max_failures_per_name: 5,
             login_max_failures_per_ip: 5,
-            login_window_s: 60,
-            login_max_backoff_s: 3600,
+            login_window_s: std::time::Duration::from_secs(60),
+            login_max_backoff_s: std::time::Duration::from_secs(3600),
             login_concurrency: 2,
             login_max_waiting: 32,
-            device_ttl_s: 30 * 86_400,
+            device_ttl_s: std::time::Duration::from_secs(30 * 86_400),
             static_dir: "static".into(),
         }
     }
@@ -166,14 +170,14 @@ impl Console {
         device_key: secrecy::SecretSlice<u8>,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<Console> {
-        let window = std::time::Duration::from_secs(settings.login_window_s.max(1));
+        let window = settings.login_window_s.max(std::time::Duration::from_secs(1));
         Ok(Console {
             limiter: Arc::new(
                 ratelimit::LoginLimiter::new(
                     settings.login_max_failures_per_name,
                     settings.login_max_failures_per_ip,
                     window,
-                    std::time::Duration::from_secs(settings.login_max_backoff_s),
+                    settings.login_max_backoff_s,
                 )
                 .shared(redis),
             ),

@@ -66,7 +66,7 @@ pub async fn start(
     let id = hex::encode(rand::random::<[u8; 32]>());
     let csrf = hex::encode(rand::random::<[u8; 32]>());
     let now = Utc::now();
-    let ttl = console.settings.session_ttl_s.max(60);
+    let ttl = console.settings.session_ttl_s.max(std::time::Duration::from_secs(60)).as_secs() as i64;
     // Expired sessions of anyone are dropped here, so the table stays small
     // without a sweeper task.
     console_session::Entity::delete_many().filter(console_session::Column::ExpiresAt.lt(now)).exec(db).await?;

@@ -65,7 +65,7 @@ async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> R
     let body = crate::serving::web::body::read_limited(req, payload, state.ingest.max_body_bytes).await?;
     let limits = ParseLimits {
         max_events: state.ingest.max_events_per_request,
-        latest_time: chrono::Utc::now() + chrono::Duration::seconds(state.ingest.max_future_skew_s),
+        latest_time: chrono::Utc::now() + crate::config::chrono_span(state.ingest.max_future_skew_s),
     };
     // Parsing a large body is CPU work: keep it off the I/O thread.
     let parsed = web::block(move || parse_body(&body, format, limits))

@@ -83,7 +83,7 @@ pub struct ConsumerSettings {
     pub read_count: usize,
     pub claim_idle: Duration,
     pub max_attempts: u64,
-    pub max_future_skew_s: i64,
+    pub max_future_skew: std::time::Duration,
 }
 
 impl ConsumerSettings {
@@ -787,7 +787,7 @@ impl Reader {
         let s = &self.shared;
         let limits = ParseLimits {
             max_events: 1,
-            latest_time: chrono::Utc::now() + chrono::Duration::seconds(s.settings.max_future_skew_s),
+            latest_time: chrono::Utc::now() + crate::config::chrono_span(s.settings.max_future_skew),
         };
         let max_attempts = s.settings.max_attempts;
         let checked = tokio::task::spawn_blocking(move || {

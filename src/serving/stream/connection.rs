@@ -92,8 +92,9 @@ pub async fn run(stream: Stream, mut session: Session, mut msgs: MessageStream, 
     if let Some((c, why)) = code {
         // A slow client gets its close frame only once it reads what is
         // already buffered; give it a while, then let go.
-        let grace = if c == close::SLOW { stream.settings.slow_after_ms.max(2_000) } else { 2_000 };
-        let _ = tokio::time::timeout(Duration::from_millis(grace), session.close(Some(reason(c, why)))).await;
+        let floor = Duration::from_secs(2);
+        let grace = if c == close::SLOW { stream.settings.slow_after_ms.max(floor) } else { floor };
+        let _ = tokio::time::timeout(grace, session.close(Some(reason(c, why)))).await;
     }
 }
 
@@ -104,7 +105,7 @@ async fn authenticate_first_message(
     msgs: &mut MessageStream,
     credentials: &Credentials,
 ) -> Option<Admitted> {
-    let deadline = tokio::time::sleep(Duration::from_millis(stream.settings.auth_timeout_ms));
+    let deadline = tokio::time::sleep(stream.settings.auth_timeout_ms);
     tokio::pin!(deadline);
     let refusal = loop {
         tokio::select! {
@@ -161,11 +162,11 @@ async fn serve(
     recheck: &Recheck,
 ) -> Option<(u16, &'static str)> {
     let settings = &stream.settings;
-    let recheck_every = Duration::from_millis(settings.recheck_ms.max(100));
+    let recheck_every = settings.recheck_ms.max(Duration::from_millis(100));
     let recheck_at = tokio::time::sleep_until(recheck.first_at(recheck_every));
     tokio::pin!(recheck_at);
-    let idle_timeout = Duration::from_millis(settings.idle_timeout_ms);
-    let every = Duration::from_millis(settings.heartbeat_interval_ms.max(10));
+    let idle_timeout = settings.idle_timeout_ms;
+    let every = settings.heartbeat_interval_ms.max(Duration::from_millis(10));
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();

@@ -45,22 +45,28 @@ pub struct StreamSettings {
     /// absent in a single process.
     pub token_secret: Option<SecretString>,
     /// Lifetime of a stream token.
-    pub token_ttl_s: u64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub token_ttl_s: std::time::Duration,
     /// How often a connection's key or console session is re-checked (also
     /// when its token expires); a revoked one is closed with 4001.
-    pub recheck_ms: u64,
+    #[serde(deserialize_with = "crate::config::units::millis")]
+    pub recheck_ms: std::time::Duration,
     /// Without credentials on the upgrade, the `auth` message must come within this.
-    pub auth_timeout_ms: u64,
+    #[serde(deserialize_with = "crate::config::units::millis")]
+    pub auth_timeout_ms: std::time::Duration,
     /// The server pings this often.
-    pub heartbeat_interval_ms: u64,
+    #[serde(deserialize_with = "crate::config::units::millis")]
+    pub heartbeat_interval_ms: std::time::Duration,
     /// A client silent (no pong, no message) this long is closed with 4002.
-    pub idle_timeout_ms: u64,
+    #[serde(deserialize_with = "crate::config::units::millis")]
+    pub idle_timeout_ms: std::time::Duration,
     /// Per-connection queue bound, in messages …
     pub queue_max_messages: usize,
     /// … and in bytes.
     pub queue_max_bytes: usize,
     /// A client at its queue limit this long is closed with 4008.
-    pub slow_after_ms: u64,
+    #[serde(deserialize_with = "crate::config::units::millis")]
+    pub slow_after_ms: std::time::Duration,
     /// History kept per topic for `since` recovery, in messages …
     pub history_messages: usize,
     /// … and in bytes.
@@ -68,7 +74,8 @@ pub struct StreamSettings {
     /// History kept per `customer:{id}` topic.
     pub customer_history_messages: usize,
     /// How long a customer topic (and its history) outlives its last subscriber.
-    pub customer_linger_s: u64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub customer_linger_s: std::time::Duration,
     /// Most customer topics kept without subscribers.
     pub max_lingering_topics: usize,
     /// Most topics one connection may subscribe to.
@@ -79,9 +86,11 @@ pub struct StreamSettings {
     /// Largest accepted client frame.
     pub max_frame_bytes: usize,
     /// How often the KPI rollup is published.
-    pub kpis_interval_ms: u64,
+    #[serde(deserialize_with = "crate::config::units::millis")]
+    pub kpis_interval_ms: std::time::Duration,
     /// Window of the `conversion_rate` KPI.
-    pub conversion_window_s: u64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub conversion_window_s: std::time::Duration,
     /// With Redis: messages waiting to be published at most (beyond, they
     /// are dropped and counted) …
     pub redis_publish_queue: usize,
@@ -89,34 +98,35 @@ pub struct StreamSettings {
     pub redis_publish_batch: usize,
     /// With Redis: gateways re-announce the customers they follow this often
     /// (a watch expires after three times this without a refresh).
-    pub watch_refresh_s: u64,
+    #[serde(deserialize_with = "crate::config::units::secs")]
+    pub watch_refresh_s: std::time::Duration,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
             token_secret: None,
-            token_ttl_s: 300,
-            recheck_ms: 30_000,
-            auth_timeout_ms: 5_000,
-            heartbeat_interval_ms: 15_000,
-            idle_timeout_ms: 45_000,
+            token_ttl_s: std::time::Duration::from_secs(300),
+            recheck_ms: std::time::Duration::from_secs(30),
+            auth_timeout_ms: std::time::Duration::from_secs(5),
+            heartbeat_interval_ms: std::time::Duration::from_secs(15),
+            idle_timeout_ms: std::time::Duration::from_secs(45),
             queue_max_messages: 512,
             queue_max_bytes: 1 << 20,
-            slow_after_ms: 5_000,
+            slow_after_ms: std::time::Duration::from_secs(5),
             history_messages: 1_000,
             history_bytes: 4 << 20,
             customer_history_messages: 50,
-            customer_linger_s: 60,
+            customer_linger_s: std::time::Duration::from_secs(60),
             max_lingering_topics: 10_000,
             max_topics_per_connection: 100,
             max_unauthenticated: 1_000,
             max_frame_bytes: 64 << 10,
-            kpis_interval_ms: 1_000,
-            conversion_window_s: 300,
+            kpis_interval_ms: std::time::Duration::from_secs(1),
+            conversion_window_s: std::time::Duration::from_secs(300),
             redis_publish_queue: 16_384,
             redis_publish_batch: 256,
-            watch_refresh_s: 10,
+            watch_refresh_s: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -214,7 +224,7 @@ impl Stream {
             history_messages: settings.history_messages.max(1),
             history_bytes: settings.history_bytes.max(1),
             customer_history_messages: settings.customer_history_messages.max(1),
-            customer_linger: Duration::from_secs(settings.customer_linger_s),
+            customer_linger: settings.customer_linger_s,
             max_lingering_topics: settings.max_lingering_topics,
         };
         // Which parts this process runs: one process does everything through
@@ -228,7 +238,7 @@ impl Stream {
         let bus = hooks.updates.clone();
         let m = metrics.clone();
         let hub_link = link.clone().filter(|_| receives);
-        let refresh = Duration::from_secs(settings.watch_refresh_s.max(1));
+        let refresh = settings.watch_refresh_s.max(Duration::from_secs(1));
         let hub = Hub::start_in_arbiter(&arbiter.handle(), move |ctx| {
             let remote = hub_link.map(|link| {
                 let addr = ctx.address();
@@ -245,14 +255,14 @@ impl Stream {
         if publishes {
             let rx = hooks.updates.subscribe();
             let (h, m) = (hub.clone(), metrics.clone());
-            let interval = Duration::from_millis(settings.kpis_interval_ms.max(1));
-            let window = Duration::from_secs(settings.conversion_window_s.max(1));
+            let interval = settings.kpis_interval_ms.max(Duration::from_millis(1));
+            let window = settings.conversion_window_s.max(Duration::from_secs(1));
             let publish = relay::publisher::PublishSettings {
                 queue: settings.redis_publish_queue.max(1),
                 batch: settings.redis_publish_batch.max(1),
                 history_messages: settings.history_messages.max(1),
                 customer_history_messages: settings.customer_history_messages.max(1),
-                customer_ttl_s: (settings.customer_linger_s * 4).max(60),
+                customer_ttl_s: (settings.customer_linger_s.as_secs() * 4).max(60),
             };
             let bus = hooks.updates.clone();
             let share = match &fanout {
@@ -310,7 +320,7 @@ impl Stream {
         outbox::Limits {
             max_messages: self.settings.queue_max_messages.max(1),
             max_bytes: self.settings.queue_max_bytes.max(1),
-            slow_after: Duration::from_millis(self.settings.slow_after_ms),
+            slow_after: self.settings.slow_after_ms,
         }
     }
 

@@ -70,12 +70,12 @@ impl TokenSigner {
     /// With the configured secret (its length is checked with the rest of the
     /// settings), or a random one for this process when none is set, which
     /// the settings allow only without Redis (one replica).
-    pub fn new(secret: Option<&SecretString>, ttl_s: u64) -> TokenSigner {
+    pub fn new(secret: Option<&SecretString>, ttl: std::time::Duration) -> TokenSigner {
         let bytes = match secret {
             Some(s) => s.expose_secret().as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
         };
-        TokenSigner { secret: SecretSlice::from(bytes), ttl_s: ttl_s.max(1) as i64 }
+        TokenSigner { secret: SecretSlice::from(bytes), ttl_s: ttl.as_secs().max(1) as i64 }
     }
 
     /// A key for another purpose (e.g. console device cookies), derived from
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_until_they_expire() {
-        let s = TokenSigner::new(Some(&SecretString::from("k".repeat(32))), 300);
+        let s = TokenSigner::new(Some(&SecretString::from("k".repeat(32))), std::time::Duration::from_secs(300));
         let who = Principal::Key("abc123".into());
         let (t, exp) = s.issue(&who, 1_000);
         assert_eq!(exp, 1_300);
@@ -150,8 +150,9 @@ mod tests {
 
     #[test]
     fn tampered_or_foreign_tokens_are_refused() {
-        let s = TokenSigner::new(Some(&SecretString::from("secret-a".repeat(4))), 300);
-        let other = TokenSigner::new(Some(&SecretString::from("secret-b".repeat(4))), 300);
+        let s = TokenSigner::new(Some(&SecretString::from("secret-a".repeat(4))), std::time::Duration::from_secs(300));
+        let other =
+            TokenSigner::new(Some(&SecretString::from("secret-b".repeat(4))), std::time::Duration::from_secs(300));
         let (t, _) = s.issue(&Principal::Console("f00d".into()), 1_000);
         let t = t.expose_secret().to_owned();
         assert_eq!(other.verify(&t, 1_001), Err(TokenError::BadSignature));
@@ -167,11 +168,12 @@ mod tests {
     fn a_validly_signed_token_that_lives_too_long_is_refused() {
         // Whoever holds the secret could sign a year-long token; the server
         // still accepts no more than the lifetime it would give (plus skew).
-        let s = TokenSigner::new(Some(&SecretString::from("k".repeat(32))), 300);
-        let long = TokenSigner::new(Some(&SecretString::from("k".repeat(32))), 365 * 86_400);
+        let s = TokenSigner::new(Some(&SecretString::from("k".repeat(32))), std::time::Duration::from_secs(300));
+        let long =
+            TokenSigner::new(Some(&SecretString::from("k".repeat(32))), std::time::Duration::from_secs(365 * 86_400));
         let (t, _) = long.issue(&Principal::Key("abc".into()), 1_000);
         assert_eq!(s.verify(t.expose_secret(), 1_001), Err(TokenError::TooLong));
-        let (t, _) = TokenSigner::new(Some(&SecretString::from("k".repeat(32))), 360)
+        let (t, _) = TokenSigner::new(Some(&SecretString::from("k".repeat(32))), std::time::Duration::from_secs(360))
             .issue(&Principal::Key("abc".into()), 1_000);
         assert!(s.verify(t.expose_secret(), 1_001).is_ok(), "within the skew");
     }

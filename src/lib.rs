@@ -8,8 +8,9 @@
 //! - [`jobs`]: offline commands that run beside it or against it (train,
 //!   segment, replay, bench, demo);
 //! - shared foundations both use: [`config`], [`db`], [`redis_link`],
-//!   [`telemetry`], [`keys`], [`models`] (the model store and registry) and
-//!   [`replicas`] (who is up);
+//!   [`telemetry`], [`keys`], [`models`] (the purchase model: network,
+//!   model directory, store and registry), [`segments`] (stored
+//!   segmentations and live assignment) and [`replicas`] (who is up);
 //! - the composition: [`startup`] builds the service, [`cli`] parses the
 //!   command line and hands each subcommand to its module's `cli`.
 //!
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod models;
 pub mod redis_link;
 pub mod replicas;
+pub mod segments;
 pub mod telemetry;
 
 pub mod cli;

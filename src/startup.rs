@@ -421,11 +421,11 @@ async fn start_core(
         runtime.raise_watermark(t);
     }
     // Segments: the active version before any actor starts, then follow activations made anywhere.
-    crate::jobs::segment::assign::install_active(db, &hooks.segments).await;
-    let segment_watcher = crate::jobs::segment::assign::spawn_watcher(
+    crate::segments::assign::install_active(db, &hooks.segments).await;
+    let segment_watcher = crate::segments::assign::spawn_watcher(
         db.clone(),
         hooks.segments.clone(),
-        crate::jobs::segment::assign::WATCH_EVERY,
+        crate::segments::assign::WATCH_EVERY,
     );
     // The log after the last checkpoint goes to the actors before any new
     // event can, so every customer sees its events in log order.

@@ -1,9 +1,16 @@
-//! Versioned purchase-intent models: the [`store`] (local directory or S3)
-//! that holds each published version's immutable objects, the [`registry`]
-//! (a database table) that says which versions exist and which serve what
-//! share of traffic, and the `cartpulse models …` commands ([`cli`]).
+//! The purchase-intent model as the rest of the system knows it: its
+//! network ([`net`]: the candle MLP ensemble, its forward pass and training
+//! step), the model directory's format ([`manifest`]) and reader
+//! ([`artifact`]), the [`store`] (local directory or S3) that holds each
+//! published version's immutable objects, the [`registry`] (a database
+//! table) that says which versions exist and which serve what share of
+//! traffic, and the `cartpulse models …` commands ([`cli`]). Training runs
+//! in `jobs::train`; serving in `serving::inference`; both build on this.
 
+pub mod artifact;
 pub mod cli;
+pub mod manifest;
+pub mod net;
 pub mod registry;
 pub mod store;
 

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use actors::features::ShoppersFeatures;
-use cartpulse::jobs::train::artifact::PurchaseModel;
+use cartpulse::models::artifact::PurchaseModel;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -12,9 +12,10 @@
 use crate::helpers::*;
 use crate::on_both_databases;
 use cartpulse::config::Settings;
-use cartpulse::jobs::train::artifact::{PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
-use cartpulse::jobs::train::model::NetConfig;
 use cartpulse::jobs::train::{ModelConfig, TrainOptions};
+use cartpulse::models::artifact::PurchaseModel;
+use cartpulse::models::manifest::{MANIFEST_FILE, WEIGHTS_FILE};
+use cartpulse::models::net::NetConfig;
 use cartpulse::models::{ModelRegistry, ModelStore, RegistryError, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Once;

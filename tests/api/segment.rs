@@ -385,7 +385,7 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
     let wait_for = |version: i32| {
         let app = &app;
         async move {
-            let deadline = std::time::Instant::now() + 3 * cartpulse::jobs::segment::assign::WATCH_EVERY;
+            let deadline = std::time::Instant::now() + 3 * cartpulse::segments::assign::WATCH_EVERY;
             loop {
                 let (status, c) = app.get_customer("seg-000").await;
                 assert_eq!(status, 200, "{c}");
@@ -397,10 +397,10 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
             }
         }
     };
-    cartpulse::jobs::segment::assign::activate(&conn, v2).await.expect("activate v2");
+    cartpulse::segments::assign::activate(&conn, v2).await.expect("activate v2");
     let s = wait_for(v2).await;
     assert!(s["segment"].as_u64().expect("segment") < 2, "{s}");
-    cartpulse::jobs::segment::assign::activate(&conn, v3).await.expect("activate v3");
+    cartpulse::segments::assign::activate(&conn, v3).await.expect("activate v3");
     wait_for(v3).await;
     let active: Vec<i32> = entities::prelude::Segmentation::find()
         .all(&conn)
@@ -418,11 +418,11 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
     let mut bad = bad.into_active_model();
     bad.feature_names = Set("[\"recency_days\"]".into());
     bad.update(&conn).await.expect("tamper");
-    let err = cartpulse::jobs::segment::assign::activate(&conn, v2).await.expect_err("unusable version");
+    let err = cartpulse::segments::assign::activate(&conn, v2).await.expect_err("unusable version");
     assert!(err.to_string().contains("other features"), "{err}");
     let (status, body) = app.post_json(&format!("/v1/segments/{v2}/activate"), None, Some(&app.admin_key)).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(cartpulse::jobs::segment::assign::active_version(&conn).await.expect("active"), Some(v3));
+    assert_eq!(cartpulse::segments::assign::active_version(&conn).await.expect("active"), Some(v3));
 }
 
 on_both_databases!(activation_elsewhere_reaches_running_servers);

@@ -130,7 +130,7 @@ async fn segment(opts: &FeedOptions) {
         })
         .await?;
         let db = crate::db::connect(&opts.settings).await?;
-        crate::jobs::segment::assign::activate(&db, report.version).await?;
+        crate::segments::assign::activate(&db, report.version).await?;
         anyhow::Ok(report)
     }
     .await;

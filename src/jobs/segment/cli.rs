@@ -1,7 +1,7 @@
 //! `cartpulse segment` fits a segmentation; `cartpulse segments list |
 //! activate VERSION` manages the versions, over the database of the global
 //! flags. Activation is stored in the database; running servers pick it up
-//! within their watcher's poll interval ([`super::assign::WATCH_EVERY`]).
+//! within their watcher's poll interval ([`crate::segments::assign::WATCH_EVERY`]).
 
 use crate::cli::GlobalArgs;
 use crate::config::Settings;
@@ -67,18 +67,18 @@ pub async fn run(settings: &Settings, command: SegmentsCommand) -> anyhow::Resul
     crate::db::migrate(&db).await?;
     match command {
         SegmentsCommand::List { json } => {
-            let rows = super::versions::list(&db).await?;
+            let rows = crate::segments::versions::list(&db).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
-                print!("{}", super::versions::table(&rows));
+                print!("{}", crate::segments::versions::table(&rows));
             }
         }
         SegmentsCommand::Activate { version } => {
-            super::assign::activate(&db, version).await?;
+            crate::segments::assign::activate(&db, version).await?;
             eprintln!(
                 "segmentation v{version} is active; running servers switch within {} s",
-                super::assign::WATCH_EVERY.as_secs()
+                crate::segments::assign::WATCH_EVERY.as_secs()
             );
             println!("{}", serde_json::json!({ "active": version }));
         }

@@ -30,13 +30,10 @@
 //! the actors assign once the version is active; `--report DIR` draws the
 //! charts of [`report`].
 
-pub mod assign;
 pub mod cli;
-pub mod naming;
 pub mod report;
-pub mod transform;
-pub mod versions;
 
+use crate::segments::{assign, naming, transform};
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! Transform, naming and silhouette on small hand-made matrices.
 
-use super::naming::{name_rfm, name_segments};
-use super::transform::Scaler;
+use crate::segments::naming::{name_rfm, name_segments};
+use crate::segments::transform::Scaler;
 use super::*;
 
 #[test]
@@ -59,7 +59,7 @@ fn names_follow_recency_frequency_monetary() {
 
 #[test]
 fn zero_or_negative_net_spend_names_the_segment() {
-    use super::naming::name_net_spend;
+    use crate::segments::naming::name_net_spend;
     assert_eq!(name_net_spend(0.0, -250.0).as_deref(), Some("net returners"));
     assert_eq!(name_net_spend(1.5, -250.0).as_deref(), Some("lapsed net returners"));
     assert_eq!(name_net_spend(0.0, 0.0).as_deref(), Some("no net spend"));

@@ -1,91 +1,16 @@
-//! The model directory: `model.safetensors` (the ensemble's weights) and
-//! `manifest.json` (version, architecture, feature schema with the fitted
-//! encoder, decision threshold, CV figures, training-data sha256, created-at).
-//! The directory alone is enough to score sessions ([`PurchaseModel`]), and it
-//! gives bit-identical probabilities to the model as it was at the end of
-//! training: weights are stored as f32 and the encoder statistics as JSON
-//! numbers that round-trip exactly (serde_json `float_roundtrip`).
+//! Writing the model directory at the end of training (its format is
+//! [`crate::models::manifest`]; [`PurchaseModel`] reads it back), the
+//! evaluation figures beside it, and `cartpulse predict`.
 
-use super::model::Ensemble;
-use super::{Dataset, Fitted, ModelConfig, TrainOptions, TrainReport};
-use actors::features::encode::{Encoder, READABLE_ENCODING_VERSIONS};
+use super::{Dataset, Fitted, TrainOptions, TrainReport};
+use crate::models::artifact::PurchaseModel;
+use crate::models::manifest::*;
 use actors::features::ShoppersFeatures;
-use anyhow::{bail, Context};
-use candle_core::Device;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use anyhow::Context;
+use chrono::Utc;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
-
-/// Identifies the manifest layout; a loader refuses any other.
-pub const MANIFEST_FORMAT: &str = "cartpulse-purchase-intent/1";
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-pub const MANIFEST_FILE: &str = "manifest.json";
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    pub model_version: String,
-    pub created_at: DateTime<Utc>,
-    pub architecture: Architecture,
-    pub feature_schema: FeatureSchema,
-    /// Predict positive (will buy) when the probability is `>= threshold`;
-    /// chosen on training rows only to maximize accuracy.
-    pub threshold: f32,
-    pub cv: CvSummary,
-    pub training_data: TrainingData,
-    pub training: TrainingRun,
-    pub weights: WeightsFile,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Architecture {
-    /// `mlp_ensemble`: the score is the mean of the members' sigmoid outputs.
-    pub kind: String,
-    /// Layer widths, input first, `1` (the logit) last.
-    pub dims: Vec<usize>,
-    pub members: usize,
-    pub activation: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FeatureSchema {
-    /// The session features the model reads (UCI column names).
-    pub source_columns: Vec<String>,
-    /// Names of the encoded inputs, in order.
-    pub inputs: Vec<String>,
-    /// The fitted encoding (normalisation statistics and category levels).
-    pub encoder: Encoder,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CvSummary {
-    pub folds: usize,
-    pub seed: u64,
-    pub report: TrainReport,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainingData {
-    pub file: String,
-    pub sha256: String,
-    pub rows: usize,
-    pub positives: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainingRun {
-    pub config: ModelConfig,
-    pub seed: u64,
-    pub seconds: f64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WeightsFile {
-    pub file: String,
-    pub sha256: String,
-}
 
 /// Writes the final model to `opts.out`: weights first, the manifest last, so
 /// a directory with a manifest is complete.
@@ -132,73 +57,6 @@ pub(super) fn write(
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)
         .with_context(|| format!("writing {}", manifest_path.display()))?;
     Ok(manifest)
-}
-
-/// A model loaded from its directory, ready to score sessions.
-pub struct PurchaseModel {
-    pub manifest: Manifest,
-    ensemble: Ensemble,
-}
-
-impl PurchaseModel {
-    /// Loads and checks a model directory: manifest format, encoding version,
-    /// weights sha256 and every tensor shape.
-    pub fn load(dir: &Path) -> anyhow::Result<PurchaseModel> {
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest: Manifest = serde_json::from_slice(
-            &std::fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", manifest_path.display()))?;
-        if manifest.format != MANIFEST_FORMAT {
-            bail!("{}: format {:?}, expected {MANIFEST_FORMAT:?}", manifest_path.display(), manifest.format);
-        }
-        let enc = &manifest.feature_schema.encoder;
-        if !READABLE_ENCODING_VERSIONS.contains(&enc.encoding_version) {
-            bail!(
-                "{}: encoding version {}, this build reads {READABLE_ENCODING_VERSIONS:?}",
-                manifest_path.display(),
-                enc.encoding_version
-            );
-        }
-        let weights_path = dir.join(&manifest.weights.file);
-        let bytes = std::fs::read(&weights_path).with_context(|| format!("reading {}", weights_path.display()))?;
-        let sha = hex::encode(Sha256::digest(&bytes));
-        if sha != manifest.weights.sha256 {
-            bail!("{}: sha256 {sha} does not match the manifest's {}", weights_path.display(), manifest.weights.sha256);
-        }
-        let dims = &manifest.architecture.dims;
-        if dims.first() != Some(&enc.dim()) || dims.last() != Some(&1) {
-            bail!(
-                "{}: layer widths {dims:?} do not fit the encoder ({} inputs, 1 output)",
-                manifest_path.display(),
-                enc.dim()
-            );
-        }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-            .with_context(|| format!("parsing {}", weights_path.display()))?;
-        let ensemble = Ensemble::from_tensors(&tensors, dims, manifest.architecture.members)?;
-        Ok(PurchaseModel { manifest, ensemble })
-    }
-
-    pub fn encoder(&self) -> &Encoder {
-        &self.manifest.feature_schema.encoder
-    }
-
-    /// Purchase probabilities for rows already encoded with [`Self::encoder`],
-    /// laid out flat (`n × encoder().dim()`).
-    pub fn score_encoded(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
-        self.ensemble.predict(x)
-    }
-
-    /// Purchase probabilities for `rows`.
-    pub fn predict(&self, rows: &[ShoppersFeatures]) -> anyhow::Result<Vec<f32>> {
-        let enc = self.encoder();
-        let mut x = Vec::with_capacity(rows.len() * enc.dim());
-        for r in rows {
-            enc.encode_into(r, &mut x);
-        }
-        self.ensemble.predict(&x)
-    }
 }
 
 /// `cartpulse predict`: scores every row of a UCI-format CSV (with or without

@@ -1,7 +1,7 @@
 //! Binary-classification metrics for the purchase-intent model: ROC AUC by the
 //! rank statistic, and the confusion-matrix figures at a decision threshold.
 
-use serde::Serialize;
+pub use crate::models::manifest::Confusion;
 
 /// ROC AUC as the Mann–Whitney rank statistic: the probability that a random
 /// positive scores above a random negative, ties counting one half (average
@@ -28,61 +28,6 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     }
     let (p, n) = (n_pos as f64, n_neg as f64);
     Some((rank_sum_pos - p * (p + 1.0) / 2.0) / (p * n))
-}
-
-/// Counts of the confusion matrix.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Confusion {
-    pub tp: usize,
-    pub fp: usize,
-    pub tn: usize,
-    pub r#fn: usize,
-}
-
-impl Confusion {
-    /// Predicts positive when `score >= threshold`.
-    pub fn at(scores: &[f32], labels: &[bool], threshold: f32) -> Confusion {
-        let mut c = Confusion::default();
-        for (&s, &l) in scores.iter().zip(labels) {
-            match (s >= threshold, l) {
-                (true, true) => c.tp += 1,
-                (true, false) => c.fp += 1,
-                (false, false) => c.tn += 1,
-                (false, true) => c.r#fn += 1,
-            }
-        }
-        c
-    }
-
-    pub fn total(&self) -> usize {
-        self.tp + self.fp + self.tn + self.r#fn
-    }
-
-    pub fn accuracy(&self) -> f64 {
-        ratio(self.tp + self.tn, self.total())
-    }
-
-    /// 0 when nothing is predicted positive.
-    pub fn precision(&self) -> f64 {
-        ratio(self.tp, self.tp + self.fp)
-    }
-
-    /// 0 when there are no positives.
-    pub fn recall(&self) -> f64 {
-        ratio(self.tp, self.tp + self.r#fn)
-    }
-
-    pub fn f1(&self) -> f64 {
-        ratio(2 * self.tp, 2 * self.tp + self.fp + self.r#fn)
-    }
-}
-
-fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        a as f64 / b as f64
-    }
 }
 
 /// The threshold that maximizes accuracy on (`scores`, `labels`): the midpoint

@@ -19,59 +19,23 @@
 pub mod artifact;
 pub mod cli;
 pub mod metrics;
-pub mod model;
 pub mod plots;
 pub mod split;
 
+use crate::models::net::Ensemble;
 use actors::features::encode::{Encoder, EncoderOptions};
 use actors::features::ShoppersFeatures;
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metrics::Confusion;
-use model::{Ensemble, NetConfig};
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use artifact::{predict, Manifest, PurchaseModel};
-
-/// How the model is built; recorded in the manifest.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ModelConfig {
-    /// Ensemble size; each member is early-stopped on its own inner fold of the
-    /// training rows, so the members' out-of-fold scores cover every training
-    /// row and the threshold is chosen on all of them.
-    pub members: usize,
-    /// Inner folds (0 = as many as members); member m validates on fold m % k.
-    pub inner_folds: usize,
-    /// Each member trains on a bootstrap resample of its inner training rows.
-    pub bootstrap: bool,
-    /// Extra rank-transformed numeric inputs.
-    pub rank_inputs: bool,
-    /// Quantile bins of the piecewise-linear encoding of every numeric column
-    /// (0 = none).
-    pub piecewise_bins: usize,
-    /// Platt-scale the ensemble's probability, fitted on the members'
-    /// inner out-of-fold scores (training rows only).
-    pub calibrate: bool,
-    pub net: NetConfig,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            members: 5,
-            inner_folds: 0,
-            bootstrap: false,
-            rank_inputs: true,
-            piecewise_bins: 0,
-            calibrate: false,
-            net: NetConfig::default(),
-        }
-    }
-}
+pub use crate::models::artifact::PurchaseModel;
+pub use crate::models::manifest::{FoldReport, Manifest, ModelConfig, RepeatReport, TrainReport};
+pub use artifact::predict;
 
 /// Options of `cartpulse train`.
 #[derive(Clone, Debug)]
@@ -88,83 +52,6 @@ pub struct TrainOptions {
     pub config: ModelConfig,
     /// Draw progress bars on stderr.
     pub progress: bool,
-}
-
-/// Held-out figures of one outer fold.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FoldReport {
-    /// Seed of the repeat (the outer split) this fold belongs to.
-    #[serde(default)]
-    pub seed: u64,
-    pub fold: usize,
-    pub accuracy: f64,
-    pub auc: f64,
-    pub f1: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub threshold: f32,
-    pub confusion: Confusion,
-    pub train_rows: usize,
-    pub test_rows: usize,
-    /// Mean epoch (of the members) whose weights were kept.
-    pub mean_best_epoch: f64,
-    pub seconds: f64,
-}
-
-/// One repeat of k-fold cross-validation (one outer split, seeded `seed`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RepeatReport {
-    pub seed: u64,
-    /// Mean of the folds' held-out accuracies, and their std across folds.
-    pub accuracy: f64,
-    pub accuracy_std: f64,
-    /// Mean of the folds' held-out ROC AUCs.
-    pub auc: f64,
-    /// ROC AUC of all out-of-fold scores of the repeat pooled together.
-    pub pooled_auc: f64,
-    /// Brier score of the pooled out-of-fold probabilities.
-    pub brier: f64,
-    /// Expected calibration error (10 equal-width bins) of the same.
-    pub ece: f64,
-    pub f1: f64,
-}
-
-/// The result of `cartpulse train`; its JSON is the command's last stdout line.
-///
-/// The fold-level figures (`accuracy`, `auc`, …) are means over every held-out
-/// fold of every repeat; `accuracy_std` is the std across those folds. The
-/// figures across repeats (one value per outer split) are in `repeats` and
-/// summarized by the `*_repeat_std`, `worst_*` and pooled fields.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainReport {
-    pub accuracy: f64,
-    pub accuracy_std: f64,
-    pub auc: f64,
-    pub f1: f64,
-    pub precision: f64,
-    pub recall: f64,
-    /// Std of the repeats' accuracies / AUCs (0 with one repeat).
-    #[serde(default)]
-    pub accuracy_repeat_std: f64,
-    #[serde(default)]
-    pub auc_repeat_std: f64,
-    /// Lowest repeat accuracy and lowest repeat AUC (each over all repeats).
-    #[serde(default)]
-    pub worst_accuracy: f64,
-    #[serde(default)]
-    pub worst_auc: f64,
-    /// Mean over repeats of the pooled out-of-fold AUC.
-    #[serde(default)]
-    pub pooled_auc: f64,
-    /// Mean over repeats of the Brier score and ECE.
-    #[serde(default)]
-    pub brier: f64,
-    #[serde(default)]
-    pub ece: f64,
-    #[serde(default)]
-    pub repeats: Vec<RepeatReport>,
-    pub folds: Vec<FoldReport>,
-    pub model_dir: String,
 }
 
 /// How `cartpulse train` evaluates, beyond [`TrainOptions`]: repeats of the
@@ -285,8 +172,16 @@ pub fn fit(
             let n = train.len();
             train = (0..n).map(|_| train[rng.random_range(0..n)]).collect();
         }
-        let (net, stats) =
-            model::train_net(&x, labels, dim, &train, &val, &config.net, seed.wrapping_add(1 + m as u64), on_epoch)?;
+        let (net, stats) = crate::models::net::train_net(
+            &x,
+            labels,
+            dim,
+            &train,
+            &val,
+            &config.net,
+            seed.wrapping_add(1 + m as u64),
+            on_epoch,
+        )?;
         let p = net.predict(&gather(&x, dim, &val), dim)?;
         for (&i, p) in val.iter().zip(p) {
             oof_sum[i] += p;
@@ -301,7 +196,7 @@ pub fn fit(
     let scored_labels: Vec<bool> = scored.iter().map(|&i| labels[i]).collect();
     let calibration = config.calibrate.then(|| metrics::fit_platt(&scores, &scored_labels));
     if let Some(c) = calibration {
-        scores.iter_mut().for_each(|p| *p = model::platt(*p, c));
+        scores.iter_mut().for_each(|p| *p = crate::models::net::platt(*p, c));
     }
     let threshold = metrics::best_accuracy_threshold(&scores, &scored_labels);
     let mut dims = vec![dim];
@@ -664,6 +559,7 @@ pub fn synthetic_shoppers_csv(rows: usize, seed: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::net::NetConfig;
 
     /// A small UCI-format file whose label depends mostly on PageValues, as in
     /// the real data (which tests must not need).
@@ -794,7 +690,7 @@ mod tests {
         let both = run_protocol(opts.clone(), &protocol).unwrap();
         assert_eq!(both.repeats.len(), 2);
         assert_eq!(both.folds.len(), 6);
-        assert!(!opts.out.join(artifact::MANIFEST_FILE).exists(), "--no-model wrote a model");
+        assert!(!opts.out.join(crate::models::manifest::MANIFEST_FILE).exists(), "--no-model wrote a model");
         for (r, seed) in [5u64, 6].into_iter().enumerate() {
             let single = run_protocol(
                 TrainOptions { seed, ..opts.clone() },
@@ -896,7 +792,7 @@ mod tests {
         let data = synthetic_csv(dir.path(), 200);
         let opts = options(dir.path(), data.clone());
         run(opts.clone()).unwrap();
-        let w = opts.out.join(artifact::WEIGHTS_FILE);
+        let w = opts.out.join(crate::models::manifest::WEIGHTS_FILE);
         let mut bytes = std::fs::read(&w).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;

@@ -46,7 +46,8 @@ pub use reports::{
 pub use serving::{ServingEntry, ServingModels};
 
 use super::store::{sha256_hex, validate_version, ModelStore, StoreError};
-use crate::jobs::train::artifact::{Manifest, PurchaseModel, MANIFEST_FILE, WEIGHTS_FILE};
+use crate::models::artifact::PurchaseModel;
+use crate::models::manifest::{Manifest, MANIFEST_FILE, WEIGHTS_FILE};
 use chrono::{DateTime, Utc};
 use entities::{model_promotion, model_version};
 use sea_orm::{

@@ -6,8 +6,8 @@
 //! reassign on their next tick without waiting for a poll.
 
 use super::AppState;
-use crate::jobs::segment::assign::{self, ActivateError};
-use crate::jobs::segment::versions;
+use crate::segments::assign::{self, ActivateError};
+use crate::segments::versions;
 use crate::serving::web::auth::{AdminScope, Auth, ReadScope};
 use crate::serving::web::error::ApiError;
 use actix_web::{web, HttpResponse};

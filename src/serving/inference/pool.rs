@@ -225,9 +225,9 @@ impl InferencePool {
 
 #[cfg(test)]
 mod tests {
-    use crate::jobs::train::artifact::PurchaseModel;
-    use crate::jobs::train::model::NetConfig;
     use crate::jobs::train::{ModelConfig, TrainOptions};
+    use crate::models::artifact::PurchaseModel;
+    use crate::models::net::NetConfig;
     use crate::serving::inference::telemetry::InferenceMetrics;
     use crate::serving::inference::{InferenceError, InferenceHandle, PoolSettings, ServingModel, ServingSet};
     use actors::features::ShoppersFeatures;

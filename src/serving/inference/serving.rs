@@ -2,7 +2,7 @@
 //! A customer always lands on the same version for a given split: the choice
 //! is a stable hash of the customer id against the cumulative traffic shares.
 
-use crate::jobs::train::artifact::PurchaseModel;
+use crate::models::artifact::PurchaseModel;
 use std::sync::Arc;
 
 /// One served version.

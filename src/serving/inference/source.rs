@@ -8,7 +8,7 @@
 
 use super::serving::{ServingModel, ServingSet};
 use super::InferenceHandle;
-use crate::jobs::train::artifact::PurchaseModel;
+use crate::models::artifact::PurchaseModel;
 use crate::models::ModelRegistry;
 use anyhow::Context;
 use std::path::PathBuf;

@@ -23,7 +23,7 @@
 //! (the signed log makes −£500 as far below £0 as £500 is above it), so the
 //! r/f/m words would call them "low spenders", which hides that they take
 //! money back. So a segment whose centroid, taken back to currency units
-//! ([`crate::jobs::segment::transform::Scaler::inverse`]), has
+//! ([`crate::segments::transform::Scaler::inverse`]), has
 //!
 //! - net spend below −[`NET_SPEND_ZERO`]: "net returners";
 //! - net spend within ±[`NET_SPEND_ZERO`]: "no net spend";

@@ -112,7 +112,7 @@ async fn until_holders(
     // The closure is called once per poll; the connection is lent to each call.
     let c = tokio::sync::Mutex::new(c);
     eventually(what, within, || async {
-        let h = holders(d, &mut *c.lock().await).await;
+        let h = holders(d, *c.lock().await).await;
         if check(&h) {
             Ok(started.elapsed())
         } else {

@@ -1,8 +1,8 @@
 //! Transform, naming and silhouette on small hand-made matrices.
 
+use super::*;
 use crate::segments::naming::{name_rfm, name_segments};
 use crate::segments::transform::Scaler;
-use super::*;
 
 #[test]
 fn robust_scaling_centres_on_the_median_and_logs_money() {

@@ -408,7 +408,7 @@ fn kmeans(matrix: &Array2<f64>, k: usize, seed: u64) -> anyhow::Result<OneFit> {
         .n_runs(1)
         .max_n_iterations(1)
         .tolerance(f64::MAX)
-        .fit(&DatasetBase::from(matrix.clone()))
+        .fit(&DatasetBase::from(matrix.view()))
         .map_err(|e| anyhow::anyhow!("K-Means with k = {k}: {e}"))?;
     let centroids: Vec<Vec<f64>> = model.centroids().rows().into_iter().map(|r| r.to_vec()).collect();
     Ok(evaluate(matrix, centroids))
@@ -418,8 +418,13 @@ fn kmeans(matrix: &Array2<f64>, k: usize, seed: u64) -> anyhow::Result<OneFit> {
 fn evaluate(matrix: &Array2<f64>, centroids: Vec<Vec<f64>>) -> OneFit {
     // Labels by the live assigner's own function (not linfa's `predict`), so
     // the batch's segments are by construction what an actor would pick.
-    let labels: Vec<usize> =
-        matrix.rows().into_iter().map(|r| assign::nearest_centroid(&centroids, &r.to_vec())).collect();
+    let labels: Vec<usize> = matrix
+        .outer_iter()
+        .map(|r| match r.as_slice() {
+            Some(row) => assign::nearest_centroid(&centroids, row),
+            None => assign::nearest_centroid(&centroids, &r.to_vec()),
+        })
+        .collect();
     // linfa's `inertia()` is a per-sample mean; we report scikit-learn's total
     // (sum of squared distances to the assigned centroid) so the two compare directly.
     let inertia = matrix
@@ -444,36 +449,49 @@ fn uniform(rng: &mut Xoshiro256Plus) -> f64 {
 /// lowest total squared distance once it is added.
 pub fn greedy_kmeans_plus_plus(matrix: &Array2<f64>, k: usize, rng: &mut Xoshiro256Plus) -> Array2<f64> {
     let (n, d) = matrix.dim();
-    let sq = |a: usize, b: usize| -> f64 {
-        matrix.row(a).iter().zip(matrix.row(b).iter()).map(|(x, y)| (x - y) * (x - y)).sum()
+    let owned;
+    let x = match matrix.as_slice() {
+        Some(x) => x,
+        None => {
+            owned = matrix.iter().copied().collect::<Vec<f64>>();
+            &owned
+        }
     };
+    let row = |i: usize| &x[i * d..(i + 1) * d];
     let trials = 2 + (k as f64).ln().floor() as usize;
     let mut centres = Array2::zeros((k, d));
     let first = ((uniform(rng) * n as f64) as usize).min(n - 1);
     centres.row_mut(0).assign(&matrix.row(first));
-    let mut closest: Vec<f64> = (0..n).map(|i| sq(i, first)).collect();
+    let mut closest: Vec<f64> = (0..n).map(|i| lloyd::sq_dist(row(i), row(first))).collect();
     let mut potential: f64 = closest.iter().sum();
+    // Buffers reused across centres and trials: the candidate's distances,
+    // and the best candidate's so far.
+    let (mut cumulative, mut trial, mut kept) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     for c in 1..k {
-        let mut cumulative = Vec::with_capacity(n);
         let mut acc = 0.0;
-        for &v in &closest {
+        for (cum, &v) in cumulative.iter_mut().zip(&closest) {
             acc += v;
-            cumulative.push(acc);
+            *cum = acc;
         }
-        let mut best: Option<(f64, usize, Vec<f64>)> = None;
+        let mut best: Option<(f64, usize)> = None;
         for _ in 0..trials {
             // All rows equal to a centre already (potential 0): any row will do.
             let target = uniform(rng) * potential;
             let cand = cumulative.partition_point(|&x| x <= target).min(n - 1);
-            let dist: Vec<f64> = (0..n).map(|i| closest[i].min(sq(i, cand))).collect();
-            let pot: f64 = dist.iter().sum();
-            if best.as_ref().is_none_or(|b| pot < b.0) {
-                best = Some((pot, cand, dist));
+            let candidate = row(cand);
+            let mut pot = 0.0;
+            for (i, (t, &near)) in trial.iter_mut().zip(&closest).enumerate() {
+                *t = near.min(lloyd::sq_dist(row(i), candidate));
+                pot += *t;
+            }
+            if best.is_none_or(|b| pot < b.0) {
+                best = Some((pot, cand));
+                std::mem::swap(&mut kept, &mut trial);
             }
         }
-        if let Some((pot, cand, dist)) = best {
+        if let Some((pot, cand)) = best {
             centres.row_mut(c).assign(&matrix.row(cand));
-            closest = dist;
+            std::mem::swap(&mut closest, &mut kept);
             potential = pot;
         }
     }

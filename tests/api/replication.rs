@@ -29,11 +29,10 @@ impl Node {
         }
         let child = cmd.stdout(Stdio::null()).spawn().expect("redis-server must be installed (.ci/run installs it)");
         let node = Node { port, child, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while node.conn().await.is_err() {
-            assert!(Instant::now() < deadline, "private redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("the private redis-server answers", Duration::from_secs(10), || async {
+            node.conn().await.map(drop).map_err(|e| e.to_string())
+        })
+        .await;
         node
     }
 
@@ -63,12 +62,16 @@ impl Drop for Node {
 async fn pair() -> (Node, Node) {
     let primary = Node::start(None).await;
     let replica = Node::start(Some(primary.port)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while primary.info_field("connected_slaves").await != "1" || replica.info_field("master_link_status").await != "up"
-    {
-        assert!(Instant::now() < deadline, "the replica never synchronised");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the replica synchronises", Duration::from_secs(15), || async {
+        let (slaves, link) =
+            (primary.info_field("connected_slaves").await, replica.info_field("master_link_status").await);
+        if slaves == "1" && link == "up" {
+            Ok(())
+        } else {
+            Err(format!("connected_slaves {slaves}, master_link_status {link}"))
+        }
+    })
+    .await;
     (primary, replica)
 }
 
@@ -109,15 +112,13 @@ async fn a_gateway_acknowledges_only_what_the_replica_holds() {
 
     // A replica back: the resend is acknowledged, and nothing is counted twice.
     let replica = Node::start(Some(primary.port)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, _) = app.post_events(&views("b", 20)).await;
-        if status == 200 {
-            break;
+    eventually("ingest recovers with the replica back", Duration::from_secs(20), || async {
+        match app.post_events(&views("b", 20)).await {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
         }
-        assert!(Instant::now() < deadline, "ingest never recovered with the replica back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let applied = app.wait_metric("cartpulse_events_applied_total", 40.0, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.metric("cartpulse_events_applied_total").await, 40.0, "40 distinct events ({applied} seen)");

@@ -238,19 +238,23 @@ impl Deployment {
 
     /// Waits until the gateways report no event left in the streams.
     pub async fn drained(&self, gateway: &Replica) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        // The backlog is read every 500 ms: it must stay 0 over more than one reading.
+        let empty_since = std::cell::Cell::new(None::<Instant>);
+        eventually("the processors drain the streams", Duration::from_secs(60), || async {
             let (_, ready) = self.get(gateway, "/readyz").await;
-            if ready["stream_backlog_events"] == 0 {
-                // The backlog is read every 500 ms: read it twice to be sure.
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                if self.get(gateway, "/readyz").await.1["stream_backlog_events"] == 0 {
-                    return;
-                }
+            if ready["stream_backlog_events"] != 0 {
+                empty_since.set(None);
+                return Err(ready.to_string());
             }
-            assert!(Instant::now() < deadline, "the processors did not drain the streams: {ready}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            let since = empty_since.get().unwrap_or_else(Instant::now);
+            empty_since.set(Some(since));
+            if since.elapsed() >= Duration::from_millis(700) {
+                Ok(())
+            } else {
+                Err("backlog 0, waiting for a second reading".into())
+            }
+        })
+        .await
     }
 
     pub async fn ws(&self, r: &Replica) -> Ws {
@@ -325,16 +329,16 @@ async fn two_gateways_and_a_processor_serve_one_stream(d: Deployment) {
 
     // Gateway B reads the customer the processor built (from its snapshot).
     d.drained(&b).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("gateway B sees the customer", Duration::from_secs(10), || async {
         let (s, c) = d.get(&b, "/v1/customers/two-c").await;
         let sessions = c["recent_sessions"].as_array().is_some_and(|r| !r.is_empty());
         if s == 200 && (sessions || c["open_session"].is_object()) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{s} {c}"))
         }
-        assert!(Instant::now() < deadline, "gateway B never saw the customer: {s} {c}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     // Every replica sees the others with their roles (System page).
     let (s, sys) = d.get(&a, "/v1/system").await;
     assert_eq!(s, 200, "{sys}");
@@ -422,15 +426,14 @@ async fn a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice(d:
         }));
     }
     // Kill the processor once it has committed part of the replay.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("the processor commits 50 events", Duration::from_secs(60), || async {
         let text = d.client.get(format!("{}/metrics", processor.base())).send().await.unwrap().text().await.unwrap();
-        if metric_value(&text, "cartpulse_events_ingested_total") >= 50.0 {
-            break;
+        match metric_value(&text, "cartpulse_events_ingested_total") {
+            n if n >= 50.0 => Ok(()),
+            n => Err(format!("{n} events")),
         }
-        assert!(Instant::now() < deadline, "the processor made no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     processor.kill();
     assert!(done.load(Ordering::SeqCst) < 4, "the kill came too late to test anything");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -555,12 +558,11 @@ impl DurableRedis {
             .spawn()
             .expect("redis-server must be installed (.ci/run installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
         let client = redis::Client::open(self.url()).unwrap();
-        while client.get_multiplexed_async_connection().await.is_err() {
-            assert!(Instant::now() < deadline, "private redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("the private redis-server answers", Duration::from_secs(10), || async {
+            client.get_multiplexed_async_connection().await.map(drop).map_err(|e| e.to_string())
+        })
+        .await;
     }
 
     fn kill(&mut self) {
@@ -599,25 +601,23 @@ async fn ingest_answers_503_while_redis_is_down_and_loses_nothing_it_acknowledge
 
     redis.restart().await;
     // The pool replaces its dead connections; the consumer reconnects.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, _) = app.post_events(&order("after", 4.0)).await;
-        if status == 200 {
-            break;
+    eventually("ingest recovers after Redis came back", Duration::from_secs(20), || async {
+        match app.post_events(&order("after", 4.0)).await {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
         }
-        assert!(Instant::now() < deadline, "ingest did not recover after Redis came back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     for id in ["before-c", "after-c"] {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(&format!("acknowledged customer {id} is committed"), Duration::from_secs(20), || async {
             let (s, c) = app.get_customer(id).await;
             if s == 200 && c["profile"]["frequency"] == 1.0 {
-                break;
+                Ok(())
+            } else {
+                Err(format!("{s} {c}"))
             }
-            assert!(Instant::now() < deadline, "acknowledged customer {id} never committed: {s} {c}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
     }
     assert_eq!(app.get_customer("during-c").await.0, 404, "a refused batch must not be stored");
 }

@@ -74,12 +74,14 @@ impl LocalCluster {
             nodes.push(ClusterNode { port, bus, dir: node_dir, child });
         }
         let cluster = LocalCluster { nodes, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
         for n in &cluster.nodes {
-            while redis_cli(n.port, &["ping"]).trim() != "PONG" {
-                assert!(Instant::now() < deadline, "node {} did not start", n.port);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            eventually(&format!("node {} answers", n.port), Duration::from_secs(10), || async {
+                match redis_cli(n.port, &["ping"]) {
+                    pong if pong.trim() == "PONG" => Ok(()),
+                    other => Err(other),
+                }
+            })
+            .await;
         }
         let addrs: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
@@ -197,11 +199,14 @@ async fn killing_a_cluster_primary_mid_ingest_loses_no_acknowledged_event() {
         }));
     }
     // Kill the primary of partition 0 once ingest is well under way.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 150 {
-        assert!(Instant::now() < deadline, "ingest made no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let acked_now = || acked.lock().unwrap().len();
+    eventually("150 batches acknowledged", Duration::from_secs(60), || async {
+        match acked_now() {
+            n if n >= 150 => Ok(()),
+            n => Err(format!("{n} batches")),
+        }
+    })
+    .await;
     let killed = cluster.kill_primary_of(&format!("{}:events:{{{}}}", d.prefix, partition_tag(0, 8)));
     let acked_at_kill = acked.lock().unwrap().len();
     // The replica is promoted after the node timeout (1 s) and an election.
@@ -212,19 +217,28 @@ async fn killing_a_cluster_primary_mid_ingest_loses_no_acknowledged_event() {
     let live = |c: &LocalCluster| {
         c.nodes.iter().enumerate().filter(|(i, _)| *i != killed).map(|(_, n)| n.port).collect::<Vec<_>>()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !live(&cluster).iter().all(|p| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok")) {
-        assert!(Instant::now() < deadline, "the cluster did not fail over");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the cluster fails over", Duration::from_secs(30), || async {
+        let not_ok: Vec<u16> = live(&cluster)
+            .into_iter()
+            .filter(|p| !redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
+            .collect();
+        if not_ok.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("cluster_state not ok on {not_ok:?}"))
+        }
+    })
+    .await;
     let failed_over_after = acked.lock().unwrap().len() - acked_at_kill;
     cluster.restart(killed);
     cluster.wait_healthy(Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < acked_at_kill + 300 {
-        assert!(Instant::now() < deadline, "ingest did not resume after the failover");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("ingest resumes after the failover", Duration::from_secs(60), || async {
+        match acked_now() {
+            n if n >= acked_at_kill + 300 => Ok(()),
+            n => Err(format!("{} batches since the kill", n - acked_at_kill)),
+        }
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     for p in producers {
         p.await.unwrap();

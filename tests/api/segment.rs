@@ -9,7 +9,7 @@
 //! - activation made elsewhere (as by `cartpulse segments activate`) reaches a
 //!   running server through its watcher; unusable versions are refused.
 
-use crate::helpers::{purchase, spawn_app, test_settings, Db, TestApp};
+use crate::helpers::{eventually, purchase, spawn_app, test_settings, Db, TestApp};
 use crate::on_both_databases;
 use cartpulse::jobs::segment::{run, KChoice, SegmentOptions};
 use sea_orm::{EntityTrait, PaginatorTrait};
@@ -300,14 +300,14 @@ async fn live_segments_equal_the_batch(db: Db) {
     assert_eq!(body["active"], report.version);
 
     // The actors loaded above reassign on their next tick (500 ms).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let live = loop {
+    let live = eventually("every customer has a live segment", std::time::Duration::from_secs(15), || async {
         let live = live_segments(&app, &ids).await;
-        if live.iter().all(Option::is_some) || std::time::Instant::now() > deadline {
-            break live;
+        match live.iter().filter(|s| s.is_none()).count() {
+            0 => Ok(live),
+            n => Err(format!("{n} customers without one")),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    };
+    })
+    .await;
     let names: Vec<&str> = report.segments.iter().map(|s| s.name.as_str()).collect();
     let mut different = Vec::new();
     for ((id, &want), got) in batch.iter().zip(&live) {
@@ -385,16 +385,20 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
     let wait_for = |version: i32| {
         let app = &app;
         async move {
-            let deadline = std::time::Instant::now() + 3 * cartpulse::segments::assign::WATCH_EVERY;
-            loop {
-                let (status, c) = app.get_customer("seg-000").await;
-                assert_eq!(status, 200, "{c}");
-                if c["segment"]["version"] == version {
-                    return c["segment"].clone();
-                }
-                assert!(std::time::Instant::now() < deadline, "still {} instead of version {version}", c["segment"]);
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+            eventually(
+                &format!("seg-000 in version {version}"),
+                3 * cartpulse::segments::assign::WATCH_EVERY,
+                || async {
+                    let (status, c) = app.get_customer("seg-000").await;
+                    assert_eq!(status, 200, "{c}");
+                    if c["segment"]["version"] == version {
+                        Ok(c["segment"].clone())
+                    } else {
+                        Err(c["segment"].to_string())
+                    }
+                },
+            )
+            .await
         }
     };
     cartpulse::segments::assign::activate(&conn, v2).await.expect("activate v2");

@@ -11,6 +11,13 @@ use crate::config::Settings;
 /// Opens the pool. SQLite runs in WAL mode (readers never block the single
 /// writer) with `synchronous` from the settings; a busy timeout absorbs the
 /// short waits between the committer and the persister.
+///
+/// On Postgres a session left idle inside a transaction for longer than a
+/// partition lease is ended by the server: a processor frozen in the middle
+/// of a commit (a long pause, a stopped VM) would otherwise keep its row
+/// locks on `partition_leases` and stall every processor that takes its
+/// partitions over. Its commit then fails and nothing of it was
+/// acknowledged, as with any failed commit.
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database_url.expose_secret().to_owned();
     let mut opts = ConnectOptions::new(url);
@@ -28,6 +35,8 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
             .pragma("cache_size", "-65536")
             .create_if_missing(true)
     });
+    let idle_ms = settings.redis.lease_ms.max(Duration::from_secs(1)).as_millis().to_string();
+    opts.map_sqlx_postgres_opts(move |o| o.options([("idle_in_transaction_session_timeout", idle_ms.as_str())]));
     let db = Database::connect(opts).await.context("connecting to the database")?;
     Ok(db)
 }

@@ -9,7 +9,11 @@
 //! cannot commit once the next owner has replayed the partition's log.
 
 use actors::WriteGate;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+
+/// How long a take-over waits for the previous owner's commit to let go of
+/// the partition's row before giving up for this round.
+const TAKE_OVER_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A partition and the fencing token its owner holds.
 pub type Fence = (usize, i64);
@@ -37,7 +41,14 @@ pub async fn take_over(
     // SQLite: one writer at a time, or a group commit that read the fence
     // could not upgrade its transaction (SQLITE_BUSY_SNAPSHOT).
     let _turn = gate.enter().await;
-    let row = db
+    let txn = db.begin().await?;
+    if b == DbBackend::Postgres {
+        // A commit of the previous owner holds these rows (FOR SHARE) until
+        // it ends; wait a moment, not forever, so the caller's lease loop
+        // keeps renewing what it holds and tries again at its next round.
+        txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {}", TAKE_OVER_LOCK_WAIT.as_millis())).await?;
+    }
+    let row = txn
         .query_one(stmt(
             b,
             "INSERT INTO partition_leases (partition, token, owner, checkpoint, updated_at) VALUES ($1, 1, $2, $3, $4) \
@@ -47,7 +58,9 @@ pub async fn take_over(
         ))
         .await?
         .ok_or_else(|| DbErr::Custom("taking a partition over returned no row".into()))?;
-    Ok((row.try_get("", "token")?, row.try_get("", "checkpoint")?))
+    let taken = (row.try_get("", "token")?, row.try_get("", "checkpoint")?);
+    txn.commit().await?;
+    Ok(taken)
 }
 
 /// The partitions of `fences` whose token is no longer the current one

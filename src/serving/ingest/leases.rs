@@ -313,6 +313,8 @@ impl Parts {
                     if let Err(e) = self.take_over(p).await {
                         tracing::warn!(partition = p, error = %e, "taking a partition over failed; releasing it");
                         self.delete_lease(p).await;
+                        // The next round tries again; renewing what is held comes first.
+                        return;
                     }
                 }
                 Ok(None) => {}

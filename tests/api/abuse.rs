@@ -36,6 +36,7 @@
 use crate::crash::free_port;
 use crate::helpers::page_view;
 use cartpulse::jobs::bench::serve_process::{ServeCommand, ServeProcess};
+use cartpulse::telemetry::scrape::sum as metric_sum;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -797,11 +798,6 @@ fn tally(statuses: impl IntoIterator<Item = u16>) -> BTreeMap<u16, usize> {
 // ---------------------------------------------------------------------------
 // Metrics text.
 // ---------------------------------------------------------------------------
-
-/// Sum of every sample of `name` (with or without labels); `None` if absent.
-fn metric_sum(text: &str, name: &str) -> Option<f64> {
-    cartpulse::telemetry::scrape::sum(text, name)
-}
 
 /// The values of `label` over every series whose name starts with `prefix`.
 fn label_values(text: &str, prefix: &str, label: &str) -> std::collections::BTreeSet<String> {

@@ -292,8 +292,8 @@ async fn measure(
 
     // CPU accounting per part.
     let mut groups = Groups::default();
-    groups.add("gateways", replicas.gateways.iter().filter_map(|g| g.pid()));
-    groups.add("processors", replicas.processors.iter().filter_map(|p| p.pid()));
+    groups.add("gateways", replicas.gateways.iter().map(|g| g.pid()));
+    groups.add("processors", replicas.processors.iter().map(|p| p.pid()));
     groups.add("bench", [std::process::id()]);
     groups.add("postgres", pids_named("postgres"));
     if let Some(pid) = redis_pid(&mut rconn).await {

@@ -184,11 +184,6 @@ impl ServeProcess {
         }
     }
 
-    /// Whether it has exited, without waiting.
-    pub fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
-    }
-
     /// SIGKILL, and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -71,8 +71,8 @@ impl Server {
         Ok(Server { base: process.base.clone(), process, key: SecretString::from(key), client, _dir: None })
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        Some(self.process.pid())
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Resident memory of the process.

@@ -49,6 +49,9 @@ pub struct Settings {
     /// The graceful stop (`shutdown.*`).
     #[serde(default)]
     pub shutdown: ShutdownSettings,
+    /// Distributed tracing over OTLP (`telemetry.*`; off by default).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::traces::TracingSettings,
 }
 
 /// What happens between SIGTERM and the stop.
@@ -399,6 +402,7 @@ impl Settings {
             "redis.prefix must not contain '{{' or '}}' (they would change which Redis Cluster slot keys land in)"
         );
         anyhow::ensure!(self.inference.max_batch > 0, "inference.max_batch must be > 0");
+        self.telemetry.validate()?;
         self.validate_token_secret()?;
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.inference.alert_threshold),

@@ -146,6 +146,7 @@ impl Application {
                 debounce: settings.inference.score_debounce_ms,
                 alert_threshold: settings.inference.alert_threshold,
             },
+            spans: crate::telemetry::traces::recorder(),
             ..Default::default()
         };
         // The live stream's aggregator subscribes to the update bus before

@@ -116,15 +116,16 @@ resource "aws_ecs_task_definition" "gateway" {
   }
 
   container_definitions = jsonencode([merge(local.container_base, {
-    name    = "cartpulse"
-    command = ["serve", "--role", "gateway", "--partitions", tostring(var.processor_partitions)]
+    name      = "cartpulse"
+    command   = ["serve", "--role", "gateway", "--partitions", tostring(var.processor_partitions)]
+    dependsOn = local.after_adot
     # Every 10 s each gateway prints the stream backlog to stdout as a
     # CloudWatch Embedded Metric Format line; the awslogs driver ships it to
     # the gateway log group and CloudWatch Logs extracts the metrics
     # (StreamBacklogEvents, DeadLetterEvents in var.metrics_namespace,
     # dimension Deployment = local.redis_prefix). No cloudwatch:PutMetricData
     # needed: the execution role's logs:PutLogEvents is all it takes.
-    environment = concat(local.task_environment, [
+    environment = concat(local.task_environment, local.tracing_environment, [
       { name = "CARTPULSE_LOG__CLOUDWATCH_NAMESPACE", value = var.metrics_namespace },
     ])
     portMappings = [{ containerPort = local.container_port, protocol = "tcp", name = "http" }]
@@ -137,7 +138,7 @@ resource "aws_ecs_task_definition" "gateway" {
         awslogs-stream-prefix = "gateway"
       }
     }
-  })])
+  }), local.adot_sidecar["gateway"]])
 }
 
 # Elastic processors: no --owns, so every task claims a share of the
@@ -168,7 +169,8 @@ resource "aws_ecs_task_definition" "processor" {
     name        = "cartpulse"
     command     = ["serve", "--role", "processor", "--partitions", tostring(var.processor_partitions)]
     healthCheck = local.readyz_check
-    environment = concat(local.task_environment, [
+    dependsOn   = local.after_adot
+    environment = concat(local.task_environment, local.tracing_environment, [
       { name = "CARTPULSE_REDIS__LEASE_MS", value = tostring(var.redis_lease_ms) },
     ])
     # Room for the graceful hand-over before SIGKILL (see the locals above).
@@ -181,7 +183,7 @@ resource "aws_ecs_task_definition" "processor" {
         awslogs-stream-prefix = "processor"
       }
     }
-  })])
+  }), local.adot_sidecar["processor"]])
 }
 
 # Run once per release before the services move to it (terraform/README.md):

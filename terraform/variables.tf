@@ -687,3 +687,19 @@ variable "release_tag_pattern" {
   type        = string
   default     = "v*"
 }
+
+variable "tracing_sampling_ratio" {
+  description = "Share of new traces the tasks keep and send to X-Ray through the ADOT collector sidecar (telemetry.sampling_ratio); requests that arrive with a sampled traceparent are always traced. 0 keeps only those."
+  type        = number
+  default     = 0.05
+  validation {
+    condition     = var.tracing_sampling_ratio >= 0 && var.tracing_sampling_ratio <= 1
+    error_message = "tracing_sampling_ratio must be between 0 and 1."
+  }
+}
+
+variable "adot_collector_image" {
+  description = "The AWS Distro for OpenTelemetry collector image run as a sidecar of every gateway and processor task (pin a version; mirror it into your own ECR if tasks have no route to public ECR)."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3"
+}

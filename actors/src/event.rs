@@ -260,4 +260,9 @@ pub struct LoggedEvent {
     /// broadcast latency; 0 when it comes from recovery. Not part of the log.
     #[serde(skip)]
     pub acked_at_ms: i64,
+    /// The sampled trace this event's processing belongs to (its request's,
+    /// or the commit span's once committed); `None` when not traced. Not
+    /// part of the log.
+    #[serde(skip)]
+    pub trace: Option<crate::trace::TraceParent>,
 }

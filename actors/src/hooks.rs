@@ -10,6 +10,7 @@ use crate::data::{Score, SegmentAssignment};
 use crate::event::{CustomerId, SessionId};
 use crate::features::profile::ProfileFeatures;
 use crate::features::ShoppersFeatures;
+use crate::trace::{SpanRecorder, TraceParent};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,9 @@ pub struct Hooks {
     pub scoring: ScoringRules,
     pub segments: SegmentSlot,
     pub updates: UpdateBus,
+    /// Records the spans of traced events (fold, snapshot); `None` with
+    /// tracing off.
+    pub spans: Option<Arc<dyn SpanRecorder>>,
 }
 
 impl Default for Hooks {
@@ -31,6 +35,7 @@ impl Default for Hooks {
             scoring: ScoringRules::default(),
             segments: SegmentSlot::default(),
             updates: UpdateBus::new(1 << 16),
+            spans: None,
         }
     }
 }
@@ -41,6 +46,7 @@ impl std::fmt::Debug for Hooks {
             .field("scorer", &self.scorer.is_some())
             .field("scoring", &self.scoring)
             .field("segments", &self.segments.current().map(|s| s.version()))
+            .field("spans", &self.spans.is_some())
             .finish()
     }
 }
@@ -79,10 +85,13 @@ pub enum ScoreError {
 pub trait Scorer: Send + Sync + 'static {
     /// False while no model is loaded, so actors do not ask in vain.
     fn ready(&self) -> bool;
+    /// `trace` is the fold span of the traced event that made the session
+    /// change, if any: the scoring spans join its trace.
     fn score(
         &self,
         customer: &CustomerId,
         features: &ShoppersFeatures,
+        trace: Option<TraceParent>,
     ) -> BoxFuture<'static, Result<Score, ScoreError>>;
 }
 
@@ -133,6 +142,9 @@ pub enum Update {
         /// The customer's current segment, if assigned (so segment sizes can
         /// count customers whose assignment did not change since a restart).
         segment: Option<SegmentAssignment>,
+        /// The `actor.fold` span of a traced event among these, so what the
+        /// update causes downstream (rollup, frames) joins its trace.
+        trace: Option<TraceParent>,
     },
     SessionClosed {
         customer: CustomerId,
@@ -160,6 +172,8 @@ pub enum Update {
     /// [`UpdateBus::watch`]).
     Customer {
         view: Arc<CustomerView>,
+        /// The fold span of the traced event that changed it, if any.
+        trace: Option<TraceParent>,
     },
 }
 

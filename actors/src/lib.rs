@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod shard;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 
 /// Errors the runtime reports to its callers.
 #[derive(Debug, Clone, thiserror::Error)]

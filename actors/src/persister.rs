@@ -8,6 +8,7 @@ use crate::event::{CustomerId, SessionId};
 use crate::messages::lifecycle::{FlushNow, Lookup};
 use crate::store;
 use crate::telemetry::{ActorEvent, ActorMetrics};
+use crate::trace::{FinishedSpan, SpanRecorder};
 use crate::{RuntimeError, WriteGate};
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
@@ -33,10 +34,18 @@ pub struct Persister {
     in_flight: Option<InFlight>,
     waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
     gate: WriteGate,
+    /// Records `actor.snapshot` spans of traced snapshots.
+    spans: Option<Arc<dyn SpanRecorder>>,
 }
 
 impl Persister {
-    pub fn new(db: DatabaseConnection, metrics: ActorMetrics, max_batch: usize, gate: WriteGate) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        metrics: ActorMetrics,
+        max_batch: usize,
+        gate: WriteGate,
+        spans: Option<Arc<dyn SpanRecorder>>,
+    ) -> Self {
         Persister {
             db,
             metrics,
@@ -47,6 +56,7 @@ impl Persister {
             in_flight: None,
             waiters: Vec::new(),
             gate,
+            spans,
         }
     }
 
@@ -88,6 +98,18 @@ impl Persister {
                         sessions: sessions.len(),
                         seconds: started.elapsed().as_secs_f64(),
                     });
+                    if let Some(recorder) = &act.spans {
+                        let end = std::time::SystemTime::now();
+                        for (parent, start) in customers.iter().filter_map(|c| c.trace.as_ref()) {
+                            recorder.record(FinishedSpan {
+                                name: "actor.snapshot",
+                                parent,
+                                start: *start,
+                                end,
+                                attributes: vec![("cartpulse.batch_customers", customers.len() as i64)],
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     let msg = e.to_string();
@@ -146,9 +168,14 @@ impl Handler<Snapshot> for Persister {
                 }
             }
         }
-        match self.customers.get(&msg.customer_id) {
+        match self.customers.get_mut(&msg.customer_id) {
             Some(old) if old.last_seq > msg.last_seq => {}
-            _ => {
+            old => {
+                // A traced snapshot that coalesces with an untraced one
+                // keeps its trace: the write still serves that event.
+                if msg.trace.is_none() {
+                    msg.trace = old.and_then(|o| o.trace.take());
+                }
                 self.customers.insert(msg.customer_id.clone(), msg);
             }
         }

@@ -178,10 +178,16 @@ impl Runtime {
         let mut arbiters = Vec::new();
         let runtime_db = db.clone();
         let persister_arbiter = Arbiter::new();
-        let (pdb, pm, pmax, pgate) =
-            (db.clone(), metrics.clone(), settings.persist_max_batch, settings.write_gate.clone());
-        let persister =
-            Persister::start_in_arbiter(&persister_arbiter.handle(), move |_| Persister::new(pdb, pm, pmax, pgate));
+        let (pdb, pm, pmax, pgate, pspans) = (
+            db.clone(),
+            metrics.clone(),
+            settings.persist_max_batch,
+            settings.write_gate.clone(),
+            settings.hooks.spans.clone(),
+        );
+        let persister = Persister::start_in_arbiter(&persister_arbiter.handle(), move |_| {
+            Persister::new(pdb, pm, pmax, pgate, pspans)
+        });
         arbiters.push(persister_arbiter.handle());
         let mut shards = Vec::new();
         for _ in 0..settings.shards.max(1) {

@@ -103,6 +103,7 @@ pub async fn log_after(db: &DatabaseConnection, after: i64, limit: u64) -> Resul
                     kind,
                 },
                 acked_at_ms: 0,
+                trace: None,
             }),
             Err(e) => tracing::error!(seq, error = %e, "unreadable event in the log; skipped"),
         }

@@ -25,9 +25,17 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs { listen, role, partitions, owns } = args;
     let overrides = Overrides { role, partitions, owns, ..global.overrides(listen) };
     let settings = Settings::load(global.config.as_deref(), &overrides)?;
-    crate::telemetry::init_logging(&settings.log.level, settings.log.format == crate::config::LogFormat::Json);
-    actix_web::rt::System::new().block_on(async {
+    let tracing =
+        crate::telemetry::traces::start(&settings.telemetry, settings.role.name(), &crate::replicas::process_name())?;
+    let (tracing, tracer) = tracing.unzip();
+    crate::telemetry::init(&settings.log.level, settings.log.format == crate::config::LogFormat::Json, tracer);
+    let served = actix_web::rt::System::new().block_on(async {
         let app = crate::startup::Application::build(settings).await?;
         app.run_until_stopped().await
-    })
+    });
+    // After the drain, so the last requests' spans go out too.
+    if let Some(t) = tracing {
+        t.shutdown();
+    }
+    served
 }

@@ -3,6 +3,7 @@
 //! bumps the counters. The runtime core has its own in `actors::telemetry`.
 
 pub mod scrape;
+pub mod traces;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -11,9 +12,27 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global `tracing` subscriber (once; later calls are no-ops).
 pub fn init_logging(level: &str, json: bool) {
+    init(level, json, None);
+}
+
+/// [`init_logging`], plus span export through `tracer` when tracing is on.
+/// The log level filters log lines only: the exported spans are this
+/// crate's, whatever the level (a quiet `warn` log keeps its traces).
+pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let logs = if json {
+        fmt::layer().json().with_writer(std::io::stderr).with_target(false).boxed()
+    } else {
+        fmt::layer().with_writer(std::io::stderr).with_target(false).boxed()
+    };
+    let spans = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(Targets::new().with_target("cartpulse", LevelFilter::INFO))
+    });
+    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
 }
 
 /// Something that happened at ingest.

@@ -22,3 +22,4 @@ mod rolling;
 mod segment;
 mod stream;
 mod stream_redis;
+mod traces;

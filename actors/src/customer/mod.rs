@@ -19,6 +19,7 @@ use crate::messages::lifecycle::{FlushState, IdleReport, PassivateNow};
 use crate::messages::query::{Answer, Inspect, Query};
 use crate::persister::Persister;
 use crate::telemetry::{ActorEvent, ActorMetrics};
+use crate::trace::{FinishedSpan, TraceParent};
 use actix::prelude::*;
 use config::ShardConfig;
 use std::sync::Arc;
@@ -54,6 +55,10 @@ pub struct CustomerSession {
     last_open_score_request: Option<Instant>,
     /// Final-score requests on their way (passivation waits for them).
     final_scoring: u32,
+    /// The `actor.fold` span of the newest traced event: the next score
+    /// request and snapshot join its trace.
+    last_trace: Option<TraceParent>,
+    unsaved_trace: Option<TraceParent>,
 }
 
 impl CustomerSession {
@@ -82,6 +87,8 @@ impl CustomerSession {
             open_scoring: false,
             last_open_score_request: None,
             final_scoring: 0,
+            last_trace: None,
+            unsaved_trace: None,
         }
     }
 
@@ -127,7 +134,7 @@ impl CustomerSession {
         for (session, features) in unscored {
             self.final_scoring += 1;
             scorer
-                .score(&self.state.customer_id, &features)
+                .score(&self.state.customer_id, &features, self.last_trace)
                 .into_actor(self)
                 .map(move |res, act, _ctx| {
                     act.final_scoring -= 1;
@@ -157,7 +164,7 @@ impl CustomerSession {
         });
         self.unsaved_since.get_or_insert_with(Instant::now);
         self.unsaved_closed.push(closed);
-        self.publish_view();
+        self.publish_view(None);
     }
 
     /// Scores the open session if it changed and the debounce allows.
@@ -181,7 +188,7 @@ impl CustomerSession {
         self.open_scoring = true;
         self.last_open_score_request = Some(Instant::now());
         scorer
-            .score(&self.state.customer_id, &features)
+            .score(&self.state.customer_id, &features, self.last_trace.take())
             .into_actor(self)
             .map(move |res, act, _ctx| {
                 act.open_scoring = false;
@@ -216,7 +223,7 @@ impl CustomerSession {
         });
         self.open_changed = true;
         self.unsaved_since.get_or_insert_with(Instant::now);
-        self.publish_view();
+        self.publish_view(None);
     }
 
     /// Puts the customer in the nearest segment of the active segmentation:
@@ -248,10 +255,10 @@ impl CustomerSession {
     }
 
     /// Sends the whole view when someone watches this customer.
-    fn publish_view(&mut self) {
+    fn publish_view(&mut self, trace: Option<TraceParent>) {
         let bus = &self.cfg.hooks.updates;
         if bus.is_watched(&self.state.customer_id) {
-            bus.send(Update::Customer { view: std::sync::Arc::new(self.state.view(self.cfg.as_of())) });
+            bus.send(Update::Customer { view: std::sync::Arc::new(self.state.view(self.cfg.as_of())), trace });
         }
     }
 
@@ -282,6 +289,7 @@ impl CustomerSession {
             profile_json,
             sessions,
             segment: self.state.segment.clone(),
+            trace: self.unsaved_trace.take().map(|t| (t, std::time::SystemTime::now())),
         });
         self.unsaved_events = 0;
         self.unsaved_since = None;
@@ -363,6 +371,7 @@ impl Handler<Apply> for CustomerSession {
     type Result = ();
 
     fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
+        let started = std::time::SystemTime::now();
         self.processed += 1;
         self.last_message = Instant::now();
         self.last_event = self.last_message;
@@ -375,10 +384,11 @@ impl Handler<Apply> for CustomerSession {
         let applied = changes.applied;
         let closed_any = !changes.closed.is_empty();
         self.note_changes(changes);
+        let trace = self.trace_fold(&msg, last_seq, started);
         if applied > 0 {
             self.open_dirty = self.state.open.is_some();
             if self.hooks().updates.active() {
-                self.announce(&msg, last_seq);
+                self.announce(&msg, last_seq, trace);
             }
             self.assign_segment(true);
         }
@@ -387,7 +397,7 @@ impl Handler<Apply> for CustomerSession {
         }
         self.maybe_score_open(ctx);
         if applied > 0 {
-            self.publish_view();
+            self.publish_view(trace);
         }
         if self.unsaved_events >= self.cfg.snapshot_every_events {
             self.snapshot();
@@ -396,8 +406,32 @@ impl Handler<Apply> for CustomerSession {
 }
 
 impl CustomerSession {
+    /// Records the fold of the traced events of `msg` above `last_seq`
+    /// (one span per trace); returns the newest fold span.
+    fn trace_fold(&mut self, msg: &Apply, last_seq: i64, started: std::time::SystemTime) -> Option<TraceParent> {
+        let recorder = self.cfg.hooks.spans.as_ref()?;
+        let traced = crate::trace::distinct(msg.0.iter().filter(|e| e.seq > last_seq).filter_map(|e| e.trace.as_ref()));
+        let end = std::time::SystemTime::now();
+        let mut fold = None;
+        for parent in &traced {
+            let events = msg.0.iter().filter(|e| e.seq > last_seq && e.trace.as_ref() == Some(parent)).count();
+            fold = Some(recorder.record(FinishedSpan {
+                name: "actor.fold",
+                parent,
+                start: started,
+                end,
+                attributes: vec![("cartpulse.events", events as i64)],
+            }));
+        }
+        if fold.is_some() {
+            self.last_trace = fold;
+            self.unsaved_trace = fold;
+        }
+        fold
+    }
+
     /// Tells the update bus what the events of `msg` above `last_seq` did.
-    fn announce(&self, msg: &Apply, last_seq: i64) {
+    fn announce(&self, msg: &Apply, last_seq: i64, trace: Option<TraceParent>) {
         let bus = &self.hooks().updates;
         let (mut events, mut orders, mut revenue, mut acked) = (0u32, 0u32, 0f64, None::<i64>);
         for e in msg.0.iter().filter(|e| e.seq > last_seq) {
@@ -422,6 +456,7 @@ impl CustomerSession {
             acked_at_ms: acked,
             open_session: self.state.open.as_ref().map(|o| o.session_id().clone()),
             segment: self.state.segment.clone(),
+            trace,
         });
     }
 }

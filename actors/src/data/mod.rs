@@ -40,6 +40,10 @@ pub struct Snapshot {
     pub sessions: Vec<SessionView>,
     /// The customer's segment in the active segmentation, if assigned.
     pub segment: Option<SegmentAssignment>,
+    /// The fold span of the newest traced event in it, and when the snapshot
+    /// was taken: the persister records the write as that trace's
+    /// `actor.snapshot` span (snapshots that coalesce keep the newest).
+    pub trace: Option<(crate::trace::TraceParent, std::time::SystemTime)>,
 }
 
 /// Stable partition of a customer id (FNV-1a): the same on every replica and

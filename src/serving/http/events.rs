@@ -11,6 +11,7 @@ use super::AppState;
 use crate::serving::ingest::parse::{parse_body, BodyError, BodyFormat, ParseLimits, Rejection};
 use crate::serving::web::auth::{Auth, IngestScope};
 use crate::serving::web::error::ApiError;
+use crate::telemetry::traces::Step;
 use crate::telemetry::IngestEvent;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -62,7 +63,9 @@ pub async fn post_events(
 
 async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let format = body_format(req)?;
+    let trace = crate::telemetry::traces::http::of_request(req);
     let body = crate::serving::web::body::read_limited(req, payload, state.ingest.max_body_bytes).await?;
+    let parsing = Step::start();
     let limits = ParseLimits {
         max_events: state.ingest.max_events_per_request,
         latest_time: chrono::Utc::now() + crate::config::chrono_span(state.ingest.max_future_skew_s),
@@ -75,6 +78,11 @@ async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> R
             BodyError::TooManyEvents { .. } => ApiError::PayloadTooLarge(e.to_string()),
             other => ApiError::BadRequest(other.to_string()),
         })?;
+    parsing.finish(
+        "ingest.parse",
+        trace.as_ref(),
+        vec![("cartpulse.events", parsed.events.len() as i64), ("cartpulse.rejected", parsed.rejected.len() as i64)],
+    );
     if !parsed.rejected.is_empty() {
         state.metrics.record(IngestEvent::Rejected { n: parsed.rejected.len() });
     }
@@ -89,7 +97,7 @@ async fn handle(state: &AppState, req: &HttpRequest, payload: web::Payload) -> R
         }));
     }
     let events = parsed.events.into_iter().map(|(_, event)| event).collect();
-    let outcome = state.pipeline.submit(events).await.inspect_err(|e| {
+    let outcome = state.pipeline.submit(events, trace).await.inspect_err(|e| {
         if matches!(e, crate::serving::ingest::committer::CommitError::Overloaded) {
             state.metrics.record(IngestEvent::Overloaded);
         }

@@ -147,13 +147,21 @@ pub fn app(
             let method = method_label(req.method());
             let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
             let metrics = metrics.clone();
+            let traced = crate::telemetry::traces::enabled()
+                .then(|| crate::telemetry::traces::http::begin(&req, method, &route));
             let fut = srv.call(req);
             async move {
-                let res = fut.await;
+                let mut res = match &traced {
+                    Some(t) => tracing::Instrument::instrument(fut, t.span.clone()).await,
+                    None => fut.await,
+                };
                 let status = match &res {
                     Ok(r) => r.status().as_u16(),
                     Err(e) => e.as_response_error().status_code().as_u16(),
                 };
+                if let Some(t) = &traced {
+                    t.finish(res.as_mut().ok(), status);
+                }
                 metrics.http(method, &route, status, started.elapsed().as_secs_f64());
                 res
             }

@@ -57,7 +57,8 @@ pub async fn predict(
     for (i, o) in objects.iter().enumerate() {
         rows.push(features_from_json(o).map_err(|e| ApiError::Unprocessable(format!("row {i}: {e}")))?);
     }
-    let p = state.inference.predict(req.customer_id.as_deref(), rows).await?;
+    let trace = crate::telemetry::traces::http::of_request(&http);
+    let p = state.inference.predict_traced(req.customer_id.as_deref(), rows, trace).await?;
     let scores: Vec<Value> =
         p.probabilities.iter().map(|&x| serde_json::json!({ "probability": x, "buys": x >= p.threshold })).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({

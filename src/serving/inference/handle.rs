@@ -11,6 +11,7 @@ use ::actors::data::Score;
 use ::actors::event::CustomerId;
 use ::actors::features::ShoppersFeatures;
 use ::actors::hooks::{ScoreError, Scorer};
+use ::actors::trace::TraceParent;
 use actix::prelude::*;
 use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +64,22 @@ impl InferenceHandle {
     pub async fn predict(&self, key: Option<&str>, rows: Vec<ShoppersFeatures>) -> Result<Prediction, InferenceError> {
         let rx = self.submit(key, rows)?;
         rx.await.unwrap_or_else(|_| Err(InferenceError::Worker("the worker was lost before answering".into())))
+    }
+
+    /// [`predict`](Self::predict) for traced work: the request's queue
+    /// wait, its batch and the batch's forward pass become spans under
+    /// `trace` (from the stage times the pool reports).
+    pub async fn predict_traced(
+        &self,
+        key: Option<&str>,
+        rows: Vec<ShoppersFeatures>,
+        trace: Option<TraceParent>,
+    ) -> Result<Prediction, InferenceError> {
+        let p = self.predict(key, rows).await?;
+        if let Some(parent) = trace {
+            super::telemetry::trace_stages(&parent, &p);
+        }
+        Ok(p)
     }
 
     /// Hands `rows` to the pool without waiting (callable from any thread);
@@ -141,12 +158,13 @@ impl Scorer for InferenceHandle {
         &self,
         customer: &CustomerId,
         features: &ShoppersFeatures,
+        trace: Option<TraceParent>,
     ) -> BoxFuture<'static, Result<Score, ScoreError>> {
         let this = self.clone();
         let key = customer.as_str().to_owned();
         let rows = vec![features.clone()];
         Box::pin(async move {
-            let p = this.predict(Some(&key), rows).await?;
+            let p = this.predict_traced(Some(&key), rows, trace).await?;
             let probability = p.probabilities.first().copied().ok_or_else(|| ScoreError::Failed("no score".into()))?;
             Ok(Score { probability: f64::from(probability), model_version: p.model_version.to_string() })
         })

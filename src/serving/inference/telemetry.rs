@@ -222,3 +222,37 @@ impl InferenceMetrics {
         self.shadow_failures.with_label_values(&[version]).get()
     }
 }
+
+/// Records a traced request's way through the pool under `parent`:
+/// `inference.queue_wait` (handed in → its worker started),
+/// `inference.batch` (worker started → replied) and below it
+/// `inference.forward` (the batch's forward pass).
+pub fn trace_stages(parent: &actors::trace::TraceParent, p: &super::messages::Prediction) {
+    use crate::telemetry::traces::record;
+    use actors::trace::FinishedSpan;
+    let (now, wall_now) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let wall = |t: std::time::Instant| wall_now - now.saturating_duration_since(t);
+    let s = &p.stages;
+    let rows = vec![("cartpulse.batch_rows", s.batch_rows as i64)];
+    record(FinishedSpan {
+        name: "inference.queue_wait",
+        parent,
+        start: wall(s.enqueued),
+        end: wall(s.started),
+        attributes: vec![],
+    });
+    let batch = record(FinishedSpan {
+        name: "inference.batch",
+        parent,
+        start: wall(s.started),
+        end: wall(s.replied),
+        attributes: rows.clone(),
+    });
+    record(FinishedSpan {
+        name: "inference.forward",
+        parent: &batch,
+        start: wall(s.started),
+        end: wall(s.scored),
+        attributes: rows,
+    });
+}

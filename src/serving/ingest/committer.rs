@@ -6,9 +6,11 @@
 //! events are handed to the session actors before the answer goes out, so a
 //! read that follows an acknowledgement sees the acknowledged events.
 
+use crate::telemetry::traces::Step;
 use crate::telemetry::{IngestEvent, Metrics};
 use actors::event::{Event, LoggedEvent};
 use actors::runtime::Runtime;
+use actors::trace::TraceParent;
 use actors::WriteGate;
 use chrono::DateTime;
 use chrono::Utc;
@@ -30,13 +32,15 @@ pub struct Prepared {
     /// When the event was acknowledged, if earlier than its commit (a
     /// gateway acknowledges once Redis holds it); the commit time otherwise.
     pub acked_at_ms: Option<i64>,
+    /// The sampled trace it belongs to: its commit is recorded there.
+    pub trace: Option<TraceParent>,
 }
 
 impl Prepared {
     /// The event with its payload encoded for the log.
     pub fn new(event: Event, acked_at_ms: Option<i64>) -> Result<Prepared, serde_json::Error> {
         let body = serde_json::to_string(&event.kind)?;
-        Ok(Prepared { event, body, acked_at_ms })
+        Ok(Prepared { event, body, acked_at_ms, trace: None })
     }
 }
 
@@ -79,6 +83,8 @@ struct Job {
     fences: Vec<super::fences::Fence>,
     /// On failure the events come back, so a caller can retry without a copy.
     reply: oneshot::Sender<Result<Outcome, (CommitError, Vec<Prepared>)>>,
+    /// When it was queued (the start of its traced `ingest.group_commit`).
+    queued: Step,
 }
 
 /// Limits of the committer.
@@ -143,7 +149,7 @@ impl Committer {
         }
         self.queued.fetch_add(n, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { events, fences, reply }) {
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { events, fences, reply, queued: Step::start() }) {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             return Err((CommitError::Stopped, job.events));
         }
@@ -209,16 +215,20 @@ async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runti
             let mut outcomes = Vec::with_capacity(jobs.len());
             let mut replies = Vec::with_capacity(jobs.len());
             let acked_at_ms = chrono::Utc::now().timestamp_millis();
+            let group = (total as i64, jobs.len() as i64);
             for (j, job) in jobs.into_iter().enumerate() {
                 let mut o = Outcome::default();
+                let traces = trace_commit(&job, group);
                 for (i, p) in job.events.into_iter().enumerate() {
                     match seqs.get(&(j, i)) {
                         Some(seq) => {
                             o.accepted += 1;
+                            let trace = p.trace.and_then(|t| traces.iter().find(|(p, _)| *p == t).map(|(_, c)| *c));
                             logged.push(LoggedEvent {
                                 seq: *seq,
                                 event: p.event,
                                 acked_at_ms: p.acked_at_ms.unwrap_or(acked_at_ms),
+                                trace,
                             });
                         }
                         None => o.duplicates += 1,
@@ -248,6 +258,27 @@ async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runti
             }
         }
     }
+}
+
+/// Records a committed job's `ingest.group_commit` span (queued → durable)
+/// once per trace among its events; returns each trace's commit span.
+fn trace_commit(job: &Job, (group_events, group_requests): (i64, i64)) -> Vec<(TraceParent, TraceParent)> {
+    let parents = actors::trace::distinct(job.events.iter().filter_map(|p| p.trace.as_ref()));
+    parents
+        .into_iter()
+        .filter_map(|parent| {
+            let commit = job.queued.finish(
+                "ingest.group_commit",
+                Some(&parent),
+                vec![
+                    ("cartpulse.events", job.events.len() as i64),
+                    ("cartpulse.group_events", group_events),
+                    ("cartpulse.group_requests", group_requests),
+                ],
+            )?;
+            Some((parent, commit))
+        })
+        .collect()
 }
 
 /// Inserts the group's distinct events in one transaction; returns the log

@@ -414,6 +414,7 @@ impl Reader {
                 }
                 continue;
             }
+            let read_started = crate::telemetry::traces::Step::start();
             let batch = if !self.history.is_empty() {
                 self.read(&mut conn, true).await
             } else if s.settings.owns.is_some() && last_claim.elapsed() >= s.settings.claim_idle / 2 {
@@ -431,7 +432,7 @@ impl Reader {
                 Ok(items) => {
                     backoff = Duration::from_millis(100);
                     if !items.is_empty() {
-                        if let Some(batch) = self.prepare(items).await {
+                        if let Some(batch) = self.prepare(items, read_started).await {
                             self.inflight.send_modify(|n| *n += 1);
                             if tx.send(batch).await.is_err() {
                                 // The commit stage stopped (shutting down).
@@ -783,7 +784,7 @@ impl Reader {
 
     /// Validates the entries (on a blocking thread: a batch is thousands of
     /// events) and dead-letters the ones that cannot be committed.
-    async fn prepare(&self, items: Vec<Item>) -> Option<Batch> {
+    async fn prepare(&self, items: Vec<Item>, read_started: crate::telemetry::traces::Step) -> Option<Batch> {
         let s = &self.shared;
         let limits = ParseLimits {
             max_events: 1,
@@ -827,6 +828,7 @@ impl Reader {
         }
         let mut batch = batch;
         batch.fences = s.fences_of(&batch.items);
+        trace_read(&mut batch, read_started);
         (!batch.items.is_empty()).then_some(batch)
     }
 
@@ -1023,16 +1025,18 @@ fn entry_of(v: Value) -> Option<Entry> {
         Some(Value::Map(m)) => m,
         _ => Vec::new(),
     };
-    let (mut body, mut acked_at_ms) = (None, 0);
+    let (mut body, mut acked_at_ms, mut trace) = (None, 0, None);
     for (k, v) in pairs {
         let Some(k) = bytes_of(k) else { continue };
         if k == streams::FIELD_EVENT.as_bytes() {
             body = bytes_of(v).and_then(|b| String::from_utf8(b).ok());
         } else if k == streams::FIELD_ACKED.as_bytes() {
             acked_at_ms = bytes_of(v).and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok()).unwrap_or(0);
+        } else if k == streams::FIELD_TRACE.as_bytes() {
+            trace = bytes_of(v).and_then(|b| actors::trace::TraceParent::parse(std::str::from_utf8(&b).ok()?));
         }
     }
-    Some(Entry { id, body, acked_at_ms })
+    Some(Entry { id, body, acked_at_ms, trace })
 }
 
 fn bytes_of(v: Value) -> Option<Vec<u8>> {
@@ -1105,6 +1109,28 @@ fn prepare(entry: &Entry, limits: ParseLimits) -> Result<Prepared, BadEntry> {
     let body = entry.body.as_deref().ok_or(BadEntry::NoBody)?;
     let event = parse_one(body, limits)?;
     Ok(Prepared::new(event, (entry.acked_at_ms > 0).then_some(entry.acked_at_ms))?)
+}
+
+/// Records `processor.read` (the read and validation of a batch) once per
+/// request trace among its entries, as a child of the gateway request's
+/// span; the events then carry the read span, so their commit follows it.
+fn trace_read(batch: &mut Batch, read_started: crate::telemetry::traces::Step) {
+    let parents = actors::trace::distinct(batch.items.iter().filter_map(|it| it.entry.trace.as_ref()));
+    for parent in parents {
+        let events = batch.items.iter().filter(|it| it.entry.trace == Some(parent)).count();
+        let Some(read) = read_started.finish(
+            "processor.read",
+            Some(&parent),
+            vec![("cartpulse.events", events as i64), ("cartpulse.batch_events", batch.items.len() as i64)],
+        ) else {
+            continue;
+        };
+        for (it, p) in batch.items.iter().zip(batch.prepared.iter_mut()) {
+            if it.entry.trace == Some(parent) {
+                p.trace = Some(read);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

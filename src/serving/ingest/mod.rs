@@ -12,6 +12,7 @@ pub mod queue;
 pub mod streams;
 
 use actors::event::Event;
+use actors::trace::TraceParent;
 use committer::{CommitError, Committer, Outcome, Prepared};
 use queue::EventQueue;
 
@@ -26,17 +27,18 @@ pub enum Ingest {
 
 impl Ingest {
     /// Answers once the events are durable (in the log, or in Redis).
-    pub async fn submit(&self, events: Vec<Event>) -> Result<Outcome, CommitError> {
+    /// `trace` is the request's sampled trace context, if it is traced.
+    pub async fn submit(&self, events: Vec<Event>, trace: Option<TraceParent>) -> Result<Outcome, CommitError> {
         match self {
             Ingest::Direct(c) => {
                 let prepared = events
                     .into_iter()
-                    .map(|e| Prepared::new(e, None))
+                    .map(|e| Prepared::new(e, None).map(|p| Prepared { trace, ..p }))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(CommitError::Encoding)?;
                 c.submit(prepared).await
             }
-            Ingest::Queued(q) => q.submit(events).await,
+            Ingest::Queued(q) => q.submit(events, trace).await,
         }
     }
 }

@@ -32,8 +32,10 @@
 use super::committer::{CommitError, Outcome};
 use super::streams;
 use crate::redis_link::{LinkError, RedisLink};
+use crate::telemetry::traces::Step;
 use crate::telemetry::{IngestEvent, Metrics};
 use actors::event::Event;
+use actors::trace::TraceParent;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,20 +112,30 @@ impl EventQueue {
         q
     }
 
-    /// Appends the events; answers once Redis holds them all.
-    pub async fn submit(&self, events: Vec<Event>) -> Result<Outcome, CommitError> {
+    /// Appends the events; answers once Redis holds them all. A traced
+    /// request's context goes into every entry, and its XADD is a span.
+    pub async fn submit(&self, events: Vec<Event>, trace: Option<TraceParent>) -> Result<Outcome, CommitError> {
         if self.backlog.load(Ordering::Relaxed) > self.max_backlog {
             return Err(CommitError::Overloaded);
         }
+        let step = Step::start();
+        let result = self.append(&events, trace).await;
+        step.finish("redis.xadd", trace.as_ref(), vec![("cartpulse.events", events.len() as i64)]);
+        result
+    }
+
+    async fn append(&self, events: &[Event], trace: Option<TraceParent>) -> Result<Outcome, CommitError> {
         let acked_at_ms = chrono::Utc::now().timestamp_millis().to_string();
+        let trace = trace.map(|t| t.to_string());
+        let stamp = Stamp { acked_at_ms: &acked_at_ms, trace: trace.as_deref() };
         let wanted = self.ack.wanted(self.connected_replicas.load(Ordering::Relaxed));
         let result = if self.link.is_cluster() {
-            self.append_by_partition(&events, &acked_at_ms, wanted).await?
+            self.append_by_partition(events, stamp, wanted).await?
         } else {
             let mut pipe = redis::pipe();
-            for event in &events {
+            for event in events {
                 let part = actors::data::partition(event.customer_id.as_str(), self.partitions);
-                self.append_to(&mut pipe, part, event, &acked_at_ms)?;
+                self.append_to(&mut pipe, part, event, stamp)?;
             }
             if wanted > 0 {
                 // On the same connection, after the appends: counts the replicas
@@ -162,17 +174,21 @@ impl EventQueue {
         pipe: &mut redis::Pipeline,
         part: usize,
         event: &Event,
-        acked_at_ms: &str,
+        stamp: Stamp,
     ) -> Result<(), CommitError> {
         let body = serde_json::to_string(event).map_err(CommitError::Encoding)?;
-        pipe.cmd("XADD")
+        let cmd = pipe
+            .cmd("XADD")
             .arg(&self.keys[part])
             .arg("*")
             .arg(streams::FIELD_EVENT)
             .arg(body)
             .arg(streams::FIELD_ACKED)
-            .arg(acked_at_ms)
-            .ignore();
+            .arg(stamp.acked_at_ms);
+        if let Some(t) = stamp.trace {
+            cmd.arg(streams::FIELD_TRACE).arg(t);
+        }
+        cmd.ignore();
         Ok(())
     }
 
@@ -182,13 +198,13 @@ impl EventQueue {
     async fn append_by_partition(
         &self,
         events: &[Event],
-        acked_at_ms: &str,
+        stamp: Stamp<'_>,
         wanted: u32,
     ) -> Result<Result<Vec<i64>, LinkError>, CommitError> {
         let mut pipes: std::collections::BTreeMap<usize, redis::Pipeline> = Default::default();
         for event in events {
             let part = actors::data::partition(event.customer_id.as_str(), self.partitions);
-            self.append_to(pipes.entry(part).or_insert_with(redis::pipe), part, event, acked_at_ms)?;
+            self.append_to(pipes.entry(part).or_insert_with(redis::pipe), part, event, stamp)?;
         }
         let conn = if wanted > 0 { &self.waits } else { &self.conn };
         let sends = pipes.into_values().map(|mut pipe| async move {
@@ -299,4 +315,11 @@ c2 127.0.0.1:7005@17005 slave,fail c1 0 0 3 disconnected
         assert_eq!(fewest_replicas_per_shard(&healed), 1);
         assert_eq!(fewest_replicas_per_shard(""), 0);
     }
+}
+
+/// What every entry of one request carries besides its event.
+#[derive(Clone, Copy)]
+struct Stamp<'a> {
+    acked_at_ms: &'a str,
+    trace: Option<&'a str>,
 }

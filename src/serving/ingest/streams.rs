@@ -63,6 +63,9 @@ pub fn dead_letter_key(link: &RedisLink) -> String {
 pub const FIELD_EVENT: &str = "e";
 /// Field of an entry holding when the gateway acknowledged it (ms).
 pub const FIELD_ACKED: &str = "a";
+/// Field of an entry holding its request's W3C `traceparent`, when traced:
+/// the processor's spans become children of the gateway request's span.
+pub const FIELD_TRACE: &str = "t";
 
 /// The fields of one entry.
 pub fn encode(event: &Event, acked_at_ms: i64) -> Result<[(&'static str, String); 2], serde_json::Error> {
@@ -75,6 +78,8 @@ pub struct Entry {
     pub id: String,
     pub body: Option<String>,
     pub acked_at_ms: i64,
+    /// The request's trace, if it was traced (an unreadable value is ignored).
+    pub trace: Option<actors::trace::TraceParent>,
 }
 
 impl Entry {
@@ -84,7 +89,12 @@ impl Entry {
             Some(Value::SimpleString(t)) => Some(t.clone()),
             _ => None,
         };
-        Entry { id: s.id.clone(), body: text("e"), acked_at_ms: text("a").and_then(|a| a.parse().ok()).unwrap_or(0) }
+        Entry {
+            id: s.id.clone(),
+            body: text(FIELD_EVENT),
+            acked_at_ms: text(FIELD_ACKED).and_then(|a| a.parse().ok()).unwrap_or(0),
+            trace: text(FIELD_TRACE).and_then(|t| actors::trace::TraceParent::parse(&t)),
+        }
     }
 }
 

@@ -14,8 +14,10 @@ use super::hub::Hub;
 use super::protocol::{now_ms, Topic};
 use super::relay::publisher::Publisher;
 use super::telemetry::{StreamEvent, StreamMetrics};
+use crate::telemetry::traces::Step;
 use actix::{Actor, Addr, AsyncContext, Context, StreamHandler};
 use actors::hooks::Update;
+use actors::trace::TraceParent;
 use messages::{bus_stream, BusItem};
 use rollup::{Kpis, Rollup};
 use std::sync::Arc;
@@ -46,7 +48,13 @@ pub struct Aggregator {
     rollup: Rollup,
     interval: Duration,
     metrics: StreamMetrics,
+    /// Fold spans of traced events waiting for the next `kpis` rollup, and
+    /// when each reached the aggregator (bounded: the newest are kept).
+    traced: Vec<(TraceParent, Step)>,
 }
+
+/// Traced events kept per rollup.
+const MAX_TRACED_PER_TICK: usize = 64;
 
 impl Aggregator {
     /// `rx` is subscribed by the caller before the actors start replaying the
@@ -65,6 +73,7 @@ impl Aggregator {
             rollup: Rollup::new(session_gap, conversion_window, Instant::now()),
             interval,
             metrics,
+            traced: Vec::new(),
         }
     }
 
@@ -132,7 +141,13 @@ impl Aggregator {
     fn on_update(&mut self, u: &Update) {
         let now = Instant::now();
         match u {
-            Update::Applied { customer, events, orders, revenue, acked_at_ms, open_session, segment } => {
+            Update::Applied { customer, events, orders, revenue, acked_at_ms, open_session, segment, trace } => {
+                if let Some(t) = trace {
+                    if self.traced.len() == MAX_TRACED_PER_TICK {
+                        self.traced.remove(0);
+                    }
+                    self.traced.push((*t, Step::start()));
+                }
                 // Restart-safe: a session restored from a snapshot is counted
                 // from the customer's first update after the restart.
                 if let Some(session) = open_session {
@@ -171,10 +186,15 @@ impl Aggregator {
                 self.publish(Topic::Segments, data.to_string());
             }
             // One encoding pass: the view's object with `"type":"view"` put first.
-            Update::Customer { view } => match serde_json::to_string(&**view) {
+            Update::Customer { view, trace } => match serde_json::to_string(&**view) {
                 Ok(json) if json.starts_with('{') && json.len() > 2 => {
-                    let data = format!("{{\"type\":\"view\",{}", &json[1..]);
+                    let publishing = Step::start();
+                    let data = match trace {
+                        Some(t) => format!("{{\"type\":\"view\",\"trace_id\":\"{}\",{}", t.trace_id_hex(), &json[1..]),
+                        None => format!("{{\"type\":\"view\",{}", &json[1..]),
+                    };
                     self.publish(Topic::Customer(view.customer_id.clone()), data);
+                    publishing.finish("stream.publish", trace.as_ref(), vec![("cartpulse.customer_view", 1)]);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "cannot encode a customer view"),
@@ -191,16 +211,37 @@ impl Actor for Aggregator {
             ctx.add_stream(bus_stream(rx));
         }
         ctx.run_interval(self.interval, |act, ctx| {
+            let traced = std::mem::take(&mut act.traced);
+            let trace_id = traced.last().map(|(t, _)| t.trace_id_hex());
+            let publishing = Step::start();
             if matches!(act.to, PublishTo::RedisShare { .. }) {
-                let part = act.rollup.part(Instant::now());
-                return act.share_kpis(part, ctx);
+                let part = rollup::KpiPart { trace_id, ..act.rollup.part(Instant::now()) };
+                act.share_kpis(part, ctx);
+            } else {
+                let kpis = Kpis { trace_id, ..act.rollup.tick(Instant::now()) };
+                match serde_json::to_string(&kpis) {
+                    Ok(data) => act.publish(Topic::Kpis, data),
+                    Err(e) => tracing::error!(error = %e, "cannot encode the KPI rollup"),
+                }
             }
-            let kpis = act.rollup.tick(Instant::now());
-            match serde_json::to_string(&kpis) {
-                Ok(data) => act.publish(Topic::Kpis, data),
-                Err(e) => tracing::error!(error = %e, "cannot encode the KPI rollup"),
-            }
+            trace_rollup(&traced, publishing);
         });
+    }
+}
+
+/// Records, per traced event of a rollup, `stream.aggregate` (from its
+/// update reaching the aggregator to the rollup) and below it
+/// `stream.publish` (the rollup handed to the hub or Redis).
+fn trace_rollup(traced: &[(TraceParent, Step)], publishing: Step) {
+    for (fold, received) in traced {
+        let aggregate = crate::telemetry::traces::record(actors::trace::FinishedSpan {
+            name: "stream.aggregate",
+            parent: fold,
+            start: received.time(),
+            end: publishing.time(),
+            attributes: vec![],
+        });
+        publishing.finish("stream.publish", Some(&aggregate), vec![("cartpulse.kpis", 1)]);
     }
 }
 

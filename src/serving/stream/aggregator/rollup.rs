@@ -39,6 +39,10 @@ pub struct Kpis {
     pub mean_intent: Option<f64>,
     pub segment_sizes: BTreeMap<String, u64>,
     pub latency_ms: Latency,
+    /// The trace of a traced event this rollup includes (sampled requests
+    /// only), so a dashboard developer can go from a frame to its trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -234,6 +238,7 @@ impl Rollup {
             segment_version: version,
             segment_sizes,
             latency_us: merged.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect(),
+            trace_id: None,
         }
     }
 }
@@ -256,6 +261,9 @@ pub struct KpiPart {
     pub segment_sizes: BTreeMap<String, u64>,
     /// Latency histogram (µs value → count) over the last 10 s.
     pub latency_us: Vec<(u64, u64)>,
+    /// A traced event's trace among this part's events, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl Kpis {
@@ -292,6 +300,7 @@ impl Kpis {
             mean_intent: (scored > 0).then(|| round(score_sum / scored as f64, 4)),
             segment_sizes,
             latency_ms,
+            trace_id: parts.iter().find_map(|p| p.trace_id.clone()),
         }
     }
 }

@@ -5,7 +5,21 @@
 //! the actix arbiters for their event loops.
 
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Unix seconds of the last warning about a failed export.
+static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+
+/// Says that spans are being lost, at most once a minute (the exporter
+/// retries nothing: a failed batch is dropped).
+fn warn_export_failed(error: &dyn std::fmt::Display) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let last = LAST_WARNING.load(Ordering::Relaxed);
+    if now >= last + 60 && LAST_WARNING.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(%error, "exporting spans failed; spans are being dropped (next warning in a minute at most)");
+    }
+}
 
 #[derive(Debug)]
 pub struct ExportClient {
@@ -42,7 +56,16 @@ impl HttpClient for ExportClient {
             let body = res.bytes().await?;
             Ok::<_, reqwest::Error>((status, headers, body))
         });
-        let (status, headers, body) = sent.await??;
+        let (status, headers, body) = match sent.await? {
+            Ok(r) => r,
+            Err(e) => {
+                warn_export_failed(&e);
+                return Err(e.into());
+            }
+        };
+        if !status.is_success() {
+            warn_export_failed(&format!("the receiver answered {status}"));
+        }
         let mut response = Response::builder().status(status.as_u16());
         for (name, value) in headers.iter() {
             response = response.header(name.as_str(), value.as_bytes());

@@ -246,7 +246,9 @@ pub struct LogSettings {
     /// When set, gateways also print the stream backlog every 10 s to stdout
     /// as a CloudWatch Embedded Metric Format line in this namespace (the
     /// ECS log driver turns it into a CloudWatch metric that processor
-    /// autoscaling tracks).
+    /// autoscaling tracks), and every replica prints its service level
+    /// objectives' good and valid counts every minute (the CloudWatch
+    /// burn-rate alarms; `telemetry::slo`).
     pub cloudwatch_namespace: Option<String>,
 }
 

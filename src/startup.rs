@@ -113,6 +113,9 @@ impl Application {
             .context("creating metrics")?
             .with_cloudwatch(settings.log.cloudwatch_namespace.as_deref(), &settings.redis.prefix);
         let actor_metrics = ActorMetrics::register(&metrics.registry).context("registering runtime metrics")?;
+        if let Some(namespace) = &settings.log.cloudwatch_namespace {
+            crate::telemetry::slo::spawn(metrics.registry.clone(), namespace, &settings.redis.prefix);
+        }
         let gate = if settings.is_sqlite() { WriteGate::serial() } else { WriteGate::open() };
         let models = crate::models::ModelRegistry::from_settings(db.clone(), &settings)
             .await

@@ -172,6 +172,9 @@ resource "aws_ecs_task_definition" "processor" {
     dependsOn   = local.after_adot
     environment = concat(local.task_environment, local.tracing_environment, [
       { name = "CARTPULSE_REDIS__LEASE_MS", value = tostring(var.redis_lease_ms) },
+      # The processors' service level objective counts (dashboard latency,
+      # scoring latency) go out as EMF lines too (slo.tf).
+      { name = "CARTPULSE_LOG__CLOUDWATCH_NAMESPACE", value = var.metrics_namespace },
     ])
     # Room for the graceful hand-over before SIGKILL (see the locals above).
     stopTimeout = local.processor_stop_timeout_s

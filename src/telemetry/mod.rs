@@ -3,6 +3,7 @@
 //! bumps the counters. The runtime core has its own in `actors::telemetry`.
 
 pub mod scrape;
+pub mod slo;
 pub mod traces;
 
 use prometheus::{

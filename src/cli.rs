@@ -108,7 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command } => crate::keys::cli::run(global, command),
         Command::Replay(args) => crate::jobs::replay::cli::replay(args),
         Command::Bench { command } => crate::jobs::bench::cli::run(global, command),
-        Command::Train(args) => crate::jobs::train::cli::train(args),
+        Command::Train(args) => crate::jobs::train::cli::train(global, args),
         Command::Predict(args) => crate::jobs::train::cli::predict(args),
         Command::Segment(args) => crate::jobs::segment::cli::segment(global, args),
         Command::Segments { command } => crate::jobs::segment::cli::segments(global, command),

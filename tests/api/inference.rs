@@ -48,7 +48,7 @@ pub fn tiny_model(seed: u64) -> PathBuf {
     config.net.swa = 1;
     let out = dir.join("model");
     cartpulse::jobs::train::run(cartpulse::jobs::train::TrainOptions {
-        data,
+        data: data.into(),
         folds: 2,
         seed,
         out: out.clone(),

@@ -23,3 +23,4 @@ mod segment;
 mod stream;
 mod stream_redis;
 mod traces;
+mod train_from_db;

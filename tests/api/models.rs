@@ -104,7 +104,7 @@ fn train_tiny_with(dir: &Path, seed: u64, report: bool) -> (PathBuf, String) {
     let data = synthetic_csv(dir, 240, seed);
     let out = dir.join(format!("model-{seed}"));
     let opts = TrainOptions {
-        data,
+        data: data.into(),
         folds: 2,
         seed,
         out: out.clone(),

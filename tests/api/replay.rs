@@ -69,11 +69,12 @@ async fn replayed_sessions_equal_their_rows(db: Db) {
     for (k, line) in rows.iter().enumerate() {
         let n = k + 1;
         let fields: Vec<&str> = line.split(',').collect();
-        let (expected, _) = ShoppersFeatures::from_uci_record(&fields).unwrap();
+        let (expected, revenue) = ShoppersFeatures::from_uci_record(&fields).unwrap();
         let expected = expected.to_uci_json();
         let (status, sess) = app.get_session(&format!("osi-s{n}")).await;
         assert_eq!(status, 200, "osi-s{n}: {sess}");
         assert_eq!(sess["status"], "closed");
+        assert_eq!(sess["purchased"], revenue, "osi-s{n}: the session's outcome is the row's Revenue");
         assert_eq!(sess["customer_id"], format!("osi-c{n}"));
         let got = sess["features"].as_object().expect("features");
         for col in ShoppersFeatures::UCI_COLUMNS {

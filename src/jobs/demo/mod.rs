@@ -50,7 +50,7 @@ async fn ensure_demo_model(
     let out = work.path().join("purchase-intent");
     eprintln!("demo: no model is active; training a small one on {} …", data.display());
     let opts = crate::jobs::train::TrainOptions {
-        data,
+        data: data.into(),
         folds: 2,
         seed: 42,
         out: out.clone(),

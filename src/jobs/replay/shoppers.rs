@@ -4,10 +4,17 @@
 //! [`actors::features::session`], the one place that defines that mapping),
 //! followed by a `session_end`.
 //!
+//! A row whose `Revenue` is TRUE (the visit ended in a purchase) also has a
+//! `purchase` after its last page, so the platform records the outcome the
+//! way a shop would send it; a purchase is not a page, so the 17 session
+//! features are the same either way, and the session's `purchased` flag is
+//! the row's label (what `cartpulse train --from-db` learns from).
+//!
 //! Ids: data row N (counted from 1, the header excluded) is customer `osi-cN`,
-//! session `osi-sN`; its pages are events `osi-sN-p1`, `osi-sN-p2`, … and its
-//! end is `osi-sN-end`. The pages are 1 s apart from
-//! `session_start_for(month, weekend, N)`, the end 1 s after the last page.
+//! session `osi-sN`; its pages are events `osi-sN-p1`, `osi-sN-p2`, …, its
+//! purchase `osi-sN-buy` (order `osi-oN`) and its end `osi-sN-end`. The pages
+//! are 1 s apart from `session_start_for(month, weekend, N)`, the purchase
+//! and then the end 1 s apart after the last page.
 //! Because ids are fixed, replaying the file twice is harmless: the server
 //! counts the second pass as duplicates.
 
@@ -15,7 +22,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use actors::event::{CustomerId, Event, EventId, EventKind, SessionId};
+use actors::event::{CustomerId, Event, EventId, EventKind, OrderLine, Purchase, SessionId};
 use actors::features::{expand_row_pages, session_start_for, ShoppersFeatures};
 use anyhow::{anyhow, Context};
 use chrono::TimeDelta;
@@ -57,13 +64,14 @@ fn expand_labelled<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<(Sess
         // No field of this file spans lines, so data row N is line N + 1.
         let (features, revenue) = ShoppersFeatures::from_uci_record(&fields)
             .map_err(|e| anyhow!("{source}: row {row} (line {}): {e}", row + 1))?;
-        sessions.push((session_for_row(row, &features), revenue));
+        sessions.push((session_for_row(row, &features, revenue), revenue));
     }
     Ok(sessions)
 }
 
-/// The session of data row `row` (from 1) with the given features.
-pub fn session_for_row(row: usize, features: &ShoppersFeatures) -> SessionEvents {
+/// The session of data row `row` (from 1) with the given features, ending
+/// in a purchase when `purchased`.
+pub fn session_for_row(row: usize, features: &ShoppersFeatures, purchased: bool) -> SessionEvents {
     let customer = CustomerId::new_unchecked(format!("osi-c{row}"));
     let session = SessionId::new_unchecked(format!("osi-s{row}"));
     let start = session_start_for(features.month, features.weekend, row);
@@ -77,13 +85,31 @@ pub fn session_for_row(row: usize, features: &ShoppersFeatures) -> SessionEvents
         time: start + TimeDelta::seconds(offset_s as i64),
         kind,
     };
-    let mut events = Vec::with_capacity(pages.len() + 1);
+    let mut events = Vec::with_capacity(pages.len() + 2);
     let n_pages = pages.len();
     for (k, page) in pages.into_iter().enumerate() {
         events.push(event(format!("osi-s{row}-p{}", k + 1), k, EventKind::PageView(page)));
     }
-    events.push(event(format!("osi-s{row}-end"), n_pages, EventKind::SessionEnd));
+    let mut end = n_pages;
+    if purchased {
+        events.push(event(format!("osi-s{row}-buy"), end, EventKind::Purchase(order_for_row(row, features))));
+        end += 1;
+    }
+    events.push(event(format!("osi-s{row}-end"), end, EventKind::SessionEnd));
     SessionEvents { customer, session, events }
+}
+
+/// The order of a row that ended in a purchase. The file has no basket: one
+/// line worth the row's page value (what the visit's pages were worth to the
+/// shop, UCI's `PageValues`), at least 1.
+fn order_for_row(row: usize, features: &ShoppersFeatures) -> Purchase {
+    let unit_price = (features.page_values.max(1.0) * 100.0).round() / 100.0;
+    Purchase {
+        invoice: format!("osi-o{row}"),
+        lines: vec![OrderLine { sku: "osi-visit".into(), quantity: 1, unit_price, description: None }],
+        country: None,
+        cancellation: false,
+    }
 }
 
 fn check_header(header: &csv::StringRecord) -> anyhow::Result<()> {
@@ -139,7 +165,19 @@ mod tests {
 
         let s2 = &sessions[1];
         let ids: Vec<&str> = s2.events.iter().map(|e| e.event_id.as_str()).collect();
-        assert_eq!(ids, ["osi-s2-p1", "osi-s2-p2", "osi-s2-p3", "osi-s2-p4", "osi-s2-p5", "osi-s2-p6", "osi-s2-end"]);
+        // Revenue TRUE: a purchase after the last page, then the end.
+        assert_eq!(
+            ids,
+            ["osi-s2-p1", "osi-s2-p2", "osi-s2-p3", "osi-s2-p4", "osi-s2-p5", "osi-s2-p6", "osi-s2-buy", "osi-s2-end"]
+        );
+        match &s2.events[6].kind {
+            EventKind::Purchase(p) => {
+                assert_eq!(p.invoice, "osi-o2");
+                assert!(!p.cancellation);
+                assert_eq!(p.value(), 12.5, "one line worth the row's page value");
+            }
+            other => panic!("expected the purchase, got {other:?}"),
+        }
         let start = session_start_for(11, true, 2);
         for (k, e) in s2.events.iter().enumerate() {
             assert_eq!(e.time, start + TimeDelta::seconds(k as i64), "event {k}");
@@ -200,6 +238,7 @@ mod tests {
                 acc.apply(e);
             }
             let got = acc.features();
+            assert_eq!(acc.purchased(), row.ends_with("TRUE"), "the session's outcome is the row's label: {row}");
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
             assert_eq!(
                 (got.administrative, got.informational, got.product_related),

@@ -45,7 +45,7 @@ pub(super) fn write(
         threshold: fitted.threshold,
         cv: CvSummary { folds: opts.folds, seed: opts.seed, report: report.clone() },
         training_data: TrainingData {
-            file: opts.data.display().to_string(),
+            file: opts.data.describe(),
             sha256: data.sha256.clone(),
             rows: data.labels.len(),
             positives: data.labels.iter().filter(|&&y| y).count(),

@@ -1,5 +1,6 @@
 //! `cartpulse train` and `cartpulse predict`: fit and evaluate the purchase
-//! model from a UCI-format CSV, and score a file with a trained model.
+//! model from a UCI-format CSV or the sessions the service recorded, and
+//! score a file with a trained model.
 
 use std::path::PathBuf;
 
@@ -7,8 +8,24 @@ use std::path::PathBuf;
 /// stdout line is the report as JSON.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    #[arg(long, default_value = "../shared/data/online_shoppers_intention.csv")]
+    /// A UCI Online Shoppers CSV (with its Revenue column).
+    #[arg(long, default_value = "../shared/data/online_shoppers_intention.csv", conflicts_with = "from_db")]
     pub data: PathBuf,
+    /// Train on the sessions the service recorded (the database of the
+    /// settings / --database-url) instead of a file: closed sessions whose
+    /// outcome is settled, labelled by whether they ended in a purchase.
+    #[arg(long)]
+    pub from_db: bool,
+    /// With --from-db: only sessions that ended at or after this time (RFC 3339).
+    #[arg(long, requires = "from_db")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --from-db: only sessions that ended before this time (RFC 3339).
+    #[arg(long, requires = "from_db")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --from-db: a session counts only once it ended this many seconds
+    /// ago (a purchase can come after the last page).
+    #[arg(long, default_value_t = 3600, requires = "from_db")]
+    pub label_delay_s: u64,
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
     #[arg(long, default_value_t = 42)]
@@ -47,7 +64,7 @@ pub struct PredictArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn train(args: TrainArgs) -> anyhow::Result<()> {
+pub fn train(global: &crate::cli::GlobalArgs, args: TrainArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging("warn", false);
     let config = match &args.config {
         Some(path) => std::fs::read(path)
@@ -56,7 +73,32 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?,
         None => Default::default(),
     };
-    let TrainArgs { data, folds, seed, out, report, repeats, folds_out, oof_out, no_model, .. } = args;
+    let TrainArgs {
+        data,
+        from_db,
+        since,
+        until,
+        label_delay_s,
+        folds,
+        seed,
+        out,
+        report,
+        repeats,
+        folds_out,
+        oof_out,
+        no_model,
+        ..
+    } = args;
+    let data = if from_db {
+        super::DataSource::Database(Box::new(super::SessionQuery {
+            settings: global.settings(None)?,
+            since,
+            until,
+            label_delay: std::time::Duration::from_secs(label_delay_s),
+        }))
+    } else {
+        super::DataSource::Csv(data)
+    };
     let r = super::run_protocol(
         super::TrainOptions { data, folds, seed, out, report, config, progress: true },
         &super::Protocol { repeats, folds_out, oof_out, no_model },

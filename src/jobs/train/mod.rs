@@ -18,6 +18,7 @@
 
 pub mod artifact;
 pub mod cli;
+pub mod dataset;
 pub mod metrics;
 pub mod plots;
 pub mod split;
@@ -29,19 +30,20 @@ use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metrics::Confusion;
 
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 pub use crate::models::artifact::PurchaseModel;
 pub use crate::models::manifest::{FoldReport, Manifest, ModelConfig, RepeatReport, TrainReport};
 pub use artifact::predict;
+pub use dataset::{load_csv, DataSource, Dataset, SessionQuery};
 
 /// Options of `cartpulse train`.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
-    /// UCI Online Shoppers CSV (with header and `Revenue`).
-    pub data: PathBuf,
+    /// The rows: a UCI Online Shoppers CSV (with header and `Revenue`), or
+    /// the sessions recorded in the database.
+    pub data: DataSource,
     /// Outer cross-validation folds (>= 2).
     pub folds: usize,
     pub seed: u64,
@@ -74,51 +76,6 @@ impl Default for Protocol {
     fn default() -> Self {
         Protocol { repeats: 1, folds_out: None, oof_out: None, no_model: false }
     }
-}
-
-/// Rows read from a UCI Online Shoppers CSV.
-pub struct Dataset {
-    pub features: Vec<ShoppersFeatures>,
-    pub labels: Vec<bool>,
-    pub sha256: String,
-}
-
-/// Reads a UCI Online Shoppers CSV through the live feature code. With
-/// `require_label` false a file without the `Revenue` column is accepted (its
-/// labels are then all `false`).
-pub fn load_csv(path: &Path, require_label: bool) -> anyhow::Result<Dataset> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
-    let header: Vec<String> = reader.headers()?.iter().map(|h| h.trim().to_owned()).collect();
-    let with_label = header.len() == ShoppersFeatures::UCI_COLUMNS.len() + 1;
-    if !header.iter().zip(ShoppersFeatures::UCI_COLUMNS).all(|(h, c)| h == c)
-        || header.len() < ShoppersFeatures::UCI_COLUMNS.len()
-        || (with_label && header[17] != "Revenue")
-        || (require_label && !with_label)
-    {
-        bail!(
-            "{}: header must be the UCI Online Shoppers columns ({}{}), got {}",
-            path.display(),
-            ShoppersFeatures::UCI_COLUMNS.join(","),
-            if require_label { ",Revenue" } else { "[,Revenue]" },
-            header.join(",")
-        );
-    }
-    let mut features = Vec::new();
-    let mut labels = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}: data row {}", path.display(), i + 1))?;
-        let mut fields: Vec<&str> = record.iter().collect();
-        if !with_label {
-            fields.push("FALSE");
-        }
-        let (f, y) = ShoppersFeatures::from_uci_record(&fields)
-            .with_context(|| format!("{}: data row {}", path.display(), i + 1))?;
-        features.push(f);
-        labels.push(y);
-    }
-    Ok(Dataset { features, labels, sha256 })
 }
 
 /// A model fitted on some rows: everything needed to score new ones.
@@ -254,11 +211,12 @@ pub fn run_protocol(opts: TrainOptions, protocol: &Protocol) -> anyhow::Result<T
         bail!("--repeats must be at least 1");
     }
     let started = Instant::now();
-    let data = load_csv(&opts.data, true)?;
+    // Row `i` here is row `order[i]` of the source (see Dataset::canonical).
+    let (data, order) = opts.data.load()?.canonical();
     let n = data.labels.len();
     let positives = data.labels.iter().filter(|&&y| y).count();
     if positives < opts.folds || n - positives < opts.folds {
-        bail!("{}: too few rows of each class for {} folds", opts.data.display(), opts.folds);
+        bail!("{}: too few rows of each class for {} folds", opts.data.describe(), opts.folds);
     }
     let k = opts.folds;
     let seeds: Vec<u64> = (0..protocol.repeats as u64).map(|r| opts.seed.wrapping_add(r)).collect();
@@ -266,8 +224,10 @@ pub fn run_protocol(opts: TrainOptions, protocol: &Protocol) -> anyhow::Result<T
     if let Some(path) = &protocol.folds_out {
         let mut text = String::from("row,seed,fold\n");
         for (split, seed) in splits.iter().zip(&seeds) {
-            for (i, f) in split.iter().enumerate() {
-                text += &format!("{i},{seed},{f}\n");
+            let mut rows: Vec<(usize, usize)> = split.iter().enumerate().map(|(i, f)| (order[i], *f)).collect();
+            rows.sort_unstable();
+            for (row, f) in rows {
+                text += &format!("{row},{seed},{f}\n");
             }
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -404,10 +364,13 @@ pub fn run_protocol(opts: TrainOptions, protocol: &Protocol) -> anyhow::Result<T
     };
     if let Some(path) = &protocol.oof_out {
         let mut text = String::from("row,seed,fold,label,score,threshold\n");
+        let mut by_row: Vec<usize> = (0..n).collect();
+        by_row.sort_unstable_by_key(|&i| order[i]);
         for (r, seed) in seeds.iter().enumerate() {
-            for i in 0..n {
+            for &i in &by_row {
                 text += &format!(
-                    "{i},{seed},{},{},{},{}\n",
+                    "{},{seed},{},{},{},{}\n",
+                    order[i],
                     splits[r][i],
                     u8::from(data.labels[i]),
                     oof[r][i],
@@ -560,6 +523,7 @@ pub fn synthetic_shoppers_csv(rows: usize, seed: u64) -> String {
 mod tests {
     use super::*;
     use crate::models::net::NetConfig;
+    use std::path::Path;
 
     /// A small UCI-format file whose label depends mostly on PageValues, as in
     /// the real data (which tests must not need).
@@ -572,7 +536,7 @@ mod tests {
 
     fn options(dir: &Path, data: PathBuf) -> TrainOptions {
         TrainOptions {
-            data,
+            data: data.into(),
             folds: 3,
             seed: 5,
             out: dir.join("model"),
@@ -722,8 +686,15 @@ mod tests {
             })
             .collect();
         assert_eq!(rows.len(), 600);
-        let split6 = split::stratified_folds(&ds.labels, 3, 6);
-        assert!(rows[300..].iter().all(|&(i, s, f)| s == 6 && split6[i] == f));
+        // The split is of the rows in their canonical order; the file names
+        // them by their place in the file.
+        let (canonical, order) = ds.canonical();
+        let split6 = split::stratified_folds(&canonical.labels, 3, 6);
+        let mut fold_of_row = vec![usize::MAX; 300];
+        for (i, &row) in order.iter().enumerate() {
+            fold_of_row[row] = split6[i];
+        }
+        assert!(rows[300..].iter().enumerate().all(|(k, &(i, s, f))| i == k && s == 6 && fold_of_row[i] == f));
         // Scores file: the held-out scores reproduce each fold's accuracy.
         let text = std::fs::read_to_string(&oof_out).unwrap();
         let recs: Vec<Vec<String>> = text.lines().skip(1).map(|l| l.split(',').map(str::to_owned).collect()).collect();

@@ -239,7 +239,7 @@ mod tests {
         std::fs::write(&data, crate::jobs::train::synthetic_shoppers_csv(300, seed)).unwrap();
         let out = dir.join(format!("model{seed}"));
         crate::jobs::train::run(TrainOptions {
-            data: data.clone(),
+            data: data.clone().into(),
             folds: 2,
             seed,
             out: out.clone(),

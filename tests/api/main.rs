@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod console;
 mod crash;
+mod evaluation;
 mod failover;
 mod health;
 mod inference;

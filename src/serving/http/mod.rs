@@ -71,6 +71,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/models/{version}/shadow", web::post().to(models::shadow))
                 .route("/models/{version}/promote", web::post().to(models::promote))
                 .route("/models/{version}/report/{name}", web::get().to(models::report_image))
+                .route("/models/{version}/evaluation", web::get().to(models::evaluation))
                 .route("/system", web::get().to(system::system))
                 .route("/segments", web::get().to(segments::list))
                 .route("/segments/{version}/activate", web::post().to(segments::activate)),

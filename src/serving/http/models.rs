@@ -143,3 +143,28 @@ pub async fn report_image(
         .insert_header((header::CACHE_CONTROL, "private, max-age=86400, immutable"))
         .body(bytes))
 }
+
+/// `GET /v1/models/{version}/evaluation` (read key): how the version's final
+/// scores did against the sessions' outcomes, overall and per day
+/// (`models::evaluation`). The decision threshold is the registry's, or the
+/// served model's for a model directory served directly.
+pub async fn evaluation(
+    _auth: Auth<ReadScope>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let version = path.into_inner();
+    let registered = match state.models.get(&version).await {
+        Ok(info) => info.metrics["threshold"].as_f64(),
+        Err(RegistryError::UnknownVersion(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let threshold = registered
+        .or_else(|| state.inference.threshold_of(&version).map(f64::from))
+        .ok_or_else(|| ApiError::NotFound(format!("no model version {version:?} is registered or served")))?;
+    let evaluation = crate::models::evaluation::evaluate(&state.db, &version, threshold).await.map_err(|e| {
+        tracing::warn!(error = %e, "reading the sessions for an evaluation failed");
+        ApiError::unavailable("the database is unavailable")
+    })?;
+    Ok(HttpResponse::Ok().json(evaluation))
+}

@@ -136,6 +136,11 @@ impl InferenceHandle {
         self.pool.serving()
     }
 
+    /// The decision threshold of `version`, if it is served now.
+    pub fn threshold_of(&self, version: &str) -> Option<f32> {
+        self.pool.threshold_of(version)
+    }
+
     /// Makes the next batch panic inside its worker: a drill of the recovery
     /// path (its requests fail explicitly; the worker is replaced).
     pub fn inject_worker_fault(&self) {

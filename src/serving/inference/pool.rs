@@ -213,6 +213,12 @@ impl InferencePool {
         self.serving.read().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// The decision threshold of `version`, if it is served now.
+    pub fn threshold_of(&self, version: &str) -> Option<f32> {
+        let st = self.lock();
+        st.set.models().iter().find(|m| &*m.version == version).map(|m| m.model.manifest.threshold)
+    }
+
     /// Refuses new requests; queued ones are still scored, then the
     /// workers return to their `SyncArbiter` (and end with the system).
     pub fn stop(&self) {

@@ -404,7 +404,7 @@ impl SessionSummary {
 }
 
 /// The profile features; see the module doc for definitions and units.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProfileFeatures {
     pub recency_days: f64,
     pub frequency: f64,

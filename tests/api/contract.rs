@@ -1,0 +1,205 @@
+//! The API contract (`GET /v1/openapi.json`) as the black-box suite holds
+//! the server to it: every response that goes through a [`TestApp`] request
+//! method (see helpers.rs) is checked here. Its status must be documented
+//! for the path and method, and a JSON body must validate against the
+//! documented schema (JSON Schema 2020-12, the dialect of OpenAPI 3.1, with
+//! formats such as `date-time` asserted). A mismatch panics naming the
+//! request, the status and the schema error, so a test that sees an
+//! undocumented answer fails even if it expected that answer.
+//!
+//! The document comes from the library (the same function the server
+//! answers with), once per process; each response schema is compiled once.
+//!
+//! [`TestApp`]: super::helpers::TestApp
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub struct Contract {
+    doc: Value,
+    /// Compiled response schemas by (path template, method, status, media type).
+    validators: Mutex<HashMap<(String, String, String, String), Arc<jsonschema::Validator>>>,
+}
+
+/// The contract of this build, parsed once.
+pub fn contract() -> &'static Contract {
+    static CONTRACT: OnceLock<Contract> = OnceLock::new();
+    CONTRACT.get_or_init(|| Contract {
+        doc: serde_json::from_str(cartpulse::serving::http::openapi::json()).expect("the contract is JSON"),
+        validators: Mutex::new(HashMap::new()),
+    })
+}
+
+/// Panics unless the response conforms to the contract (see the module doc).
+pub fn check_response(method: &str, path: &str, status: u16, content_type: Option<&str>, body: &[u8]) {
+    if let Err(e) = contract().check(method, path, status, content_type, body) {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(600)]);
+        panic!("contract violation: {method} {path} answered {status}: {e}\n  body: {shown}");
+    }
+}
+
+impl Contract {
+    /// The documented path template a concrete path falls under: an exact
+    /// path first, else the template with the most literal segments.
+    fn template(&self, path: &str) -> Option<&str> {
+        let paths = self.doc["paths"].as_object()?;
+        if paths.contains_key(path) {
+            return paths.get_key_value(path).map(|(k, _)| k.as_str());
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        paths
+            .keys()
+            .filter_map(|t| {
+                let ts: Vec<&str> = t.split('/').collect();
+                if ts.len() != segments.len() {
+                    return None;
+                }
+                let mut literal = 0;
+                for (a, b) in ts.iter().zip(&segments) {
+                    if a.starts_with('{') && a.ends_with('}') {
+                        if b.is_empty() {
+                            return None;
+                        }
+                    } else if a == b {
+                        literal += 1;
+                    } else {
+                        return None;
+                    }
+                }
+                Some((literal, t.as_str()))
+            })
+            .max()
+            .map(|(_, t)| t)
+    }
+
+    /// Checks one response; `Err` says what does not conform.
+    pub fn check(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let path = path.split('?').next().unwrap_or(path);
+        let method = method.to_ascii_lowercase();
+        let operation = self.template(path).and_then(|t| self.doc["paths"][t].get(&method).map(|op| (t, op)));
+        let Some((template, operation)) = operation else {
+            if !path.starts_with("/v1/") {
+                // The console's own routes and the static files are not part of the API.
+                return Ok(());
+            }
+            // No such endpoint: the fallback answers 404 with the error body.
+            if status != 404 {
+                return Err(format!("no documented operation, and the status is not 404 (got {status})"));
+            }
+            return self.validate_json("(no such endpoint)", &method, 404, "#/components/schemas/ErrorBody", body);
+        };
+        let responses = operation["responses"].as_object().ok_or("the operation documents no responses")?;
+        let response = responses.get(&status.to_string()).or_else(|| responses.get("default")).ok_or_else(|| {
+            format!("status {status} is not documented for {method} {template} (documented: {:?})", responses.keys())
+        })?;
+        let Some(content) = response.get("content").and_then(Value::as_object) else {
+            // Documented without a body (101, 304).
+            return Ok(());
+        };
+        let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        if let Some(schema) = content.get("application/json") {
+            if media.as_deref().is_some_and(|m| m != "application/json") {
+                return Err(format!("Content-Type {media:?}, documented application/json"));
+            }
+            let Some(schema) = schema.get("schema") else {
+                serde_json::from_slice::<Value>(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+                return Ok(());
+            };
+            return self.validate(template, &method, status, schema, body);
+        }
+        // Another media type (PNG, Prometheus text): the header must name it.
+        let documented: Vec<String> =
+            content.keys().map(|k| k.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).collect();
+        match media {
+            Some(m) if documented.contains(&m) => Ok(()),
+            other => Err(format!("Content-Type {other:?}, documented {documented:?}")),
+        }
+    }
+
+    fn validate_json(&self, template: &str, method: &str, status: u16, r: &str, body: &[u8]) -> Result<(), String> {
+        self.validate(template, method, status, &serde_json::json!({ "$ref": r }), body)
+    }
+
+    fn validate(&self, template: &str, method: &str, status: u16, schema: &Value, body: &[u8]) -> Result<(), String> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        let key = (template.to_owned(), method.to_owned(), status.to_string(), schema.to_string());
+        let validator = {
+            let mut cache = self.validators.lock().expect("validator cache");
+            match cache.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = Arc::new(self.compile(schema)?);
+                    cache.insert(key, v.clone());
+                    v
+                }
+            }
+        };
+        let errors: Vec<String> =
+            validator.iter_errors(&value).take(5).map(|e| format!("{} (at {})", e, e.instance_path())).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the body does not match the documented schema: {}", errors.join("; ")))
+        }
+    }
+
+    /// A validator for one response schema: the schema with the document's
+    /// components beside it, so its `#/components/schemas/...` refs resolve.
+    fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
+        let mut root = serde_json::Map::new();
+        root.insert("$schema".into(), "https://json-schema.org/draft/2020-12/schema".into());
+        root.insert("components".into(), self.doc["components"].clone());
+        root.insert("allOf".into(), Value::Array(vec![schema.clone()]));
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&Value::Object(root))
+            .map_err(|e| format!("the documented schema does not compile: {e}"))
+    }
+}
+
+/// The checker itself must be able to fail: each wrong answer here is one a
+/// broken handler could give.
+#[test]
+fn the_checker_rejects_answers_the_contract_does_not_allow() {
+    let c = contract();
+    let json = Some("application/json");
+    let error = br#"{"error":"no such customer"}"#;
+    assert_eq!(c.check("GET", "/v1/customers/c1", 404, json, error), Ok(()));
+    // An undocumented status.
+    let e = c.check("GET", "/v1/customers/c1", 418, json, error).unwrap_err();
+    assert!(e.contains("418 is not documented"), "{e}");
+    // An error body of another shape.
+    let e = c.check("GET", "/v1/customers/c1", 404, json, br#"{"message":"gone"}"#).unwrap_err();
+    assert!(e.contains("does not match"), "{e}");
+    // A 200 missing required fields and with a wrong type.
+    let e = c.check("GET", "/v1/customers/c1", 200, json, br#"{"customer_id":"c1","last_seq":"7"}"#).unwrap_err();
+    assert!(e.contains("does not match"), "{e}");
+    // Not JSON at all, or JSON under another media type.
+    assert!(c.check("GET", "/v1/system", 401, json, b"nope").unwrap_err().contains("not JSON"));
+    assert!(c.check("GET", "/v1/system", 401, Some("text/plain"), error).is_err());
+    // A date that is not RFC 3339.
+    let token = br#"{"token":"t","expires_at":"2026-01-01T00:00:00Z"}"#;
+    assert_eq!(c.check("POST", "/v1/stream/token", 200, json, token), Ok(()));
+    let token = br#"{"token":"t","expires_at":"tomorrow"}"#;
+    assert!(c.check("POST", "/v1/stream/token", 200, json, token).unwrap_err().contains("date-time"));
+    let ingest_ok = br#"{"accepted":1,"duplicates":0,"rejected":[]}"#;
+    assert_eq!(c.check("POST", "/v1/events", 200, json, ingest_ok), Ok(()));
+    assert!(c.check("POST", "/v1/events", 200, json, br#"{"accepted":-1,"duplicates":0,"rejected":[]}"#).is_err());
+    // An endpoint that does not exist must answer 404 with the error body.
+    assert_eq!(c.check("GET", "/v1/nope", 404, json, error), Ok(()));
+    assert!(c.check("GET", "/v1/nope", 200, json, b"{}").is_err());
+    // A PNG must be labelled as one.
+    assert_eq!(c.check("GET", "/v1/models/v1/report/roc.png", 200, Some("image/png"), b"\x89PNG"), Ok(()));
+    assert!(c.check("GET", "/v1/models/v1/report/roc.png", 200, json, b"{}").is_err());
+    // Routes outside the API are not the contract's business.
+    assert_eq!(c.check("GET", "/console/me", 200, json, b"{}"), Ok(()));
+}

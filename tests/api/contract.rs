@@ -131,6 +131,15 @@ impl Contract {
     fn validate(&self, template: &str, method: &str, status: u16, schema: &Value, body: &[u8]) -> Result<(), String> {
         let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
         let key = (template.to_owned(), method.to_owned(), status.to_string(), schema.to_string());
+        self.validate_value(key, schema, &value)
+    }
+
+    fn validate_value(
+        &self,
+        key: (String, String, String, String),
+        schema: &Value,
+        value: &Value,
+    ) -> Result<(), String> {
         let validator = {
             let mut cache = self.validators.lock().expect("validator cache");
             match cache.get(&key) {
@@ -143,12 +152,24 @@ impl Contract {
             }
         };
         let errors: Vec<String> =
-            validator.iter_errors(&value).take(5).map(|e| format!("{} (at {})", e, e.instance_path())).collect();
+            validator.iter_errors(value).take(5).map(|e| format!("{} (at {})", e, e.instance_path())).collect();
         if errors.is_empty() {
             Ok(())
         } else {
             Err(format!("the body does not match the documented schema: {}", errors.join("; ")))
         }
+    }
+
+    /// Checks one server frame of `GET /v1/stream` against `x-websocket`:
+    /// the envelope, then `data` against its topic's schema.
+    pub fn check_frame(&self, frame: &Value) -> Result<(), String> {
+        let ws = &self.doc["paths"]["/v1/stream"]["get"]["x-websocket"];
+        let key = |what: &str| ("/v1/stream".to_owned(), "x-websocket".to_owned(), what.to_owned(), String::new());
+        self.validate_value(key("frame"), &ws["frame"], frame).map_err(|e| format!("envelope: {e}"))?;
+        let topic = frame["topic"].as_str().ok_or("no topic")?;
+        let name = if topic.starts_with("customer:") { "customer:{id}" } else { topic };
+        let schema = ws["topics"].get(name).ok_or_else(|| format!("topic {topic:?} is not in x-websocket"))?;
+        self.validate_value(key(name), schema, &frame["data"]).map_err(|e| format!("data of {topic}: {e}"))
     }
 
     /// A validator for one response schema: the schema with the document's
@@ -163,6 +184,13 @@ impl Contract {
             .should_validate_formats(true)
             .build(&Value::Object(root))
             .map_err(|e| format!("the documented schema does not compile: {e}"))
+    }
+}
+
+/// Panics unless a frame the stream sent conforms to the contract.
+pub fn check_frame(frame: &Value) {
+    if let Err(e) = contract().check_frame(frame) {
+        panic!("contract violation: a GET /v1/stream frame: {e}\n  frame: {frame}");
     }
 }
 
@@ -202,4 +230,26 @@ fn the_checker_rejects_answers_the_contract_does_not_allow() {
     assert!(c.check("GET", "/v1/models/v1/report/roc.png", 200, json, b"{}").is_err());
     // Routes outside the API are not the contract's business.
     assert_eq!(c.check("GET", "/console/me", 200, json, b"{}"), Ok(()));
+
+    // Stream frames: the envelope and each topic's payload.
+    let pong = serde_json::json!({"topic": "_control", "seq": 0, "ts": 1, "data": {"type": "pong"}});
+    assert_eq!(c.check_frame(&pong), Ok(()));
+    let gap = serde_json::json!({"topic": "_control", "seq": 0, "ts": 1,
+        "data": {"type": "gap", "topic": "kpis", "reason": "dropped", "from": 3, "to": 9}});
+    assert_eq!(c.check_frame(&gap), Ok(()));
+    let bad_gap = serde_json::json!({"topic": "_control", "seq": 0, "ts": 1,
+        "data": {"type": "gap", "topic": "kpis", "reason": "dropped", "from": 3}});
+    assert!(c.check_frame(&bad_gap).is_err(), "a dropped gap without `to`");
+    let unknown = serde_json::json!({"topic": "_control", "seq": 0, "ts": 1, "data": {"type": "dance"}});
+    assert!(c.check_frame(&unknown).is_err());
+    let error = serde_json::json!({"topic": "_error", "seq": 0, "ts": 1, "data": {"code": "nope", "message": "x"}});
+    assert!(c.check_frame(&error).is_err(), "an error code the server does not have");
+    let no_seq = serde_json::json!({"topic": "kpis", "ts": 1, "data": {}});
+    assert!(c.check_frame(&no_seq).unwrap_err().contains("envelope"));
+    let score = serde_json::json!({"topic": "scores", "seq": 4, "ts": 1, "data": {"customer_id": "c1",
+        "session_id": "s1", "score": 0.9, "model_version": "m", "final": false}});
+    assert_eq!(c.check_frame(&score), Ok(()));
+    let bad_score = serde_json::json!({"topic": "scores", "seq": 4, "ts": 1, "data": {"customer_id": "c 1",
+        "session_id": "s1", "score": 0.9, "model_version": "m", "final": false}});
+    assert!(c.check_frame(&bad_score).is_err(), "a customer id with a space");
 }

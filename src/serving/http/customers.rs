@@ -37,11 +37,40 @@ pub struct StoredSession {
 
 /// `GET /v1/sessions/{id}` answers one of these: the live view where the
 /// customer's actor still holds the session, the stored row otherwise.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize)]
 #[serde(untagged)]
 pub enum SessionReply {
     Live(actors::data::state::SessionView),
     Stored(StoredSession),
+}
+
+// By hand rather than derived: the derive makes an untagged enum `oneOf`,
+// but a live view also satisfies the stored row's schema (it has every field
+// of it, and more), so exactly-one would refuse every live answer.
+impl utoipa::PartialSchema for SessionReply {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, Ref};
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name("SessionView"))
+            .item(Ref::from_schema_name("StoredSession"))
+            .description(Some(
+                "The live view where the customer's actor still holds the session (`SessionView`), the stored \
+                 row otherwise (`StoredSession`).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SessionReply {
+    fn schemas(
+        schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push(("SessionView".into(), actors::data::state::SessionView::schema()));
+        <actors::data::state::SessionView as utoipa::ToSchema>::schemas(schemas);
+        schemas.push(("StoredSession".into(), StoredSession::schema()));
+        <StoredSession as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// `GET /v1/customers/{id}`: profile features, open session, recent sessions.

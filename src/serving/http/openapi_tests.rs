@@ -18,7 +18,7 @@ fn registered_routes() -> BTreeSet<(String, String)> {
     let body = body.split("\n}\n").next().expect("end of routes()");
     let mut out = BTreeSet::new();
     for line in body.lines() {
-        let Some(rest) = line.trim().strip_prefix(".route(\"") else { continue };
+        let Some(rest) = line.split(".route(\"").nth(1) else { continue };
         let (path, rest) = rest.split_once('"').expect("quoted path");
         let method = rest.split("web::").nth(1).and_then(|m| m.split('(').next()).expect("web::<method>()");
         // Inside the `/v1` scope unless it is one of the top-level probes.

@@ -147,12 +147,13 @@ fn bad(field: &str, reason: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), reason: reason.into() }
 }
 
-/// Every field any event type may carry; which are required depends on `type`.
-/// serde checks the JSON types (with the path of the first mismatch); the
-/// checks below add the rules types cannot express. Its schema is the request
-/// body of `POST /v1/events` in the API contract: every field optional there
-/// too, because a missing one rejects that event only (see the 200 answer's
-/// `rejected`), never the batch.
+// serde checks the JSON types (with the path of the first mismatch); the
+// checks below add the rules types cannot express. Its schema is the request
+// body of `POST /v1/events` in the API contract: every field optional there
+// too, because a missing one rejects that event only, never the batch.
+/// One event. Every field any event type may carry; which are required
+/// depends on `type` (docs/api.md, "Event schema"). An event missing one is
+/// rejected alone (listed in the answer's `rejected`), never the batch.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = IngestEvent)]
 pub struct WireEvent {

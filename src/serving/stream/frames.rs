@@ -10,11 +10,10 @@
 use actors::event::{CustomerId, SessionId};
 use serde::Serialize;
 
-/// Every server message: `{"topic", "seq", "ts", "data"}`. Control and
-/// error frames are encoded from it; topic messages, whose `data` is encoded
-/// once and shared by every connection, by
-/// [`Frame::data`](super::protocol::Frame::data) with the same fields (a
-/// test holds them together).
+// Control and error frames are encoded from it; topic messages, whose `data`
+// is encoded once and shared by every connection, by `Frame::data` with the
+// same fields (a test below holds them together).
+/// Every server message: `{"topic", "seq", "ts", "data"}`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = StreamFrame)]
 pub struct Envelope<'a> {

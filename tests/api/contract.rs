@@ -16,10 +16,13 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// What a compiled schema is cached by: (path template, method, status,
+/// the schema's text), or `x-websocket` parts for stream frames.
+type SchemaKey = (String, String, String, String);
+
 pub struct Contract {
     doc: Value,
-    /// Compiled response schemas by (path template, method, status, media type).
-    validators: Mutex<HashMap<(String, String, String, String), Arc<jsonschema::Validator>>>,
+    validators: Mutex<HashMap<SchemaKey, Arc<jsonschema::Validator>>>,
 }
 
 /// The contract of this build, parsed once.
@@ -134,12 +137,7 @@ impl Contract {
         self.validate_value(key, schema, &value)
     }
 
-    fn validate_value(
-        &self,
-        key: (String, String, String, String),
-        schema: &Value,
-        value: &Value,
-    ) -> Result<(), String> {
+    fn validate_value(&self, key: SchemaKey, schema: &Value, value: &Value) -> Result<(), String> {
         let validator = {
             let mut cache = self.validators.lock().expect("validator cache");
             match cache.get(&key) {

@@ -62,9 +62,7 @@ impl utoipa::PartialSchema for SessionReply {
 }
 
 impl utoipa::ToSchema for SessionReply {
-    fn schemas(
-        schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>,
-    ) {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
         use utoipa::PartialSchema;
         schemas.push(("SessionView".into(), actors::data::state::SessionView::schema()));
         <actors::data::state::SessionView as utoipa::ToSchema>::schemas(schemas);

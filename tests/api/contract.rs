@@ -251,3 +251,36 @@ fn the_checker_rejects_answers_the_contract_does_not_allow() {
         "session_id": "s1", "score": 0.9, "model_version": "m", "final": false}});
     assert!(c.check_frame(&bad_score).is_err(), "a customer id with a space");
 }
+
+/// The contract is public and cacheable: no key, `Cache-Control: public`, an
+/// ETag that a revalidation answers with 304, and the very document the
+/// library builds.
+#[actix_web::test]
+async fn the_contract_is_served_without_credentials_and_cacheable() {
+    let app = super::helpers::spawn_app(super::helpers::Db::Sqlite).await;
+    let (status, text) = app.get_text("/v1/openapi.json").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, cartpulse::serving::http::openapi::json());
+    let r = app.client.get(format!("{}/v1/openapi.json", app.address)).send().await.expect("GET");
+    let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(header("cache-control").starts_with("public"), "Cache-Control: {}", header("cache-control"));
+    assert!(header("content-type").starts_with("application/json"));
+    let etag = header("etag");
+    assert!(etag.starts_with('"') && etag.len() > 10, "ETag: {etag:?}");
+    let again = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.address))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("GET with If-None-Match");
+    assert_eq!(again.status().as_u16(), 304);
+    let stale = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.address))
+        .header("If-None-Match", "\"something-else\"")
+        .send()
+        .await
+        .expect("GET with another ETag");
+    assert_eq!(stale.status().as_u16(), 200);
+}

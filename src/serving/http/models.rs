@@ -186,9 +186,11 @@ pub async fn shadow(
     operation_id = "clear_shadow",
     responses(
         (status = 200, description = "The shadow deployment ended (`changed: false` when nothing was in shadow).", body = ShadowChange),
+        (status = 400, description = "The registry refused the change.", body = ErrorBody),
         (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope, or a console request lacks its CSRF token.", body = ErrorBody),
         (status = 409, description = "The shadow version's state changed meanwhile.", body = ErrorBody),
+        (status = 500, description = "Internal error (logged).", body = ErrorBody),
         (status = 503, description = "The database is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
     ),
     security(("api_key" = ["admin"]), ("console_session" = ["admin"])),

@@ -101,7 +101,8 @@ impl Contract {
         };
         let responses = operation["responses"].as_object().ok_or("the operation documents no responses")?;
         let response = responses.get(&status.to_string()).or_else(|| responses.get("default")).ok_or_else(|| {
-            format!("status {status} is not documented for {method} {template} (documented: {:?})", responses.keys())
+            let documented: Vec<&String> = responses.keys().collect();
+            format!("status {status} is not documented for {method} {template} (documented: {documented:?})")
         })?;
         let Some(content) = response.get("content").and_then(Value::as_object) else {
             // Documented without a body (101, 304).

@@ -1,8 +1,10 @@
 //! `TestApp`: a real server on port 0 over a fresh database (a SQLite file in
 //! a temp dir, or a new database on the Postgres at 127.0.0.1:5432), with keys
 //! of every scope and a method per endpoint. Logs only when `TEST_LOG` is set.
-//! Every response read through these methods is checked against the API
-//! contract ([`super::contract`]); tests that use `client` directly are not.
+//! Every response read through these methods (and through [`checked`], which
+//! other tests' request helpers use too) is checked against the API contract
+//! ([`super::contract`]); a request a test sends through `client` itself and
+//! reads itself is not.
 
 use cartpulse::config::{Overrides, Settings};
 use cartpulse::startup::Application;
@@ -428,7 +430,7 @@ impl TestApp {
 
 /// Reads a response whole and checks it against the API contract (panics
 /// naming the request if it does not conform).
-async fn checked(
+pub async fn checked(
     method: &str,
     path: &str,
     r: reqwest::Response,
@@ -442,6 +444,6 @@ async fn checked(
 }
 
 /// (status, JSON body or `null`), as the request methods answer.
-fn json_of((status, _, body): (reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes)) -> (u16, Value) {
+pub fn json_of((status, _, body): (reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes)) -> (u16, Value) {
     (status.as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
 }

@@ -77,6 +77,7 @@ impl utoipa::ToSchema for SessionReply {
     path = "/v1/customers/{id}",
     tag = "customers",
     operation_id = "get_customer",
+    summary = "A customer: profile features, open and recent sessions, segment",
     params(("id" = CustomerId, Path, description = "The customer's id.")),
     responses(
         (status = 200, description = "The customer: profile features, open session, recent sessions, segment.", body = actors::data::state::CustomerView),
@@ -120,6 +121,7 @@ pub async fn get_customer(
     path = "/v1/sessions/{id}",
     tag = "customers",
     operation_id = "get_session",
+    summary = "A session: its 17 features, status, counts and score",
     params(("id" = SessionId, Path, description = "The session's id.")),
     responses(
         (status = 200, description = "The session: live from its actor, or the stored row when older.", body = SessionReply),

@@ -97,6 +97,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     path = "/metrics",
     tag = "health",
     operation_id = "metrics",
+    summary = "Prometheus metrics",
     description = "Prometheus text format. No credentials needed from this machine (a loopback peer no proxy \
                    forwarded); a read-scope key or console session from anywhere else.",
     responses(

@@ -71,6 +71,7 @@ pub struct ModelList {
     path = "/v1/models",
     tag = "models",
     operation_id = "list_models",
+    summary = "Every model version, newest published first",
     responses(
         (status = 200, description = "Every version, newest published first.", body = ModelList),
         (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
@@ -90,6 +91,7 @@ pub async fn list(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result
     path = "/v1/models/{version}/promote",
     tag = "models",
     operation_id = "promote_model",
+    summary = "Promote a model version (alone, or an A/B share)",
     params(("version" = String, Path, description = "The model version.")),
     request_body(content = Option<PromoteBody>, content_type = "application/json", description = "Empty, or `{\"traffic\": P}` for an A/B split."),
     responses(
@@ -129,6 +131,7 @@ pub async fn promote(
     path = "/v1/models/rollback",
     tag = "models",
     operation_id = "rollback_models",
+    summary = "Roll back the last promotion",
     responses(
         (status = 200, description = "The last promotion was undone: the active set before and after.", body = Change),
         (status = 400, description = "Nothing to roll back to, or the previous version cannot serve.", body = ErrorBody),
@@ -153,6 +156,7 @@ pub async fn rollback(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Re
     path = "/v1/models/{version}/shadow",
     tag = "models",
     operation_id = "shadow_model",
+    summary = "Put a model version in shadow",
     params(("version" = String, Path, description = "The model version.")),
     responses(
         (status = 200, description = "The shadow before and after.", body = ShadowChange),
@@ -184,6 +188,7 @@ pub async fn shadow(
     path = "/v1/models/shadow/clear",
     tag = "models",
     operation_id = "clear_shadow",
+    summary = "End the shadow deployment",
     responses(
         (status = 200, description = "The shadow deployment ended (`changed: false` when nothing was in shadow).", body = ShadowChange),
         (status = 400, description = "The registry refused the change.", body = ErrorBody),
@@ -221,6 +226,7 @@ fn conflict_or(e: RegistryError) -> Result<HttpResponse, ApiError> {
     path = "/v1/models/{version}/report/{name}",
     tag = "models",
     operation_id = "model_report_image",
+    summary = "A report image of a model version (PNG)",
     params(
         ("version" = String, Path, description = "The model version."),
         ("name" = String, Path, description = "The image's name, e.g. `roc.png` (see the version's `report` in `GET /v1/models`)."),

@@ -49,6 +49,7 @@ impl From<ActivateError> for ApiError {
     path = "/v1/segments",
     tag = "segments",
     operation_id = "list_segmentations",
+    summary = "Every segmentation version and the active one",
     responses(
         (status = 200, description = "Every version, newest first, and the active one.", body = SegmentationList),
         (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
@@ -73,6 +74,7 @@ pub async fn list(_auth: Auth<ReadScope>, state: web::Data<AppState>) -> Result<
     path = "/v1/segments/{version}/activate",
     tag = "segments",
     operation_id = "activate_segmentation",
+    summary = "Activate a segmentation version",
     params(("version" = String, Path, description = "The segmentation version (an integer).")),
     responses(
         (status = 200, description = "Activated; every replica follows.", body = Activated),

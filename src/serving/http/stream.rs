@@ -40,6 +40,7 @@ pub struct StreamToken {
     path = "/v1/stream",
     tag = "stream",
     operation_id = "stream",
+    summary = "The live stream (WebSocket upgrade)",
     description = "The live stream: a WebSocket. Credentials: `Authorization: Bearer <read key>` on the upgrade, \
                    `?token=`, or none and an `auth` message first within 5 s. The messages, frames and close codes \
                    are in `x-websocket` (and docs/stream.md).",
@@ -106,6 +107,7 @@ pub async fn connect(
     path = "/v1/stream/token",
     tag = "stream",
     operation_id = "stream_token",
+    summary = "A short-lived stream token",
     responses(
         (status = 200, description = "A short-lived stream token (default 5 minutes).", body = StreamToken, headers(("Cache-Control" = String))),
         (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),

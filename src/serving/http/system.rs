@@ -59,6 +59,7 @@ pub struct IngestState {
     path = "/v1/system",
     tag = "system",
     operation_id = "system",
+    summary = "Replicas, dependencies, stream clients and ingest backlog",
     responses(
         (status = 200, description = "Replicas, dependencies, stream clients, ingest backlog. Failures are states, not errors.", body = SystemReply),
         (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),

@@ -285,3 +285,17 @@ async fn the_contract_is_served_without_credentials_and_cacheable() {
         .expect("GET with another ETag");
     assert_eq!(stale.status().as_u16(), 200);
 }
+
+/// The ids' schema (pattern and lengths) accepts exactly what the server's
+/// id rules accept, character by character.
+#[test]
+fn the_id_schema_is_the_id_rules() {
+    let c = contract();
+    let schema = c.compile(&serde_json::json!({ "$ref": "#/components/schemas/CustomerId" })).expect("compiles");
+    let mut probes: Vec<String> = (0u8..128).map(|b| format!("a{}b", b as char)).collect();
+    probes.extend(["".into(), "é".into(), "x".repeat(128), "x".repeat(129)]);
+    for id in probes {
+        let rules = actors::event::validate_id(&id).is_ok();
+        assert_eq!(schema.is_valid(&Value::String(id.clone())), rules, "id {id:?}: the id rules say {rules}");
+    }
+}

@@ -35,8 +35,8 @@ pub fn contract() -> &'static Contract {
 }
 
 /// Panics unless the response conforms to the contract (see the module doc).
-pub fn check_response(method: &str, path: &str, status: u16, content_type: Option<&str>, body: &[u8]) {
-    if let Err(e) = contract().check(method, path, status, content_type, body) {
+pub fn check_response(method: &str, path: &str, status: u16, headers: &http::HeaderMap, body: &[u8]) {
+    if let Err(e) = contract().check(method, path, status, headers, body) {
         let shown = String::from_utf8_lossy(&body[..body.len().min(600)]);
         panic!("contract violation: {method} {path} answered {status}: {e}\n  body: {shown}");
     }
@@ -82,9 +82,10 @@ impl Contract {
         method: &str,
         path: &str,
         status: u16,
-        content_type: Option<&str>,
+        headers: &http::HeaderMap,
         body: &[u8],
     ) -> Result<(), String> {
+        let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let path = path.split('?').next().unwrap_or(path);
         let method = method.to_ascii_lowercase();
         let operation = self.template(path).and_then(|t| self.doc["paths"][t].get(&method).map(|op| (t, op)));
@@ -104,6 +105,12 @@ impl Contract {
             let documented: Vec<&String> = responses.keys().collect();
             format!("status {status} is not documented for {method} {template} (documented: {documented:?})")
         })?;
+        // Headers the contract promises (`Retry-After` on 503, …) must be there.
+        for name in response.get("headers").and_then(Value::as_object).into_iter().flat_map(|h| h.keys()) {
+            if !headers.contains_key(name.as_str()) {
+                return Err(format!("the documented header {name} is missing"));
+            }
+        }
         let Some(content) = response.get("content").and_then(Value::as_object) else {
             // Documented without a body (101, 304).
             return Ok(());
@@ -198,7 +205,12 @@ pub fn check_frame(frame: &Value) {
 #[test]
 fn the_checker_rejects_answers_the_contract_does_not_allow() {
     let c = contract();
-    let json = Some("application/json");
+    let typed = |ct: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+        h
+    };
+    let json = &typed("application/json");
     let error = br#"{"error":"no such customer"}"#;
     assert_eq!(c.check("GET", "/v1/customers/c1", 404, json, error), Ok(()));
     // An undocumented status.
@@ -212,12 +224,15 @@ fn the_checker_rejects_answers_the_contract_does_not_allow() {
     assert!(e.contains("does not match"), "{e}");
     // Not JSON at all, or JSON under another media type.
     assert!(c.check("GET", "/v1/system", 401, json, b"nope").unwrap_err().contains("not JSON"));
-    assert!(c.check("GET", "/v1/system", 401, Some("text/plain"), error).is_err());
-    // A date that is not RFC 3339.
+    assert!(c.check("GET", "/v1/system", 401, &typed("text/plain"), error).is_err());
+    // A date that is not RFC 3339 (and the token's documented Cache-Control).
+    let mut no_store = typed("application/json");
+    no_store.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
     let token = br#"{"token":"t","expires_at":"2026-01-01T00:00:00Z"}"#;
-    assert_eq!(c.check("POST", "/v1/stream/token", 200, json, token), Ok(()));
+    assert!(c.check("POST", "/v1/stream/token", 200, json, token).unwrap_err().contains("Cache-Control"));
+    assert_eq!(c.check("POST", "/v1/stream/token", 200, &no_store, token), Ok(()));
     let token = br#"{"token":"t","expires_at":"tomorrow"}"#;
-    assert!(c.check("POST", "/v1/stream/token", 200, json, token).unwrap_err().contains("date-time"));
+    assert!(c.check("POST", "/v1/stream/token", 200, &no_store, token).unwrap_err().contains("date-time"));
     let ingest_ok = br#"{"accepted":1,"duplicates":0,"rejected":[]}"#;
     assert_eq!(c.check("POST", "/v1/events", 200, json, ingest_ok), Ok(()));
     assert!(c.check("POST", "/v1/events", 200, json, br#"{"accepted":-1,"duplicates":0,"rejected":[]}"#).is_err());
@@ -225,8 +240,14 @@ fn the_checker_rejects_answers_the_contract_does_not_allow() {
     assert_eq!(c.check("GET", "/v1/nope", 404, json, error), Ok(()));
     assert!(c.check("GET", "/v1/nope", 200, json, b"{}").is_err());
     // A PNG must be labelled as one.
-    assert_eq!(c.check("GET", "/v1/models/v1/report/roc.png", 200, Some("image/png"), b"\x89PNG"), Ok(()));
+    assert_eq!(c.check("GET", "/v1/models/v1/report/roc.png", 200, &typed("image/png"), b"\x89PNG"), Ok(()));
     assert!(c.check("GET", "/v1/models/v1/report/roc.png", 200, json, b"{}").is_err());
+    // A 503 without its Retry-After.
+    let e = c.check("GET", "/v1/system", 503, json, error).unwrap_err();
+    assert!(e.contains("Retry-After"), "{e}");
+    let mut retry = typed("application/json");
+    retry.insert(http::header::RETRY_AFTER, "1".parse().unwrap());
+    assert_eq!(c.check("GET", "/v1/system", 503, &retry, error), Ok(()));
     // Routes outside the API are not the contract's business.
     assert_eq!(c.check("GET", "/console/me", 200, json, b"{}"), Ok(()));
 

@@ -438,8 +438,7 @@ pub async fn checked(
     let status = r.status();
     let headers = r.headers().clone();
     let body = r.bytes().await.unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
-    let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    super::contract::check_response(method, path, status.as_u16(), content_type, &body);
+    super::contract::check_response(method, path, status.as_u16(), &headers, &body);
     (status, headers, body)
 }
 

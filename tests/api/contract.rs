@@ -117,7 +117,7 @@ impl Contract {
         };
         let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
         if let Some(schema) = content.get("application/json") {
-            if media.as_deref().is_some_and(|m| m != "application/json") {
+            if media.as_deref() != Some("application/json") {
                 return Err(format!("Content-Type {media:?}, documented application/json"));
             }
             let Some(schema) = schema.get("schema") else {
@@ -225,6 +225,7 @@ fn the_checker_rejects_answers_the_contract_does_not_allow() {
     // Not JSON at all, or JSON under another media type.
     assert!(c.check("GET", "/v1/system", 401, json, b"nope").unwrap_err().contains("not JSON"));
     assert!(c.check("GET", "/v1/system", 401, &typed("text/plain"), error).is_err());
+    assert!(c.check("GET", "/v1/system", 401, &http::HeaderMap::new(), error).unwrap_err().contains("Content-Type"));
     // A date that is not RFC 3339 (and the token's documented Cache-Control).
     let mut no_store = typed("application/json");
     no_store.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());

@@ -13,7 +13,9 @@ export default defineConfig({
     modulePreload: { polyfill: false },
     target: 'es2022',
     reportCompressedSize: false,
-    chunkSizeWarningLimit: 600,
+    // Swagger UI (the API page only, loaded when it opens) is one 1.6 MB
+    // chunk; everything else stays far below this.
+    chunkSizeWarningLimit: 1700,
   },
   server: {
     proxy: {

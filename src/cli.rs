@@ -1,4 +1,4 @@
-//! The command line: `cartpulse serve | migrate | keys | users | replay | bench | demo | train | predict | segment | segments | models`.
+//! The command line: `cartpulse serve | migrate | keys | users | replay | bench | demo | train | predict | segment | segments | models | openapi`.
 
 use crate::config::{Overrides, Settings};
 use clap::{Args, Parser, Subcommand};
@@ -71,6 +71,8 @@ pub enum Command {
     },
     /// Serve and feed the service its own traffic; prints where to look.
     Demo(crate::jobs::demo::cli::DemoArgs),
+    /// Print the API contract: the OpenAPI 3.1 document served at /v1/openapi.json.
+    Openapi,
 }
 
 impl GlobalArgs {
@@ -115,6 +117,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users { command } => crate::serving::console::cli::run(global, command),
         Command::Models { command } => crate::models::cli::run(global, command),
         Command::Demo(args) => crate::jobs::demo::cli::demo(global, args),
+        Command::Openapi => {
+            println!("{}", crate::serving::http::openapi::json());
+            Ok(())
+        }
     }
 }
 

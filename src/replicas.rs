@@ -16,7 +16,7 @@ const BEAT: Duration = Duration::from_secs(3);
 pub const STALE_AFTER: Duration = Duration::from_secs(15);
 
 /// One replica as others see it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicaInfo {
     pub id: String,
     pub role: String,

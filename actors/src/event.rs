@@ -67,8 +67,36 @@ macro_rules! id_newtype {
                 &self.0
             }
         }
+
+        // The API contract (`GET /v1/openapi.json`) shows the id rules of
+        // [`validate_id`], so clients can check an id before sending it.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema($what)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
+
+/// The JSON schema of an id: [`validate_id`]'s rules as a pattern.
+fn id_schema(what: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "A {what} id: 1 to {MAX_ID_LEN} bytes of printable ASCII without spaces, '/', '?', '#' or '%'."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_LEN))
+        .pattern(Some(ID_PATTERN))
+        .into()
+}
+
+/// [`validate_id`] as a regular expression (ECMA-262, as JSON Schema uses):
+/// `!`..`~` less `#` (0x23), `%` (0x25), `/` (0x2F) and `?` (0x3F).
+pub const ID_PATTERN: &str = "^[!\"$&-.0->@-~]+$";
 
 id_newtype!(
     /// Globally unique id chosen by the producer; the de-duplication key.

@@ -14,6 +14,7 @@ const PAGES = {
   segments: () => import('./pages/segments.js').then((m) => m.segmentsPage),
   models: () => import('./pages/models.js').then((m) => m.modelsPage),
   system: () => import('./pages/system.js').then((m) => m.systemPage),
+  api: () => import('./pages/reference.js').then((m) => m.referencePage),
 };
 let routing = 0;
 

@@ -343,3 +343,39 @@ test('Segments and System pages render; phone width has no sideways scroll', asy
     await context.close();
   }
 });
+
+test('API reference: the contract rendered by Swagger UI under the console CSP', async () => {
+  const { context, page } = await newPage(browser);
+  // Violations as the page sees them (console messages are checked too).
+  await page.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
+  });
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
+  try {
+    await login(page, ...VIEWER());
+    await page.getByRole('link', { name: 'API', exact: true }).click();
+    await page.locator('#reference-title').waitFor();
+    // Operations of the contract, listed with their method and path.
+    const events = page.locator('#reference .opblock').filter({ has: page.locator('.opblock-summary-path', { hasText: /^\/v1\/events$/ }) });
+    await events.first().waitFor({ timeout: 20_000 });
+    assert.match(await events.first().locator('.opblock-summary-method').textContent(), /POST/);
+    await page.locator('#reference .opblock-summary-path', { hasText: '/v1/customers/{id}' }).first().waitFor();
+    // Opening one renders its responses (schemas included) under the same CSP.
+    await events.first().locator('.opblock-summary').first().click();
+    await events.first().locator('.responses-table').first().waitFor();
+    assert.match(await events.first().textContent(), /415/);
+    // Everything came from this server: no CDN, no validator badge.
+    const origin = new URL(env('E2E_BASE')).origin;
+    assert.deepEqual(requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:')), [], 'requests elsewhere');
+    const csp = (await page.request.get(origin + '/')).headers()['content-security-policy'];
+    assert.match(csp, /style-src 'self'/);
+    assert.doesNotMatch(csp, /unsafe/);
+    assert.deepEqual(await page.evaluate(() => window.__csp), [], 'CSP violations');
+    await screenshot(page, '07-api-reference');
+    noProblems(page);
+  } finally {
+    await context.close();
+  }
+});

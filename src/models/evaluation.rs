@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, 
 use serde::Serialize;
 
 /// Figures over a set of scored, closed sessions.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Figures {
     pub sessions: u64,
     /// Sessions that ended in a purchase.
@@ -31,7 +31,7 @@ pub struct Figures {
     pub calibration: Vec<CalibrationBin>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CalibrationBin {
     pub from: f64,
     pub to: f64,
@@ -41,7 +41,7 @@ pub struct CalibrationBin {
 }
 
 /// The evaluation of one version.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Evaluation {
     pub version: String,
     pub threshold: f64,
@@ -50,7 +50,7 @@ pub struct Evaluation {
     pub days: Vec<Day>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Day {
     pub date: NaiveDate,
     #[serde(flatten)]

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use super::transform::Scaler;
 
-#[derive(Clone, Debug, Serialize)]
+/// One segmentation version (`GET /v1/segments`).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub version: i32,
     pub active: bool,
@@ -32,7 +33,8 @@ pub struct VersionInfo {
     pub problem: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One segment of a version.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SegmentProfile {
     pub segment: usize,
     pub name: String,
@@ -49,7 +51,8 @@ pub struct SegmentProfile {
     pub centroid_units: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A feature that sets a segment apart, and by how much (scaled units).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Defining {
     pub feature: String,
     pub z: f64,

@@ -34,7 +34,7 @@
 //! the suite against another build, e.g. an older commit's, to see it fail).
 
 use crate::crash::free_port;
-use crate::helpers::page_view;
+use crate::helpers::{checked, json_of, page_view};
 use cartpulse::jobs::bench::serve_process::{ServeCommand, ServeProcess};
 use cartpulse::telemetry::scrape::sum as metric_sum;
 use futures::{SinkExt, StreamExt};
@@ -316,13 +316,13 @@ impl Server {
     async fn post_events(&self, events: &Value) -> (u16, Value) {
         let r = self.client.post(self.url("/v1/events")).bearer_auth(&self.ingest).json(events).send().await;
         let r = r.expect("POST /v1/events");
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        json_of(checked("POST", "/v1/events", r).await)
     }
 
     /// `GET path` with the read key; (status, body).
     async fn get_read(&self, path: &str) -> (u16, Value) {
         let r = self.client.get(self.url(path)).bearer_auth(&self.read).send().await.expect("GET");
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        json_of(checked("GET", path, r).await)
     }
 
     /// `POST /console/login` (JSON) with an optional `X-Forwarded-For` and `Cookie`.

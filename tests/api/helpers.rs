@@ -1,6 +1,10 @@
 //! `TestApp`: a real server on port 0 over a fresh database (a SQLite file in
 //! a temp dir, or a new database on the Postgres at 127.0.0.1:5432), with keys
 //! of every scope and a method per endpoint. Logs only when `TEST_LOG` is set.
+//! Every response read through these methods (and through [`checked`], which
+//! other tests' request helpers use too) is checked against the API contract
+//! ([`super::contract`]); a request a test sends through `client` itself and
+//! reads itself is not.
 
 use cartpulse::config::{Overrides, Settings};
 use cartpulse::startup::Application;
@@ -164,7 +168,13 @@ impl TestApp {
         if let Some(ct) = content_type {
             r = r.header("Content-Type", ct);
         }
-        r.send().await.expect("POST /v1/events")
+        let r = r.send().await.expect("POST /v1/events");
+        // Checked, then handed back whole (status, headers, body) for the test to read.
+        let (status, headers, body) = checked("POST", "/v1/events", r).await;
+        let mut back = http::Response::new(body);
+        *back.status_mut() = status;
+        *back.headers_mut() = headers;
+        reqwest::Response::from(back)
     }
 
     /// Posts events as a JSON array with the ingest key; returns (status, body).
@@ -188,8 +198,7 @@ impl TestApp {
             r = r.bearer_auth(k);
         }
         let r = r.send().await.expect("GET");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        json_of(checked("GET", path, r).await)
     }
 
     /// POSTs `body` (none: empty body) to `path` with `key`; returns (status, body).
@@ -202,15 +211,14 @@ impl TestApp {
             r = r.bearer_auth(k);
         }
         let r = r.send().await.expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        json_of(checked("POST", path, r).await)
     }
 
     /// GETs `path` without credentials; returns (status, text).
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let r = self.client.get(format!("{}{}", self.address, path)).send().await.expect("GET");
-        let status = r.status().as_u16();
-        (status, r.text().await.unwrap_or_default())
+        let (status, _, body) = checked("GET", path, r).await;
+        (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Replays `file` (as fast as possible) into this app with its ingest key.
@@ -405,7 +413,7 @@ impl TestApp {
         csrf: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let mut r = self.client.request(method, format!("{}{}", self.address, path));
+        let mut r = self.client.request(method.clone(), format!("{}{}", self.address, path));
         if let Some(c) = cookie {
             r = r.header("Cookie", c);
         }
@@ -416,7 +424,25 @@ impl TestApp {
             r = r.header("Content-Type", "application/json").body(b.to_string());
         }
         let r = r.send().await.expect("console request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        json_of(checked(method.as_str(), path, r).await)
     }
+}
+
+/// Reads a response whole and checks it against the API contract (panics
+/// naming the request if it does not conform).
+pub async fn checked(
+    method: &str,
+    path: &str,
+    r: reqwest::Response,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes) {
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
+    super::contract::check_response(method, path, status.as_u16(), &headers, &body);
+    (status, headers, body)
+}
+
+/// (status, JSON body or `null`), as the request methods answer.
+pub fn json_of((status, _, body): (reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes)) -> (u16, Value) {
+    (status.as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
 }

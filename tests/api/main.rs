@@ -1,6 +1,7 @@
 //! Black-box tests: a real server on port 0 over SQLite and over the real
 //! Postgres on 127.0.0.1:5432, spoken to over HTTP.
 
+mod contract;
 mod helpers;
 
 mod abuse;

@@ -415,10 +415,9 @@ async fn get_bytes(app: &TestApp, path: &str, key: Option<&str>) -> (u16, String
     if let Some(k) = key {
         r = r.bearer_auth(k);
     }
-    let r = r.send().await.expect("GET");
-    let status = r.status().as_u16();
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    (status, ct, r.bytes().await.expect("body").to_vec())
+    let (status, headers, body) = checked("GET", path, r.send().await.expect("GET")).await;
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (status.as_u16(), ct, body.to_vec())
 }
 
 const REPORT: [&str; 3] = ["calibration.png", "confusion.png", "roc.png"];

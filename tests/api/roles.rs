@@ -226,14 +226,14 @@ impl Deployment {
 
     async fn post(&self, r: &Replica, events: &Value) -> (u16, Value) {
         match self.client.post(format!("{}/v1/events", r.base())).bearer_auth(&self.key).json(events).send().await {
-            Ok(resp) => (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null)),
+            Ok(resp) => json_of(checked("POST", "/v1/events", resp).await),
             Err(_) => (0, Value::Null),
         }
     }
 
     pub async fn get(&self, r: &Replica, path: &str) -> (u16, Value) {
         let resp = self.client.get(format!("{}{path}", r.base())).bearer_auth(&self.key).send().await.unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        json_of(checked("GET", path, resp).await)
     }
 
     /// Waits until the gateways report no event left in the streams.

@@ -46,7 +46,11 @@ pub(crate) async fn next(ws: &mut Ws, timeout: Duration) -> Got {
     loop {
         let m = tokio::time::timeout_at(deadline, ws.next()).await.expect("no message in time");
         match m {
-            Some(Ok(Message::Text(t))) => return Got::Json(serde_json::from_str(&t).expect("JSON frame")),
+            Some(Ok(Message::Text(t))) => {
+                let frame = serde_json::from_str(&t).expect("JSON frame");
+                crate::contract::check_frame(&frame);
+                return Got::Json(frame);
+            }
             Some(Ok(Message::Close(c))) => return Got::Closed(c.map(|c| u16::from(c.code))),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return Got::Closed(None),

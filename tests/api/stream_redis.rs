@@ -53,6 +53,7 @@ async fn until(ws: &mut Ws, timeout: Duration, pred: impl Fn(&Value) -> bool) ->
         match m {
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(&t).expect("JSON frame");
+                crate::contract::check_frame(&v);
                 if pred(&v) {
                     return v;
                 }

@@ -19,7 +19,7 @@ pub struct Score {
 }
 
 /// The segment a customer is in, as kept in its state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SegmentAssignment {
     /// Segmentation version.
     pub version: i32,

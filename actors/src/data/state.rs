@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Why a session closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// The shop sent `session_end`.
@@ -198,7 +198,7 @@ impl CustomerState {
 }
 
 /// A customer as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CustomerView {
     pub customer_id: CustomerId,
     pub last_seq: i64,
@@ -215,11 +215,12 @@ pub struct CustomerView {
 }
 
 /// A session as the API shows it (and as the sessions table stores it).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SessionView {
     pub session_id: SessionId,
     pub customer_id: CustomerId,
     /// `open` or `closed`.
+    #[schema(pattern = "^(open|closed)$")]
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub last_event_at: DateTime<Utc>,

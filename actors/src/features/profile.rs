@@ -403,8 +403,8 @@ impl SessionSummary {
     }
 }
 
-/// The profile features; see the module doc for definitions and units.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The profile features (definitions and units: docs/features.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProfileFeatures {
     pub recency_days: f64,
     pub frequency: f64,

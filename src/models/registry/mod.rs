@@ -125,9 +125,10 @@ pub enum RegistryError {
 }
 
 /// One row of `models list` / `GET /v1/models`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     pub version: String,
+    /// `candidate`, `active`, `shadow` or `retired`.
     pub status: String,
     pub traffic_share: f64,
     /// The manifest's CV figures (accuracy, accuracy_std, auc, f1, precision, recall, folds, threshold).

@@ -5,14 +5,14 @@
 use super::*;
 
 /// An active version and its share of customers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Share {
     pub version: String,
     pub traffic_share: f64,
 }
 
 /// The outcome of `promote` or `rollback`: the active set before and after.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Change {
     /// The version promoted, or the one whose promotion was rolled back.
     pub version: String,
@@ -25,7 +25,7 @@ pub struct Change {
 }
 
 /// The outcome of `shadow` or `unshadow`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ShadowChange {
     /// The shadow version after the change (`None` once cleared).
     pub shadow: Option<String>,
@@ -38,7 +38,7 @@ pub struct ShadowChange {
 }
 
 /// A version sent back from shadow.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Released {
     pub version: String,
     pub status: String,

@@ -38,7 +38,7 @@ pub struct ReportImage {
 }
 
 /// A report image as listed by `models list --json` / `GET /v1/models`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportImageInfo {
     pub name: String,
     pub sha256: String,

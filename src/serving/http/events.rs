@@ -10,16 +10,20 @@
 use super::AppState;
 use crate::serving::ingest::parse::{parse_body, BodyError, BodyFormat, ParseLimits, Rejection};
 use crate::serving::web::auth::{Auth, IngestScope};
-use crate::serving::web::error::ApiError;
+use crate::serving::web::error::{ApiError, ErrorBody};
 use crate::telemetry::traces::Step;
 use crate::telemetry::IngestEvent;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-#[derive(Serialize)]
-struct BatchReply {
+/// The verdict on a batch (200, or 422 when every event was rejected).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchReply {
+    /// Events stored now.
     accepted: usize,
+    /// Events stored before (same `event_id`): acknowledged, not stored twice.
     duplicates: usize,
+    /// Events refused, each with its index in the request and why.
     rejected: Vec<Rejection>,
 }
 
@@ -44,6 +48,34 @@ fn body_format(req: &HttpRequest) -> Result<BodyFormat, ApiError> {
     }
 }
 
+/// Ingests a batch of events.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "ingest",
+    operation_id = "post_events",
+    request_body(
+        description = "A JSON array of events (or one event object), or NDJSON: one event per line. \
+                       Body size and event count are limited (`ingest.max_body_bytes`, `ingest.max_events_per_request`).",
+        content(
+            (Vec<crate::serving::ingest::parse::WireEvent> = "application/json"),
+            (String = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "At least one event was accepted or was a duplicate; `rejected` lists the others.", body = BatchReply),
+        (status = 400, description = "The body is not JSON / NDJSON, or holds no events.", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key.", body = ErrorBody),
+        (status = 403, description = "The key lacks the ingest scope.", body = ErrorBody),
+        (status = 413, description = "Body over the byte limit, or too many events.", body = ErrorBody),
+        (status = 415, description = "Content-Type other than JSON or NDJSON.", body = ErrorBody),
+        (status = 422, description = "Every event was rejected.", body = BatchReply),
+        (status = 500, description = "Internal error (logged).", body = ErrorBody),
+        (status = 503, description = "Nothing of the batch was acknowledged: retry after `Retry-After` seconds \
+                                      (duplicates are ignored).", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["ingest"]), ("console_session" = ["ingest"])),
+)]
 pub async fn post_events(
     _auth: Auth<IngestScope>,
     state: web::Data<AppState>,

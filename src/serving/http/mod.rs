@@ -1,9 +1,11 @@
-//! The HTTP API (actix-web): routes, shared state, request metrics.
+//! The HTTP API (actix-web): routes, shared state, request metrics. The
+//! contract of these routes is generated from the handlers in [`openapi`].
 
 pub mod customers;
 pub mod events;
 pub mod health;
 pub mod models;
+pub mod openapi;
 pub mod predict;
 pub mod segments;
 pub mod stream;
@@ -59,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/v1")
+                .route("/openapi.json", web::get().to(openapi::openapi_json))
                 .route("/events", web::post().to(events::post_events))
                 .route("/stream", web::get().to(stream::connect))
                 .route("/stream/token", web::post().to(stream::token))

@@ -9,12 +9,13 @@
 //! is command-line only (`cartpulse models publish DIR`).
 
 use super::AppState;
+use crate::models::registry::{Change, ModelInfo, ShadowChange};
 use crate::models::{RegistryError, StoreError};
 use crate::serving::web::auth::{AdminScope, Auth, ReadScope};
-use crate::serving::web::error::ApiError;
+use crate::serving::web::error::{ApiError, ErrorBody};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
@@ -48,19 +49,63 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of a promotion.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PromoteBody {
+pub struct PromoteBody {
+    /// Share of customers for an A/B split, strictly between 0 and 1;
+    /// without it the version becomes the only active one.
     traffic: Option<f64>,
 }
 
+/// `GET /v1/models`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    /// Newest published first.
+    models: Vec<ModelInfo>,
+}
+
 /// `GET /v1/models`: every version, newest published first.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "models",
+    operation_id = "list_models",
+    summary = "Every model version, newest published first",
+    responses(
+        (status = 200, description = "Every version, newest published first.", body = ModelList),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope.", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["admin"]), ("console_session" = ["admin"])),
+)]
 pub async fn list(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let models = state.models.list().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "models": models })))
+    Ok(HttpResponse::Ok().json(ModelList { models }))
 }
 
 /// `POST /v1/models/{version}/promote`: body empty or `{"traffic": P}`.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{version}/promote",
+    tag = "models",
+    operation_id = "promote_model",
+    summary = "Promote a model version (alone, or an A/B share)",
+    params(("version" = String, Path, description = "The model version.")),
+    request_body(content = Option<PromoteBody>, content_type = "application/json", description = "Empty, or `{\"traffic\": P}` for an A/B split."),
+    responses(
+        (status = 200, description = "The active set before and after.", body = Change),
+        (status = 400, description = "A bad body or traffic share, or a version that cannot serve (its objects are corrupt or missing, it does not load).", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope, or a console request lacks its CSRF token.", body = ErrorBody),
+        (status = 404, description = "No such version.", body = ErrorBody),
+        (status = 413, description = "Body too large.", body = ErrorBody),
+        (status = 500, description = "Internal error (logged).", body = ErrorBody),
+        (status = 503, description = "The database or the model store is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["admin"]), ("console_session" = ["admin"])),
+)]
 pub async fn promote(
     _auth: Auth<AdminScope>,
     state: web::Data<AppState>,
@@ -81,6 +126,23 @@ pub async fn promote(
 }
 
 /// `POST /v1/models/rollback`.
+#[utoipa::path(
+    post,
+    path = "/v1/models/rollback",
+    tag = "models",
+    operation_id = "rollback_models",
+    summary = "Roll back the last promotion",
+    responses(
+        (status = 200, description = "The last promotion was undone: the active set before and after.", body = Change),
+        (status = 400, description = "Nothing to roll back to, or the previous version cannot serve.", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope, or a console request lacks its CSRF token.", body = ErrorBody),
+        (status = 404, description = "A version named by the promotion history is gone.", body = ErrorBody),
+        (status = 500, description = "Internal error (logged).", body = ErrorBody),
+        (status = 503, description = "The database or the model store is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["admin"]), ("console_session" = ["admin"])),
+)]
 pub async fn rollback(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let change = state.models.rollback().await?;
     Ok(HttpResponse::Ok().json(change))
@@ -89,6 +151,25 @@ pub async fn rollback(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Re
 /// `POST /v1/models/{version}/shadow`: puts the version in shadow (the
 /// previous shadow goes back to candidate). 404 unknown version, 409 an
 /// active version, 400 a version whose objects are corrupt or missing.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{version}/shadow",
+    tag = "models",
+    operation_id = "shadow_model",
+    summary = "Put a model version in shadow",
+    params(("version" = String, Path, description = "The model version.")),
+    responses(
+        (status = 200, description = "The shadow before and after.", body = ShadowChange),
+        (status = 400, description = "A version whose objects are corrupt or missing, or that does not load.", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope, or a console request lacks its CSRF token.", body = ErrorBody),
+        (status = 404, description = "No such version.", body = ErrorBody),
+        (status = 409, description = "The version's state does not allow it (e.g. an active version).", body = ErrorBody),
+        (status = 500, description = "Internal error (logged).", body = ErrorBody),
+        (status = 503, description = "The database or the model store is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["admin"]), ("console_session" = ["admin"])),
+)]
 pub async fn shadow(
     _auth: Auth<AdminScope>,
     state: web::Data<AppState>,
@@ -102,6 +183,23 @@ pub async fn shadow(
 
 /// `POST /v1/models/shadow/clear`: ends the shadow deployment (200 with
 /// `changed: false` when nothing was in shadow).
+#[utoipa::path(
+    post,
+    path = "/v1/models/shadow/clear",
+    tag = "models",
+    operation_id = "clear_shadow",
+    summary = "End the shadow deployment",
+    responses(
+        (status = 200, description = "The shadow deployment ended (`changed: false` when nothing was in shadow).", body = ShadowChange),
+        (status = 400, description = "The registry refused the change.", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope, or a console request lacks its CSRF token.", body = ErrorBody),
+        (status = 409, description = "The shadow version's state changed meanwhile.", body = ErrorBody),
+        (status = 500, description = "Internal error (logged).", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["admin"]), ("console_session" = ["admin"])),
+)]
 pub async fn unshadow(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.models.unshadow().await {
         Ok(change) => Ok(HttpResponse::Ok().json(change)),
@@ -113,7 +211,7 @@ pub async fn unshadow(_auth: Auth<AdminScope>, state: web::Data<AppState>) -> Re
 /// does not allow; the usual mapping otherwise.
 fn conflict_or(e: RegistryError) -> Result<HttpResponse, ApiError> {
     match e {
-        RegistryError::WrongState(msg) => Ok(HttpResponse::Conflict().json(serde_json::json!({ "error": msg }))),
+        RegistryError::WrongState(msg) => Ok(HttpResponse::Conflict().json(ErrorBody { error: msg })),
         other => Err(other.into()),
     }
 }
@@ -123,6 +221,26 @@ fn conflict_or(e: RegistryError) -> Result<HttpResponse, ApiError> {
 /// sha256. 404 naming the images the version has for an unknown (or
 /// malformed) name. A stored image that is missing or corrupt is a server
 /// fault (500, logged with the object), not the client's.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{version}/report/{name}",
+    tag = "models",
+    operation_id = "model_report_image",
+    summary = "A report image of a model version (PNG)",
+    params(
+        ("version" = String, Path, description = "The model version."),
+        ("name" = String, Path, description = "The image's name, e.g. `roc.png` (see the version's `report` in `GET /v1/models`)."),
+    ),
+    responses(
+        (status = 200, description = "The PNG, checked against its registered sha256.", content_type = "image/png", body = Vec<u8>),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope.", body = ErrorBody),
+        (status = 404, description = "No such version, or no such image (the message names the version's images).", body = ErrorBody),
+        (status = 500, description = "The stored image is missing or corrupt (logged).", body = ErrorBody),
+        (status = 503, description = "The database or the model store is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["read"]), ("console_session" = ["read"])),
+)]
 pub async fn report_image(
     _auth: Auth<ReadScope>,
     state: web::Data<AppState>,
@@ -148,6 +266,22 @@ pub async fn report_image(
 /// scores did against the sessions' outcomes, overall and per day
 /// (`models::evaluation`). The decision threshold is the registry's, or the
 /// served model's for a model directory served directly.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{version}/evaluation",
+    tag = "models",
+    operation_id = "model_evaluation",
+    summary = "How a model version's final scores did against the sessions' outcomes",
+    params(("version" = String, Path, description = "The model version.")),
+    responses(
+        (status = 200, description = "The live evaluation, overall and per day of the sessions' end (UTC).", body = crate::models::evaluation::Evaluation),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope.", body = ErrorBody),
+        (status = 404, description = "No such version is registered or served.", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["read"]), ("console_session" = ["read"])),
+)]
 pub async fn evaluation(
     _auth: Auth<ReadScope>,
     state: web::Data<AppState>,

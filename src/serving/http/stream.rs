@@ -9,19 +9,51 @@ use crate::serving::stream::connection;
 use crate::serving::stream::credentials::CredentialError;
 use crate::serving::stream::telemetry::StreamEvent;
 use crate::serving::web::auth::{Auth, ReadScope};
-use crate::serving::web::error::ApiError;
+use crate::serving::web::error::{ApiError, ErrorBody};
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// A stream token from `POST /v1/stream/token`. Query strings end up in
+    /// access logs: prefer the `auth` message.
     token: Option<String>,
+}
+
+/// `POST /v1/stream/token`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StreamToken {
+    /// Present it as `?token=` or in the `auth` message; checked at connect time only.
+    token: String,
+    /// RFC 3339, UTC, whole seconds.
+    #[schema(format = DateTime)]
+    expires_at: String,
 }
 
 /// Upgrades to the live stream. A bad `Authorization` header is refused
 /// with 401/403 before the upgrade; a bad `?token=` gets the upgrade and a
 /// 4001 close, which browsers can see.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "stream",
+    operation_id = "stream",
+    summary = "The live stream (WebSocket upgrade)",
+    description = "The live stream: a WebSocket. Credentials: `Authorization: Bearer <read key>` on the upgrade, \
+                   `?token=`, or none and an `auth` message first within 5 s. The messages, frames and close codes \
+                   are in `x-websocket` (and docs/stream.md).",
+    params(StreamQuery),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol. A bad `?token=` or `auth` message is told by close code 4001."),
+        (status = 400, description = "Not a WebSocket upgrade request.", body = ErrorBody),
+        (status = 401, description = "A bad `Authorization` header: unknown key or bad token.", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope.", body = ErrorBody),
+        (status = 503, description = "A processor (connect to a gateway), too many connections waiting to authenticate, or the key could not be checked.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security((), ("api_key" = ["read"])),
+)]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
@@ -70,6 +102,20 @@ pub async fn connect(
 
 /// Issues a short-lived stream token for a read-scope key or console
 /// session; the token names it, so the stream closes when it goes.
+#[utoipa::path(
+    post,
+    path = "/v1/stream/token",
+    tag = "stream",
+    operation_id = "stream_token",
+    summary = "A short-lived stream token",
+    responses(
+        (status = 200, description = "A short-lived stream token (default 5 minutes).", body = StreamToken, headers(("Cache-Control" = String))),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope, or a console request lacks its CSRF token.", body = ErrorBody),
+        (status = 503, description = "The key could not be checked; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["read"]), ("console_session" = ["read"])),
+)]
 pub async fn token(auth: Auth<ReadScope>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (token, exp) = state.stream.tokens.issue(&auth.principal, chrono::Utc::now().timestamp());
     state.stream.metrics.record(StreamEvent::TokenIssued);
@@ -78,5 +124,5 @@ pub async fn token(auth: Auth<ReadScope>, state: web::Data<AppState>) -> Result<
         .unwrap_or_default();
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "token": token.expose_secret(), "expires_at": expires_at })))
+        .json(StreamToken { token: token.expose_secret().to_owned(), expires_at }))
 }

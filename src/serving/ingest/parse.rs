@@ -44,7 +44,7 @@ pub enum BodyError {
 }
 
 /// One rejected event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     /// Position of the event in the request, from 0.
     pub index: usize,
@@ -147,11 +147,18 @@ fn bad(field: &str, reason: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), reason: reason.into() }
 }
 
-/// Every field any event type may carry; which are required depends on `type`.
-/// serde checks the JSON types (with the path of the first mismatch); the
-/// checks below add the rules types cannot express.
-#[derive(Deserialize)]
-struct WireEvent {
+// serde checks the JSON types (with the path of the first mismatch); the
+// checks below add the rules types cannot express. Its schema is the request
+// body of `POST /v1/events` in the API contract: every field optional there
+// too, because a missing one rejects that event only, never the batch.
+/// One event. Every field any event type may carry; which are required
+/// depends on `type` (docs/api.md, "Event schema"). An event missing one is
+/// rejected alone (listed in the answer's `rejected`), never the batch.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = IngestEvent)]
+pub struct WireEvent {
+    /// `page_view`, `add_to_cart`, `remove_from_cart`, `purchase` or
+    /// `session_end`; the fields each needs are in docs/api.md.
     #[serde(rename = "type")]
     kind: Option<String>,
     event_id: Option<String>,
@@ -181,8 +188,10 @@ struct WireEvent {
     cancellation: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct WireLine {
+/// One line of a purchase.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = IngestOrderLine)]
+pub struct WireLine {
     sku: Option<String>,
     quantity: Option<i64>,
     unit_price: Option<f64>,

@@ -9,6 +9,7 @@
 //! close it. Close codes are in [`close`].
 
 use super::credentials::{Admitted, Credentials};
+use super::frames::Control;
 use super::hub::messages::{Join, Leave, Subscribe, Unsubscribe};
 use super::outbox::{Closing, Outbox};
 use super::protocol::{close, parse_client, ClientError, ClientMsg, Frame, Topic};
@@ -82,7 +83,7 @@ pub async fn run(stream: Stream, mut session: Session, mut msgs: MessageStream, 
     let outbox = Outbox::new(stream.next_connection_id(), stream.limits());
     stream.hub.do_send(Join { outbox: outbox.clone() });
     if how == "message" {
-        outbox.push(Frame::control(serde_json::json!({ "type": "authenticated" })), false);
+        outbox.push(Frame::control(Control::Authenticated), false);
     }
     let mut topics: HashSet<Topic> = HashSet::new();
     let code = serve(&stream, &mut session, &mut msgs, &outbox, &mut topics, &recheck).await;
@@ -260,7 +261,7 @@ fn try_send(session: &mut Session, msg: Message) {
 }
 
 fn reply_error(stream: &Stream, outbox: &Outbox, e: &ClientError) {
-    stream.metrics.record(StreamEvent::ClientError { code: e.code() });
+    stream.metrics.record(StreamEvent::ClientError { code: e.code().as_str() });
     outbox.push(Frame::error(e.code(), &e.to_string()), false);
 }
 
@@ -271,7 +272,7 @@ async fn on_text(stream: &Stream, outbox: &Arc<Outbox>, topics: &mut HashSet<Top
     };
     match msg {
         ClientMsg::Ping => {
-            outbox.push(Frame::control(serde_json::json!({ "type": "pong" })), false);
+            outbox.push(Frame::control(Control::Pong), false);
         }
         ClientMsg::Auth { .. } => reply_error(stream, outbox, &ClientError::AlreadyAuthenticated),
         ClientMsg::Subscribe { topics: wanted, since } => {
@@ -290,7 +291,7 @@ async fn on_text(stream: &Stream, outbox: &Arc<Outbox>, topics: &mut HashSet<Top
             }
             let names: Vec<String> = gone.iter().map(Topic::name).collect();
             let _ = stream.hub.send(Unsubscribe { conn: outbox.id, topics: gone }).await;
-            outbox.push(Frame::control(serde_json::json!({ "type": "unsubscribed", "topics": names })), false);
+            outbox.push(Frame::control(Control::Unsubscribed { topics: names }), false);
         }
     }
 }

@@ -14,13 +14,15 @@
 //!   that numbers and keeps it in Redis and publishes it on the topic's
 //!   sharded channel; processes that serve clients subscribe once per topic
 //!   and fan out locally, recovering gaps from the Redis history;
-//! - [`protocol`]: the wire format; [`telemetry`]: metrics.
+//! - [`protocol`]: the wire format, with the server's messages typed in
+//!   [`frames`]; [`telemetry`]: metrics.
 //!
 //! [`Stream`] is the handle the HTTP layer holds.
 
 pub mod aggregator;
 pub mod connection;
 pub mod credentials;
+pub mod frames;
 pub mod hub;
 pub mod outbox;
 pub mod protocol;

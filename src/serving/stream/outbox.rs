@@ -5,6 +5,7 @@
 //! seq range it missed), `kpis` keeps only the newest rollup, and a client
 //! that stays behind the limit for `slow_after` is marked for a 4008 close.
 
+use super::frames::{Control, Gap, GapInfo};
 use super::protocol::Frame;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,8 +138,9 @@ impl Outbox {
         {
             q.behind_since = None;
             for (topic, (from, to)) in q.missed.drain() {
-                out.push(Frame::control(serde_json::json!({
-                    "type": "gap", "topic": &*topic, "reason": "dropped", "from": from, "to": to,
+                out.push(Frame::control(Control::Gap(GapInfo {
+                    topic: topic.to_string(),
+                    reason: Gap::Dropped { from, to },
                 })));
             }
         }

@@ -3,6 +3,7 @@
 //! wrong is parsed here into a typed value or a [`ClientError`], so the
 //! connection code never deals with raw JSON.
 
+use super::frames::{Control, Envelope, ErrorCode, ErrorData};
 use actors::event::CustomerId;
 use bytestring::ByteString;
 use serde::Deserialize;
@@ -21,6 +22,18 @@ pub mod close {
     pub const IDLE: u16 = 4002;
     /// Slow consumer: stayed behind the queue limit too long.
     pub const SLOW: u16 = 4008;
+
+    /// Every close code a client can see, with its meaning: what the API
+    /// contract (`x-websocket`) and docs/stream.md list.
+    pub const ALL: [(u16, &str); 7] = [
+        (1000, "normal closure (answering the client's close)"),
+        (GOING_AWAY, "server shutting down (reconnect elsewhere)"),
+        (1002, "protocol error"),
+        (TOO_BIG, "a client frame over the size limit (64 KiB)"),
+        (AUTH, "authentication missing, invalid or expired"),
+        (IDLE, "idle: no pong/message within the heartbeat timeout"),
+        (SLOW, "slow consumer: stayed behind the queue limit"),
+    ];
 }
 
 /// A topic a client can subscribe to.
@@ -83,30 +96,39 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ClientError::BadMessage(_) => "bad_message",
-            ClientError::UnknownTopic(_) => "unknown_topic",
-            ClientError::TooManyTopics(_) => "too_many_topics",
-            ClientError::AlreadyAuthenticated => "already_authenticated",
+            ClientError::BadMessage(_) => ErrorCode::BadMessage,
+            ClientError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            ClientError::TooManyTopics(_) => ErrorCode::TooManyTopics,
+            ClientError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
         }
     }
 }
 
-#[derive(Deserialize)]
+/// A client message as sent (one text frame); [`parse_client`] checks what
+/// types cannot (topic names, `since` naming subscribed topics). The API
+/// contract's `x-websocket` shows this type.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum RawMsg {
+#[schema(as = StreamClientMessage)]
+pub enum RawMsg {
+    /// The first message of a connection without credentials on the upgrade:
+    /// a stream token or a read-scope key, within 5 s.
     Auth {
         token: String,
     },
+    /// Topics: `kpis`, `scores`, `segments`, `customer:{id}`; at most 100 per connection.
     Subscribe {
         topics: Vec<String>,
+        /// Per topic, the last `seq` seen: what was missed is replayed from history first.
         #[serde(default)]
         since: HashMap<String, u64>,
     },
     Unsubscribe {
         topics: Vec<String>,
     },
+    /// Answered by a `pong` control message.
     Ping,
 }
 
@@ -187,18 +209,20 @@ impl Frame {
     }
 
     /// A `_control` message with `seq` 0.
-    pub fn control(data: serde_json::Value) -> Frame {
+    pub fn control(data: Control) -> Frame {
         Self::unsequenced("_control", data)
     }
 
     /// An `_error` message with `seq` 0.
-    pub fn error(code: &str, message: &str) -> Frame {
-        Self::unsequenced("_error", serde_json::json!({ "code": code, "message": message }))
+    pub fn error(code: ErrorCode, message: &str) -> Frame {
+        Self::unsequenced("_error", ErrorData { code, message })
     }
 
-    fn unsequenced(topic: &str, data: serde_json::Value) -> Frame {
-        let v = serde_json::json!({ "topic": topic, "seq": 0, "ts": now_ms(), "data": data });
-        Frame { topic: None, seq: 0, text: v.to_string().into() }
+    fn unsequenced(topic: &str, data: impl serde::Serialize) -> Frame {
+        // Plain structs and strings: encoding cannot fail.
+        let data = serde_json::to_value(data).unwrap_or_default();
+        let text = serde_json::to_string(&Envelope { topic, seq: 0, ts: now_ms(), data }).unwrap_or_default();
+        Frame { topic: None, seq: 0, text: text.into() }
     }
 
     pub fn len(&self) -> usize {
@@ -251,7 +275,7 @@ mod tests {
         assert_eq!(v["topic"], "customer:\"odd\"");
         assert_eq!(v["seq"], 7);
         assert_eq!(v["data"]["a"], 1);
-        let e: serde_json::Value = serde_json::from_str(&Frame::error("bad_message", "x").text).unwrap();
+        let e: serde_json::Value = serde_json::from_str(&Frame::error(ErrorCode::BadMessage, "x").text).unwrap();
         assert_eq!(e["topic"], "_error");
         assert_eq!(e["seq"], 0);
     }

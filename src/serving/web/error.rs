@@ -8,6 +8,13 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use actors::RuntimeError;
 
+/// The body of every error answer (and of 409 from the model registry).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read; internal causes are never shown.
+    pub error: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -67,7 +74,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        r.json(serde_json::json!({ "error": self.to_string() }))
+        r.json(ErrorBody { error: self.to_string() })
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod messages;
 pub mod rollup;
 
+use super::frames::{ScoreData, SegmentMessage};
 use super::hub::messages::Publish;
 use super::hub::Hub;
 use super::protocol::{now_ms, Topic};
@@ -169,21 +170,27 @@ impl Aggregator {
             Update::Scored { customer, session, score, crossed, final_score } => {
                 self.rollup.scored(customer, session, score.probability, *final_score);
                 if *crossed {
-                    let data = serde_json::json!({
-                        "customer_id": customer.as_str(), "session_id": session.as_str(),
-                        "score": score.probability, "model_version": score.model_version,
-                        "final": final_score,
-                    });
-                    self.publish(Topic::Scores, data.to_string());
+                    let data = ScoreData {
+                        customer_id: customer,
+                        session_id: session,
+                        score: score.probability,
+                        model_version: &score.model_version,
+                        final_score: *final_score,
+                    };
+                    match serde_json::to_string(&data) {
+                        Ok(data) => self.publish(Topic::Scores, data),
+                        Err(e) => tracing::error!(error = %e, "cannot encode a score message"),
+                    }
                 }
             }
             Update::SegmentChanged { customer, version, from, to, name } => {
                 self.rollup.segment_changed(customer, *version, *to, name);
-                let data = serde_json::json!({
-                    "type": "changed", "customer_id": customer.as_str(), "version": version,
-                    "from": from, "to": to, "name": name,
-                });
-                self.publish(Topic::Segments, data.to_string());
+                let data =
+                    SegmentMessage::Changed { customer_id: customer, version: *version, from: *from, to: *to, name };
+                match serde_json::to_string(&data) {
+                    Ok(data) => self.publish(Topic::Segments, data),
+                    Err(e) => tracing::error!(error = %e, "cannot encode a segment message"),
+                }
             }
             // One encoding pass: the view's object with `"type":"view"` put first.
             Update::Customer { view, trace } => match serde_json::to_string(&**view) {

@@ -28,8 +28,9 @@ struct Active {
     score: Option<f64>,
 }
 
-/// One rollup, as sent on `kpis`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// One rollup, as sent on `kpis` (docs/stream.md, "KPI definitions").
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = StreamKpis)]
 pub struct Kpis {
     pub events_per_s: f64,
     pub orders_per_min: f64,
@@ -45,7 +46,9 @@ pub struct Kpis {
     pub trace_id: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// Ingest acknowledged → broadcast, over the last 10 s (`null` without live events).
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = StreamLatency)]
 pub struct Latency {
     pub p50: Option<f64>,
     pub p99: Option<f64>,

@@ -25,6 +25,7 @@
 
 pub mod messages;
 
+use super::frames::{Control, Gap, GapInfo};
 use super::outbox::{Closing, Outbox, Pushed};
 use super::protocol::{now_ms, Frame, Topic};
 use super::relay::history;
@@ -139,9 +140,8 @@ impl TopicEntry {
     /// history restarts (it must stay contiguous for `since` replays).
     fn lost(&mut self, from: u64, to: u64, metrics: &StreamMetrics) {
         metrics.record(StreamEvent::RedisLost { topic: &self.name, n: to + 1 - from });
-        let gap = Frame::control(serde_json::json!({
-            "type": "gap", "topic": &*self.name, "reason": "lost", "from": from, "to": to,
-        }));
+        let gap =
+            Frame::control(Control::Gap(GapInfo { topic: self.name.to_string(), reason: Gap::Lost { from, to } }));
         for sub in self.subscribers.values() {
             sub.outbox.push(gap.clone(), false);
         }
@@ -259,7 +259,7 @@ impl Hub {
     fn subscribe_local(&mut self, msg: Subscribe) {
         let Subscribe { outbox, topics, since } = msg;
         let names: Vec<String> = topics.iter().map(Topic::name).collect();
-        outbox.push(Frame::control(serde_json::json!({ "type": "subscribed", "topics": names })), false);
+        outbox.push(Frame::control(Control::Subscribed { topics: names }), false);
         for t in topics {
             self.ensure_topic(&t);
             let Some(state) = self.topics.get_mut(&t) else { continue };
@@ -294,7 +294,7 @@ impl Hub {
             return;
         }
         let names: Vec<String> = starts.iter().map(|(t, _)| t.name()).collect();
-        outbox.push(Frame::control(serde_json::json!({ "type": "subscribed", "topics": names })), false);
+        outbox.push(Frame::control(Control::Subscribed { topics: names }), false);
         for (t, seq0) in starts {
             let Some(state) = self.topics.get_mut(&t) else { continue };
             state.idle_since = None;
@@ -368,11 +368,11 @@ impl Hub {
                 // Then what this hub has that the read did not.
                 if state.seq > last {
                     if state.oldest() > last + 1 {
-                        let gap = serde_json::json!({
-                            "type": "gap", "topic": &*state.name, "reason": "lost",
-                            "from": last + 1, "to": state.oldest() - 1,
-                        });
-                        outbox.push(Frame::control(gap), false);
+                        let gap = GapInfo {
+                            topic: state.name.to_string(),
+                            reason: Gap::Lost { from: last + 1, to: state.oldest() - 1 },
+                        };
+                        outbox.push(Frame::control(Control::Gap(gap)), false);
                     }
                     for f in state.history.iter().filter(|f| f.seq > last) {
                         outbox.push(f.clone(), false);
@@ -476,9 +476,7 @@ impl Hub {
 }
 
 fn too_old(name: &str, oldest: u64, last: u64) -> Frame {
-    Frame::control(serde_json::json!({
-        "type": "gap", "topic": name, "reason": "too_old", "oldest": oldest, "last": last,
-    }))
+    Frame::control(Control::Gap(GapInfo { topic: name.to_owned(), reason: Gap::TooOld { oldest, last } }))
 }
 
 impl Actor for Hub {

@@ -1,6 +1,10 @@
 //! Black-box tests: a real server on port 0 over SQLite and over the real
 //! Postgres on 127.0.0.1:5432, spoken to over HTTP.
 
+// The app's start-up future (tracing, SLO reporting, the contract checker
+// around it) is deeper than rustc's default layout query limit allows.
+#![recursion_limit = "256"]
+
 mod contract;
 mod helpers;
 

@@ -176,6 +176,10 @@ pub struct InferenceSettings {
     /// How often the registry is polled for promotions made elsewhere, in seconds.
     #[serde(deserialize_with = "units::secs")]
     pub refresh_s: std::time::Duration,
+    /// How often the served versions' live evaluation on `/metrics` is
+    /// recomputed from the stored sessions, in seconds.
+    #[serde(deserialize_with = "units::secs")]
+    pub evaluate_every_s: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +309,7 @@ impl Settings {
             .set_default("inference.score_debounce_ms", 2000)?
             .set_default("inference.alert_threshold", 0.5)?
             .set_default("inference.refresh_s", 10)?
+            .set_default("inference.evaluate_every_s", 60)?
             .set_default("log.level", "info")?
             .set_default("log.format", "text")?;
         let default_file = PathBuf::from("cartpulse.toml");

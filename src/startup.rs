@@ -36,6 +36,9 @@ pub struct Application {
     state: web::Data<AppState>,
     inference: InferenceHandle,
     model_follower: Option<tokio::task::JoinHandle<()>>,
+    /// Keeps the served versions' live evaluation on `/metrics` (replicas
+    /// that serve clients: that is where `/metrics` is scraped).
+    evaluator: Option<tokio::task::JoinHandle<()>>,
     /// What only a process running the actors has.
     core: Option<Core>,
     /// With Redis: this replica's record in the replica list.
@@ -142,6 +145,13 @@ impl Application {
                 .await,
             ),
         };
+        let evaluator = role.serves_clients().then(|| {
+            crate::serving::inference::evaluator::spawn(
+                db.clone(),
+                inference.clone(),
+                settings.inference.evaluate_every_s,
+            )
+        });
         // What the actors call out to: scorer, active segmentation, update bus.
         let hooks = actors::hooks::Hooks {
             scorer: Some(Arc::new(inference.clone())),
@@ -273,6 +283,7 @@ impl Application {
             state,
             inference,
             model_follower,
+            evaluator,
             core,
             heartbeat,
             drain_time,
@@ -301,7 +312,18 @@ impl Application {
 
     /// Serves until stopped, then drains and flushes everything.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { server, state, inference, model_follower, core, heartbeat, drain_time, stopper, .. } = self;
+        let Application {
+            server,
+            state,
+            inference,
+            model_follower,
+            evaluator,
+            core,
+            heartbeat,
+            drain_time,
+            stopper,
+            ..
+        } = self;
         let handle = server.handle();
         let stream = state.stream.clone();
         let draining = state.draining.clone();
@@ -365,8 +387,8 @@ impl Application {
             core.runtime.stop();
             core.segment_watcher.abort();
         }
-        if let Some(f) = model_follower {
-            f.abort();
+        for task in [model_follower, evaluator].into_iter().flatten() {
+            task.abort();
         }
         inference.stop();
         tracing::info!("stopped cleanly");

@@ -54,6 +54,7 @@ async fn the_live_evaluation_equals_one_computed_from_the_same_sessions() {
     let app = spawn_app_with(Db::Sqlite, move |s| {
         s.inference.model_dir = Some(model_dir);
         s.inference.score_debounce_ms = Duration::from_millis(50);
+        s.inference.evaluate_every_s = Duration::from_secs(1);
     })
     .await;
     let csv = sample_csv(10);
@@ -128,6 +129,23 @@ async fn the_live_evaluation_equals_one_computed_from_the_same_sessions() {
         } else {
             assert!(d["auc"].is_null(), "{d}");
         }
+    }
+
+    // The same figures on /metrics, once the evaluator's next round ran.
+    let series = |name: &str| format!("{name}{{version=\"{version}\"}}");
+    eventually("the live evaluation reaches /metrics", Duration::from_secs(20), || async {
+        let text = app.metrics_text().await;
+        match cartpulse::telemetry::scrape::sample(&text, &series("cartpulse_model_live_sessions")) {
+            Some(n) if n as usize == rows => Ok(()),
+            other => Err(format!("live sessions {other:?}")),
+        }
+    })
+    .await;
+    let text = app.metrics_text().await;
+    for (name, field) in [("auc", "auc"), ("accuracy", "accuracy"), ("brier", "brier")] {
+        let got = cartpulse::telemetry::scrape::sample(&text, &series(&format!("cartpulse_model_live_{name}")));
+        let want = overall[field].as_f64().unwrap();
+        assert!(got.is_some_and(|g| (g - want).abs() <= 1e-9 * want.abs().max(1.0)), "{name}: {got:?} vs {want}");
     }
 
     let (status, _) = app.get_json(&format!("/v1/models/{version}/evaluation"), None).await;

@@ -11,6 +11,7 @@
 //! explicit error (no model, overloaded, worker failure), including the
 //! requests of a batch whose worker panicked; the worker is then replaced.
 
+pub mod evaluator;
 pub mod handle;
 pub mod messages;
 pub mod pool;

@@ -2,7 +2,9 @@
 //! is the one place that logs them and bumps the metrics, per model version
 //! where it matters (A/B comparisons read these).
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Debug)]
 pub enum InferenceEvent<'a> {
@@ -31,6 +33,13 @@ pub enum InferenceEvent<'a> {
     ShadowFailed { version: &'a str, rows: usize, error: &'a str },
     /// A served batch was not shadow-scored: the shadow thread was too far behind.
     ShadowDropped { version: &'a str, rows: usize },
+    /// The live evaluation of a served version was recomputed
+    /// (`models::evaluation`).
+    Evaluated { version: &'a str, figures: &'a crate::models::evaluation::Figures },
+    /// A version is no longer served: its live evaluation leaves `/metrics`.
+    EvaluationDropped { version: &'a str },
+    /// Reading the sessions for an evaluation failed; the next round retries.
+    EvaluationFailed { version: &'a str, error: &'a str },
 }
 
 #[derive(Clone)]
@@ -48,6 +57,10 @@ pub struct InferenceMetrics {
     shadow_failures: IntCounterVec,
     shadow_dropped: IntCounterVec,
     shadow_model: IntGaugeVec,
+    live_sessions: IntGaugeVec,
+    live_accuracy: GaugeVec,
+    live_auc: GaugeVec,
+    live_brier: GaugeVec,
 }
 
 impl InferenceMetrics {
@@ -124,7 +137,33 @@ impl InferenceMetrics {
                 Opts::new("cartpulse_models_shadow", "1 for the shadow version this process scores alongside"),
                 &["version"],
             )?,
+            live_sessions: IntGaugeVec::new(
+                Opts::new(
+                    "cartpulse_model_live_sessions",
+                    "Closed sessions scored at close by a served version (its live evaluation's count)",
+                ),
+                &["version"],
+            )?,
+            live_accuracy: GaugeVec::new(
+                Opts::new("cartpulse_model_live_accuracy", "Live accuracy at the version's threshold, by version"),
+                &["version"],
+            )?,
+            live_auc: GaugeVec::new(
+                Opts::new(
+                    "cartpulse_model_live_auc",
+                    "Live ROC AUC of the final scores against the outcomes, by version (absent until both occurred)",
+                ),
+                &["version"],
+            )?,
+            live_brier: GaugeVec::new(
+                Opts::new("cartpulse_model_live_brier", "Live Brier score of the final scores, by version"),
+                &["version"],
+            )?,
         };
+        registry.register(Box::new(m.live_sessions.clone()))?;
+        registry.register(Box::new(m.live_accuracy.clone()))?;
+        registry.register(Box::new(m.live_auc.clone()))?;
+        registry.register(Box::new(m.live_brier.clone()))?;
         registry.register(Box::new(m.predictions.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.batch_rows.clone()))?;
@@ -170,6 +209,27 @@ impl InferenceMetrics {
                     "inference worker failed; its requests were failed and it is replaced"
                 );
                 self.worker_failures.with_label_values(&["panic"]).inc();
+            }
+            InferenceEvent::Evaluated { version, figures } => {
+                tracing::debug!(version, sessions = figures.sessions, auc = ?figures.auc, "live evaluation");
+                self.live_sessions.with_label_values(&[version]).set(figures.sessions as i64);
+                self.live_accuracy.with_label_values(&[version]).set(figures.accuracy);
+                self.live_brier.with_label_values(&[version]).set(figures.brier);
+                match figures.auc {
+                    Some(a) => self.live_auc.with_label_values(&[version]).set(a),
+                    None => {
+                        let _ = self.live_auc.remove_label_values(&[version]);
+                    }
+                }
+            }
+            InferenceEvent::EvaluationDropped { version } => {
+                for g in [&self.live_accuracy, &self.live_auc, &self.live_brier] {
+                    let _ = g.remove_label_values(&[version]);
+                }
+                let _ = self.live_sessions.remove_label_values(&[version]);
+            }
+            InferenceEvent::EvaluationFailed { version, error } => {
+                tracing::warn!(version, error, "live evaluation failed; next round retries");
             }
             InferenceEvent::ModelsChanged { versions } => {
                 tracing::info!(?versions, "serving model versions");

@@ -1117,8 +1117,13 @@ fn prepare(entry: &Entry, limits: ParseLimits) -> Result<Prepared, BadEntry> {
 fn trace_read(batch: &mut Batch, read_started: crate::telemetry::traces::Step) {
     let parents = actors::trace::distinct(batch.items.iter().filter_map(|it| it.entry.trace.as_ref()));
     for parent in parents {
-        let events = batch.items.iter().filter(|it| it.entry.trace == Some(parent)).count();
-        let Some(read) = read_started.finish(
+        let of_trace = || batch.items.iter().filter(|it| it.entry.trace == Some(parent));
+        let events = of_trace().count();
+        // A blocking read can start before the entry was written: the span
+        // starts no earlier than the gateway's acknowledgement of it.
+        let acked = of_trace().map(|it| it.entry.acked_at_ms).min().unwrap_or(0).max(0) as u64;
+        let start = read_started.not_before(std::time::UNIX_EPOCH + std::time::Duration::from_millis(acked));
+        let Some(read) = start.finish(
             "processor.read",
             Some(&parent),
             vec![("cartpulse.events", events as i64), ("cartpulse.batch_events", batch.items.len() as i64)],

@@ -218,6 +218,11 @@ impl Step {
         self.0
     }
 
+    /// The step as if it started no earlier than `t`.
+    pub fn not_before(self, t: std::time::SystemTime) -> Step {
+        Step(self.0.max(t))
+    }
+
     /// Records the step (now ends it) under `parent`, if traced.
     pub fn finish(
         self,

@@ -18,7 +18,8 @@ pub fn init_logging(level: &str, json: bool) {
 
 /// [`init_logging`], plus span export through `tracer` when tracing is on.
 /// The log level filters log lines only: the exported spans are this
-/// crate's, whatever the level (a quiet `warn` log keeps its traces).
+/// crate's, whatever the level (a quiet `warn` log keeps its traces), and
+/// log lines inside a request carry its `trace_id` at any level.
 pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
@@ -33,7 +34,11 @@ pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::Sd
             .with_tracer(t)
             .with_filter(Targets::new().with_target("cartpulse", LevelFilter::INFO))
     });
-    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
+    // The request span always reaches the log layer, whatever the level: a
+    // warning inside a traced request names its trace_id even at `warn`.
+    let request_span = tracing_subscriber::filter::filter_fn(|m| m.is_span() && m.name() == "http.request");
+    let logs = logs.with_filter(tracing_subscriber::filter::FilterExt::or(filter, request_span));
+    let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
 }
 
 /// Something that happened at ingest.

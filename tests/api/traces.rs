@@ -349,3 +349,46 @@ async fn the_sampling_ratio_decides_new_traces_and_a_caller_decides_its_own() {
     assert!(!exported.iter().any(|s| s.trace_id == unsampled.trace_id_hex() || s.trace_id == quiet_trace));
     drop(server);
 }
+
+#[actix_web::test]
+async fn json_log_lines_of_a_traced_request_carry_its_trace_id() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let key = create_key(BIN, &db, "traces", "admin").expect("keys create");
+    let log = dir.path().join("serve.log");
+    let server = ServeCommand::new(BIN)
+        .unwrap()
+        .args(["--database-url", &db])
+        .envs(receiver.env("0"))
+        .env("CARTPULSE_LOG__FORMAT", "json")
+        .log_to(&log)
+        .start(Duration::from_secs(30))
+        .await
+        .expect("cartpulse serve");
+    // No model is active: the predict request is answered 503, and that
+    // warning is logged inside the request's span.
+    let row = serde_json::json!({ "features": {
+        "Administrative": 0, "Administrative_Duration": 0.0, "Informational": 0, "Informational_Duration": 0.0,
+        "ProductRelated": 3, "ProductRelated_Duration": 64.0, "BounceRates": 0.0, "ExitRates": 0.02,
+        "PageValues": 0.0, "SpecialDay": 0.0, "Month": "Nov", "OperatingSystems": 2, "Browser": 2, "Region": 1,
+        "TrafficType": 2, "VisitorType": "Returning_Visitor", "Weekend": false
+    }});
+    let (tp, trace_id, _) = caller_context();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let resp = post(&client, &base, &key, "/v1/predict", &row, Some(&tp)).await;
+    assert_eq!(resp.status(), 503);
+    let line = eventually("the warning is logged", Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        text.lines()
+            .find(|l| l.contains("service unavailable"))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("not yet in {} lines", text.lines().count()))
+    })
+    .await;
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+    assert_eq!(v["level"], "WARN", "{v}");
+    assert_eq!(v["span"]["trace_id"], trace_id.as_str(), "the line names the request's trace: {v}");
+    drop(server);
+}

@@ -19,6 +19,7 @@ pub struct ServeCommand {
     log: bool,
     dir: Option<PathBuf>,
     clean: bool,
+    log_file: Option<PathBuf>,
 }
 
 impl ServeCommand {
@@ -33,6 +34,7 @@ impl ServeCommand {
             log: std::env::var_os("TEST_LOG").is_some(),
             dir: None,
             clean: false,
+            log_file: None,
         })
     }
 
@@ -60,6 +62,12 @@ impl ServeCommand {
     /// Whether the child's log goes to this process's stderr.
     pub fn log(mut self, show: bool) -> Self {
         self.log = show;
+        self
+    }
+
+    /// Writes the child's log (stderr) to `path` instead (tests read it).
+    pub fn log_to(mut self, path: impl AsRef<Path>) -> Self {
+        self.log_file = Some(path.as_ref().to_owned());
         self
     }
 
@@ -96,7 +104,13 @@ impl ServeCommand {
             .stdin(Stdio::null())
             // A bench's report is its last stdout line: a child's stdout goes nowhere.
             .stdout(Stdio::null())
-            .stderr(if self.log { Stdio::inherit() } else { Stdio::null() });
+            .stderr(match &self.log_file {
+                Some(path) => std::fs::File::create(path)
+                    .with_context(|| format!("creating the log file {}", path.display()))?
+                    .into(),
+                None if self.log => Stdio::inherit(),
+                None => Stdio::null(),
+            });
         let child = cmd.spawn().with_context(|| format!("starting {} serve", self.exe.display()))?;
         Ok(ServeProcess {
             child,

@@ -353,23 +353,39 @@ pub fn with_bound(mut buckets: Vec<f64>, bound: f64) -> Vec<f64> {
 
 /// The EMF document: two gauges under one dimension.
 fn emf_line(namespace: &str, deployment: &str, at_ms: i64, events: u64, dead_letters: u64) -> String {
-    serde_json::json!({
+    emf_document(
+        namespace,
+        at_ms,
+        &[("Deployment", deployment)],
+        &[("StreamBacklogEvents", events.into()), ("DeadLetterEvents", dead_letters.into())],
+    )
+}
+
+/// One CloudWatch Embedded Metric Format document: `counts` (unit Count)
+/// under one set of `dimensions`, at `at_ms`.
+pub(crate) fn emf_document(
+    namespace: &str,
+    at_ms: i64,
+    dimensions: &[(&str, &str)],
+    counts: &[(&str, serde_json::Value)],
+) -> String {
+    let mut doc = serde_json::json!({
         "_aws": {
             "Timestamp": at_ms,
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["Deployment"]],
-                "Metrics": [
-                    {"Name": "StreamBacklogEvents", "Unit": "Count"},
-                    {"Name": "DeadLetterEvents", "Unit": "Count"}
-                ]
+                "Dimensions": [dimensions.iter().map(|(k, _)| *k).collect::<Vec<_>>()],
+                "Metrics": counts.iter().map(|(k, _)| serde_json::json!({"Name": k, "Unit": "Count"})).collect::<Vec<_>>(),
             }]
         },
-        "Deployment": deployment,
-        "StreamBacklogEvents": events,
-        "DeadLetterEvents": dead_letters,
-    })
-    .to_string()
+    });
+    for (k, v) in dimensions {
+        doc[*k] = serde_json::Value::from(*v);
+    }
+    for (k, v) in counts {
+        doc[*k] = v.clone();
+    }
+    doc.to_string()
 }
 
 #[cfg(test)]

@@ -133,24 +133,12 @@ impl SloReporter {
 }
 
 fn emf_line(namespace: &str, deployment: &str, objective: &str, at_ms: i64, good: f64, total: f64) -> String {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": at_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [["Deployment", "Objective"]],
-                "Metrics": [
-                    {"Name": "SloGoodEvents", "Unit": "Count"},
-                    {"Name": "SloValidEvents", "Unit": "Count"}
-                ]
-            }]
-        },
-        "Deployment": deployment,
-        "Objective": objective,
-        "SloGoodEvents": good,
-        "SloValidEvents": total,
-    })
-    .to_string()
+    super::emf_document(
+        namespace,
+        at_ms,
+        &[("Deployment", deployment), ("Objective", objective)],
+        &[("SloGoodEvents", good.into()), ("SloValidEvents", total.into())],
+    )
 }
 
 /// Prints the lines every minute until the process ends.

@@ -4,7 +4,7 @@
 //! what it sent. Handlers reach the request's sampled context through
 //! [`of_request`] and hand it to the work they start.
 
-use super::{span_context, trace_parent};
+use super::{carried, span_context};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest};
@@ -50,17 +50,12 @@ pub fn begin(req: &ServiceRequest, method: &'static str, route: &str) -> ServerS
     }
     let cx = span.context().span().span_context().clone();
     let mut reply = None;
-    if cx.is_valid() {
+    if let Some(own) = carried(&cx) {
         span.record("trace_id", tracing::field::display(cx.trace_id()));
-        let own = TraceParent {
-            trace_id: cx.trace_id().to_bytes(),
-            span_id: cx.span_id().to_bytes(),
-            flags: cx.trace_flags().to_u8(),
-        };
         reply = HeaderValue::from_str(&own.to_string()).ok();
-    }
-    if let Some(sampled) = trace_parent(&cx) {
-        req.extensions_mut().insert(RequestTrace(sampled));
+        if own.sampled() {
+            req.extensions_mut().insert(RequestTrace(own));
+        }
     }
     ServerSpan { span, reply }
 }

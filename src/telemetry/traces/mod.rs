@@ -163,7 +163,13 @@ pub fn span_context(parent: &TraceParent) -> SpanContext {
 /// The carried form of a span context; `None` unless valid and sampled
 /// (only sampled work is worth carrying further).
 pub fn trace_parent(cx: &SpanContext) -> Option<TraceParent> {
-    (cx.is_valid() && cx.is_sampled()).then(|| TraceParent {
+    carried(cx).filter(TraceParent::sampled)
+}
+
+/// The W3C form of a valid span context, sampled or not (what a response's
+/// `traceparent` names).
+pub fn carried(cx: &SpanContext) -> Option<TraceParent> {
+    cx.is_valid().then(|| TraceParent {
         trace_id: cx.trace_id().to_bytes(),
         span_id: cx.span_id().to_bytes(),
         flags: cx.trace_flags().to_u8(),

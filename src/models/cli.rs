@@ -1,4 +1,5 @@
-//! `cartpulse models publish DIR | list | promote VERSION [--traffic P] | rollback | shadow VERSION | unshadow`:
+//! `cartpulse models publish DIR | list | promote VERSION [--traffic P] | rollback | shadow VERSION | unshadow |
+//! compare [A B]`:
 //! the registry from the command line, over the database and model store of
 //! the global flags (`--database-url`, `--model-store`). Publishing is
 //! command-line only (with the report images of `DIR/report` or `--report`);
@@ -39,6 +40,16 @@ pub enum ModelsCommand {
     Shadow { version: String },
     /// End the shadow deployment (the shadow version goes back to candidate).
     Unshadow,
+    /// A/B analysis of A against B on the closed sessions each scored: per arm sessions, conversion, accuracy,
+    /// AUC and Brier score; each difference B − A with its 95 % confidence interval and p-value.
+    /// Without A and B: the two active versions (the larger traffic share is A).
+    Compare {
+        a: Option<String>,
+        b: Option<String>,
+        /// Print JSON (as GET /v1/models/compare) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one `models` command; results go to stdout, errors are returned.
@@ -95,6 +106,26 @@ async fn run_async(settings: &Settings, command: ModelsCommand) -> anyhow::Resul
             eprintln!("{}", describe_shadow(&c));
             println!("{}", serde_json::to_string(&c)?);
         }
+        ModelsCommand::Compare { a, b, json } => {
+            let (a, b) = match (a, b) {
+                (Some(a), Some(b)) => (a, b),
+                (Some(_), None) => anyhow::bail!("give both versions A and B, or neither (the two active versions)"),
+                _ => super::comparison::active_pair(&registry).await?.ok_or_else(|| {
+                    anyhow::anyhow!("exactly two versions must be active to compare them by default; name the two")
+                })?,
+            };
+            anyhow::ensure!(a != b, "A and B are both {a}; compare two different versions");
+            let threshold = |info: ModelInfo| {
+                info.metrics["threshold"].as_f64().ok_or_else(|| anyhow::anyhow!("{} has no threshold", info.version))
+            };
+            let (ta, tb) = (threshold(registry.get(&a).await?)?, threshold(registry.get(&b).await?)?);
+            let c = super::comparison::compare_versions(registry.db(), (&a, ta), (&b, tb)).await?;
+            if json {
+                println!("{}", serde_json::to_string(&c)?);
+            } else {
+                print!("{}", comparison_table(&c));
+            }
+        }
     }
     Ok(())
 }
@@ -128,6 +159,46 @@ fn describe_shadow(c: &ShadowChange) -> String {
         s += &format!("; {} is {} again", r.version, r.status);
     }
     s
+}
+
+/// The `models compare` table: the arms, then each difference.
+pub fn comparison_table(c: &super::comparison::Comparison) -> String {
+    let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+    let signed = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:+.4}"));
+    let width = c.a.version.len().max(c.b.version.len()).max(7);
+    let mut s = format!(
+        "{:<4} {:<width$}  {:>8}  {:>9}  {:>10}  {:>8}  {:>6}  {:>6}\n",
+        "ARM", "VERSION", "SESSIONS", "PURCHASES", "CONVERSION", "ACCURACY", "AUC", "BRIER"
+    );
+    for (name, arm) in [("A", &c.a), ("B", &c.b)] {
+        s += &format!(
+            "{:<4} {:<width$}  {:>8}  {:>9}  {:>10.4}  {:>8.4}  {:>6}  {:>6.4}\n",
+            name,
+            arm.version,
+            arm.sessions,
+            arm.purchases,
+            arm.conversion,
+            arm.accuracy,
+            opt(arm.auc),
+            arm.brier
+        );
+    }
+    s += &format!("\n{:<11}  {:>8}  {:>20}  {:>7}  {:<12}  AHEAD\n", "B − A", "DIFF", "95 % CI", "P", "SIGNIFICANT");
+    for d in &c.differences {
+        s += &format!(
+            "{:<11}  {:>8}  {:>20}  {:>7}  {:<12}  {}\n",
+            serde_json::to_value(d.metric).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            signed(d.difference),
+            match (d.ci_low, d.ci_high) {
+                (Some(lo), Some(hi)) => format!("[{lo:+.4}, {hi:+.4}]"),
+                _ => "-".into(),
+            },
+            d.p_value.map_or("-".into(), |p| super::comparison::show_p(p).trim_start_matches("= ").replace("< ", "<")),
+            if d.significant { "yes" } else { "no" },
+            d.ahead.as_deref().unwrap_or("-"),
+        );
+    }
+    s + "\n" + &c.verdict + "\n"
 }
 
 /// The `models list` table.

@@ -9,6 +9,7 @@
 
 pub mod artifact;
 pub mod cli;
+pub mod comparison;
 pub mod evaluation;
 pub mod manifest;
 pub mod net;

@@ -254,6 +254,12 @@ impl TestApp {
         self.get_json("/v1/models", key).await
     }
 
+    /// `GET /v1/models/compare` with the read key; `query` is `""` (the two
+    /// active versions) or `?a=…&b=…`.
+    pub async fn compare_models(&self, query: &str) -> (u16, Value) {
+        self.get_json(&format!("/v1/models/compare{query}"), Some(&self.read_key)).await
+    }
+
     /// `POST /v1/models/{version}/promote`, with `{"traffic": P}` when given.
     pub async fn promote_model(&self, version: &str, traffic: Option<f64>, key: Option<&str>) -> (u16, Value) {
         let body = traffic.map(|p| serde_json::json!({ "traffic": p }));

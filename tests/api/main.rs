@@ -8,6 +8,7 @@
 mod contract;
 mod helpers;
 
+mod ab;
 mod abuse;
 mod auth;
 mod bad_input;

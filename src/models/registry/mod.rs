@@ -202,6 +202,11 @@ impl ModelRegistry {
         Ok(ModelRegistry::new(db, ModelStore::from_settings(settings).await?))
     }
 
+    /// The database the registry (and the sessions it evaluates) live in.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
     pub fn store(&self) -> &ModelStore {
         &self.inner.store
     }

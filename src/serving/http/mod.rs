@@ -4,6 +4,7 @@
 pub mod customers;
 pub mod events;
 pub mod health;
+pub mod model_quality;
 pub mod models;
 pub mod openapi;
 pub mod predict;
@@ -74,7 +75,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/models/{version}/shadow", web::post().to(models::shadow))
                 .route("/models/{version}/promote", web::post().to(models::promote))
                 .route("/models/{version}/report/{name}", web::get().to(models::report_image))
-                .route("/models/{version}/evaluation", web::get().to(models::evaluation))
+                .route("/models/compare", web::get().to(model_quality::compare))
+                .route("/models/{version}/evaluation", web::get().to(model_quality::evaluation))
                 .route("/system", web::get().to(system::system))
                 .route("/segments", web::get().to(segments::list))
                 .route("/segments/{version}/activate", web::post().to(segments::activate)),

@@ -1,4 +1,5 @@
-//! `/v1/models` (admin key): the model registry over HTTP. `GET` lists the
+//! `/v1/models` (admin key): the model registry over HTTP (the live
+//! evaluation and the A/B analysis are in `model_quality`). `GET` lists the
 //! versions, `POST /v1/models/{version}/promote` (optional body
 //! `{"traffic": P}`) promotes, `POST /v1/models/rollback` rolls back,
 //! `POST /v1/models/{version}/shadow` puts a version in shadow and
@@ -260,45 +261,4 @@ pub async fn report_image(
         // Published images never change; private: the request was authenticated.
         .insert_header((header::CACHE_CONTROL, "private, max-age=86400, immutable"))
         .body(bytes))
-}
-
-/// `GET /v1/models/{version}/evaluation` (read key): how the version's final
-/// scores did against the sessions' outcomes, overall and per day
-/// (`models::evaluation`). The decision threshold is the registry's, or the
-/// served model's for a model directory served directly.
-#[utoipa::path(
-    get,
-    path = "/v1/models/{version}/evaluation",
-    tag = "models",
-    operation_id = "model_evaluation",
-    summary = "How a model version's final scores did against the sessions' outcomes",
-    params(("version" = String, Path, description = "The model version.")),
-    responses(
-        (status = 200, description = "The live evaluation, overall and per day of the sessions' end (UTC).", body = crate::models::evaluation::Evaluation),
-        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope.", body = ErrorBody),
-        (status = 404, description = "No such version is registered or served.", body = ErrorBody),
-        (status = 503, description = "The database is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
-    ),
-    security(("api_key" = ["read"]), ("console_session" = ["read"])),
-)]
-pub async fn evaluation(
-    _auth: Auth<ReadScope>,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let version = path.into_inner();
-    let registered = match state.models.get(&version).await {
-        Ok(info) => info.metrics["threshold"].as_f64(),
-        Err(RegistryError::UnknownVersion(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let threshold = registered
-        .or_else(|| state.inference.threshold_of(&version).map(f64::from))
-        .ok_or_else(|| ApiError::NotFound(format!("no model version {version:?} is registered or served")))?;
-    let evaluation = crate::models::evaluation::evaluate(&state.db, &version, threshold).await.map_err(|e| {
-        tracing::warn!(error = %e, "reading the sessions for an evaluation failed");
-        ApiError::unavailable("the database is unavailable")
-    })?;
-    Ok(HttpResponse::Ok().json(evaluation))
 }

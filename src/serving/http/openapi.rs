@@ -11,7 +11,7 @@
 //! Served unauthenticated at `GET /v1/openapi.json` (it is public), printed
 //! by `cartpulse openapi`; the console renders it on its API page.
 
-use super::{customers, events, health, models, predict, segments, stream, system};
+use super::{customers, events, health, model_quality, models, predict, segments, stream, system};
 use crate::serving::stream::protocol::close;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
@@ -42,7 +42,8 @@ use utoipa::{Modify, OpenApi};
         models::shadow,
         models::unshadow,
         models::report_image,
-        models::evaluation,
+        model_quality::evaluation,
+        model_quality::compare,
         system::system,
         segments::list,
         segments::activate,

@@ -180,6 +180,10 @@ pub struct InferenceSettings {
     /// recomputed from the stored sessions, in seconds.
     #[serde(deserialize_with = "units::secs")]
     pub evaluate_every_s: std::time::Duration,
+    /// The drift window: sessions closed this long ago or less are the live
+    /// sample compared with each version's training rows, in seconds.
+    #[serde(deserialize_with = "units::secs")]
+    pub drift_window_s: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,6 +314,7 @@ impl Settings {
             .set_default("inference.alert_threshold", 0.5)?
             .set_default("inference.refresh_s", 10)?
             .set_default("inference.evaluate_every_s", 60)?
+            .set_default("inference.drift_window_s", 86_400)?
             .set_default("log.level", "info")?
             .set_default("log.format", "text")?;
         let default_file = PathBuf::from("cartpulse.toml");

@@ -150,6 +150,7 @@ impl Application {
                 db.clone(),
                 inference.clone(),
                 settings.inference.evaluate_every_s,
+                settings.inference.drift_window_s,
             )
         });
         // What the actors call out to: scorer, active segmentation, update bus.
@@ -262,6 +263,7 @@ impl Application {
             stream,
             models,
             inference: inference.clone(),
+            drift_window: settings.inference.drift_window_s,
             segments: hooks.segments.clone(),
             console,
             draining: Arc::new(AtomicBool::new(false)),

@@ -95,3 +95,30 @@ resource "aws_cloudwatch_composite_alarm" "slo_burn" {
   alarm_actions = local.alarm_actions
   ok_actions    = local.alarm_actions
 }
+
+# Model drift (docs/model.md, "Drift"), next to the SLO alarms: each minute
+# every replica that serves clients prints the largest PSI it measured
+# (EMF ModelFeaturePsiMax / ModelScorePsiMax, dimension Deployment; see
+# src/telemetry/slo.rs). Above 0.2 for 30 minutes notifies, as the
+# Prometheus rules CartpulseFeatureDrift / CartpulseScoreDrift do.
+resource "aws_cloudwatch_metric_alarm" "model_drift" {
+  for_each = {
+    feature = { metric = "ModelFeaturePsiMax", what = "a session feature of the live traffic against a served model's training rows" }
+    score   = { metric = "ModelScorePsiMax", what = "a served model's final scores against its out-of-fold scores" }
+  }
+
+  alarm_name          = "${local.name}-model-${each.key}-drift"
+  alarm_description   = "PSI of ${each.value.what} above 0.2 for 30 minutes: GET /v1/models/{version}/drift names it; runbook in docs/operations.md, \"Runbook: model drift\""
+  namespace           = var.metrics_namespace
+  metric_name         = each.value.metric
+  dimensions          = { Deployment = local.redis_prefix }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 6
+  datapoints_to_alarm = 6
+  threshold           = 0.2
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}

@@ -29,6 +29,11 @@ pub struct Manifest {
     pub training_data: TrainingData,
     pub training: TrainingRun,
     pub weights: WeightsFile,
+    /// The training rows' feature distributions and the out-of-fold score
+    /// distribution, for drift (`models::drift`); absent in manifests
+    /// written before drift existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<crate::models::drift::Reference>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod comparison;
+pub mod drift;
 pub mod evaluation;
 pub mod manifest;
 pub mod net;

@@ -358,16 +358,18 @@ fn emf_line(namespace: &str, deployment: &str, at_ms: i64, events: u64, dead_let
         at_ms,
         &[("Deployment", deployment)],
         &[("StreamBacklogEvents", events.into()), ("DeadLetterEvents", dead_letters.into())],
+        "Count",
     )
 }
 
-/// One CloudWatch Embedded Metric Format document: `counts` (unit Count)
-/// under one set of `dimensions`, at `at_ms`.
+/// One CloudWatch Embedded Metric Format document: `counts` (all in `unit`,
+/// e.g. `Count`) under one set of `dimensions`, at `at_ms`.
 pub(crate) fn emf_document(
     namespace: &str,
     at_ms: i64,
     dimensions: &[(&str, &str)],
     counts: &[(&str, serde_json::Value)],
+    unit: &str,
 ) -> String {
     let mut doc = serde_json::json!({
         "_aws": {
@@ -375,7 +377,7 @@ pub(crate) fn emf_document(
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
                 "Dimensions": [dimensions.iter().map(|(k, _)| *k).collect::<Vec<_>>()],
-                "Metrics": counts.iter().map(|(k, _)| serde_json::json!({"Name": k, "Unit": "Count"})).collect::<Vec<_>>(),
+                "Metrics": counts.iter().map(|(k, _)| serde_json::json!({"Name": k, "Unit": unit})).collect::<Vec<_>>(),
             }]
         },
     });

@@ -7,6 +7,11 @@
 //! (`deploy/prometheus/slo-rules.yml`; docs/operations.md, "Service level
 //! objectives"). Counts come from the same histograms `/metrics` serves, so
 //! both alerting paths measure one thing.
+//!
+//! The same minute's lines carry the largest model drift the replica
+//! measured (`ModelFeaturePsiMax`, `ModelScorePsiMax`: the maxima of the
+//! `cartpulse_model_*_psi` gauges), for the drift alarms next to the SLO
+//! ones.
 
 use prometheus::proto::{MetricFamily, MetricType};
 use std::collections::HashMap;
@@ -128,8 +133,22 @@ impl SloReporter {
                 out.push(emf_line(&self.namespace, &self.deployment, o.name(), at_ms, dg, dt));
             }
         }
+        let drift: Vec<(&str, serde_json::Value)> =
+            [("ModelFeaturePsiMax", "cartpulse_model_feature_psi"), ("ModelScorePsiMax", "cartpulse_model_score_psi")]
+                .into_iter()
+                .filter_map(|(metric, gauge)| Some((metric, gauge_max(families, gauge)?.into())))
+                .collect();
+        if !drift.is_empty() {
+            out.push(super::emf_document(&self.namespace, at_ms, &[("Deployment", &self.deployment)], &drift, "None"));
+        }
         out
     }
+}
+
+/// The largest value of gauge `name` over its series; `None` without any.
+fn gauge_max(families: &[MetricFamily], name: &str) -> Option<f64> {
+    let f = families.iter().find(|f| f.name() == name && f.get_field_type() == MetricType::GAUGE)?;
+    f.get_metric().iter().map(|m| m.get_gauge().get_value()).reduce(f64::max)
 }
 
 fn emf_line(namespace: &str, deployment: &str, objective: &str, at_ms: i64, good: f64, total: f64) -> String {
@@ -138,6 +157,7 @@ fn emf_line(namespace: &str, deployment: &str, objective: &str, at_ms: i64, good
         at_ms,
         &[("Deployment", deployment), ("Objective", objective)],
         &[("SloGoodEvents", good.into()), ("SloValidEvents", total.into())],
+        "Count",
     )
 }
 
@@ -219,5 +239,28 @@ mod tests {
         let m = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Dimensions"][0], serde_json::json!(["Deployment", "Objective"]));
         assert_eq!(m["Namespace"], "cartpulse");
+    }
+
+    #[test]
+    fn the_largest_drift_rides_on_its_own_line() {
+        let (r, _, _) = registry();
+        let psi = prometheus::GaugeVec::new(
+            prometheus::Opts::new("cartpulse_model_feature_psi", "p"),
+            &["version", "feature"],
+        )
+        .unwrap();
+        r.register(Box::new(psi.clone())).unwrap();
+        let mut rep = SloReporter::new("cartpulse", "cp");
+        assert!(rep.lines(&r.gather(), 1000).is_empty(), "no drift measured, no line");
+        psi.with_label_values(&["v1", "Month"]).set(0.7);
+        psi.with_label_values(&["v1", "Region"]).set(0.05);
+        let lines = rep.lines(&r.gather(), 2000);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["ModelFeaturePsiMax"], 0.7);
+        assert!(v.get("ModelScorePsiMax").is_none(), "{v}");
+        let m = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Metrics"][0], serde_json::json!({"Name": "ModelFeaturePsiMax", "Unit": "None"}));
+        assert_eq!(m["Dimensions"][0], serde_json::json!(["Deployment"]));
     }
 }

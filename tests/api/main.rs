@@ -14,6 +14,7 @@ mod auth;
 mod bad_input;
 mod console;
 mod crash;
+mod drift;
 mod evaluation;
 mod failover;
 mod health;

@@ -84,6 +84,9 @@ pub struct Fitted {
     pub ensemble: Ensemble,
     pub threshold: f32,
     pub mean_best_epoch: f64,
+    /// The members' out-of-fold scores on the training rows (calibrated
+    /// when the model is), one per row the inner folds scored.
+    pub oof_scores: Vec<f32>,
 }
 
 impl Fitted {
@@ -164,6 +167,7 @@ pub fn fit(
         ensemble: Ensemble { nets, dims, calibration },
         threshold,
         mean_best_epoch: best_epochs / members as f64,
+        oof_scores: scores,
     })
 }
 

@@ -69,6 +69,12 @@ impl ModelRegistry {
         Ok(out)
     }
 
+    /// The verified model of a registered version, from the cache or the store.
+    pub async fn model(&self, version: &str) -> Result<Arc<PurchaseModel>, RegistryError> {
+        let row = self.row(&self.inner.db, version).await?;
+        self.loaded(&row).await
+    }
+
     /// The verified model of `row`, from the cache or the store.
     pub(super) async fn loaded(&self, row: &model_version::Model) -> Result<Arc<PurchaseModel>, RegistryError> {
         if let Ok(cache) = self.inner.cache.lock() {

@@ -46,6 +46,8 @@ pub struct AppState {
     pub models: crate::models::ModelRegistry,
     /// The inference pool (`POST /v1/predict`; the session actors score through it too).
     pub inference: crate::serving::inference::InferenceHandle,
+    /// The default window of `GET /v1/models/{version}/drift` (`inference.drift_window_s`).
+    pub drift_window: std::time::Duration,
     /// The active segmentation the actors assign with (`/v1/segments` activation sets it).
     pub segments: actors::hooks::SegmentSlot,
     /// The admin console: settings and the login rate limiter.
@@ -77,6 +79,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/models/{version}/report/{name}", web::get().to(models::report_image))
                 .route("/models/compare", web::get().to(model_quality::compare))
                 .route("/models/{version}/evaluation", web::get().to(model_quality::evaluation))
+                .route("/models/{version}/drift", web::get().to(model_quality::drift))
                 .route("/system", web::get().to(system::system))
                 .route("/segments", web::get().to(segments::list))
                 .route("/segments/{version}/activate", web::post().to(segments::activate)),

@@ -1,6 +1,8 @@
 //! How served model versions do on live traffic (read key):
 //! `GET /v1/models/{version}/evaluation` (one version against the sessions'
-//! outcomes) and `GET /v1/models/compare` (the A/B analysis of two versions).
+//! outcomes), `GET /v1/models/compare` (the A/B analysis of two versions)
+//! and `GET /v1/models/{version}/drift` (the live sessions against the
+//! version's training rows).
 //! Both are computed from the stored sessions when asked, so every replica
 //! answers the same.
 
@@ -116,4 +118,70 @@ pub async fn compare(
         .await
         .map_err(database_unavailable)?;
     Ok(HttpResponse::Ok().json(comparison))
+}
+
+/// The query of `GET /v1/models/{version}/drift`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DriftQuery {
+    /// The window in seconds (1 to 7,776,000, 90 days); default
+    /// `inference.drift_window_s` (a day).
+    window_s: Option<u64>,
+}
+
+/// `GET /v1/models/{version}/drift` (read key): the PSI of every session
+/// feature over the sessions closed in the window against the version's
+/// training rows, and of its final scores against its out-of-fold scores
+/// (`models::drift`).
+#[utoipa::path(
+    get,
+    path = "/v1/models/{version}/drift",
+    tag = "models",
+    operation_id = "model_drift",
+    summary = "Drift of the live sessions and scores away from a version's training distribution",
+    params(("version" = String, Path, description = "The model version."), DriftQuery),
+    responses(
+        (status = 200, description = "Per feature and for the score: PSI and whether it is flagged (PSI > 0.2 over at least 100 sessions).", body = crate::models::drift::DriftReport),
+        (status = 400, description = "A bad window.", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key / console session.", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope.", body = ErrorBody),
+        (status = 404, description = "No such version is registered or served, or its manifest has no training distribution (trained before drift was recorded).", body = ErrorBody),
+        (status = 503, description = "The database or the model store is unavailable; retry.", body = ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("api_key" = ["read"]), ("console_session" = ["read"])),
+)]
+pub async fn drift(
+    _auth: Auth<ReadScope>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: Result<web::Query<DriftQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    const MAX_WINDOW_S: u64 = 90 * 86_400;
+    let query = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}; expected ?window_s=SECONDS")))?;
+    let window = match query.0.window_s {
+        None => state.drift_window,
+        Some(s) if (1..=MAX_WINDOW_S).contains(&s) => std::time::Duration::from_secs(s),
+        Some(s) => return Err(ApiError::BadRequest(format!("window_s must be 1 to {MAX_WINDOW_S} seconds, not {s}"))),
+    };
+    let version = path.into_inner();
+    let model = match state.inference.model_of(&version) {
+        Some(m) => m,
+        None => match state.models.model(&version).await {
+            Ok(m) => m,
+            Err(RegistryError::UnknownVersion(_)) => {
+                return Err(ApiError::NotFound(format!("no model version {version:?} is registered or served")))
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let reference = model.manifest.reference.as_ref().ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "the manifest of {version} has no training distribution (it was trained before drift was recorded); \
+             train and publish it again to follow its drift"
+        ))
+    })?;
+    let report =
+        crate::models::drift::drift(&state.db, &version, reference, window).await.map_err(database_unavailable)?;
+    Ok(HttpResponse::Ok().json(report))
 }

@@ -44,6 +44,7 @@ use utoipa::{Modify, OpenApi};
         models::report_image,
         model_quality::evaluation,
         model_quality::compare,
+        model_quality::drift,
         system::system,
         segments::list,
         segments::activate,

@@ -141,6 +141,11 @@ impl InferenceHandle {
         self.pool.threshold_of(version)
     }
 
+    /// The model of `version`, if it is served now.
+    pub fn model_of(&self, version: &str) -> Option<std::sync::Arc<crate::models::artifact::PurchaseModel>> {
+        self.pool.model_of(version)
+    }
+
     /// Makes the next batch panic inside its worker: a drill of the recovery
     /// path (its requests fail explicitly; the worker is replaced).
     pub fn inject_worker_fault(&self) {

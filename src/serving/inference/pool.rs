@@ -219,6 +219,12 @@ impl InferencePool {
         st.set.models().iter().find(|m| &*m.version == version).map(|m| m.model.manifest.threshold)
     }
 
+    /// The model of `version`, if it is served now.
+    pub fn model_of(&self, version: &str) -> Option<std::sync::Arc<crate::models::artifact::PurchaseModel>> {
+        let st = self.lock();
+        st.set.models().iter().find(|m| &*m.version == version).map(|m| m.model.clone())
+    }
+
     /// Refuses new requests; queued ones are still scored, then the
     /// workers return to their `SyncArbiter` (and end with the system).
     pub fn stop(&self) {

@@ -40,6 +40,10 @@ pub enum InferenceEvent<'a> {
     EvaluationDropped { version: &'a str },
     /// Reading the sessions for an evaluation failed; the next round retries.
     EvaluationFailed { version: &'a str, error: &'a str },
+    /// The drift of a served version was recomputed (`models::drift`); its
+    /// PSI gauges are set when the window has enough sessions, and removed
+    /// otherwise.
+    Drifted { report: &'a crate::models::drift::DriftReport },
 }
 
 #[derive(Clone)]
@@ -61,6 +65,8 @@ pub struct InferenceMetrics {
     live_accuracy: GaugeVec,
     live_auc: GaugeVec,
     live_brier: GaugeVec,
+    feature_psi: GaugeVec,
+    score_psi: GaugeVec,
 }
 
 impl InferenceMetrics {
@@ -159,7 +165,25 @@ impl InferenceMetrics {
                 Opts::new("cartpulse_model_live_brier", "Live Brier score of the final scores, by version"),
                 &["version"],
             )?,
+            feature_psi: GaugeVec::new(
+                Opts::new(
+                    "cartpulse_model_feature_psi",
+                    "PSI of a session feature over the drift window against a served version's training rows \
+                     (present when the window has enough sessions)",
+                ),
+                &["version", "feature"],
+            )?,
+            score_psi: GaugeVec::new(
+                Opts::new(
+                    "cartpulse_model_score_psi",
+                    "PSI of a served version's final scores over the drift window against its out-of-fold scores \
+                     (present when enough sessions were scored)",
+                ),
+                &["version"],
+            )?,
         };
+        registry.register(Box::new(m.feature_psi.clone()))?;
+        registry.register(Box::new(m.score_psi.clone()))?;
         registry.register(Box::new(m.live_sessions.clone()))?;
         registry.register(Box::new(m.live_accuracy.clone()))?;
         registry.register(Box::new(m.live_auc.clone()))?;
@@ -223,10 +247,34 @@ impl InferenceMetrics {
                 }
             }
             InferenceEvent::EvaluationDropped { version } => {
-                for g in [&self.live_accuracy, &self.live_auc, &self.live_brier] {
+                for g in [&self.live_accuracy, &self.live_auc, &self.live_brier, &self.score_psi] {
                     let _ = g.remove_label_values(&[version]);
                 }
                 let _ = self.live_sessions.remove_label_values(&[version]);
+                for f in actors::features::ShoppersFeatures::UCI_COLUMNS {
+                    let _ = self.feature_psi.remove_label_values(&[version, f]);
+                }
+            }
+            InferenceEvent::Drifted { report } => {
+                use crate::models::drift::MIN_SESSIONS;
+                let version = report.version.as_str();
+                if !report.flagged.is_empty() {
+                    tracing::warn!(version, flagged = ?report.flagged, sessions = report.sessions, "model drift");
+                }
+                for f in &report.features {
+                    match f.psi.filter(|_| report.sessions >= MIN_SESSIONS) {
+                        Some(psi) => self.feature_psi.with_label_values(&[version, &f.name]).set(psi),
+                        None => {
+                            let _ = self.feature_psi.remove_label_values(&[version, &f.name]);
+                        }
+                    }
+                }
+                match report.score.psi.filter(|_| report.scored_sessions >= MIN_SESSIONS) {
+                    Some(psi) => self.score_psi.with_label_values(&[version]).set(psi),
+                    None => {
+                        let _ = self.score_psi.remove_label_values(&[version]);
+                    }
+                }
             }
             InferenceEvent::EvaluationFailed { version, error } => {
                 tracing::warn!(version, error, "live evaluation failed; next round retries");

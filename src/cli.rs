@@ -52,6 +52,9 @@ pub enum Command {
     Train(crate::jobs::train::cli::TrainArgs),
     /// Score every row of a UCI-format CSV with a trained model (CSV `row,probability`).
     Predict(crate::jobs::train::cli::PredictArgs),
+    /// One round of scheduled retraining: judge the shadow candidate against the active version on the sessions
+    /// closed since it was trained (promote it if significantly better), then train, publish and shadow a new one.
+    Retrain(crate::jobs::retrain::cli::RetrainArgs),
     /// K-Means segmentation of the customer profiles; stores a new version, last stdout line is JSON.
     Segment(crate::jobs::segment::cli::SegmentArgs),
     /// Segmentation versions: list them, activate one for live assignment.
@@ -112,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command } => crate::jobs::bench::cli::run(global, command),
         Command::Train(args) => crate::jobs::train::cli::train(global, args),
         Command::Predict(args) => crate::jobs::train::cli::predict(args),
+        Command::Retrain(args) => crate::jobs::retrain::cli::retrain(global, args),
         Command::Segment(args) => crate::jobs::segment::cli::segment(global, args),
         Command::Segments { command } => crate::jobs::segment::cli::segments(global, command),
         Command::Users { command } => crate::serving::console::cli::run(global, command),

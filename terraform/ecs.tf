@@ -24,7 +24,7 @@ resource "aws_ecs_cluster_capacity_providers" "main" {
 }
 
 resource "aws_cloudwatch_log_group" "tasks" {
-  for_each          = toset(["gateway", "processor", "migrate"])
+  for_each          = toset(["gateway", "processor", "migrate", "retrain"])
   name              = "/${var.project}/${var.environment}/${each.value}"
   retention_in_days = var.log_retention_days
   kms_key_id        = aws_kms_key.main.arn

@@ -63,7 +63,7 @@ data "aws_iam_policy_document" "kms_main" {
 }
 
 resource "aws_kms_key" "main" {
-  description             = "${local.name}: logs, alarms, RDS, ElastiCache, ECR"
+  description             = "${local.name}: logs, alarms, RDS, ElastiCache, ECR, schedules"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.kms_main.json

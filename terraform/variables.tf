@@ -703,3 +703,37 @@ variable "adot_collector_image" {
   type        = string
   default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3"
 }
+
+variable "retrain_schedule" {
+  description = "When `cartpulse retrain` runs (EventBridge Scheduler expression, UTC): judge the shadow candidate, then train, publish and shadow a new one. Daily by default."
+  type        = string
+  default     = "cron(30 3 * * ? *)"
+}
+
+variable "retrain_cpu" {
+  description = "Fargate CPU units of the retraining task (training uses every core it gets)."
+  type        = number
+  default     = 2048
+}
+
+variable "retrain_memory" {
+  description = "Memory (MiB) of the retraining task."
+  type        = number
+  default     = 4096
+}
+
+variable "retrain_margin" {
+  description = "`cartpulse retrain --margin`: the shadow candidate is promoted when the 95 % interval of its AUC gain over the active version lies above this."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.retrain_margin >= 0 && var.retrain_margin < 1
+    error_message = "retrain_margin must be in [0, 1)."
+  }
+}
+
+variable "retrain_min_sessions" {
+  description = "`cartpulse retrain --min-sessions`: settled sessions closed since the candidate was trained, needed to judge it."
+  type        = number
+  default     = 1000
+}

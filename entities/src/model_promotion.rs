@@ -20,6 +20,9 @@ pub struct Model {
     pub created_at: ChronoDateTimeUtc,
     /// Set on a `promote` row when a rollback restored its `before`.
     pub undone_at: Option<ChronoDateTimeUtc>,
+    /// Why (JSON), for changes `cartpulse retrain` decided: the decision
+    /// and the figures that led to it.
+    pub reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

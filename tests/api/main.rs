@@ -25,6 +25,7 @@ mod lifecycle;
 mod models;
 mod replay;
 mod replication;
+mod retrain;
 mod roles;
 mod rolling;
 mod segment;

@@ -36,7 +36,7 @@ mod publish;
 mod reports;
 mod serving;
 
-pub use promotion::{Change, Released, ShadowChange, Share};
+pub use promotion::{Change, Released, ShadowChange, Share, KIND_PROMOTE, KIND_SHADOW, KIND_UNSHADOW};
 pub use publish::Published;
 use reports::report_images;
 pub use reports::{

@@ -44,10 +44,10 @@ pub struct Released {
     pub status: String,
 }
 
-const KIND_PROMOTE: &str = "promote";
+pub const KIND_PROMOTE: &str = "promote";
 const KIND_ROLLBACK: &str = "rollback";
-const KIND_SHADOW: &str = "shadow";
-const KIND_UNSHADOW: &str = "unshadow";
+pub const KIND_SHADOW: &str = "shadow";
+pub const KIND_UNSHADOW: &str = "unshadow";
 impl ModelRegistry {
     /// Makes `version` active. Without `traffic` it becomes the only active
     /// version (share 1) and the others are retired; with `traffic` P
@@ -204,6 +204,27 @@ impl ModelRegistry {
         Ok(Change { version: last.version, before, active: target, retired, changed: true })
     }
 
+    /// Records why the newest `kind` change of `version` was made (a JSON
+    /// object; `cartpulse retrain` writes its decision and figures).
+    pub async fn record_reason(
+        &self,
+        kind: &str,
+        version: &str,
+        reason: &serde_json::Value,
+    ) -> Result<(), RegistryError> {
+        let row = model_promotion::Entity::find()
+            .filter(model_promotion::Column::Kind.eq(kind))
+            .filter(model_promotion::Column::Version.eq(version))
+            .order_by_desc(model_promotion::Column::Id)
+            .one(&self.inner.db)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownVersion(version.to_owned()))?;
+        let mut m: model_promotion::ActiveModel = row.into();
+        m.reason = Set(Some(reason.to_string()));
+        m.update(&self.inner.db).await?;
+        Ok(())
+    }
+
     async fn last_promotion(&self, db: &impl ConnectionTrait) -> Result<Option<model_promotion::Model>, DbErr> {
         model_promotion::Entity::find()
             .filter(model_promotion::Column::Kind.eq(KIND_PROMOTE))
@@ -312,6 +333,7 @@ async fn record(
         after: Set(to_json(after)),
         created_at: Set(now),
         undone_at: Set(None),
+        reason: Set(None),
         ..Default::default()
     }
     .insert(txn)

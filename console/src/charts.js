@@ -20,6 +20,8 @@ Chart.defaults.font.family = 'system-ui, sans-serif';
 Chart.defaults.color = '#c9d1d9';
 Chart.defaults.borderColor = 'rgba(240,246,252,0.1)';
 
+export { Chart };
+
 export const COLORS = ['#58a6ff', '#3fb950', '#d29922', '#f778ba', '#a371f7', '#ff7b72', '#39c5cf', '#e3b341', '#8b949e', '#56d364', '#bc8cff', '#ffa657'];
 
 /// A time-series line chart holding at most `maxPoints` points per series.

@@ -226,6 +226,23 @@ test('Models: an admin promotes a model with an A/B share, after confirming', as
     await row.filter({ hasText: '30 %' }).waitFor();
     assert.match(await row.textContent(), /active/);
     await screenshot(page, '04b-models-promoted');
+    // Two versions active: the A/B analysis names both; the live section
+    // shows the evaluation of the version that scored the replayed sessions,
+    // with its charts, and the counts the API gives.
+    const verdict = page.locator('#models-ab-verdict');
+    await verdict.waitFor();
+    const modelA = env('E2E_MODEL_A');
+    const compare = await page.evaluate(async () => (await fetch('/v1/models/compare')).json());
+    assert.equal(await verdict.textContent(), compare.verdict);
+    assert.deepEqual([compare.a.version, compare.b.version].sort(), [modelA, version].sort());
+    const evaluation = await page.evaluate(async (v) => (await fetch(`/v1/models/${v}/evaluation`)).json(), modelA);
+    assert.ok(evaluation.overall.sessions > 0, 'the replayed sessions were scored at close by the first model');
+    const figuresA = page.locator(`.live-version[data-version="${modelA}"] .figures-line`);
+    assert.equal(await figuresA.getAttribute('data-sessions'), String(evaluation.overall.sessions));
+    await page.locator(`.live-version[data-version="${modelA}"] canvas[aria-label="Reliability diagram of ${modelA}"]`).waitFor();
+    await page.locator(`.live-version[data-version="${modelA}"] canvas[aria-label="AUC per day of ${modelA}"]`).waitFor();
+    await page.locator('#models-live').scrollIntoViewIfNeeded();
+    await screenshot(page, '04d-models-live');
     // The report images published with the version are shown (same origin, alt text).
     await row.getByRole('button', { name: `Show the report images of ${version}` }).click();
     const report = page.locator(`details[data-version="${version}"]`);

@@ -4,14 +4,19 @@
 // an A/B traffic share), roll back, put a version in shadow (scored alongside,
 // never served) or end the shadow. Admin only, each behind a confirmation;
 // the buttons are disabled for viewers, and the server refuses them anyway.
+// Below, the served versions' live evaluation, drift and A/B analysis
+// (model_quality.js).
 
 import { api } from '../api.js';
 import { el, fmt, time, table, confirmDialog, message } from '../ui.js';
+import { renderLive } from './model_quality.js';
 
 export function modelsPage(ctx) {
   const status = el('p', { class: 'msg', role: 'status', 'aria-live': 'polite', id: 'models-status' });
   const list = el('div', { id: 'models-list' });
   const reports = el('section', { class: 'reports', id: 'models-reports', 'aria-labelledby': 'models-reports-title' });
+  const live = el('section', { class: 'live-quality', id: 'models-live', 'aria-labelledby': 'models-live-title' });
+  let liveCharts = [];
   // Which versions' reports are open (kept across reloads after a promotion).
   let open = null;
   const admin = ctx.isAdmin();
@@ -31,6 +36,7 @@ export function modelsPage(ctx) {
     status,
     list,
     el('div', { class: 'row' }, rollback),
+    live,
     reports,
   );
 
@@ -225,10 +231,22 @@ export function modelsPage(ctx) {
         )),
       );
       renderReports(models);
+      liveCharts.forEach((c) => c.destroy());
+      liveCharts = [];
+      try {
+        liveCharts = await renderLive(live, models);
+      } catch (e) {
+        live.replaceChildren(el('p', { class: 'error', text: `Cannot read the live evaluation: ${e.message}` }));
+      }
     } catch (e) {
       message(status, `Cannot list models: ${e.message}`, 'error');
     }
   }
   load();
-  return { root, destroy() {} };
+  return {
+    root,
+    destroy() {
+      liveCharts.forEach((c) => c.destroy());
+    },
+  };
 }

@@ -291,7 +291,6 @@ impl InferenceMetrics {
                 }
             }
             InferenceEvent::ShadowScored { version, served, served_threshold, shadow, shadow_threshold } => {
-                self.shadow_rows.with_label_values(&[version]).inc_by(served.len() as u64);
                 let diff = self.shadow_diff.with_label_values(&[version]);
                 let (mut served_buys, mut shadow_buys) = (0u64, 0u64);
                 for (&a, &b) in served.iter().zip(shadow) {
@@ -308,6 +307,9 @@ impl InferenceMetrics {
                 if shadow_buys > 0 {
                     self.shadow_disagreements.with_label_values(&[version, "not"]).inc_by(shadow_buys);
                 }
+                // Last: a scrape that sees the rows counted sees their
+                // differences and disagreements too.
+                self.shadow_rows.with_label_values(&[version]).inc_by(served.len() as u64);
             }
             InferenceEvent::ShadowFailed { version, rows, error } => {
                 tracing::warn!(version, rows, error, "shadow scoring failed; served requests were not affected");

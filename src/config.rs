@@ -35,6 +35,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub ingest: IngestSettings,
     pub actors: ActorSettings,
+    /// How events become features (`features.*`).
+    #[serde(default)]
+    pub features: FeatureSettings,
     pub inference: InferenceSettings,
     pub log: LogSettings,
     /// The live stream (`stream.*`; defaults in `StreamSettings::default`).
@@ -184,6 +187,23 @@ pub struct InferenceSettings {
     /// sample compared with each version's training rows, in seconds.
     #[serde(deserialize_with = "units::secs")]
     pub drift_window_s: std::time::Duration,
+}
+
+/// How events become features.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FeatureSettings {
+    /// The shop's time zone (an IANA name such as `America/Los_Angeles`):
+    /// Month, Weekend, and the hour and weekday of orders are read on its
+    /// clock, live and in every job that reads what the service computed.
+    #[serde(deserialize_with = "units::timezone")]
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        FeatureSettings { timezone: chrono_tz::Tz::UTC }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -513,5 +533,15 @@ pub mod units {
     /// A key in whole milliseconds.
     pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    /// An IANA time zone name.
+    pub fn timezone<'de, D: Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{name:?} is not an IANA time zone name (e.g. UTC, Europe/Berlin, America/Los_Angeles)"
+            ))
+        })
     }
 }

@@ -433,6 +433,7 @@ async fn start_core(
             rules: StateRules {
                 session_gap: crate::config::chrono_span(settings.actors.session_gap_s),
                 recent_cap: settings.actors.recent_sessions,
+                timezone: settings.features.timezone,
             },
             passivate_after: settings.actors.passivate_after_s,
             snapshot_every_events: settings.actors.snapshot_every_events,

@@ -31,5 +31,6 @@ mod rolling;
 mod segment;
 mod stream;
 mod stream_redis;
+mod timezone;
 mod traces;
 mod train_from_db;

@@ -68,6 +68,9 @@ pub struct StateRules {
     pub session_gap: Duration,
     /// Closed sessions kept in `recent`.
     pub recent_cap: usize,
+    /// The shop's time zone: Month, Weekend and the order hours are read on
+    /// its clock (`features.timezone`).
+    pub timezone: chrono_tz::Tz,
 }
 
 /// What one `apply` changed, for persistence and telemetry.
@@ -117,13 +120,15 @@ impl CustomerState {
             // in the profile (orders, cart) but not in the closed session.
             let late = self.open.is_none() && self.recent.iter().any(|c| &c.summary.session_id == sid);
             if !late {
-                let acc = self.open.get_or_insert_with(|| SessionAccumulator::new(sid.clone(), ev.time));
+                let acc = self
+                    .open
+                    .get_or_insert_with(|| SessionAccumulator::in_timezone(sid.clone(), ev.time, rules.timezone));
                 acc.apply(ev);
             }
         }
 
         match &ev.kind {
-            EventKind::Purchase(p) => self.profile.apply_purchase(ev.time, p),
+            EventKind::Purchase(p) => self.profile.apply_purchase_in(ev.time, p, rules.timezone),
             EventKind::AddToCart(c) => self.profile.apply_cart(ev.time, true, c),
             EventKind::RemoveFromCart(c) => self.profile.apply_cart(ev.time, false, c),
             EventKind::SessionEnd => {

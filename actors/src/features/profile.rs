@@ -25,7 +25,9 @@
 //!
 //! # Features
 //!
-//! "Orders" are non-cancelled purchases; all times are UTC; "days" are
+//! "Orders" are non-cancelled purchases; times are UTC except the hour of day
+//! and the day of week of an order, which are the shop's (`features.timezone`,
+//! given to [`ProfileAccumulator::apply_purchase_in`]); "days" are
 //! milliseconds / 86,400,000. A feature that is undefined (a mean over nothing,
 //! a rate with a zero denominator) is `0.0`.
 //!
@@ -64,6 +66,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use chrono::{DateTime, Datelike, TimeDelta, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::session::SessionAccumulator;
@@ -180,8 +183,15 @@ impl ProfileAccumulator {
         self.last_seen = Some(self.last_seen.map_or(time, |t| t.max(time)));
     }
 
-    /// Applies an order, or a cancelled invoice when `purchase.cancellation`.
+    /// Applies an order, or a cancelled invoice when `purchase.cancellation`,
+    /// for a shop in UTC.
     pub fn apply_purchase(&mut self, time: DateTime<Utc>, purchase: &Purchase) {
+        self.apply_purchase_in(time, purchase, Tz::UTC);
+    }
+
+    /// As [`apply_purchase`](Self::apply_purchase), for a shop in `timezone`:
+    /// the order's hour and weekday are read on the shop's clock.
+    pub fn apply_purchase_in(&mut self, time: DateTime<Utc>, purchase: &Purchase, timezone: Tz) {
         self.note_event_time(time);
         let value = finite_or_zero(purchase.value());
 
@@ -227,16 +237,17 @@ impl ProfileAccumulator {
             None => self.last_order_at = Some(time),
         }
 
-        if matches!(time.weekday(), Weekday::Sat | Weekday::Sun) {
+        let local = time.with_timezone(&timezone);
+        if matches!(local.weekday(), Weekday::Sat | Weekday::Sun) {
             self.weekend_orders += 1;
         }
-        let hour = time.hour();
+        let hour = local.hour();
         if hour >= 18 {
             self.evening_orders += 1;
         } else if (6..12).contains(&hour) {
             self.morning_orders += 1;
         }
-        self.order_hours.add(f64::from(time.num_seconds_from_midnight()) / 3600.0);
+        self.order_hours.add(f64::from(local.num_seconds_from_midnight()) / 3600.0);
     }
 
     /// Applies one add-to-cart (`added`) or remove-from-cart event.

@@ -11,7 +11,7 @@
 //! | `*_Duration` (seconds) | sum of the known `duration_s` of the pages of that kind. With ≥ 1 page of the kind and no known duration among them: `-1` (the UCI file's "unknown"); with 0 pages: `0`. A duration that is negative or not finite counts as unknown. |
 //! | `BounceRates`, `ExitRates`, `PageValues` | arithmetic mean over all `page_view` events of the session (all four kinds, `other` included); `0` without page views. |
 //! | `SpecialDay`, `OperatingSystems`, `Browser`, `Region`, `TrafficType`, `VisitorType` | taken from the session's first page view (earliest event time; on a tie, the one applied first). Without page views: `0` and `Other`. |
-//! | `Month` (1..=12), `Weekend` | calendar month of the session's first event (UTC), and whether that day is a Saturday or Sunday. |
+//! | `Month` (1..=12), `Weekend` | calendar month of the session's first event on the shop's clock (`features.timezone`, default UTC; [`SessionAccumulator::in_timezone`]), and whether that day is a Saturday or Sunday there. |
 //!
 //! "First event" is the earliest event time seen: the time given to
 //! [`SessionAccumulator::new`] or any earlier time applied later, so a late,
@@ -27,6 +27,7 @@
 //! counting it would corrupt two sessions instead of one.
 
 use chrono::{DateTime, Datelike, Utc, Weekday};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::NeumaierSum;
@@ -86,12 +87,21 @@ pub struct SessionAccumulator {
     cart_adds: u32,
     cart_removes: u32,
     purchased: bool,
+    /// The shop's time zone, in which Month and Weekend are read from the
+    /// start time; absent (UTC) in snapshots taken before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timezone: Option<Tz>,
 }
 
 impl SessionAccumulator {
     /// An empty session whose first event happened at `first_event_time`. The
     /// first event itself still has to be [`apply`](Self::apply)-ed.
     pub fn new(session_id: SessionId, first_event_time: DateTime<Utc>) -> Self {
+        Self::in_timezone(session_id, first_event_time, Tz::UTC)
+    }
+
+    /// As [`new`](Self::new), for a shop in `timezone`.
+    pub fn in_timezone(session_id: SessionId, first_event_time: DateTime<Utc>, timezone: Tz) -> Self {
         Self {
             session_id,
             started_at: first_event_time,
@@ -109,6 +119,7 @@ impl SessionAccumulator {
             cart_adds: 0,
             cart_removes: 0,
             purchased: false,
+            timezone: (timezone != Tz::UTC).then_some(timezone),
         }
     }
 
@@ -234,6 +245,7 @@ impl SessionAccumulator {
             }
         };
         let ctx = self.context.as_ref();
+        let local_start = self.started_at.with_timezone(&self.timezone.unwrap_or(Tz::UTC));
         ShoppersFeatures {
             administrative: self.administrative.pages,
             administrative_duration: self.administrative.duration_feature(),
@@ -246,13 +258,13 @@ impl SessionAccumulator {
             page_values: mean(&self.page_value_sum),
             special_day: ctx.map_or(0.0, |c| c.special_day),
             // month() is 1..=12, so the narrowing cannot lose anything.
-            month: self.started_at.month() as u8,
+            month: local_start.month() as u8,
             operating_systems: ctx.map_or(0, |c| c.os),
             browser: ctx.map_or(0, |c| c.browser),
             region: ctx.map_or(0, |c| c.region),
             traffic_type: ctx.map_or(0, |c| c.traffic_type),
             visitor_type: ctx.map_or(VisitorType::Other, |c| c.visitor_type),
-            weekend: is_weekend(self.started_at.weekday()),
+            weekend: is_weekend(local_start.weekday()),
         }
     }
 }

@@ -19,7 +19,7 @@
 
 use super::evaluation::Figures;
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{DatabaseConnection, DbErr};
 use serde::{Deserialize, Serialize};
 
 /// Two-sided level of every interval and test.
@@ -147,7 +147,10 @@ pub async fn compare_versions(
     (a, threshold_a): (&str, f64),
     (b, threshold_b): (&str, f64),
 ) -> Result<Comparison, DbErr> {
-    let (sa, sb) = (scored_sessions(db, a).await?, scored_sessions(db, b).await?);
+    let pairs =
+        |rows: Vec<(f64, bool, Option<DateTime<Utc>>)>| rows.into_iter().map(|(s, y, _)| (s, y)).collect::<Vec<_>>();
+    let sa = pairs(super::evaluation::scored_sessions(db, a).await?);
+    let sb = pairs(super::evaluation::scored_sessions(db, b).await?);
     Ok(compare(
         ArmInput { version: a, threshold: threshold_a, scored: &sa },
         ArmInput { version: b, threshold: threshold_b, scored: &sb },
@@ -163,21 +166,6 @@ pub async fn active_pair(registry: &super::ModelRegistry) -> Result<Option<(Stri
     }
     active.sort_by(|x, y| y.traffic_share.total_cmp(&x.traffic_share));
     Ok(Some((active[0].version.clone(), active[1].version.clone())))
-}
-
-/// `(final score, purchased)` of every closed session `version` scored.
-pub async fn scored_sessions(db: &DatabaseConnection, version: &str) -> Result<Vec<(f64, bool)>, DbErr> {
-    use entities::session::{Column, Entity};
-    let rows: Vec<(Option<f64>, bool, Option<DateTime<Utc>>)> = Entity::find()
-        .select_only()
-        .columns([Column::Score, Column::Purchased, Column::EndedAt])
-        .filter(Column::ModelVersion.eq(version))
-        .filter(Column::Status.eq("closed"))
-        .filter(Column::Score.is_not_null())
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().filter_map(|(s, y, _)| Some((s?, y))).collect())
 }
 
 /// A difference's estimate and the standard errors of its interval and of
@@ -211,13 +199,7 @@ fn difference(metric: Metric, (a, b): (&Arm, &Arm), estimate: Option<Estimate>) 
     out.difference = Some(e.difference);
     out.ci_low = Some(e.difference - Z * e.se);
     out.ci_high = Some(e.difference + Z * e.se);
-    let p = if e.se_null > 0.0 {
-        two_sided_p(e.difference / e.se_null)
-    } else if e.difference == 0.0 {
-        1.0
-    } else {
-        0.0
-    };
+    let p = p_of(e.difference, e.se_null);
     out.p_value = Some(p);
     out.significant = p < 1.0 - CONFIDENCE;
     if e.difference != 0.0 {
@@ -294,37 +276,41 @@ fn aucs(a: &[(f64, bool)], b: &[(f64, bool)]) -> Option<Estimate> {
 /// mean of either set, and its variance var(V10)/m + var(V01)/n. Needs two
 /// sessions of each outcome.
 pub fn delong(scored: &[(f64, bool)]) -> Option<(f64, f64)> {
-    let mut pos: Vec<f64> = scored.iter().filter(|(_, y)| *y).map(|(p, _)| *p).collect();
-    let mut neg: Vec<f64> = scored.iter().filter(|(_, y)| !*y).map(|(p, _)| *p).collect();
+    let (v10, v01) = placements(scored.iter().copied())?;
+    let (auc, s10) = mean_and_variance(&v10)?;
+    let (_, s01) = mean_and_variance(&v01)?;
+    Some((auc, s10 / v10.len() as f64 + s01 / v01.len() as f64))
+}
+
+/// DeLong's placement values, in the sessions' order: for each purchase the
+/// share of non-purchases scored below it, for each non-purchase the share
+/// of purchases scored above it (ties half). `None` unless there are two
+/// sessions of each outcome.
+fn placements(scored: impl Iterator<Item = (f64, bool)>) -> Option<(Vec<f64>, Vec<f64>)> {
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for (p, y) in scored {
+        if y {
+            pos.push(p)
+        } else {
+            neg.push(p)
+        }
+    }
     if pos.len() < 2 || neg.len() < 2 {
         return None;
     }
-    pos.sort_by(f64::total_cmp);
-    neg.sort_by(f64::total_cmp);
-    // Among sorted `v`: how many are below x, and how many equal it.
-    let below_and_equal = |v: &[f64], x: f64| {
+    let sorted = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s
+    };
+    let (sp, sn) = (sorted(&pos), sorted(&neg));
+    // The share of sorted `v` below x, ties counting half.
+    let below = |v: &[f64], x: f64| {
         let lo = v.partition_point(|s| *s < x);
         let hi = v.partition_point(|s| *s <= x);
-        (lo as f64, (hi - lo) as f64)
+        (lo as f64 + 0.5 * (hi - lo) as f64) / v.len() as f64
     };
-    let (m, n) = (pos.len() as f64, neg.len() as f64);
-    let v10: Vec<f64> = pos
-        .iter()
-        .map(|x| {
-            let (below, equal) = below_and_equal(&neg, *x);
-            (below + 0.5 * equal) / n
-        })
-        .collect();
-    let v01: Vec<f64> = neg
-        .iter()
-        .map(|y| {
-            let (below, equal) = below_and_equal(&pos, *y);
-            (m - below - equal + 0.5 * equal) / m
-        })
-        .collect();
-    let (auc, s10) = mean_and_variance(&v10)?;
-    let (_, s01) = mean_and_variance(&v01)?;
-    Some((auc, s10 / m + s01 / n))
+    Some((pos.iter().map(|x| below(&sn, *x)).collect(), neg.iter().map(|y| 1.0 - below(&sp, *y)).collect()))
 }
 
 /// Two models' AUCs on the same sessions, and the difference B − A.
@@ -347,28 +333,9 @@ pub struct PairedAuc {
 /// sessions of each outcome.
 pub fn paired_auc(a: &[f64], b: &[f64], purchased: &[bool]) -> Option<PairedAuc> {
     assert!(a.len() == purchased.len() && b.len() == purchased.len(), "one score per session from each model");
-    let placements = |scores: &[f64]| {
-        let pos: Vec<f64> = scores.iter().zip(purchased).filter(|(_, y)| **y).map(|(p, _)| *p).collect();
-        let neg: Vec<f64> = scores.iter().zip(purchased).filter(|(_, y)| !**y).map(|(p, _)| *p).collect();
-        let (mut sp, mut sn) = (pos.clone(), neg.clone());
-        sp.sort_by(f64::total_cmp);
-        sn.sort_by(f64::total_cmp);
-        let share = |v: &[f64], x: f64| {
-            let lo = v.partition_point(|s| *s < x);
-            let hi = v.partition_point(|s| *s <= x);
-            (lo as f64 + 0.5 * (hi - lo) as f64) / v.len() as f64
-        };
-        // V10: negatives below each purchase; V01: purchases above each negative.
-        let v10: Vec<f64> = pos.iter().map(|x| share(&sn, *x)).collect();
-        let v01: Vec<f64> = neg.iter().map(|y| 1.0 - share(&sp, *y)).collect();
-        (v10, v01)
-    };
-    let (a10, a01) = placements(a);
-    let (b10, b01) = placements(b);
+    let (a10, a01) = placements(a.iter().copied().zip(purchased.iter().copied()))?;
+    let (b10, b01) = placements(b.iter().copied().zip(purchased.iter().copied()))?;
     let (m, n) = (a10.len(), a01.len());
-    if m < 2 || n < 2 {
-        return None;
-    }
     let diff = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| q - p).collect::<Vec<f64>>();
     let (auc_a, _) = mean_and_variance(&a10)?;
     let (auc_b, _) = mean_and_variance(&b10)?;
@@ -376,13 +343,7 @@ pub fn paired_auc(a: &[f64], b: &[f64], purchased: &[bool]) -> Option<PairedAuc>
     let (_, v01) = mean_and_variance(&diff(&a01, &b01))?;
     let se = (v10 / m as f64 + v01 / n as f64).sqrt();
     let difference = auc_b - auc_a;
-    let p_value = if se > 0.0 {
-        two_sided_p(difference / se)
-    } else if difference == 0.0 {
-        1.0
-    } else {
-        0.0
-    };
+    let p_value = p_of(difference, se);
     Some(PairedAuc {
         sessions: purchased.len() as u64,
         purchases: m as u64,
@@ -403,6 +364,18 @@ fn mean_and_variance(v: &[f64]) -> Option<(f64, f64)> {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     Some((mean, v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)))
+}
+
+/// Two-sided p-value of `difference` against no difference, at standard
+/// error `se` (a difference with no spread at all is certain, or nothing).
+fn p_of(difference: f64, se: f64) -> f64 {
+    if se > 0.0 {
+        two_sided_p(difference / se)
+    } else if difference == 0.0 {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 /// Two-sided p-value of a standard normal statistic.

@@ -275,9 +275,11 @@ pub async fn drift(
 ) -> Result<DriftReport, DbErr> {
     use entities::session::{Column, Entity};
     let since = Utc::now() - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::days(1));
-    let rows: Vec<(Option<String>, Option<f64>, Option<String>)> = Entity::find()
+    /// Session id, stored features, final score, the version that gave it.
+    type Row = (String, Option<String>, Option<f64>, Option<String>);
+    let rows: Vec<Row> = Entity::find()
         .select_only()
-        .columns([Column::Features, Column::Score, Column::ModelVersion])
+        .columns([Column::SessionId, Column::Features, Column::Score, Column::ModelVersion])
         .filter(Column::Status.eq("closed"))
         .filter(Column::Features.is_not_null())
         .filter(Column::UpdatedAt.gte(since))
@@ -285,12 +287,9 @@ pub async fn drift(
         .all(db)
         .await?;
     let (mut live, mut scores, mut unreadable) = (Vec::with_capacity(rows.len()), Vec::new(), 0u64);
-    for (json, score, scored_by) in rows {
-        let parsed = json
-            .as_deref()
-            .and_then(|j| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(j).ok())
-            .and_then(|m| crate::serving::inference::request::features_from_json(&m).ok());
-        let Some(features) = parsed else {
+    for (id, json, score, scored_by) in rows {
+        let parsed = json.map(|j| crate::serving::inference::request::features_from_stored(&id, &j));
+        let Some(Ok(features)) = parsed else {
             unreadable += 1;
             continue;
         };

@@ -122,8 +122,11 @@ fn auc(scored: &[(f64, bool)]) -> Option<f64> {
     Some(u / (pos as f64 * neg as f64))
 }
 
-/// Evaluates `version` at `threshold` over the stored sessions.
-pub async fn evaluate(db: &DatabaseConnection, version: &str, threshold: f64) -> Result<Evaluation, DbErr> {
+/// `(final score, purchased, end)` of every closed session `version` scored.
+pub async fn scored_sessions(
+    db: &DatabaseConnection,
+    version: &str,
+) -> Result<Vec<(f64, bool, Option<DateTime<Utc>>)>, DbErr> {
     use entities::session::{Column, Entity};
     let rows: Vec<(Option<f64>, bool, Option<DateTime<Utc>>)> = Entity::find()
         .select_only()
@@ -134,10 +137,15 @@ pub async fn evaluate(db: &DatabaseConnection, version: &str, threshold: f64) ->
         .into_tuple()
         .all(db)
         .await?;
+    Ok(rows.into_iter().filter_map(|(s, y, e)| Some((s?, y, e))).collect())
+}
+
+/// Evaluates `version` at `threshold` over the stored sessions.
+pub async fn evaluate(db: &DatabaseConnection, version: &str, threshold: f64) -> Result<Evaluation, DbErr> {
+    let rows = scored_sessions(db, version).await?;
     let mut by_day: std::collections::BTreeMap<NaiveDate, Vec<(f64, bool)>> = Default::default();
     let mut all = Vec::with_capacity(rows.len());
     for (score, purchased, ended) in rows {
-        let Some(score) = score else { continue };
         all.push((score, purchased));
         if let Some(ended) = ended {
             by_day.entry(ended.date_naive()).or_default().push((score, purchased));

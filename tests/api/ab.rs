@@ -15,11 +15,6 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
 
-fn uci_text() -> String {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/online_shoppers_intention.csv"));
-    std::fs::read_to_string(&path).expect("the UCI file ../shared/data/online_shoppers_intention.csv")
-}
-
 /// The header and the data rows (counted from 0) that `keep` keeps.
 fn uci_rows(keep: impl Fn(usize) -> bool) -> String {
     let text = uci_text();

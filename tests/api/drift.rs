@@ -9,13 +9,7 @@ use crate::inference::tiny_model;
 use cartpulse::models::artifact::PurchaseModel;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn uci_text() -> String {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/online_shoppers_intention.csv"));
-    std::fs::read_to_string(&path).expect("the UCI file ../shared/data/online_shoppers_intention.csv")
-}
 
 /// The data rows (counted from 0) that `keep` keeps, split into fields.
 fn rows(keep: impl Fn(usize, &[&str]) -> bool) -> (String, Vec<Vec<String>>) {

@@ -46,6 +46,13 @@ pub async fn fresh_database(db: Db, dir: &std::path::Path) -> String {
 }
 
 /// Settings for tests: port 0, small timers.
+/// The UCI Online Shoppers file beside the repository (`../shared/data`).
+pub fn uci_text() -> String {
+    let path =
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/online_shoppers_intention.csv"));
+    std::fs::read_to_string(&path).expect("the UCI file ../shared/data/online_shoppers_intention.csv")
+}
+
 pub fn test_settings(database_url: &str) -> Settings {
     let overrides =
         Overrides { listen: Some("127.0.0.1:0".into()), database_url: Some(database_url.into()), ..Default::default() };

@@ -11,7 +11,7 @@ use crate::helpers::*;
 use cartpulse::jobs::retrain::{Decision, RetrainOptions, RetrainReport};
 use cartpulse::jobs::train::ModelConfig;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The rows of thirds 0..=k of the file (rows i % 3 == 0, then 1, …). The
@@ -19,8 +19,7 @@ use std::time::Duration;
 /// replays the earlier thirds again first: their events are duplicates the
 /// service ignores, and the new third's sessions get new ids.
 fn thirds_up_to(k: usize) -> String {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/online_shoppers_intention.csv"));
-    let text = std::fs::read_to_string(&path).expect("the UCI file ../shared/data/online_shoppers_intention.csv");
+    let text = uci_text();
     let mut lines = text.lines();
     let mut out = vec![lines.next().unwrap().to_owned()];
     let rows: Vec<&str> = lines.collect();

@@ -112,11 +112,7 @@ impl SessionQuery {
         let mut labels = Vec::with_capacity(rows.len());
         for (id, json, purchased) in rows {
             let Some(json) = json else { continue };
-            let map: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&json).with_context(|| format!("session {id}: features are not a JSON object"))?;
-            let f = crate::serving::inference::request::features_from_json(&map)
-                .with_context(|| format!("session {id}: unreadable features"))?;
-            features.push(f);
+            features.push(crate::serving::inference::request::features_from_stored(&id, &json)?);
             labels.push(purchased);
         }
         if features.is_empty() {

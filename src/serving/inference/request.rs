@@ -19,6 +19,15 @@ pub enum FeatureInputError {
     Invalid(#[from] FeatureError),
 }
 
+/// Parses the features a session row stores (`sessions.features`, the JSON
+/// text of the object `GET /v1/sessions` shows); errors name the session.
+pub fn features_from_stored(session_id: &str, json: &str) -> anyhow::Result<ShoppersFeatures> {
+    use anyhow::Context;
+    let map: Map<String, Value> =
+        serde_json::from_str(json).with_context(|| format!("session {session_id}: features are not a JSON object"))?;
+    features_from_json(&map).with_context(|| format!("session {session_id}: unreadable features"))
+}
+
 /// Parses one feature object.
 pub fn features_from_json(map: &Map<String, Value>) -> Result<ShoppersFeatures, FeatureInputError> {
     if let Some(k) = map.keys().find(|k| !ShoppersFeatures::UCI_COLUMNS.contains(&k.as_str())) {

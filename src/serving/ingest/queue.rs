@@ -105,8 +105,20 @@ impl EventQueue {
             ack,
             connected_replicas: Arc::default(),
         };
-        // Known before the first request, so the first acknowledgement already waits.
-        q.read_replicas().await;
+        // Known before the first request, so the first acknowledgement already
+        // waits: a gateway that acknowledged unreplicated entries until its
+        // first successful reading could lose them to a failover.
+        for attempt in 0..20 {
+            if q.read_replicas().await {
+                break;
+            }
+            if attempt == 19 {
+                tracing::warn!(
+                    "could not read the Redis replicas at start; acknowledging without them until a reading succeeds"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let watcher = q.clone();
         tokio::spawn(async move { watcher.watch_backlog().await });
         q
@@ -237,25 +249,25 @@ impl EventQueue {
     }
 
     /// Reads how many replicas the primary has (`INFO replication`); on a
-    /// cluster, the fewest connected replicas of any shard (`CLUSTER NODES`).
-    async fn read_replicas(&self) {
-        let Ok(mut c) = self.link.conn().await else { return };
+    /// cluster, the fewest replicas of any shard (`CLUSTER NODES`). Whether
+    /// a reading was made.
+    async fn read_replicas(&self) -> bool {
+        let Ok(mut c) = self.link.conn().await else { return false };
         if self.link.is_cluster() {
             let nodes: Result<String, _> = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await;
-            if let Ok(nodes) = nodes {
-                self.connected_replicas.fetch_max(fewest_replicas_per_shard(&nodes), Ordering::Relaxed);
-            }
-            return;
+            let Ok(nodes) = nodes else { return false };
+            self.connected_replicas.fetch_max(fewest_replicas_per_shard(&nodes), Ordering::Relaxed);
+            return true;
         }
         let info: Result<String, _> = redis::cmd("INFO").arg("replication").query_async(&mut c).await;
-        if let Ok(info) = info {
-            let n = info
-                .lines()
-                .find_map(|l| l.strip_prefix("connected_slaves:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            self.connected_replicas.fetch_max(n, Ordering::Relaxed);
-        }
+        let Ok(info) = info else { return false };
+        let n = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        self.connected_replicas.fetch_max(n, Ordering::Relaxed);
+        true
     }
 
     async fn watch_backlog(self) {
@@ -282,13 +294,16 @@ impl EventQueue {
     }
 }
 
-/// The fewest healthy replicas any shard with slots has, from a
-/// `CLUSTER NODES` reply (`<id> <addr> <flags> <primary-id> <ping> <pong>
-/// <epoch> <link-state> <slots…>`).
+/// The fewest replicas any shard with slots has, from a `CLUSTER NODES`
+/// reply (`<id> <addr> <flags> <primary-id> <ping> <pong> <epoch>
+/// <link-state> <slots…>`). Only a node the cluster agreed has failed
+/// (flag `fail`) is left out: a suspicion (`fail?`) or a link being
+/// re-established, which a busy machine shows for a moment, would otherwise
+/// let acknowledgements skip the replica they need.
 fn fewest_replicas_per_shard(nodes: &str) -> u32 {
     let rows: Vec<Vec<&str>> =
         nodes.lines().map(|l| l.split_whitespace().collect()).filter(|f: &Vec<&str>| f.len() >= 8).collect();
-    let healthy = |f: &[&str]| !f[2].contains("fail") && f[7] == "connected";
+    let healthy = |f: &[&str]| !f[2].split(',').any(|flag| flag == "fail");
     let primaries = rows.iter().filter(|f| f[2].contains("master") && f.len() > 8 && healthy(f));
     primaries
         .map(|p| rows.iter().filter(|f| f[2].contains("slave") && f[3] == p[0] && healthy(f)).count() as u32)
@@ -313,6 +328,9 @@ c2 127.0.0.1:7005@17005 slave,fail c1 0 0 3 disconnected
         assert_eq!(fewest_replicas_per_shard(nodes), 0);
         let healed = nodes.replace("slave,fail c1 0 0 3 disconnected", "slave c1 0 0 3 connected");
         assert_eq!(fewest_replicas_per_shard(&healed), 1);
+        // Suspected by one node, or its link re-established: still there.
+        let suspected = nodes.replace("slave,fail c1 0 0 3 disconnected", "slave,fail? c1 0 0 3 disconnected");
+        assert_eq!(fewest_replicas_per_shard(&suspected), 1);
         assert_eq!(fewest_replicas_per_shard(""), 0);
     }
 }

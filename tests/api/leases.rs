@@ -83,21 +83,23 @@ impl Producers {
     }
 }
 
-/// Who holds each partition's lease now: partition → the holder's pid.
-async fn holders(d: &Deployment, c: &mut RedisConn) -> BTreeMap<usize, u32> {
+/// Who holds each partition's lease now: partition → the holder's pid. A
+/// read that times out (the test's own connection, on a busy machine) is an
+/// error for the caller's next poll, not a failure.
+async fn holders(d: &Deployment, c: &mut RedisConn) -> Result<BTreeMap<usize, u32>, String> {
     let mut out = BTreeMap::new();
     for p in 0..PARTITIONS {
         let v: Option<String> = redis::cmd("GET")
             .arg(format!("{}:lease:{{{}}}", d.prefix, partition_tag(p, PARTITIONS)))
             .query_async(c)
             .await
-            .unwrap();
+            .map_err(|e| format!("reading the lease of partition {p}: {e}"))?;
         // The value is the processor's name: processor-<host>-<pid>-<random>.
         if let Some(pid) = v.as_deref().and_then(|v| v.rsplit('-').nth(1)).and_then(|p| p.parse().ok()) {
             out.insert(p, pid);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Waits until `check` holds for the lease holders; returns how long it took.
@@ -112,7 +114,7 @@ async fn until_holders(
     // The closure is called once per poll; the connection is lent to each call.
     let c = tokio::sync::Mutex::new(c);
     eventually(what, within, || async {
-        let h = holders(d, *c.lock().await).await;
+        let h = holders(d, *c.lock().await).await?;
         if check(&h) {
             Ok(started.elapsed())
         } else {

@@ -1,5 +1,5 @@
 //! `cartpulse models publish DIR | list | promote VERSION [--traffic P] | rollback | shadow VERSION | unshadow |
-//! compare [A B]`:
+//! compare [A B] | open-sessions VERSION`:
 //! the registry from the command line, over the database and model store of
 //! the global flags (`--database-url`, `--model-store`). Publishing is
 //! command-line only (with the report images of `DIR/report` or `--report`);
@@ -40,6 +40,20 @@ pub enum ModelsCommand {
     Shadow { version: String },
     /// End the shadow deployment (the shadow version goes back to candidate).
     Unshadow,
+    /// How VERSION scores sessions still open: the settled sessions of the event log replayed page by page,
+    /// scored after 1, 3, 5 and 10 pages and whole (AUC, Brier score, mean score against purchase rate).
+    OpenSessions {
+        version: String,
+        /// Only sessions that ended at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// A session counts once it ended this many seconds ago.
+        #[arg(long, default_value_t = 3600)]
+        label_delay_s: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A/B analysis of A against B on the closed sessions each scored: per arm sessions, conversion, accuracy,
     /// AUC and Brier score; each difference B − A with its 95 % confidence interval and p-value.
     /// Without A and B: the two active versions (the larger traffic share is A).
@@ -105,6 +119,19 @@ async fn run_async(settings: &Settings, command: ModelsCommand) -> anyhow::Resul
             let c = registry.unshadow().await?;
             eprintln!("{}", describe_shadow(&c));
             println!("{}", serde_json::to_string(&c)?);
+        }
+        ModelsCommand::OpenSessions { version, since, label_delay_s, json } => {
+            let model = registry.model(&version).await?;
+            let settled_before =
+                chrono::Utc::now() - crate::config::chrono_span(std::time::Duration::from_secs(label_delay_s));
+            let r =
+                super::open_sessions::report(registry.db(), &model, settings.features.timezone, since, settled_before)
+                    .await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", super::open_sessions::table(&r));
+            }
         }
         ModelsCommand::Compare { a, b, json } => {
             let (a, b) = match (a, b) {

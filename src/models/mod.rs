@@ -14,6 +14,7 @@ pub mod drift;
 pub mod evaluation;
 pub mod manifest;
 pub mod net;
+pub mod open_sessions;
 pub mod registry;
 pub mod store;
 

@@ -23,6 +23,7 @@ mod ingest;
 mod leases;
 mod lifecycle;
 mod models;
+mod open_sessions;
 mod replay;
 mod replication;
 mod retrain;

@@ -1,0 +1,142 @@
+//! How a model does on sessions still open: the session actors score a
+//! session after every page, but the model learned from whole sessions. From
+//! the event log, every settled, closed session is replayed page by page
+//! through the live feature code ([`SessionAccumulator`], in the shop's time
+//! zone); its features after 1, 3, 5 and 10 pages (the session as it stood
+//! then) are scored by the model and judged against the session's outcome,
+//! beside the whole session's features. Only sessions that reached an age
+//! count at that age.
+
+use super::artifact::PurchaseModel;
+use super::evaluation::Figures;
+use actors::event::EventKind;
+use actors::features::session::SessionAccumulator;
+use actors::features::ShoppersFeatures;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// The ages (pages seen) reported.
+pub const AGES: [u32; 4] = [1, 3, 5, 10];
+
+/// Figures at one session age (`pages`; `None` for whole sessions).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AgeFigures {
+    pub pages: Option<u32>,
+    pub sessions: u64,
+    pub purchases: u64,
+    pub auc: Option<f64>,
+    pub brier: f64,
+    /// Mean score against the purchase rate: calibration in one number.
+    pub mean_score: f64,
+    pub purchase_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OpenSessionReport {
+    pub version: String,
+    /// One per age of [`AGES`], then whole sessions.
+    pub ages: Vec<AgeFigures>,
+}
+
+/// Replays the settled sessions of the log (ended before `settled_before`,
+/// and at or after `since`) and scores them at each age with `model`.
+pub async fn report(
+    db: &DatabaseConnection,
+    model: &PurchaseModel,
+    timezone: chrono_tz::Tz,
+    since: Option<DateTime<Utc>>,
+    settled_before: DateTime<Utc>,
+) -> anyhow::Result<OpenSessionReport> {
+    let outcomes = settled_sessions(db, since, settled_before).await?;
+    let mut accs: HashMap<String, (SessionAccumulator, u32)> = HashMap::new();
+    let mut at_age: Vec<Vec<(ShoppersFeatures, bool)>> = vec![Vec::new(); AGES.len()];
+    let mut after = 0;
+    loop {
+        let page = actors::store::log_after(db, after, 10_000).await.context("reading the event log")?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for logged in &page {
+            let e = &logged.event;
+            let Some(sid) = e.session_id.as_ref() else { continue };
+            let Some(&purchased) = outcomes.get(sid.as_str()) else { continue };
+            let (acc, pages) = accs
+                .entry(sid.as_str().to_owned())
+                .or_insert_with(|| (SessionAccumulator::in_timezone(sid.clone(), e.time, timezone), 0));
+            acc.apply(e);
+            if matches!(e.kind, EventKind::PageView(_)) {
+                *pages += 1;
+                if let Some(k) = AGES.iter().position(|a| a == pages) {
+                    at_age[k].push((acc.features(), purchased));
+                }
+            }
+        }
+    }
+    let whole: Vec<(ShoppersFeatures, bool)> =
+        accs.iter().map(|(sid, (acc, _))| (acc.features(), outcomes[sid.as_str()])).collect();
+    let mut ages = Vec::with_capacity(AGES.len() + 1);
+    for (pages, rows) in AGES.iter().map(|a| Some(*a)).zip(&at_age).chain(std::iter::once((None, &whole))) {
+        ages.push(figures(model, pages, rows)?);
+    }
+    Ok(OpenSessionReport { version: model.manifest.model_version.clone(), ages })
+}
+
+fn figures(model: &PurchaseModel, pages: Option<u32>, rows: &[(ShoppersFeatures, bool)]) -> anyhow::Result<AgeFigures> {
+    let features: Vec<ShoppersFeatures> = rows.iter().map(|(f, _)| f.clone()).collect();
+    let scores = model.predict(&features)?;
+    let scored: Vec<(f64, bool)> = scores.iter().zip(rows).map(|(p, (_, y))| (f64::from(*p), *y)).collect();
+    let f = Figures::of(&scored, f64::from(model.manifest.threshold));
+    let n = scored.len().max(1) as f64;
+    Ok(AgeFigures {
+        pages,
+        sessions: f.sessions,
+        purchases: f.positives,
+        auc: f.auc,
+        brier: f.brier,
+        mean_score: scored.iter().map(|(p, _)| p).sum::<f64>() / n,
+        purchase_rate: f.positive_rate,
+    })
+}
+
+/// Closed sessions that ended in `[since, settled_before)`: id → purchased.
+async fn settled_sessions(
+    db: &DatabaseConnection,
+    since: Option<DateTime<Utc>>,
+    settled_before: DateTime<Utc>,
+) -> anyhow::Result<HashMap<String, bool>> {
+    use entities::session::{Column, Entity};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let mut q = Entity::find()
+        .select_only()
+        .columns([Column::SessionId, Column::Purchased])
+        .filter(Column::Status.eq("closed"))
+        .filter(Column::EndedAt.lt(settled_before));
+    if let Some(since) = since {
+        q = q.filter(Column::EndedAt.gte(since));
+    }
+    let rows: Vec<(String, bool)> = q.into_tuple().all(db).await.context("reading the closed sessions")?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The report as a table.
+pub fn table(r: &OpenSessionReport) -> String {
+    let mut s = format!(
+        "{:<8}  {:>8}  {:>9}  {:>6}  {:>6}  {:>10}  {:>13}\n",
+        "PAGES", "SESSIONS", "PURCHASES", "AUC", "BRIER", "MEAN SCORE", "PURCHASE RATE"
+    );
+    for a in &r.ages {
+        s += &format!(
+            "{:<8}  {:>8}  {:>9}  {:>6}  {:>6.4}  {:>10.4}  {:>13.4}\n",
+            a.pages.map_or("whole".to_owned(), |p| p.to_string()),
+            a.sessions,
+            a.purchases,
+            a.auc.map_or("-".to_owned(), |v| format!("{v:.4}")),
+            a.brier,
+            a.mean_score,
+            a.purchase_rate
+        );
+    }
+    s
+}

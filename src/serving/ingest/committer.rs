@@ -319,13 +319,12 @@ async fn write(db: &DatabaseConnection, jobs: &[Job]) -> Result<(Vec<Vec<Option<
     Ok((seqs, fenced))
 }
 
-/// SQLite: prepared multi-row `INSERT … VALUES` statements of 1024, 512, …,
-/// 1 rows (so at most eleven distinct statements, all cached; 1024 rows are
-/// 7,168 parameters, under SQLite's 32,766). Binding is cheap in SQLite; its
-/// JSON functions, by contrast, cost more than the insert. Each statement
-/// is a round trip to the connection's worker thread and a statement-cache
-/// lookup keyed by its text, so a group of 8,000 events takes 10 of them
-/// rather than 32 of 256 rows.
+/// SQLite: prepared multi-row `INSERT … VALUES` statements of 256, 128, …, 1
+/// rows (so at most nine distinct statements, all cached). Binding is cheap
+/// in SQLite; its JSON functions, by contrast, cost more than the insert.
+/// Statements of up to 1,024 rows (fewer round trips to the connection's
+/// worker thread) were measured slower in 7 of 9 alternating pairs of
+/// `bench ingest`, so the size stays at 256.
 async fn insert_events_sqlite(
     txn: &DatabaseTransaction,
     rows: &[&Prepared],
@@ -357,7 +356,7 @@ async fn insert_events_sqlite(
     Ok(out)
 }
 
-const SQLITE_CHUNKS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
+const SQLITE_CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 fn sqlite_insert_sql(n: usize) -> String {
     let mut sql = String::with_capacity(200 + n * 24);

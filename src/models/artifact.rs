@@ -70,6 +70,11 @@ impl PurchaseModel {
         self.ensemble.predict(x)
     }
 
+    /// The network behind the scores.
+    pub fn ensemble(&self) -> &Ensemble {
+        &self.ensemble
+    }
+
     /// Purchase probabilities for `rows`.
     pub fn predict(&self, rows: &[ShoppersFeatures]) -> anyhow::Result<Vec<f32>> {
         let enc = self.encoder();

@@ -1,6 +1,7 @@
 //! The purchase-intent model as the rest of the system knows it: its
 //! network ([`net`]: the candle MLP ensemble, its forward pass and training
-//! step), the model directory's format ([`manifest`]) and reader
+//! step; [`forward`]: the same forward pass on contiguous weights with SIMD
+//! sgemm, which scores), the model directory's format ([`manifest`]) and reader
 //! ([`artifact`]), the [`store`] (local directory or S3) that holds each
 //! published version's immutable objects, the [`registry`] (a database
 //! table) that says which versions exist and which serve what share of
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod comparison;
 pub mod drift;
 pub mod evaluation;
+pub mod forward;
 pub mod manifest;
 pub mod net;
 pub mod open_sessions;

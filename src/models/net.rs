@@ -7,6 +7,7 @@
 //! seeded `StdRng` owned here rather than from candle's unseeded CPU RNG, so the
 //! same seed gives bit-identical weights.
 
+use super::forward::{DenseEnsemble, MemberWeights};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -338,21 +339,6 @@ pub fn train_net(
     Ok((net, NetStats { epochs, best_epoch: best.1, best_val_loss: best.0 }))
 }
 
-/// Rows up to which [`Ensemble::predict`] computes the forward pass directly
-/// instead of through candle.
-pub const DIRECT_MAX_ROWS: usize = 256;
-
-/// The f32 elements of a contiguous CPU tensor.
-fn f32_slice<'a>(storage: &'a candle_core::Storage, layout: &candle_core::Layout) -> Option<&'a [f32]> {
-    match storage {
-        candle_core::Storage::Cpu(c) => {
-            let (a, b) = layout.contiguous_offsets()?;
-            c.as_slice::<f32>().ok()?.get(a..b)
-        }
-        _ => None,
-    }
-}
-
 /// The nets whose mean probability is the model's score.
 pub struct Ensemble {
     pub nets: Vec<Net>,
@@ -361,6 +347,9 @@ pub struct Ensemble {
     /// Platt scaling `[a, b]` of the mean probability `p`:
     /// `sigmoid(a · logit(p) + b)`, fitted on training rows only.
     pub calibration: Option<[f32; 2]>,
+    /// The members' weights as read when the ensemble was built, laid out
+    /// for scoring (the nets are not changed once in an ensemble).
+    dense: DenseEnsemble,
 }
 
 /// Name of the calibration tensor in the weights file.
@@ -374,30 +363,52 @@ pub fn platt(p: f32, [a, b]: [f32; 2]) -> f32 {
 }
 
 impl Ensemble {
-    /// Mean probability of the members for `n` encoded rows laid out flat in `x`.
+    /// The ensemble of `nets` (each of layer widths `dims`), its weights
+    /// copied for scoring.
+    pub fn new(nets: Vec<Net>, dims: Vec<usize>, calibration: Option<[f32; 2]>) -> anyhow::Result<Ensemble> {
+        let members = nets
+            .iter()
+            .map(|net| {
+                let flat = |v: &Var| v.as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+                Ok(MemberWeights {
+                    layers: net
+                        .layers
+                        .iter()
+                        .map(|l| Ok((flat(&l.w)?, flat(&l.b)?)))
+                        .collect::<candle_core::Result<_>>()?,
+                    wide: net.wide.as_ref().map(flat).transpose()?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let dense = DenseEnsemble::new(&dims, members)?;
+        Ok(Ensemble { nets, dims, calibration, dense })
+    }
+
+    /// Mean probability of the members for `n` encoded rows laid out flat in
+    /// `x`, calibrated if the model is.
     ///
-    /// Up to [`DIRECT_MAX_ROWS`] rows (the serving path: single sessions and
-    /// micro-batches) the forward pass runs directly on the weights' memory,
-    /// row by row, instead of as a chain of candle ops whose fixed cost per
-    /// op dominates small batches; the result differs from candle's only by
-    /// float summation order (|Δ| well below 1e-6) and does not depend on the
-    /// batch a row is scored in. Larger inputs (training, `cartpulse
-    /// predict` on a file) take the candle path.
+    /// The forward pass runs on the weights copied into contiguous matrices
+    /// (`forward`), not as a chain of candle ops whose fixed cost per op
+    /// dominated serving. It differs from candle's ([`Self::predict_candle`])
+    /// only by the order of the products summed inside each dot product
+    /// (|Δ| well below 1e-5), and a row's score does not depend on the batch
+    /// it is scored in.
     pub fn predict(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
+        let dim = self.dims.first().copied().unwrap_or(1).max(1);
+        anyhow::ensure!(x.len() % dim == 0, "{} inputs are not rows of {dim}", x.len());
+        if x.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.calibrate(self.dense.mean_probability(x)))
+    }
+
+    /// [`Self::predict`] through candle ops: the reference the scoring path
+    /// is checked against.
+    pub fn predict_candle(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
         let dim = self.dims.first().copied().unwrap_or(1).max(1);
         if x.is_empty() {
             return Ok(Vec::new());
         }
-        if x.len() / dim <= DIRECT_MAX_ROWS {
-            if let Some(p) = self.predict_direct(x, dim) {
-                return Ok(p);
-            }
-        }
-        self.predict_candle(x, dim)
-    }
-
-    /// [`Self::predict`] through candle ops.
-    fn predict_candle(&self, x: &[f32], dim: usize) -> anyhow::Result<Vec<f32>> {
         // One input tensor for every member; one copy back at the end.
         let t = Tensor::from_slice(x, (x.len() / dim, dim), &Device::Cpu)?;
         let mut sum: Option<Tensor> = None;
@@ -422,91 +433,6 @@ impl Ensemble {
             Some(c) => p.into_iter().map(|p| platt(p, c)).collect(),
             None => p,
         }
-    }
-
-    /// The forward pass of every member by hand on the weights' memory
-    /// (`None` if a weight is not a contiguous f32 CPU tensor). Same
-    /// operations in the same order per row as [`Net::forward`] + sigmoid +
-    /// mean, except the order of the products summed inside each dot product.
-    fn predict_direct(&self, x: &[f32], dim: usize) -> Option<Vec<f32>> {
-        let n = x.len() / dim;
-        let mut guards = Vec::new();
-        for net in &self.nets {
-            for l in &net.layers {
-                guards.push(l.w.as_tensor().storage_and_layout());
-                guards.push(l.b.as_tensor().storage_and_layout());
-            }
-            if let Some(w) = &net.wide {
-                guards.push(w.as_tensor().storage_and_layout());
-            }
-        }
-        let slices: Vec<&[f32]> = guards.iter().map(|(s, l)| f32_slice(s, l)).collect::<Option<_>>()?;
-        let width = self.dims.iter().copied().max().unwrap_or(1);
-        let (mut cur, mut next) = (vec![0f32; width], vec![0f32; width]);
-        let mut sum: Vec<f32> = Vec::new();
-        let mut k = 0;
-        for (m, net) in self.nets.iter().enumerate() {
-            let weights = &slices[k..];
-            k += 2 * net.layers.len() + usize::from(net.wide.is_some());
-            for r in 0..n {
-                let row = &x[r * dim..(r + 1) * dim];
-                let mut len = dim;
-                cur[..dim].copy_from_slice(row);
-                for (j, _) in net.layers.iter().enumerate() {
-                    let (w, b) = (weights[2 * j], weights[2 * j + 1]);
-                    let out = b.len();
-                    if w.len() != len * out {
-                        return None;
-                    }
-                    let h = &mut next[..out];
-                    h.fill(0.0);
-                    for (i, &xi) in cur[..len].iter().enumerate() {
-                        // A zero input (one-hot columns, ReLU) adds nothing.
-                        if xi != 0.0 {
-                            for (hv, &wv) in h.iter_mut().zip(&w[i * out..(i + 1) * out]) {
-                                *hv += xi * wv;
-                            }
-                        }
-                    }
-                    for (hv, &bv) in h.iter_mut().zip(b) {
-                        *hv += bv;
-                    }
-                    if j + 1 < net.layers.len() {
-                        for hv in h.iter_mut() {
-                            *hv = hv.max(0.0);
-                        }
-                    }
-                    std::mem::swap(&mut cur, &mut next);
-                    len = out;
-                }
-                if len != 1 {
-                    return None;
-                }
-                let mut z = cur[0];
-                if net.wide.is_some() {
-                    let w = weights[2 * net.layers.len()];
-                    if w.len() != dim {
-                        return None;
-                    }
-                    let mut d = 0f32;
-                    for (&xi, &wv) in row.iter().zip(w) {
-                        if xi != 0.0 {
-                            d += xi * wv;
-                        }
-                    }
-                    z += d;
-                }
-                let p = (1.0 + (-z).exp()).recip();
-                if m == 0 {
-                    sum.push(p);
-                } else {
-                    sum[r] += p;
-                }
-            }
-        }
-        // As candle's `tensor / n`: an affine map by 1/n.
-        let scale = (1.0 / self.nets.len().max(1) as f64) as f32;
-        Some(self.calibrate(sum.into_iter().map(|s| s * scale).collect()))
     }
 
     /// Weights by name, `net{i}.layer{j}.weight|bias`.
@@ -539,7 +465,7 @@ impl Ensemble {
             Some(t) => bail!("{CALIBRATION_TENSOR} has shape {:?}, expected [2]", t.dims()),
             None => None,
         };
-        Ok(Ensemble { nets, dims: dims.to_vec(), calibration })
+        Ensemble::new(nets, dims.to_vec(), calibration)
     }
 }
 
@@ -559,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn the_direct_forward_pass_matches_candle() {
+    fn the_scoring_forward_pass_matches_candle() {
         let dim = 9;
         let mut rng = StdRng::seed_from_u64(5);
         for wide in [false, true] {
@@ -574,18 +500,20 @@ mod tests {
                     net
                 })
                 .collect();
-            let ens = Ensemble { nets, dims: vec![dim, 16, 8, 1], calibration: wide.then_some([1.3, -0.2]) };
+            let ens = Ensemble::new(nets, vec![dim, 16, 8, 1], wide.then_some([1.3, -0.2])).unwrap();
             // Some exact zeros, as one-hot inputs have.
             let x: Vec<f32> =
                 (0..40 * dim).map(|i| if i % 3 == 0 { 0.0 } else { rng.random_range(-2.0f32..2.0) }).collect();
-            let direct = ens.predict_direct(&x, dim).unwrap();
-            let candle = ens.predict_candle(&x, dim).unwrap();
-            assert_eq!(ens.predict(&x).unwrap(), direct);
+            let direct = ens.predict(&x).unwrap();
+            let candle = ens.predict_candle(&x).unwrap();
+            assert_eq!(direct.len(), 40);
             for (a, b) in direct.iter().zip(&candle) {
                 assert!((a - b).abs() < 1e-6, "{a} vs {b}");
             }
             // A row scores the same alone as in any batch.
-            assert_eq!(ens.predict(&x[dim..2 * dim]).unwrap()[0], direct[1]);
+            for r in 0..40 {
+                assert_eq!(ens.predict(&x[r * dim..(r + 1) * dim]).unwrap()[0], direct[r]);
+            }
         }
     }
 

@@ -164,7 +164,7 @@ pub fn fit(
     dims.push(1);
     Ok(Fitted {
         encoder,
-        ensemble: Ensemble { nets, dims, calibration },
+        ensemble: Ensemble::new(nets, dims, calibration)?,
         threshold,
         mean_best_epoch: best_epochs / members as f64,
         oof_scores: scores,

@@ -5,8 +5,12 @@
 //! ([`artifact`]), the [`store`] (local directory or S3) that holds each
 //! published version's immutable objects, the [`registry`] (a database
 //! table) that says which versions exist and which serve what share of
-//! traffic, and the `cartpulse models …` commands ([`cli`]). Training runs
-//! in `jobs::train`; serving in `serving::inference`; both build on this.
+//! traffic, and the `cartpulse models …` commands ([`cli`]). How served
+//! versions do on live traffic: [`evaluation`] (final scores against the
+//! sessions' outcomes), [`comparison`] (the A/B analysis), [`drift`]
+//! (against the training distribution) and [`open_sessions`] (by session
+//! age). Training runs in `jobs::train`; serving in `serving::inference`;
+//! both build on this.
 
 pub mod artifact;
 pub mod cli;

@@ -265,44 +265,59 @@ pub fn report(
     }
 }
 
-/// The drift of the sessions closed in the last `window` against the
-/// reference of `version`.
-pub async fn drift(
-    db: &DatabaseConnection,
-    version: &str,
-    reference: &Reference,
-    window: std::time::Duration,
-) -> Result<DriftReport, DbErr> {
-    use entities::session::{Column, Entity};
-    let since = Utc::now() - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::days(1));
-    /// Session id, stored features, final score, the version that gave it.
-    type Row = (String, Option<String>, Option<f64>, Option<String>);
-    let rows: Vec<Row> = Entity::find()
-        .select_only()
-        .columns([Column::SessionId, Column::Features, Column::Score, Column::ModelVersion])
-        .filter(Column::Status.eq("closed"))
-        .filter(Column::Features.is_not_null())
-        .filter(Column::UpdatedAt.gte(since))
-        .into_tuple()
-        .all(db)
-        .await?;
-    let (mut live, mut scores, mut unreadable) = (Vec::with_capacity(rows.len()), Vec::new(), 0u64);
-    for (id, json, score, scored_by) in rows {
-        let parsed = json.map(|j| crate::serving::inference::request::features_from_stored(&id, &j));
-        let Some(Ok(features)) = parsed else {
-            unreadable += 1;
-            continue;
+/// The sessions closed in the last `window`: what every served version's
+/// drift is measured on. Read once, then [`LiveSample::report`] per version.
+pub struct LiveSample {
+    pub since: DateTime<Utc>,
+    pub window_s: u64,
+    features: Vec<ShoppersFeatures>,
+    /// Per session (same order): its final score and the version that gave it.
+    scored: Vec<Option<(f64, String)>>,
+    unreadable: u64,
+}
+
+impl LiveSample {
+    pub async fn read(db: &DatabaseConnection, window: std::time::Duration) -> Result<LiveSample, DbErr> {
+        use entities::session::{Column, Entity};
+        let since = Utc::now() - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::days(1));
+        /// Session id, stored features, final score, the version that gave it.
+        type Row = (String, Option<String>, Option<f64>, Option<String>);
+        let rows: Vec<Row> = Entity::find()
+            .select_only()
+            .columns([Column::SessionId, Column::Features, Column::Score, Column::ModelVersion])
+            .filter(Column::Status.eq("closed"))
+            .filter(Column::Features.is_not_null())
+            .filter(Column::UpdatedAt.gte(since))
+            .into_tuple()
+            .all(db)
+            .await?;
+        let mut sample = LiveSample {
+            since,
+            window_s: window.as_secs(),
+            features: Vec::with_capacity(rows.len()),
+            scored: Vec::with_capacity(rows.len()),
+            unreadable: 0,
         };
-        live.push(features);
-        if let (Some(s), Some(v)) = (score, scored_by.as_deref()) {
-            if v == version {
-                scores.push(s);
-            }
+        for (id, json, score, scored_by) in rows {
+            let parsed = json.map(|j| crate::serving::inference::request::features_from_stored(&id, &j));
+            let Some(Ok(features)) = parsed else {
+                sample.unreadable += 1;
+                continue;
+            };
+            sample.features.push(features);
+            sample.scored.push(score.zip(scored_by));
         }
+        Ok(sample)
     }
-    let mut r = report(reference, version, &live, &scores, (since, window.as_secs()));
-    r.unreadable = unreadable;
-    Ok(r)
+
+    /// The drift of this sample (and of `version`'s final scores in it)
+    /// against `reference`.
+    pub fn report(&self, version: &str, reference: &Reference) -> DriftReport {
+        let scores: Vec<f64> = self.scored.iter().flatten().filter(|(_, v)| v == version).map(|(s, _)| *s).collect();
+        let mut r = report(reference, version, &self.features, &scores, (self.since, self.window_s));
+        r.unreadable = self.unreadable;
+        r
+    }
 }
 
 #[cfg(test)]

@@ -15,37 +15,14 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
 
-/// The header and the data rows (counted from 0) that `keep` keeps.
-fn uci_rows(keep: impl Fn(usize) -> bool) -> String {
-    let text = uci_text();
-    let mut lines = text.lines();
-    let mut out = vec![lines.next().unwrap().to_owned()];
-    out.extend(lines.enumerate().filter(|(i, _)| keep(*i)).map(|(_, l)| l.to_owned()));
-    out.join("\n") + "\n"
-}
-
 /// A deliberately weak model: one small net, two epochs, on 1 % of the rows.
 fn weak_model() -> PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let data = dir.join("train.csv");
-    std::fs::write(&data, uci_rows(|i| i % 100 == 0)).unwrap();
     let mut config = cartpulse::jobs::train::ModelConfig { members: 1, ..Default::default() };
     config.net.hidden = vec![4];
     config.net.max_epochs = 2;
     config.net.patience = 1;
     config.net.swa = 1;
-    let out = dir.join("model");
-    cartpulse::jobs::train::run(cartpulse::jobs::train::TrainOptions {
-        data: data.into(),
-        folds: 2,
-        seed: 5,
-        out: out.clone(),
-        report: None,
-        config,
-        progress: false,
-    })
-    .expect("training the weak model");
-    out
+    crate::inference::train_model(&uci_rows(|i| i % 100 == 0), config, 5)
 }
 
 fn version_of(dir: &Path) -> String {

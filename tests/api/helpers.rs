@@ -53,6 +53,15 @@ pub fn uci_text() -> String {
     std::fs::read_to_string(&path).expect("the UCI file ../shared/data/online_shoppers_intention.csv")
 }
 
+/// The UCI file's header and the data rows (counted from 0) that `keep` keeps.
+pub fn uci_rows(keep: impl Fn(usize) -> bool) -> String {
+    let text = uci_text();
+    let mut lines = text.lines();
+    let mut out = vec![lines.next().unwrap().to_owned()];
+    out.extend(lines.enumerate().filter(|(i, _)| keep(*i)).map(|(_, l)| l.to_owned()));
+    out.join("\n") + "\n"
+}
+
 pub fn test_settings(database_url: &str) -> Settings {
     let overrides =
         Overrides { listen: Some("127.0.0.1:0".into()), database_url: Some(database_url.into()), ..Default::default() };

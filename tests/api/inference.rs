@@ -38,14 +38,21 @@ pub fn tiny_model(seed: u64) -> PathBuf {
     if let Some(p) = map.get(&seed) {
         return p.clone();
     }
-    let dir = tempfile::tempdir().unwrap().keep();
-    let data = dir.join("train.csv");
-    std::fs::write(&data, sample_rows(4).join("\n") + "\n").unwrap();
     let mut config = cartpulse::jobs::train::ModelConfig { members: 2, ..Default::default() };
     config.net.hidden = vec![16];
     config.net.max_epochs = 6;
     config.net.patience = 3;
     config.net.swa = 1;
+    let out = train_model(&(sample_rows(4).join("\n") + "\n"), config, seed);
+    map.insert(seed, out.clone());
+    out
+}
+
+/// A model directory trained (2 folds) on the UCI-format `csv` with `config`.
+pub fn train_model(csv: &str, config: cartpulse::jobs::train::ModelConfig, seed: u64) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let data = dir.join("train.csv");
+    std::fs::write(&data, csv).unwrap();
     let out = dir.join("model");
     cartpulse::jobs::train::run(cartpulse::jobs::train::TrainOptions {
         data: data.into(),
@@ -56,8 +63,7 @@ pub fn tiny_model(seed: u64) -> PathBuf {
         config,
         progress: false,
     })
-    .expect("training the test model");
-    map.insert(seed, out.clone());
+    .expect("training a test model");
     out
 }
 

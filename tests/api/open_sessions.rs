@@ -20,13 +20,10 @@ async fn open_session_figures_by_age_end_at_the_live_evaluation() {
         s.inference.score_debounce_ms = Duration::from_millis(50);
     })
     .await;
-    let text = uci_text();
-    let mut lines = text.lines();
-    let mut csv = vec![lines.next().unwrap().to_owned()];
-    csv.extend(lines.enumerate().filter(|(i, _)| i % 5 == 1).map(|(_, l)| l.to_owned()));
-    let rows = (csv.len() - 1) as u64;
+    let csv = uci_rows(|i| i % 5 == 1);
+    let rows = (csv.lines().count() - 1) as u64;
     let path = app.dir.path().join("sample.csv");
-    std::fs::write(&path, csv.join("\n") + "\n").unwrap();
+    std::fs::write(&path, csv).unwrap();
     app.replay_file(cartpulse::jobs::replay::ReplayFormat::Shoppers, path).await;
     let evaluation = eventually("every session is scored at close", Duration::from_secs(90), || async {
         let (status, e) = app.get_json(&format!("/v1/models/{version}/evaluation"), Some(&app.read_key)).await;

@@ -185,27 +185,12 @@ async fn settled_since(
     label_delay: Duration,
 ) -> anyhow::Result<(Vec<ShoppersFeatures>, Vec<bool>)> {
     use entities::session::{Column, Entity};
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let settled_before = Utc::now() - crate::config::chrono_span(label_delay);
-    let rows: Vec<(String, Option<String>, bool)> = Entity::find()
-        .select_only()
-        .columns([Column::SessionId, Column::Features, Column::Purchased])
-        .filter(Column::Status.eq("closed"))
-        .filter(Column::Features.is_not_null())
-        .filter(Column::UpdatedAt.gte(since))
-        .filter(Column::EndedAt.lt(settled_before))
-        .order_by_asc(Column::SessionId)
-        .into_tuple()
-        .all(db)
+    let query = Entity::find().filter(Column::UpdatedAt.gte(since)).filter(Column::EndedAt.lt(settled_before));
+    crate::jobs::train::dataset::closed_sessions(db, query)
         .await
-        .context("reading the sessions closed since the candidate was trained")?;
-    let (mut features, mut labels) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
-    for (id, json, purchased) in rows {
-        let Some(json) = json else { continue };
-        features.push(crate::serving::inference::request::features_from_stored(&id, &json)?);
-        labels.push(purchased);
-    }
-    Ok((features, labels))
+        .context("reading the sessions closed since the candidate was trained")
 }
 
 /// Step 2: train on the settled sessions, publish, shadow (or promote when

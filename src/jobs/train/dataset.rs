@@ -92,29 +92,15 @@ impl SessionQuery {
 
     async fn read(&self) -> anyhow::Result<Dataset> {
         use entities::session::{Column, Entity};
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
         let db = crate::db::connect(&self.settings).await.context("connecting to the database")?;
         let settled_before = Utc::now() - crate::config::chrono_span(self.label_delay);
         let until = self.until.map_or(settled_before, |u| u.min(settled_before));
-        let mut q = Entity::find()
-            .select_only()
-            .columns([Column::SessionId, Column::Features, Column::Purchased])
-            .filter(Column::Status.eq("closed"))
-            .filter(Column::Features.is_not_null())
-            .filter(Column::EndedAt.lt(until))
-            .order_by_asc(Column::SessionId);
+        let mut q = Entity::find().filter(Column::EndedAt.lt(until));
         if let Some(since) = self.since {
             q = q.filter(Column::EndedAt.gte(since));
         }
-        let rows: Vec<(String, Option<String>, bool)> =
-            q.into_tuple().all(&db).await.context("reading the closed sessions")?;
-        let mut features = Vec::with_capacity(rows.len());
-        let mut labels = Vec::with_capacity(rows.len());
-        for (id, json, purchased) in rows {
-            let Some(json) = json else { continue };
-            features.push(crate::serving::inference::request::features_from_stored(&id, &json)?);
-            labels.push(purchased);
-        }
+        let (features, labels) = closed_sessions(&db, q).await?;
         if features.is_empty() {
             bail!("{}: no session qualifies (is the database the one the service writes to?)", self.describe());
         }
@@ -122,6 +108,35 @@ impl SessionQuery {
         data.sha256 = data.canonical().0.fingerprint();
         Ok(data)
     }
+}
+
+/// The stored final features and outcomes (`purchased`) of the closed
+/// sessions `query` selects, in session id order: what training and the
+/// retraining's judgement read.
+pub(crate) async fn closed_sessions(
+    db: &sea_orm::DatabaseConnection,
+    query: sea_orm::Select<entities::session::Entity>,
+) -> anyhow::Result<(Vec<ShoppersFeatures>, Vec<bool>)> {
+    use entities::session::Column;
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    let rows: Vec<(String, Option<String>, bool)> = query
+        .select_only()
+        .columns([Column::SessionId, Column::Features, Column::Purchased])
+        .filter(Column::Status.eq("closed"))
+        .filter(Column::Features.is_not_null())
+        .order_by_asc(Column::SessionId)
+        .into_tuple()
+        .all(db)
+        .await
+        .context("reading the closed sessions")?;
+    let mut features = Vec::with_capacity(rows.len());
+    let mut labels = Vec::with_capacity(rows.len());
+    for (id, json, purchased) in rows {
+        let Some(json) = json else { continue };
+        features.push(crate::serving::inference::request::features_from_stored(&id, &json)?);
+        labels.push(purchased);
+    }
+    Ok((features, labels))
 }
 
 /// Reads a UCI Online Shoppers CSV through the live feature code. With

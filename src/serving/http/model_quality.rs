@@ -181,7 +181,6 @@ pub async fn drift(
              train and publish it again to follow its drift"
         ))
     })?;
-    let report =
-        crate::models::drift::drift(&state.db, &version, reference, window).await.map_err(database_unavailable)?;
-    Ok(HttpResponse::Ok().json(report))
+    let live = crate::models::drift::LiveSample::read(&state.db, window).await.map_err(database_unavailable)?;
+    Ok(HttpResponse::Ok().json(live.report(&version, reference)))
 }

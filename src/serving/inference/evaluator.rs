@@ -29,6 +29,15 @@ pub fn spawn(
                 metrics.record(InferenceEvent::EvaluationDropped { version: gone });
             }
             reported.clear();
+            // Every version's drift is measured on the same live sessions.
+            let live = match crate::models::drift::LiveSample::read(&db, drift_window).await {
+                Ok(live) => Some(live),
+                Err(e) => {
+                    metrics
+                        .record(InferenceEvent::EvaluationFailed { version: "(drift window)", error: &e.to_string() });
+                    None
+                }
+            };
             for version in &served {
                 let Some(threshold) = inference.threshold_of(version) else { continue };
                 match crate::models::evaluation::evaluate(&db, version, f64::from(threshold)).await {
@@ -38,12 +47,11 @@ pub fn spawn(
                     }
                     Err(e) => metrics.record(InferenceEvent::EvaluationFailed { version, error: &e.to_string() }),
                 }
-                let Some(reference) = inference.model_of(version).and_then(|m| m.manifest.reference.clone()) else {
-                    continue;
-                };
-                match crate::models::drift::drift(&db, version, &reference, drift_window).await {
-                    Ok(report) => metrics.record(InferenceEvent::Drifted { report: &report }),
-                    Err(e) => metrics.record(InferenceEvent::EvaluationFailed { version, error: &e.to_string() }),
+                let model = inference.model_of(version);
+                if let (Some(live), Some(reference)) =
+                    (&live, model.as_ref().and_then(|m| m.manifest.reference.as_ref()))
+                {
+                    metrics.record(InferenceEvent::Drifted { report: &live.report(version, reference) });
                 }
             }
         }

@@ -80,6 +80,17 @@ pub enum ScoreError {
     Failed(String),
 }
 
+/// What a score is for: a session still open (the model may then read its
+/// features as a prefix of a longer session, calibrated by pages seen) or a
+/// closed session's final score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// An open session after `pages` page views.
+    Open { pages: u32 },
+    /// A closed session, scored once.
+    Final,
+}
+
 /// Scores sessions; implemented by the inference pool. The customer id picks
 /// the model when two versions share traffic (a stable A/B split).
 pub trait Scorer: Send + Sync + 'static {
@@ -91,6 +102,7 @@ pub trait Scorer: Send + Sync + 'static {
         &self,
         customer: &CustomerId,
         features: &ShoppersFeatures,
+        stage: Stage,
         trace: Option<TraceParent>,
     ) -> BoxFuture<'static, Result<Score, ScoreError>>;
 }

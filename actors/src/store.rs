@@ -179,6 +179,10 @@ pub async fn write_snapshots(
             session::Column::CloseReason,
             session::Column::Score,
             session::Column::ModelVersion,
+            session::Column::ScoreP1,
+            session::Column::ScoreP3,
+            session::Column::ScoreP5,
+            session::Column::ScoreP10,
             session::Column::UpdatedAt,
         ]);
         for s in chunk {
@@ -195,6 +199,10 @@ pub async fn write_snapshots(
                 s.close_reason.map(|r| r.label().to_owned()).into(),
                 s.score.into(),
                 s.model_version.clone().into(),
+                s.age_score(1).into(),
+                s.age_score(3).into(),
+                s.age_score(5).into(),
+                s.age_score(10).into(),
                 now.into(),
             ])
             .map_err(|e| DbErr::Custom(e.to_string()))?;
@@ -211,6 +219,10 @@ pub async fn write_snapshots(
                     session::Column::CloseReason,
                     session::Column::Score,
                     session::Column::ModelVersion,
+                    session::Column::ScoreP1,
+                    session::Column::ScoreP3,
+                    session::Column::ScoreP5,
+                    session::Column::ScoreP10,
                     session::Column::UpdatedAt,
                 ])
                 // Session ids come from shops and are global: a session row

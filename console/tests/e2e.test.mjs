@@ -241,6 +241,12 @@ test('Models: an admin promotes a model with an A/B share, after confirming', as
     assert.equal(await figuresA.getAttribute('data-sessions'), String(evaluation.overall.sessions));
     await page.locator(`.live-version[data-version="${modelA}"] canvas[aria-label="Reliability diagram of ${modelA}"]`).waitFor();
     await page.locator(`.live-version[data-version="${modelA}"] canvas[aria-label="AUC per day of ${modelA}"]`).waitFor();
+    // Open-session scores by age: one row per age, its session count the evaluation's.
+    const ageRows = page.locator(`.live-version[data-version="${modelA}"] table[id^="by-age-"] tbody tr`);
+    assert.equal(await ageRows.count(), evaluation.by_age.length);
+    assert.deepEqual(await ageRows.evaluateAll((rs) => rs.map((r) => Number(r.dataset.pages))), [1, 3, 5, 10]);
+    const firstAgeSessions = await ageRows.first().locator('td').nth(1).textContent();
+    assert.equal(firstAgeSessions, evaluation.by_age[0].sessions.toLocaleString('en-US'));
     await page.locator('#models-live').scrollIntoViewIfNeeded();
     await screenshot(page, '04d-models-live');
     // The report images published with the version are shown (same origin, alt text).

@@ -20,6 +20,12 @@ pub struct Model {
     pub close_reason: Option<String>,
     pub score: Option<f64>,
     pub model_version: Option<String>,
+    /// The scores the session got while open, from `model_version`, when it
+    /// reached 1, 3, 5 and 10 page views (the live evaluation by age).
+    pub score_p1: Option<f64>,
+    pub score_p3: Option<f64>,
+    pub score_p5: Option<f64>,
+    pub score_p10: Option<f64>,
     pub updated_at: ChronoDateTimeUtc,
 }
 

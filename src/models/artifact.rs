@@ -75,6 +75,13 @@ impl PurchaseModel {
         &self.ensemble
     }
 
+    /// The probability that an open session with `pages` page views and
+    /// whole-session score `p` ends in a purchase (`p` itself for a model
+    /// without an open-session calibration).
+    pub fn open_score(&self, p: f32, pages: u32) -> f32 {
+        self.manifest.open_calibration.as_ref().map_or(p, |c| c.apply(p, pages))
+    }
+
     /// Purchase probabilities for `rows`.
     pub fn predict(&self, rows: &[ShoppersFeatures]) -> anyhow::Result<Vec<f32>> {
         let enc = self.encoder();

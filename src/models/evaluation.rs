@@ -4,7 +4,11 @@
 //! (`purchased`) is known. Over those sessions, per day (of the session's
 //! end, UTC) and overall: count, positive rate, accuracy at the version's
 //! decision threshold, ROC AUC (exact, ties counted half), Brier score and a
-//! reliability table (10 equal-width score bins).
+//! reliability table (10 equal-width score bins). The same figures by
+//! session age judge the scores the sessions got while still open, at 1, 3,
+//! 5 and 10 page views (`sessions.score_p1` … `score_p10`, kept only when the
+//! same version gave the final score), over the closed sessions that reached
+//! that age.
 //!
 //! The figures are computed from the stored rows when asked, so every
 //! replica answers the same and nothing is lost when a process restarts.
@@ -48,6 +52,18 @@ pub struct Evaluation {
     pub overall: Figures,
     /// One entry per day with sessions, oldest first.
     pub days: Vec<Day>,
+    /// The open-session scores at each age of
+    /// `actors::data::state::SCORED_AGES`, youngest first.
+    pub by_age: Vec<Age>,
+}
+
+/// Figures of the scores sessions got while open, when they reached `pages`
+/// page views.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Age {
+    pub pages: u32,
+    #[serde(flatten)]
+    pub figures: Figures,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -140,9 +156,37 @@ pub async fn scored_sessions(
     Ok(rows.into_iter().filter_map(|(s, y, e)| Some((s?, y, e))).collect())
 }
 
+/// Per closed session `version` scored: its scores while open at each age
+/// of `actors::data::state::SCORED_AGES` (`None` where it has none) and its
+/// outcome.
+pub async fn age_scores(db: &DatabaseConnection, version: &str) -> Result<Vec<([Option<f64>; 4], bool)>, DbErr> {
+    use entities::session::{Column, Entity};
+    type Row = (Option<f64>, Option<f64>, Option<f64>, Option<f64>, bool);
+    let rows: Vec<Row> = Entity::find()
+        .select_only()
+        .columns([Column::ScoreP1, Column::ScoreP3, Column::ScoreP5, Column::ScoreP10, Column::Purchased])
+        .filter(Column::ModelVersion.eq(version))
+        .filter(Column::Status.eq("closed"))
+        .filter(Column::Score.is_not_null())
+        .filter(Column::ScoreP1.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|(a, b, c, d, y)| ([a, b, c, d], y)).collect())
+}
+
 /// Evaluates `version` at `threshold` over the stored sessions.
 pub async fn evaluate(db: &DatabaseConnection, version: &str, threshold: f64) -> Result<Evaluation, DbErr> {
     let rows = scored_sessions(db, version).await?;
+    let ages = age_scores(db, version).await?;
+    let by_age = actors::data::state::SCORED_AGES
+        .iter()
+        .enumerate()
+        .map(|(k, &pages)| {
+            let scored: Vec<(f64, bool)> = ages.iter().filter_map(|(s, y)| Some((s[k]?, *y))).collect();
+            Age { pages, figures: Figures::of(&scored, threshold) }
+        })
+        .collect();
     let mut by_day: std::collections::BTreeMap<NaiveDate, Vec<(f64, bool)>> = Default::default();
     let mut all = Vec::with_capacity(rows.len());
     for (score, purchased, ended) in rows {
@@ -156,6 +200,7 @@ pub async fn evaluate(db: &DatabaseConnection, version: &str, threshold: f64) ->
         threshold,
         overall: Figures::of(&all, threshold),
         days: by_day.into_iter().map(|(date, s)| Day { date, figures: Figures::of(&s, threshold) }).collect(),
+        by_age,
     })
 }
 

@@ -34,6 +34,11 @@ pub struct Manifest {
     /// written before drift existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<crate::models::drift::Reference>,
+    /// How open sessions' scores are calibrated by pages seen
+    /// (`models::open_calibration`); absent in manifests written before it
+    /// existed (their open sessions get the whole-session score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_calibration: Option<crate::models::open_calibration::OpenCalibration>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -9,7 +9,8 @@
 //! versions do on live traffic: [`evaluation`] (final scores against the
 //! sessions' outcomes), [`comparison`] (the A/B analysis), [`drift`]
 //! (against the training distribution) and [`open_sessions`] (by session
-//! age). Training runs in `jobs::train`; serving in `serving::inference`;
+//! age); [`open_calibration`] turns whole-session scores into open-session
+//! ones. Training runs in `jobs::train`; serving in `serving::inference`;
 //! both build on this.
 
 pub mod artifact;
@@ -20,6 +21,7 @@ pub mod evaluation;
 pub mod forward;
 pub mod manifest;
 pub mod net;
+pub mod open_calibration;
 pub mod open_sessions;
 pub mod registry;
 pub mod store;

@@ -5,7 +5,11 @@
 //! zone); its features after 1, 3, 5 and 10 pages (the session as it stood
 //! then) are scored by the model and judged against the session's outcome,
 //! beside the whole session's features. Only sessions that reached an age
-//! count at that age.
+//! count at that age. At an age the score is what serving gives an open
+//! session (the whole-session score through the model's open-session
+//! calibration, [`super::open_calibration`]), beside the uncalibrated
+//! whole-session score; the live evaluation by age
+//! ([`super::evaluation::Age`]) must agree with the former.
 
 use super::artifact::PurchaseModel;
 use super::evaluation::Figures;
@@ -18,8 +22,8 @@ use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use std::collections::HashMap;
 
-/// The ages (pages seen) reported.
-pub const AGES: [u32; 4] = [1, 3, 5, 10];
+/// The ages (pages seen) reported: those the session actors keep scores at.
+pub const AGES: [u32; 4] = actors::data::state::SCORED_AGES;
 
 /// Figures at one session age (`pages`; `None` for whole sessions).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -32,6 +36,10 @@ pub struct AgeFigures {
     /// Mean score against the purchase rate: calibration in one number.
     pub mean_score: f64,
     pub purchase_rate: f64,
+    /// At an age, the uncalibrated whole-session score's Brier score and
+    /// mean (what an open session got before the open-session calibration).
+    pub whole_model_brier: Option<f64>,
+    pub whole_model_mean_score: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -85,18 +93,25 @@ pub async fn report(
 
 fn figures(model: &PurchaseModel, pages: Option<u32>, rows: &[(ShoppersFeatures, bool)]) -> anyhow::Result<AgeFigures> {
     let features: Vec<ShoppersFeatures> = rows.iter().map(|(f, _)| f.clone()).collect();
-    let scores = model.predict(&features)?;
-    let scored: Vec<(f64, bool)> = scores.iter().zip(rows).map(|(p, (_, y))| (f64::from(*p), *y)).collect();
-    let f = Figures::of(&scored, f64::from(model.manifest.threshold));
-    let n = scored.len().max(1) as f64;
+    let whole = if features.is_empty() { Vec::new() } else { model.predict(&features)? };
+    let threshold = f64::from(model.manifest.threshold);
+    let scored = |scores: &mut dyn Iterator<Item = f32>| -> Vec<(f64, bool)> {
+        scores.zip(rows).map(|(p, (_, y))| (f64::from(p), *y)).collect()
+    };
+    let mean = |s: &[(f64, bool)]| s.iter().map(|(p, _)| p).sum::<f64>() / s.len().max(1) as f64;
+    let served = scored(&mut whole.iter().map(|&p| pages.map_or(p, |n| model.open_score(p, n))));
+    let f = Figures::of(&served, threshold);
+    let raw = pages.map(|_| scored(&mut whole.iter().copied()));
     Ok(AgeFigures {
         pages,
         sessions: f.sessions,
         purchases: f.positives,
         auc: f.auc,
         brier: f.brier,
-        mean_score: scored.iter().map(|(p, _)| p).sum::<f64>() / n,
+        mean_score: mean(&served),
         purchase_rate: f.positive_rate,
+        whole_model_brier: raw.as_ref().map(|r| Figures::of(r, threshold).brier),
+        whole_model_mean_score: raw.as_ref().map(|r| mean(r)),
     })
 }
 
@@ -123,20 +138,25 @@ async fn settled_sessions(
 /// The report as a table.
 pub fn table(r: &OpenSessionReport) -> String {
     let mut s = format!(
-        "{:<8}  {:>8}  {:>9}  {:>6}  {:>6}  {:>10}  {:>13}\n",
-        "PAGES", "SESSIONS", "PURCHASES", "AUC", "BRIER", "MEAN SCORE", "PURCHASE RATE"
+        "{:<8}  {:>8}  {:>9}  {:>6}  {:>6}  {:>10}  {:>13}  {:>11}  {:>10}\n",
+        "PAGES", "SESSIONS", "PURCHASES", "AUC", "BRIER", "MEAN SCORE", "PURCHASE RATE", "WHOLE BRIER", "WHOLE MEAN"
     );
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
     for a in &r.ages {
         s += &format!(
-            "{:<8}  {:>8}  {:>9}  {:>6}  {:>6.4}  {:>10.4}  {:>13.4}\n",
+            "{:<8}  {:>8}  {:>9}  {:>6}  {:>6.4}  {:>10.4}  {:>13.4}  {:>11}  {:>10}\n",
             a.pages.map_or("whole".to_owned(), |p| p.to_string()),
             a.sessions,
             a.purchases,
-            a.auc.map_or("-".to_owned(), |v| format!("{v:.4}")),
+            opt(a.auc),
             a.brier,
             a.mean_score,
-            a.purchase_rate
+            a.purchase_rate,
+            opt(a.whole_model_brier),
+            opt(a.whole_model_mean_score),
         );
     }
+    s += "At an age, the score is the open-session score serving gives (calibrated by pages seen when the model has an\n\
+          open-session calibration); WHOLE is the whole-session model's score of the same prefix.\n";
     s
 }

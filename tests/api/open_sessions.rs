@@ -1,8 +1,10 @@
 //! Open sessions: UCI rows replayed through a served model; the event log
 //! replayed page by page must give, for whole sessions, exactly the live
 //! evaluation's figures (the features the actors stored and scored at
-//! close), and figures at 1, 3, 5 and 10 pages over the sessions that got
-//! that far.
+//! close), and at 1, 3, 5 and 10 pages exactly the live evaluation by age
+//! (the scores the actors got while the sessions were open, through the
+//! model's open-session calibration), which must be better calibrated than
+//! the whole-session model's scores of the same prefixes.
 
 use crate::helpers::*;
 use crate::inference::tiny_model;
@@ -18,6 +20,7 @@ async fn open_session_figures_by_age_end_at_the_live_evaluation() {
     let app = spawn_app_with(Db::Sqlite, move |s| {
         s.inference.model_dir = Some(model_dir);
         s.inference.score_debounce_ms = Duration::from_millis(50);
+        s.inference.evaluate_every_s = Duration::from_secs(1);
     })
     .await;
     let csv = uci_rows(|i| i % 5 == 1);
@@ -28,8 +31,9 @@ async fn open_session_figures_by_age_end_at_the_live_evaluation() {
     let evaluation = eventually("every session is scored at close", Duration::from_secs(90), || async {
         let (status, e) = app.get_json(&format!("/v1/models/{version}/evaluation"), Some(&app.read_key)).await;
         match e["overall"]["sessions"].as_u64() {
-            Some(n) if status == 200 && n == rows => Ok(e),
-            _ => Err(format!("{status} {}", e["overall"]["sessions"])),
+            // Age scores can land after the final score: wait for the youngest age too.
+            Some(n) if status == 200 && n == rows && e["by_age"][0]["sessions"].as_u64() == Some(rows) => Ok(e),
+            _ => Err(format!("{status} {} {}", e["overall"]["sessions"], e["by_age"][0]["sessions"])),
         }
     })
     .await;
@@ -53,4 +57,42 @@ async fn open_session_figures_by_age_end_at_the_live_evaluation() {
         assert!(a.auc.is_some(), "{a:?}");
     }
     assert_eq!(r.ages.iter().map(|a| a.pages).collect::<Vec<_>>(), vec![Some(1), Some(3), Some(5), Some(10), None]);
+
+    // Live by age = offline by age, to 1e-9.
+    let calibration = model.manifest.open_calibration.as_ref().expect("the model has an open-session calibration");
+    assert!(calibration.bands.len() >= 5, "{calibration:?}");
+    let live = evaluation["by_age"].as_array().unwrap();
+    assert_eq!(live.len(), 4);
+    for (a, l) in r.ages[..4].iter().zip(live) {
+        assert_eq!(l["pages"].as_u64().map(|p| p as u32), a.pages, "{l}");
+        // Every session of this replay has its age scores once it is scored:
+        // none was open across a restart or a promotion.
+        assert_eq!(l["sessions"].as_u64(), Some(a.sessions), "age {:?}: {l}", a.pages);
+        assert_eq!(l["positives"].as_u64(), Some(a.purchases), "age {:?}: {l}", a.pages);
+        assert!((l["auc"].as_f64().unwrap() - a.auc.unwrap()).abs() < 1e-9, "{a:?} vs {l}");
+        assert!((l["brier"].as_f64().unwrap() - a.brier).abs() < 1e-9, "{a:?} vs {l}");
+        // Calibrated by pages seen, the open scores are closer to the truth
+        // than the whole-session model's scores of the same prefixes.
+        let whole_brier = a.whole_model_brier.unwrap();
+        assert!(
+            a.brier < whole_brier,
+            "age {:?}: brier {} not below the whole model's {whole_brier}",
+            a.pages,
+            a.brier
+        );
+    }
+    let young = &r.ages[0];
+    let gap = |m: f64| (m - young.purchase_rate).abs();
+    assert!(
+        gap(young.mean_score) < gap(young.whole_model_mean_score.unwrap()),
+        "after one page the calibrated mean score is nearer the purchase rate: {young:?}"
+    );
+    // The same figures reach /metrics.
+    let series = format!("cartpulse_model_open_auc{{pages=\"5\",version=\"{version}\"}}");
+    let on_metrics = eventually("the open AUC at 5 pages reaches /metrics", Duration::from_secs(20), || async {
+        let text = app.metrics_text().await;
+        cartpulse::telemetry::scrape::sample(&text, &series).ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    assert!((on_metrics - r.ages[2].auc.unwrap()).abs() < 1e-9, "{on_metrics} vs {:?}", r.ages[2]);
 }

@@ -8,12 +8,14 @@
 
 pub mod config;
 
-use crate::data::state::{Changes, CloseReason, ClosedSession, CustomerState, SessionView};
+use crate::data::state::{
+    AgeRecorded, AgeScore, Changes, CloseReason, ClosedSession, CustomerState, ReachedAge, SessionView,
+};
 use crate::data::Snapshot;
 use crate::data::{Score, SegmentAssignment};
 use crate::event::{EventKind, SessionId};
 use crate::features::ShoppersFeatures;
-use crate::hooks::{Hooks, ScoreError, Update};
+use crate::hooks::{Hooks, ScoreError, Stage, Update};
 use crate::messages::delivery::Apply;
 use crate::messages::lifecycle::{FlushState, IdleReport, PassivateNow};
 use crate::messages::query::{Answer, Inspect, Query};
@@ -55,6 +57,8 @@ pub struct CustomerSession {
     last_open_score_request: Option<Instant>,
     /// Final-score requests on their way (passivation waits for them).
     final_scoring: u32,
+    /// Age-score requests on their way (passivation waits for them too).
+    age_scoring: u32,
     /// The `actor.fold` span of the newest traced event: the next score
     /// request and snapshot join its trace.
     last_trace: Option<TraceParent>,
@@ -87,6 +91,7 @@ impl CustomerSession {
             open_scoring: false,
             last_open_score_request: None,
             final_scoring: 0,
+            age_scoring: 0,
             last_trace: None,
             unsaved_trace: None,
         }
@@ -134,7 +139,7 @@ impl CustomerSession {
         for (session, features) in unscored {
             self.final_scoring += 1;
             scorer
-                .score(&self.state.customer_id, &features, self.last_trace)
+                .score(&self.state.customer_id, &features, Stage::Final, self.last_trace)
                 .into_actor(self)
                 .map(move |res, act, _ctx| {
                     act.final_scoring -= 1;
@@ -184,11 +189,12 @@ impl CustomerSession {
         let Some(open) = &self.state.open else { return };
         let session = open.session_id().clone();
         let features = open.features();
+        let stage = Stage::Open { pages: open.page_views() };
         self.open_dirty = false;
         self.open_scoring = true;
         self.last_open_score_request = Some(Instant::now());
         scorer
-            .score(&self.state.customer_id, &features, self.last_trace.take())
+            .score(&self.state.customer_id, &features, stage, self.last_trace.take())
             .into_actor(self)
             .map(move |res, act, _ctx| {
                 act.open_scoring = false;
@@ -224,6 +230,45 @@ impl CustomerSession {
         self.open_changed = true;
         self.unsaved_since.get_or_insert_with(Instant::now);
         self.publish_view(None);
+    }
+
+    /// Scores the open session as it stood at each age of
+    /// [`crate::data::state::SCORED_AGES`] it just reached (not debounced:
+    /// at most four per session), for the live evaluation by age.
+    fn score_ages(&mut self, reached: Vec<ReachedAge>, ctx: &mut Context<Self>) {
+        let Some(scorer) = self.hooks().scorer.clone() else { return };
+        if !scorer.ready() {
+            return;
+        }
+        for r in reached {
+            self.age_scoring += 1;
+            let (session, pages) = (r.session, r.pages);
+            scorer
+                .score(&self.state.customer_id, &r.features, Stage::Open { pages }, None)
+                .into_actor(self)
+                .map(move |res, act, _ctx| {
+                    act.age_scoring -= 1;
+                    act.on_age_score(session, pages, res);
+                })
+                .spawn(ctx);
+        }
+    }
+
+    fn on_age_score(&mut self, session: SessionId, pages: u32, res: Result<Score, ScoreError>) {
+        let score = match res {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.record(ActorEvent::ScoreFailed { error: &e });
+                return;
+            }
+        };
+        let age = AgeScore { pages, probability: score.probability, model_version: score.model_version };
+        match self.state.record_age_score(&session, age) {
+            AgeRecorded::Open => self.open_changed = true,
+            AgeRecorded::Closed(c) => self.unsaved_closed.push(c),
+            AgeRecorded::Ignored => return,
+        }
+        self.unsaved_since.get_or_insert_with(Instant::now);
     }
 
     /// Puts the customer in the nearest segment of the active segmentation:
@@ -279,7 +324,12 @@ impl CustomerSession {
             self.unsaved_closed.drain(..).map(|c| SessionView::of_closed(&self.state.customer_id, &c)).collect();
         if self.open_changed {
             if let Some(o) = &self.state.open {
-                sessions.push(SessionView::of_open(&self.state.customer_id, o, self.state.open_score.as_ref()));
+                sessions.push(SessionView::of_open(
+                    &self.state.customer_id,
+                    o,
+                    self.state.open_score.as_ref(),
+                    &self.state.open_ages,
+                ));
             }
         }
         self.persister.do_send(Snapshot {
@@ -319,7 +369,7 @@ impl CustomerSession {
     /// Snapshots and asks the shard to let go of this actor; stops if it agrees.
     fn offer_passivation(&mut self, ctx: &mut Context<Self>) {
         // A score on its way would be lost with the actor.
-        if self.reporting_idle || self.final_scoring > 0 || self.open_scoring {
+        if self.reporting_idle || self.final_scoring > 0 || self.age_scoring > 0 || self.open_scoring {
             return;
         }
         self.reporting_idle = true;
@@ -383,7 +433,11 @@ impl Handler<Apply> for CustomerSession {
         }
         let applied = changes.applied;
         let closed_any = !changes.closed.is_empty();
+        let reached = std::mem::take(&mut changes.reached);
         self.note_changes(changes);
+        if !reached.is_empty() {
+            self.score_ages(reached, ctx);
+        }
         let trace = self.trace_fold(&msg, last_seq, started);
         if applied > 0 {
             self.open_dirty = self.state.open.is_some();

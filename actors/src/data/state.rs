@@ -31,6 +31,41 @@ impl CloseReason {
     }
 }
 
+/// The ages (page views seen) at which an open session's score is kept, so
+/// that served models are judged on open sessions too (the live evaluation
+/// by session age).
+pub const SCORED_AGES: [u32; 4] = [1, 3, 5, 10];
+
+/// The score an open session got for its features as they stood when it
+/// reached `pages` page views.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgeScore {
+    pub pages: u32,
+    pub probability: f64,
+    pub model_version: String,
+}
+
+/// An open session reached one of [`SCORED_AGES`]: its features then, to be
+/// scored.
+#[derive(Clone, Debug)]
+pub struct ReachedAge {
+    pub session: SessionId,
+    pub pages: u32,
+    pub features: ShoppersFeatures,
+}
+
+/// Where [`CustomerState::record_age_score`] put a score.
+#[derive(Debug)]
+pub enum AgeRecorded {
+    /// Kept with the open session.
+    Open,
+    /// The session has closed meanwhile: kept with it, and its row is to be
+    /// written again.
+    Closed(ClosedSession),
+    /// The session is gone or already has a score at that age.
+    Ignored,
+}
+
 /// A finished session as the customer keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClosedSession {
@@ -41,6 +76,9 @@ pub struct ClosedSession {
     /// Model that gave `summary.score` (the final score, taken at close).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_version: Option<String>,
+    /// Its scores while open, at the ages of [`SCORED_AGES`] it reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub age_scores: Vec<AgeScore>,
 }
 
 /// Everything a `CustomerSession` actor knows; serialized whole as its snapshot.
@@ -56,6 +94,9 @@ pub struct CustomerState {
     /// Latest score of the open session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_score: Option<Score>,
+    /// The open session's scores at the ages of [`SCORED_AGES`] it reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_ages: Vec<AgeScore>,
     /// Segment in the active segmentation, once assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<SegmentAssignment>,
@@ -80,6 +121,8 @@ pub struct Changes {
     pub skipped: u64,
     /// Sessions closed by these events, oldest first.
     pub closed: Vec<ClosedSession>,
+    /// Ages of [`SCORED_AGES`] the open session reached with these events.
+    pub reached: Vec<ReachedAge>,
 }
 
 impl CustomerState {
@@ -91,6 +134,7 @@ impl CustomerState {
             open: None,
             recent: VecDeque::new(),
             open_score: None,
+            open_ages: Vec::new(),
             segment: None,
         }
     }
@@ -124,6 +168,13 @@ impl CustomerState {
                     .open
                     .get_or_insert_with(|| SessionAccumulator::in_timezone(sid.clone(), ev.time, rules.timezone));
                 acc.apply(ev);
+                if matches!(ev.kind, EventKind::PageView(_)) && SCORED_AGES.contains(&acc.page_views()) {
+                    changes.reached.push(ReachedAge {
+                        session: sid.clone(),
+                        pages: acc.page_views(),
+                        features: acc.features(),
+                    });
+                }
             }
         }
 
@@ -152,6 +203,7 @@ impl CustomerState {
                 cart_adds: acc.cart_adds(),
                 close_reason: reason,
                 model_version: None,
+                age_scores: std::mem::take(&mut self.open_ages),
             };
             self.recent.push_back(closed.clone());
             while self.recent.len() > rules.recent_cap.max(1) {
@@ -176,6 +228,25 @@ impl CustomerState {
         Some(c)
     }
 
+    /// Keeps the score `session` got at `score.pages` page views, once.
+    pub fn record_age_score(&mut self, session: &SessionId, score: AgeScore) -> AgeRecorded {
+        let held = |ages: &[AgeScore]| ages.iter().any(|a| a.pages == score.pages);
+        if self.open.as_ref().is_some_and(|o| o.session_id() == session) {
+            if held(&self.open_ages) {
+                return AgeRecorded::Ignored;
+            }
+            self.open_ages.push(score);
+            return AgeRecorded::Open;
+        }
+        match self.recent.iter_mut().find(|c| &c.summary.session_id == session) {
+            Some(c) if !held(&c.age_scores) => {
+                c.age_scores.push(score);
+                AgeRecorded::Closed(c.clone())
+            }
+            _ => AgeRecorded::Ignored,
+        }
+    }
+
     /// The read model of this customer.
     pub fn view(&self, as_of: DateTime<Utc>) -> CustomerView {
         CustomerView {
@@ -185,7 +256,10 @@ impl CustomerState {
             profile_as_of: as_of,
             first_seen: self.profile.first_seen(),
             last_seen: self.profile.last_seen(),
-            open_session: self.open.as_ref().map(|o| SessionView::open(&self.customer_id, o, self.open_score.as_ref())),
+            open_session: self
+                .open
+                .as_ref()
+                .map(|o| SessionView::open(&self.customer_id, o, self.open_score.as_ref(), &self.open_ages)),
             recent_sessions: self.recent.iter().rev().map(|c| SessionView::closed(&self.customer_id, c)).collect(),
             segment: self.segment.clone(),
         }
@@ -195,7 +269,7 @@ impl CustomerState {
     pub fn session(&self, id: &SessionId) -> Option<SessionView> {
         if let Some(o) = &self.open {
             if o.session_id() == id {
-                return Some(SessionView::open(&self.customer_id, o, self.open_score.as_ref()));
+                return Some(SessionView::open(&self.customer_id, o, self.open_score.as_ref(), &self.open_ages));
             }
         }
         self.recent.iter().find(|c| &c.summary.session_id == id).map(|c| SessionView::closed(&self.customer_id, c))
@@ -239,10 +313,23 @@ pub struct SessionView {
     /// final one (taken at close) of a closed session.
     pub score: Option<f64>,
     pub model_version: Option<String>,
+    /// The scores the session got while open, when it reached 1, 3, 5 and
+    /// 10 page views (those it reached and that were scored; for a closed
+    /// session, only those of the model that gave its final score).
+    #[serde(default)]
+    pub age_scores: Vec<PageScore>,
+}
+
+/// A score at an age of the session.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PageScore {
+    /// Page views seen.
+    pub pages: u32,
+    pub score: f64,
 }
 
 impl SessionView {
-    fn open(customer: &CustomerId, o: &SessionAccumulator, score: Option<&Score>) -> Self {
+    fn open(customer: &CustomerId, o: &SessionAccumulator, score: Option<&Score>, ages: &[AgeScore]) -> Self {
         SessionView {
             session_id: o.session_id().clone(),
             customer_id: customer.clone(),
@@ -256,6 +343,7 @@ impl SessionView {
             features: o.features().to_uci_json(),
             score: score.map(|s| s.probability),
             model_version: score.map(|s| s.model_version.clone()),
+            age_scores: page_scores(ages.iter()),
         }
     }
 
@@ -273,6 +361,7 @@ impl SessionView {
             features: c.features.to_uci_json(),
             score: c.summary.score,
             model_version: c.model_version.clone(),
+            age_scores: page_scores(c.age_scores.iter().filter(|a| Some(&a.model_version) == c.model_version.as_ref())),
         }
     }
 
@@ -282,7 +371,19 @@ impl SessionView {
     }
 
     /// The view of an open session (for persisting it).
-    pub fn of_open(customer: &CustomerId, o: &SessionAccumulator, score: Option<&Score>) -> Self {
-        Self::open(customer, o, score)
+    pub fn of_open(customer: &CustomerId, o: &SessionAccumulator, score: Option<&Score>, ages: &[AgeScore]) -> Self {
+        Self::open(customer, o, score, ages)
     }
+
+    /// The score at `pages` page views, if the session has one.
+    pub fn age_score(&self, pages: u32) -> Option<f64> {
+        self.age_scores.iter().find(|a| a.pages == pages).map(|a| a.score)
+    }
+}
+
+/// Scores by age, youngest first.
+fn page_scores<'a>(ages: impl Iterator<Item = &'a AgeScore>) -> Vec<PageScore> {
+    let mut v: Vec<PageScore> = ages.map(|a| PageScore { pages: a.pages, score: a.probability }).collect();
+    v.sort_by_key(|a| a.pages);
+    v
 }

@@ -81,3 +81,29 @@ pub fn session_start_for(month: u8, weekend: bool, row_index: usize) -> DateTime
     let secs = 8 * 3600 + (row_index % 36_000) as i64;
     day.and_time(NaiveTime::MIN).and_utc() + TimeDelta::seconds(secs)
 }
+
+/// Applies the replayed session of row `row_index` (what the replay tool
+/// sends) page by page, calling `on_page` with the session as it stands
+/// after each page: the prefixes an open session of that row shows.
+pub fn replay_row_pages(
+    features: &ShoppersFeatures,
+    row_index: usize,
+    mut on_page: impl FnMut(&super::SessionAccumulator),
+) {
+    use crate::event::{CustomerId, Event, EventId, EventKind, SessionId};
+    let start = session_start_for(features.month, features.weekend, row_index);
+    let session = SessionId::new_unchecked(format!("prefix-{row_index}"));
+    let customer = CustomerId::new_unchecked(format!("prefix-{row_index}"));
+    let mut acc = super::SessionAccumulator::new(session.clone(), start);
+    for (k, page) in expand_row_pages(features).into_iter().enumerate() {
+        acc.apply(&Event {
+            event_id: EventId::new_unchecked(format!("prefix-{row_index}-{k}")),
+            customer_id: customer.clone(),
+            session_id: Some(session.clone()),
+            // A row has at most a few thousand pages, so the offset fits.
+            time: start + TimeDelta::seconds(k as i64),
+            kind: EventKind::PageView(page),
+        });
+        on_page(&acc);
+    }
+}

@@ -21,7 +21,7 @@ pub mod uci;
 #[cfg(test)]
 mod tests;
 
-pub use expand::{expand_row_pages, session_start_for};
+pub use expand::{expand_row_pages, replay_row_pages, session_start_for};
 pub use profile::{ProfileAccumulator, ProfileFeatures, SessionSummary};
 pub use session::{SessionAccumulator, ShoppersFeatures};
 

@@ -92,7 +92,37 @@ function versionPanel(version, status, evaluation, drift, charts) {
     ),
   );
   charts.push(aucChart(auc, evaluation.days), reliabilityChart(rel, o.calibration));
+  panel.append(ageTable(id, evaluation.by_age || []));
   return panel;
+}
+
+// The scores sessions got while still open, by pages seen, against what
+// they did: is the live score of a young session worth showing?
+function ageTable(id, ages) {
+  const rows = ages.map((a) => {
+    const mean = a.sessions ? a.calibration.reduce((s, b) => s + (b.mean_score || 0) * b.sessions, 0) / a.sessions : null;
+    return el(
+      'tr',
+      { 'data-pages': a.pages },
+      el('td', { text: `after ${a.pages} page${a.pages === 1 ? '' : 's'}` }),
+      el('td', { text: fmt(a.sessions) }),
+      el('td', { text: fmt(a.auc, 4) }),
+      el('td', { text: fmt(a.brier, 4) }),
+      el('td', { text: fmt(mean, 3) }),
+      el('td', { text: fmt(a.positive_rate, 3) }),
+    );
+  });
+  return el(
+    'table',
+    { class: 'compact', id: `by-age-${id}` },
+    el('caption', { text: 'Open-session scores by session age' }),
+    el(
+      'thead',
+      {},
+      el('tr', {}, ...['Age', 'Sessions', 'AUC', 'Brier', 'Mean score', 'Purchase rate'].map((h) => el('th', { text: h }))),
+    ),
+    el('tbody', {}, rows),
+  );
 }
 
 function abPanel(c) {

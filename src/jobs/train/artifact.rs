@@ -53,6 +53,7 @@ pub(super) fn write(
         training: TrainingRun { config: opts.config.clone(), seed: opts.seed, seconds },
         weights: WeightsFile { file: WEIGHTS_FILE.into(), sha256: weights_sha },
         reference: Some(crate::models::drift::Reference::of(&data.features, &fitted.oof_scores)),
+        open_calibration: fitted.open_calibration.clone(),
     };
     let manifest_path = opts.out.join(MANIFEST_FILE);
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)

@@ -16,10 +16,18 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A session's prefix examples: `(pages seen, features then)`, youngest first.
+pub type Prefixes = Vec<(u32, ShoppersFeatures)>;
+
 /// Rows with their labels (whether the session ended in a purchase).
 pub struct Dataset {
     pub features: Vec<ShoppersFeatures>,
     pub labels: Vec<bool>,
+    /// Per row, its session's prefix examples `(pages seen, features then)`
+    /// for the open-session calibration (`models::open_calibration`): from
+    /// the event log for recorded sessions, from the replay of the row (what
+    /// `cartpulse replay` sends) for a CSV. Empty when not built.
+    pub prefixes: Vec<Prefixes>,
     /// The file's sha256, or the canonical rows' for the database.
     pub sha256: String,
 }
@@ -100,11 +108,12 @@ impl SessionQuery {
         if let Some(since) = self.since {
             q = q.filter(Column::EndedAt.gte(since));
         }
-        let (features, labels) = closed_sessions(&db, q).await?;
+        let (ids, features, labels) = closed_sessions_with_ids(&db, q).await?;
         if features.is_empty() {
             bail!("{}: no session qualifies (is the database the one the service writes to?)", self.describe());
         }
-        let mut data = Dataset { features, labels, sha256: String::new() };
+        let prefixes = log_prefixes(&db, &ids, self.settings.features.timezone).await?;
+        let mut data = Dataset { features, labels, prefixes, sha256: String::new() };
         data.sha256 = data.canonical().0.fingerprint();
         Ok(data)
     }
@@ -117,6 +126,15 @@ pub(crate) async fn closed_sessions(
     db: &sea_orm::DatabaseConnection,
     query: sea_orm::Select<entities::session::Entity>,
 ) -> anyhow::Result<(Vec<ShoppersFeatures>, Vec<bool>)> {
+    let (_, features, labels) = closed_sessions_with_ids(db, query).await?;
+    Ok((features, labels))
+}
+
+/// [`closed_sessions`] with the session ids.
+async fn closed_sessions_with_ids(
+    db: &sea_orm::DatabaseConnection,
+    query: sea_orm::Select<entities::session::Entity>,
+) -> anyhow::Result<(Vec<String>, Vec<ShoppersFeatures>, Vec<bool>)> {
     use entities::session::Column;
     use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
     let rows: Vec<(String, Option<String>, bool)> = query
@@ -129,14 +147,54 @@ pub(crate) async fn closed_sessions(
         .all(db)
         .await
         .context("reading the closed sessions")?;
+    let mut ids = Vec::with_capacity(rows.len());
     let mut features = Vec::with_capacity(rows.len());
     let mut labels = Vec::with_capacity(rows.len());
     for (id, json, purchased) in rows {
         let Some(json) = json else { continue };
         features.push(crate::serving::inference::request::features_from_stored(&id, &json)?);
         labels.push(purchased);
+        ids.push(id);
     }
-    Ok((features, labels))
+    Ok((ids, features, labels))
+}
+
+/// The prefix examples of the sessions `ids`, from the event log: each
+/// session's events replayed in log order through the live feature code (in
+/// the shop's time zone), as the session actors saw them.
+async fn log_prefixes(
+    db: &sea_orm::DatabaseConnection,
+    ids: &[String],
+    timezone: chrono_tz::Tz,
+) -> anyhow::Result<Vec<Prefixes>> {
+    use crate::models::open_calibration::{key_of, PrefixSampler};
+    use actors::features::SessionAccumulator;
+    use std::collections::HashMap;
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let mut open: HashMap<usize, (SessionAccumulator, PrefixSampler<ShoppersFeatures>)> = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = actors::store::log_after(db, after, 10_000).await.context("reading the event log")?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for logged in &page {
+            let e = &logged.event;
+            let Some(sid) = e.session_id.as_ref() else { continue };
+            let Some(&i) = index.get(sid.as_str()) else { continue };
+            let (acc, sampler) = open.entry(i).or_insert_with(|| {
+                (SessionAccumulator::in_timezone(sid.clone(), e.time, timezone), PrefixSampler::new(key_of(&ids[i])))
+            });
+            acc.apply(e);
+            if matches!(e.kind, actors::event::EventKind::PageView(_)) {
+                sampler.offer(acc.page_views(), || acc.features());
+            }
+        }
+    }
+    let mut out = vec![Vec::new(); ids.len()];
+    for (i, (_, sampler)) in open {
+        out[i] = sampler.finish();
+    }
+    Ok(out)
 }
 
 /// Reads a UCI Online Shoppers CSV through the live feature code. With
@@ -163,6 +221,7 @@ pub fn load_csv(path: &Path, require_label: bool) -> anyhow::Result<Dataset> {
     }
     let mut features = Vec::new();
     let mut labels = Vec::new();
+    let mut prefixes = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("{}: data row {}", path.display(), i + 1))?;
         let mut fields: Vec<&str> = record.iter().collect();
@@ -171,10 +230,22 @@ pub fn load_csv(path: &Path, require_label: bool) -> anyhow::Result<Dataset> {
         }
         let (f, y) = ShoppersFeatures::from_uci_record(&fields)
             .with_context(|| format!("{}: data row {}", path.display(), i + 1))?;
+        prefixes.push(replay_prefixes(&f, i + 1));
         features.push(f);
         labels.push(y);
     }
-    Ok(Dataset { features, labels, sha256 })
+    Ok(Dataset { features, labels, prefixes, sha256 })
+}
+
+/// The prefix examples of data row `row` (from 1) as the replay tool sends
+/// it. The file has no page order: the replay's (administrative pages, then
+/// informational, then product, each carrying the row's mean page value) is
+/// what an open session of a replayed row shows, and nothing more.
+fn replay_prefixes(features: &ShoppersFeatures, row: usize) -> Prefixes {
+    use crate::models::open_calibration::PrefixSampler;
+    let mut sampler = PrefixSampler::new(row as u64);
+    actors::features::replay_row_pages(features, row, |acc| sampler.offer(acc.page_views(), || acc.features()));
+    sampler.finish()
 }
 
 /// `x` to 12 significant digits: a recorded session sums its pages'
@@ -222,6 +293,11 @@ impl Dataset {
         let data = Dataset {
             features: order.iter().map(|&i| rows[i].clone()).collect(),
             labels: order.iter().map(|&i| self.labels[i]).collect(),
+            prefixes: if self.prefixes.len() == self.labels.len() {
+                order.iter().map(|&i| self.prefixes[i].clone()).collect()
+            } else {
+                Vec::new()
+            },
             sha256: self.sha256.clone(),
         };
         (data, order)
@@ -259,7 +335,12 @@ mod tests {
         let path = dir.path().join("s.csv");
         std::fs::write(&path, &csv).unwrap();
         let a = load_csv(&path, true).unwrap();
-        let mut b = Dataset { features: a.features.clone(), labels: a.labels.clone(), sha256: String::new() };
+        let mut b = Dataset {
+            features: a.features.clone(),
+            labels: a.labels.clone(),
+            prefixes: Vec::new(),
+            sha256: String::new(),
+        };
         b.features.reverse();
         b.labels.reverse();
         let (ca, order_a) = a.canonical();

@@ -24,9 +24,11 @@ pub mod plots;
 pub mod split;
 
 use crate::models::net::Ensemble;
+use crate::models::open_calibration::OpenCalibration;
 use actors::features::encode::{Encoder, EncoderOptions};
 use actors::features::ShoppersFeatures;
 use anyhow::{bail, Context};
+use dataset::Prefixes;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metrics::Confusion;
 
@@ -87,6 +89,9 @@ pub struct Fitted {
     /// The members' out-of-fold scores on the training rows (calibrated
     /// when the model is), one per row the inner folds scored.
     pub oof_scores: Vec<f32>,
+    /// Fitted on the members' out-of-fold scores of the rows' prefixes;
+    /// `None` without prefixes.
+    pub open_calibration: Option<OpenCalibration>,
 }
 
 impl Fitted {
@@ -100,10 +105,12 @@ impl Fitted {
     }
 }
 
-/// Fits encoder, ensemble and threshold on `rows` only.
+/// Fits encoder, ensemble and threshold on `rows` only, and with `prefixes`
+/// (one entry per row, or none) the open-session calibration.
 pub fn fit(
     rows: &[ShoppersFeatures],
     labels: &[bool],
+    prefixes: &[Prefixes],
     config: &ModelConfig,
     seed: u64,
     on_epoch: &dyn Fn(u64),
@@ -122,6 +129,10 @@ pub fn fit(
     let mut oof_sum = vec![0f32; rows.len()];
     let mut oof_n = vec![0u32; rows.len()];
     let mut oof = vec![f32::NAN; rows.len()];
+    let with_prefixes = prefixes.len() == rows.len();
+    // Per row, per prefix: the sum of the members' out-of-fold scores and their count.
+    let mut prefix_oof: Vec<(Vec<f32>, u32)> =
+        if with_prefixes { prefixes.iter().map(|p| (vec![0f32; p.len()], 0)).collect() } else { Vec::new() };
     let mut nets = Vec::new();
     let mut best_epochs = 0.0;
     for m in 0..members {
@@ -148,6 +159,21 @@ pub fn fit(
             oof_n[i] += 1;
             oof[i] = oof_sum[i] / oof_n[i] as f32;
         }
+        if with_prefixes {
+            let mut px = Vec::new();
+            for &i in &val {
+                for (_, f) in &prefixes[i] {
+                    encoder.encode_into(f, &mut px);
+                }
+            }
+            let scores = if px.is_empty() { Vec::new() } else { net.predict(&px, dim)? };
+            let mut scores = scores.into_iter();
+            for &i in &val {
+                let (sums, n) = &mut prefix_oof[i];
+                sums.iter_mut().for_each(|s| *s += scores.next().unwrap_or(f32::NAN));
+                *n += 1;
+            }
+        }
         best_epochs += stats.best_epoch as f64;
         nets.push(net);
     }
@@ -159,6 +185,21 @@ pub fn fit(
         scores.iter_mut().for_each(|p| *p = crate::models::net::platt(*p, c));
     }
     let threshold = metrics::best_accuracy_threshold(&scores, &scored_labels);
+    let open_calibration = with_prefixes.then(|| {
+        let examples: Vec<(u32, f32, bool)> = prefix_oof
+            .iter()
+            .zip(prefixes)
+            .zip(labels)
+            .filter(|(((_, n), _), _)| *n > 0)
+            .flat_map(|(((sums, n), pre), &y)| {
+                sums.iter().zip(pre).map(move |(s, (pages, _))| {
+                    let p = s / *n as f32;
+                    (*pages, calibration.map_or(p, |c| crate::models::net::platt(p, c)), y)
+                })
+            })
+            .collect();
+        OpenCalibration::fit(&examples, metrics::fit_platt)
+    });
     let mut dims = vec![dim];
     dims.extend(&config.net.hidden);
     dims.push(1);
@@ -168,6 +209,7 @@ pub fn fit(
         threshold,
         mean_best_epoch: best_epochs / members as f64,
         oof_scores: scores,
+        open_calibration,
     })
 }
 
@@ -401,7 +443,8 @@ pub fn run_protocol(opts: TrainOptions, protocol: &Protocol) -> anyhow::Result<T
 fn run_final(opts: &TrainOptions, data: &Dataset, bar: &ProgressBar) -> anyhow::Result<JobOutput> {
     let t0 = Instant::now();
     let tick = |d: u64| bar.inc(d);
-    let fitted = fit(&data.features, &data.labels, &opts.config, job_seed(opts.seed, opts.folds), &tick)?;
+    let fitted =
+        fit(&data.features, &data.labels, &data.prefixes, &opts.config, job_seed(opts.seed, opts.folds), &tick)?;
     bar.finish();
     Ok(JobOutput::Final(fitted, t0.elapsed().as_secs_f64()))
 }
@@ -418,7 +461,8 @@ fn run_fold(
     let seed = job_seed(split_seed, fold);
     let tick = |d: u64| bar.inc(d);
     let (train, test) = split::fold_indices(fold_of, fold);
-    let fitted = fit(&pick(&data.features, &train), &pick(&data.labels, &train), &opts.config, seed, &tick)?;
+    let prefixes = if data.prefixes.is_empty() { Vec::new() } else { pick(&data.prefixes, &train) };
+    let fitted = fit(&pick(&data.features, &train), &pick(&data.labels, &train), &prefixes, &opts.config, seed, &tick)?;
     let y_test = pick(&data.labels, &test);
     let p = fitted.predict(&pick(&data.features, &test))?;
     let c = Confusion::at(&p, &y_test, fitted.threshold);
@@ -574,7 +618,7 @@ mod tests {
         let ds = load_csv(&data, true).unwrap();
         assert!(ds.features.iter().all(|r| r.month != 1 && r.month != 4 && r.region <= 4));
         let config = options(dir.path(), data.clone()).config;
-        let fitted = fit(&ds.features, &ds.labels, &config, 3, &|_| {}).unwrap();
+        let fitted = fit(&ds.features, &ds.labels, &ds.prefixes, &config, 3, &|_| {}).unwrap();
         let score = |x: &[f32]| fitted.ensemble.predict(x).unwrap()[0];
         let base = ds.features[0].clone();
         let with = |f: &dyn Fn(&mut ShoppersFeatures)| {
@@ -627,7 +671,7 @@ mod tests {
         // The reloaded model scores exactly as the in-memory one did.
         let opts = options(dir.path(), data.clone());
         let ds = load_csv(&data, true).unwrap();
-        let fitted = fit(&ds.features, &ds.labels, &opts.config, 77, &|_| {}).unwrap();
+        let fitted = fit(&ds.features, &ds.labels, &ds.prefixes, &opts.config, 77, &|_| {}).unwrap();
         let manifest = artifact::write(&opts, &ds, &fitted, &a, 1.0).unwrap();
         let loaded = PurchaseModel::load(&opts.out).unwrap();
         assert_eq!(loaded.manifest.model_version, manifest.model_version);
@@ -722,7 +766,7 @@ mod tests {
         let data = synthetic_csv(dir.path(), 600); // months Feb, Mar, May, Nov, Dec; regions 1..=4
         let ds = load_csv(&data, true).unwrap();
         let opts = options(dir.path(), data);
-        let fitted = fit(&ds.features, &ds.labels, &opts.config, 3, &|_| {}).unwrap();
+        let fitted = fit(&ds.features, &ds.labels, &ds.prefixes, &opts.config, 3, &|_| {}).unwrap();
         let enc = &fitted.encoder;
         // Every slot is set by some training row: no first-layer weight keeps its initial value.
         let names = enc.input_names();

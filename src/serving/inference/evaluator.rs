@@ -42,7 +42,7 @@ pub fn spawn(
                 let Some(threshold) = inference.threshold_of(version) else { continue };
                 match crate::models::evaluation::evaluate(&db, version, f64::from(threshold)).await {
                     Ok(e) => {
-                        metrics.record(InferenceEvent::Evaluated { version, figures: &e.overall });
+                        metrics.record(InferenceEvent::Evaluated { version, figures: &e.overall, by_age: &e.by_age });
                         reported.insert(version.clone());
                     }
                     Err(e) => metrics.record(InferenceEvent::EvaluationFailed { version, error: &e.to_string() }),

@@ -10,7 +10,7 @@ use super::{InferenceError, PoolSettings};
 use ::actors::data::Score;
 use ::actors::event::CustomerId;
 use ::actors::features::ShoppersFeatures;
-use ::actors::hooks::{ScoreError, Scorer};
+use ::actors::hooks::{ScoreError, Scorer, Stage};
 use ::actors::trace::TraceParent;
 use actix::prelude::*;
 use futures::future::BoxFuture;
@@ -168,6 +168,7 @@ impl Scorer for InferenceHandle {
         &self,
         customer: &CustomerId,
         features: &ShoppersFeatures,
+        stage: Stage,
         trace: Option<TraceParent>,
     ) -> BoxFuture<'static, Result<Score, ScoreError>> {
         let this = self.clone();
@@ -175,7 +176,15 @@ impl Scorer for InferenceHandle {
         let rows = vec![features.clone()];
         Box::pin(async move {
             let p = this.predict_traced(Some(&key), rows, trace).await?;
-            let probability = p.probabilities.first().copied().ok_or_else(|| ScoreError::Failed("no score".into()))?;
+            let mut probability =
+                p.probabilities.first().copied().ok_or_else(|| ScoreError::Failed("no score".into()))?;
+            if let Stage::Open { pages } = stage {
+                // The model that scored is still served, but it could have been
+                // retired since; its whole-session score then stands.
+                if let Some(model) = this.model_of(&p.model_version) {
+                    probability = model.open_score(probability, pages);
+                }
+            }
             Ok(Score { probability: f64::from(probability), model_version: p.model_version.to_string() })
         })
     }

@@ -35,7 +35,11 @@ pub enum InferenceEvent<'a> {
     ShadowDropped { version: &'a str, rows: usize },
     /// The live evaluation of a served version was recomputed
     /// (`models::evaluation`).
-    Evaluated { version: &'a str, figures: &'a crate::models::evaluation::Figures },
+    Evaluated {
+        version: &'a str,
+        figures: &'a crate::models::evaluation::Figures,
+        by_age: &'a [crate::models::evaluation::Age],
+    },
     /// A version is no longer served: its live evaluation leaves `/metrics`.
     EvaluationDropped { version: &'a str },
     /// Reading the sessions for an evaluation failed; the next round retries.
@@ -65,6 +69,8 @@ pub struct InferenceMetrics {
     live_accuracy: GaugeVec,
     live_auc: GaugeVec,
     live_brier: GaugeVec,
+    open_auc: GaugeVec,
+    open_brier: GaugeVec,
     feature_psi: GaugeVec,
     score_psi: GaugeVec,
 }
@@ -165,6 +171,21 @@ impl InferenceMetrics {
                 Opts::new("cartpulse_model_live_brier", "Live Brier score of the final scores, by version"),
                 &["version"],
             )?,
+            open_auc: GaugeVec::new(
+                Opts::new(
+                    "cartpulse_model_open_auc",
+                    "Live ROC AUC of the scores sessions got while open, at 1, 3, 5 and 10 page views, by version \
+                     (absent until both outcomes occurred at that age)",
+                ),
+                &["version", "pages"],
+            )?,
+            open_brier: GaugeVec::new(
+                Opts::new(
+                    "cartpulse_model_open_brier",
+                    "Live Brier score of the scores sessions got while open, at 1, 3, 5 and 10 page views, by version",
+                ),
+                &["version", "pages"],
+            )?,
             feature_psi: GaugeVec::new(
                 Opts::new(
                     "cartpulse_model_feature_psi",
@@ -188,6 +209,8 @@ impl InferenceMetrics {
         registry.register(Box::new(m.live_accuracy.clone()))?;
         registry.register(Box::new(m.live_auc.clone()))?;
         registry.register(Box::new(m.live_brier.clone()))?;
+        registry.register(Box::new(m.open_auc.clone()))?;
+        registry.register(Box::new(m.open_brier.clone()))?;
         registry.register(Box::new(m.predictions.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.batch_rows.clone()))?;
@@ -234,7 +257,21 @@ impl InferenceMetrics {
                 );
                 self.worker_failures.with_label_values(&["panic"]).inc();
             }
-            InferenceEvent::Evaluated { version, figures } => {
+            InferenceEvent::Evaluated { version, figures, by_age } => {
+                for age in by_age {
+                    let labels = [version, &age.pages.to_string()];
+                    if age.figures.sessions > 0 {
+                        self.open_brier.with_label_values(&labels).set(age.figures.brier);
+                    } else {
+                        let _ = self.open_brier.remove_label_values(&labels);
+                    }
+                    match age.figures.auc {
+                        Some(a) => self.open_auc.with_label_values(&labels).set(a),
+                        None => {
+                            let _ = self.open_auc.remove_label_values(&labels);
+                        }
+                    }
+                }
                 tracing::debug!(version, sessions = figures.sessions, auc = ?figures.auc, "live evaluation");
                 self.live_sessions.with_label_values(&[version]).set(figures.sessions as i64);
                 self.live_accuracy.with_label_values(&[version]).set(figures.accuracy);
@@ -251,6 +288,11 @@ impl InferenceMetrics {
                     let _ = g.remove_label_values(&[version]);
                 }
                 let _ = self.live_sessions.remove_label_values(&[version]);
+                for pages in actors::data::state::SCORED_AGES {
+                    let labels = [version, &pages.to_string()];
+                    let _ = self.open_auc.remove_label_values(&labels);
+                    let _ = self.open_brier.remove_label_values(&labels);
+                }
                 for f in actors::features::ShoppersFeatures::UCI_COLUMNS {
                     let _ = self.feature_psi.remove_label_values(&[version, f]);
                 }

@@ -46,6 +46,23 @@ async fn the_replayed_uci_file_trains_from_the_database_exactly_as_from_the_file
     for (i, (x, y)) in a.features.iter().zip(&b.features).enumerate() {
         assert_eq!(x, y, "canonical row {i}: file vs database");
     }
+    // The open-session prefixes come from the event log: after each sampled
+    // page, the session as the actors saw it, which is the file's row
+    // replayed up to that page.
+    let (_, order_a) = from_file.canonical();
+    assert_eq!(b.prefixes.len(), 12_330);
+    let mut checked = 0;
+    for (i, pre) in b.prefixes.iter().enumerate().step_by(7) {
+        let row = &from_file.features[order_a[i]];
+        let mut replayed = Vec::new();
+        actors::features::replay_row_pages(row, order_a[i] + 1, |acc| replayed.push(acc.features()));
+        assert!(!pre.is_empty() && pre.len() <= 8, "row {i}: {} prefixes", pre.len());
+        for (pages, f) in pre {
+            assert_eq!(f, &replayed[*pages as usize - 1], "canonical row {i} after {pages} pages");
+            checked += 1;
+        }
+    }
+    assert!(checked > 5_000, "{checked} prefixes checked");
 
     // The same figures at the same seed (a small network: the point is
     // equality, not quality).

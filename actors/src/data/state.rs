@@ -387,3 +387,93 @@ fn page_scores<'a>(ages: impl Iterator<Item = &'a AgeScore>) -> Vec<PageScore> {
     v.sort_by_key(|a| a.pages);
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventId, PageKind, PageView, VisitorType};
+    use chrono::TimeZone;
+
+    fn rules() -> StateRules {
+        StateRules { session_gap: Duration::minutes(30), recent_cap: 4, timezone: chrono_tz::Tz::UTC }
+    }
+
+    fn logged(seq: i64, kind: EventKind) -> LoggedEvent {
+        let time = Utc.with_ymd_and_hms(2025, 3, 3, 10, 0, 0).single().unwrap() + Duration::seconds(seq);
+        LoggedEvent {
+            seq,
+            event: Event {
+                event_id: EventId::new_unchecked(format!("e{seq}")),
+                customer_id: CustomerId::new_unchecked("c1"),
+                session_id: Some(SessionId::new_unchecked("s1")),
+                time,
+                kind,
+            },
+            acked_at_ms: 0,
+            trace: None,
+        }
+    }
+
+    fn page() -> EventKind {
+        EventKind::PageView(PageView {
+            page_kind: PageKind::Product,
+            duration_s: Some(5.0),
+            bounce_rate: 0.0,
+            exit_rate: 0.1,
+            page_value: 2.0,
+            special_day: 0.0,
+            os: 1,
+            browser: 1,
+            region: 1,
+            traffic_type: 1,
+            visitor_type: VisitorType::Returning,
+        })
+    }
+
+    fn score(pages: u32, version: &str) -> AgeScore {
+        AgeScore { pages, probability: f64::from(pages) / 100.0, model_version: version.into() }
+    }
+
+    #[test]
+    fn an_open_session_is_scored_at_each_age_once_and_keeps_the_scores_when_it_closes() {
+        let mut state = CustomerState::new(CustomerId::new_unchecked("c1"));
+        let mut changes = Changes::default();
+        for seq in 1..=12 {
+            state.apply(&logged(seq, page()), rules(), &mut changes);
+        }
+        let reached: Vec<(u32, u32)> =
+            changes.reached.iter().map(|r| (r.pages, r.features.product_related)).collect();
+        assert_eq!(reached, vec![(1, 1), (3, 3), (5, 5), (10, 10)], "the features as they stood at each age");
+        // Redelivered events reach nothing again.
+        let mut again = Changes::default();
+        state.apply(&logged(5, page()), rules(), &mut again);
+        assert!(again.reached.is_empty());
+
+        let sid = SessionId::new_unchecked("s1");
+        assert!(matches!(state.record_age_score(&sid, score(1, "v1")), AgeRecorded::Open));
+        assert!(matches!(state.record_age_score(&sid, score(1, "v1")), AgeRecorded::Ignored), "once per age");
+        assert!(matches!(state.record_age_score(&sid, score(3, "v1")), AgeRecorded::Open));
+        let open = state.session(&sid).unwrap();
+        assert_eq!(open.age_scores, vec![PageScore { pages: 1, score: 0.01 }, PageScore { pages: 3, score: 0.03 }]);
+
+        // A snapshot keeps them.
+        let back: CustomerState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
+
+        state.apply(&logged(13, EventKind::SessionEnd), rules(), &mut changes);
+        assert!(state.open_ages.is_empty());
+        // A score that lands after the close joins the closed session, whose row is written again.
+        match state.record_age_score(&sid, score(10, "v1")) {
+            AgeRecorded::Closed(c) => assert_eq!(c.age_scores.len(), 3),
+            other => panic!("{other:?}"),
+        }
+        // Only the scores of the version that gave the final score are shown.
+        state.record_age_score(&sid, score(5, "v0"));
+        let closed = state.score_closed(&sid, &Score { probability: 0.4, model_version: "v1".into() }).unwrap();
+        let view = SessionView::of_closed(&CustomerId::new_unchecked("c1"), &closed);
+        assert_eq!(view.age_scores.iter().map(|a| a.pages).collect::<Vec<_>>(), vec![1, 3, 10]);
+        assert_eq!((view.age_score(3), view.age_score(5)), (Some(0.03), None));
+        let unknown = SessionId::new_unchecked("nope");
+        assert!(matches!(state.record_age_score(&unknown, score(1, "v1")), AgeRecorded::Ignored));
+    }
+}

@@ -265,7 +265,7 @@ impl CustomerSession {
         let age = AgeScore { pages, probability: score.probability, model_version: score.model_version };
         match self.state.record_age_score(&session, age) {
             AgeRecorded::Open => self.open_changed = true,
-            AgeRecorded::Closed(c) => self.unsaved_closed.push(c),
+            AgeRecorded::Closed(c) => self.unsaved_closed.push(*c),
             AgeRecorded::Ignored => return,
         }
         self.unsaved_since.get_or_insert_with(Instant::now);

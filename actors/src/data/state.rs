@@ -61,7 +61,7 @@ pub enum AgeRecorded {
     Open,
     /// The session has closed meanwhile: kept with it, and its row is to be
     /// written again.
-    Closed(ClosedSession),
+    Closed(Box<ClosedSession>),
     /// The session is gone or already has a score at that age.
     Ignored,
 }
@@ -241,7 +241,7 @@ impl CustomerState {
         match self.recent.iter_mut().find(|c| &c.summary.session_id == session) {
             Some(c) if !held(&c.age_scores) => {
                 c.age_scores.push(score);
-                AgeRecorded::Closed(c.clone())
+                AgeRecorded::Closed(Box::new(c.clone()))
             }
             _ => AgeRecorded::Ignored,
         }
@@ -441,8 +441,7 @@ mod tests {
         for seq in 1..=12 {
             state.apply(&logged(seq, page()), rules(), &mut changes);
         }
-        let reached: Vec<(u32, u32)> =
-            changes.reached.iter().map(|r| (r.pages, r.features.product_related)).collect();
+        let reached: Vec<(u32, u32)> = changes.reached.iter().map(|r| (r.pages, r.features.product_related)).collect();
         assert_eq!(reached, vec![(1, 1), (3, 3), (5, 5), (10, 10)], "the features as they stood at each age");
         // Redelivered events reach nothing again.
         let mut again = Changes::default();

@@ -183,6 +183,7 @@ pub async fn write_snapshots(
             session::Column::ScoreP3,
             session::Column::ScoreP5,
             session::Column::ScoreP10,
+            session::Column::FirstWrittenAt,
             session::Column::UpdatedAt,
         ]);
         for s in chunk {
@@ -203,6 +204,8 @@ pub async fn write_snapshots(
                 s.age_score(3).into(),
                 s.age_score(5).into(),
                 s.age_score(10).into(),
+                // Not among the columns an update sets: the first write's time stays.
+                Some(now).into(),
                 now.into(),
             ])
             .map_err(|e| DbErr::Custom(e.to_string()))?;

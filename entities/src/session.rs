@@ -26,6 +26,9 @@ pub struct Model {
     pub score_p3: Option<f64>,
     pub score_p5: Option<f64>,
     pub score_p10: Option<f64>,
+    /// When the row was first written (never updated); NULL for rows older
+    /// than this column.
+    pub first_written_at: Option<ChronoDateTimeUtc>,
     pub updated_at: ChronoDateTimeUtc,
 }
 

@@ -11,7 +11,7 @@ mod m20261128_000002_create_console_users;
 mod m20261129_000001_add_model_reports;
 mod m20261203_000001_create_partition_leases;
 mod m20261204_000001_add_promotion_reasons;
-mod m20261204_000002_add_session_age_scores;
+mod m20261204_000002_add_session_age_scores_and_first_write;
 
 pub struct Migrator;
 
@@ -27,7 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_add_model_reports::Migration),
             Box::new(m20261203_000001_create_partition_leases::Migration),
             Box::new(m20261204_000001_add_promotion_reasons::Migration),
-            Box::new(m20261204_000002_add_session_age_scores::Migration),
+            Box::new(m20261204_000002_add_session_age_scores_and_first_write::Migration),
         ]
     }
 }

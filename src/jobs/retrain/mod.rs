@@ -177,8 +177,9 @@ async fn judge_shadow(registry: &ModelRegistry, opts: &RetrainOptions) -> anyhow
     Ok(Some(decision))
 }
 
-/// The final features and outcomes of the sessions closed (their row last
-/// written) since `since` and ended at least `label_delay` ago.
+/// The final features and outcomes of the closed sessions first written
+/// since `since` (so no model trained before then can have seen them) and
+/// ended at least `label_delay` ago.
 async fn settled_since(
     db: &sea_orm::DatabaseConnection,
     since: DateTime<Utc>,
@@ -187,7 +188,7 @@ async fn settled_since(
     use entities::session::{Column, Entity};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let settled_before = Utc::now() - crate::config::chrono_span(label_delay);
-    let query = Entity::find().filter(Column::UpdatedAt.gte(since)).filter(Column::EndedAt.lt(settled_before));
+    let query = Entity::find().filter(Column::FirstWrittenAt.gte(since)).filter(Column::EndedAt.lt(settled_before));
     crate::jobs::train::dataset::closed_sessions(db, query)
         .await
         .context("reading the sessions closed since the candidate was trained")

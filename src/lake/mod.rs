@@ -1,9 +1,11 @@
 //! The data lake: the event log kept as Parquet in a directory or on S3
 //! (`lake.*` settings; docs/data-lake.md). [`store`] is the object store,
 //! [`events`] the table's schema and file writer, [`manifest`] the record of
-//! what is archived, and [`horizon`] how far the log may be archived.
-//! `cartpulse archive` (`crate::jobs::archive`) writes it.
+//! what is archived, [`horizon`] how far the log may be archived, and
+//! [`archive`] one archive run, which `cartpulse archive`
+//! (`crate::jobs::archive`) and the service's scheduled task start.
 
+pub mod archive;
 pub mod events;
 pub mod manifest;
 pub mod store;

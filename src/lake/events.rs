@@ -318,7 +318,7 @@ impl FileWriter {
     pub fn new(row_group_rows: usize) -> Result<FileWriter, parquet::errors::ParquetError> {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .set_max_row_group_size(row_group_rows.max(1))
+            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .set_created_by(format!("cartpulse {} archive", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(FileWriter {

@@ -10,6 +10,7 @@
 use crate::helpers::*;
 use crate::on_both_databases;
 use arrow_array::cast::AsArray;
+use arrow_array::Array;
 use arrow_array::types::{Float64Type, Int64Type};
 use cartpulse::config::Settings;
 use cartpulse::jobs::archive::ArchiveReport;

@@ -377,10 +377,19 @@ mod tests {
     #[test]
     fn every_kind_round_trips_with_its_typed_columns() {
         let rows = [
-            row(1, r#"{"type":"page_view","page_kind":"product","duration_s":12.5,"bounce_rate":0.1,"exit_rate":0.2,"page_value":3.0,"special_day":0.0,"os":2,"browser":3,"region":4,"traffic_type":5,"visitor_type":"new"}"#),
+            row(
+                1,
+                r#"{"type":"page_view","page_kind":"product","duration_s":12.5,"bounce_rate":0.1,"exit_rate":0.2,"page_value":3.0,"special_day":0.0,"os":2,"browser":3,"region":4,"traffic_type":5,"visitor_type":"new"}"#,
+            ),
             row(2, r#"{"type":"add_to_cart","sku":"A","quantity":2,"unit_price":4.5}"#),
-            row(3, r#"{"type":"purchase","invoice":"I1","lines":[{"sku":"A","quantity":2,"unit_price":4.5},{"sku":"B","quantity":1,"unit_price":1.0,"description":"bee"}],"country":"UK","cancellation":false}"#),
-            row(4, r#"{"type":"purchase","invoice":"C1","lines":[{"sku":"A","quantity":1,"unit_price":4.5}],"cancellation":true}"#),
+            row(
+                3,
+                r#"{"type":"purchase","invoice":"I1","lines":[{"sku":"A","quantity":2,"unit_price":4.5},{"sku":"B","quantity":1,"unit_price":1.0,"description":"bee"}],"country":"UK","cancellation":false}"#,
+            ),
+            row(
+                4,
+                r#"{"type":"purchase","invoice":"C1","lines":[{"sku":"A","quantity":1,"unit_price":4.5}],"cancellation":true}"#,
+            ),
             row(5, r#"{"type":"session_end"}"#),
             row(6, r#"not json"#),
         ];
@@ -397,8 +406,10 @@ mod tests {
         use arrow_array::cast::AsArray;
         use arrow_array::types::{Float64Type, Int64Type};
         let col = |name: &str| batches.iter().map(|b| b.column_by_name(name).unwrap().clone()).collect::<Vec<_>>();
-        let kinds: Vec<String> =
-            col("kind").iter().flat_map(|a| a.as_string::<i32>().iter().flatten().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let kinds: Vec<String> = col("kind")
+            .iter()
+            .flat_map(|a| a.as_string::<i32>().iter().flatten().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
         assert_eq!(kinds, ["page_view", "add_to_cart", "purchase", "purchase", "session_end", "purchase"]);
         let revenue: Vec<Option<f64>> =
             col("revenue").iter().flat_map(|a| a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>()).collect();
@@ -411,8 +422,10 @@ mod tests {
             .flat_map(|a| a.as_list::<i32>().iter().map(|l| l.map(|v| v.len())).collect::<Vec<_>>())
             .collect();
         assert_eq!(lines, [None, None, Some(2), Some(1), None, None]);
-        let payload: Vec<String> =
-            col("payload").iter().flat_map(|a| a.as_string::<i32>().iter().flatten().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let payload: Vec<String> = col("payload")
+            .iter()
+            .flat_map(|a| a.as_string::<i32>().iter().flatten().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
         assert_eq!(payload[5], "not json", "an unreadable payload is kept as it was");
     }
 }

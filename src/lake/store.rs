@@ -152,13 +152,9 @@ impl LakeStore {
             LakeStore::Local { root } => {
                 let root = root.clone();
                 let dir = dir.to_owned();
-                tokio::task::spawn_blocking(move || list_local(&root, &dir))
-                    .await
-                    .map_err(|e| LakeStoreError::Backend {
-                        action: "listing",
-                        location: "the lake".into(),
-                        cause: e.to_string(),
-                    })??
+                tokio::task::spawn_blocking(move || list_local(&root, &dir)).await.map_err(|e| {
+                    LakeStoreError::Backend { action: "listing", location: "the lake".into(), cause: e.to_string() }
+                })??
             }
             LakeStore::S3(s) => s.list(dir).await?,
         };

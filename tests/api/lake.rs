@@ -10,8 +10,8 @@
 use crate::helpers::*;
 use crate::on_both_databases;
 use arrow_array::cast::AsArray;
-use arrow_array::Array;
 use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::Array;
 use cartpulse::config::Settings;
 use cartpulse::jobs::archive::ArchiveReport;
 use cartpulse::lake::manifest::{Manifest, MANIFEST_KEY};
@@ -100,8 +100,15 @@ fn events(from: usize, n: usize) -> Vec<Value> {
                 7 => json!({"type": "remove_from_cart", "event_id": id, "customer_id": customer, "time": time,
                             "sku": format!("SKU-{}", i % 5), "quantity": 1}),
                 8 => {
-                    let mut p = purchase(&id, &customer, Some(&session), &time, &format!("INV{i}"), 1 + (i % 4) as i64,
-                        1.25 * (1 + i % 9) as f64);
+                    let mut p = purchase(
+                        &id,
+                        &customer,
+                        Some(&session),
+                        &time,
+                        &format!("INV{i}"),
+                        1 + (i % 4) as i64,
+                        1.25 * (1 + i % 9) as f64,
+                    );
                     if i % 30 == 8 {
                         p["cancellation"] = json!(true);
                         p["invoice"] = json!(format!("C{i}"));
@@ -223,9 +230,13 @@ async fn lake_rows(store: &LakeStore) -> (Manifest, BTreeMap<i64, Row>) {
             let kind = batch.column_by_name("kind").unwrap().as_string::<i32>();
             let revenue = batch.column_by_name("revenue").unwrap().as_primitive::<Float64Type>();
             let payload = batch.column_by_name("payload").unwrap().as_string::<i32>();
-            let time = batch.column_by_name("event_time").unwrap().as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+            let time = batch
+                .column_by_name("event_time")
+                .unwrap()
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
             for i in 0..batch.num_rows() {
-                let day = chrono::DateTime::from_timestamp_micros(time.value(i)).unwrap().format("%Y-%m-%d").to_string();
+                let day =
+                    chrono::DateTime::from_timestamp_micros(time.value(i)).unwrap().format("%Y-%m-%d").to_string();
                 assert_eq!(day, f.date.to_string(), "{}: rows of its day only", f.path);
                 let s = seq.value(i);
                 assert!((f.first_seq..=f.last_seq).contains(&s), "{}: seq {s} outside the file's range", f.path);
@@ -298,7 +309,9 @@ async fn archive_round_trip(db: Db, s3: bool) {
     assert_eq!(r.events, rows.len() as u64);
     assert!(manifest.files().count() >= manifest.blocks.len(), "a file per day of each block");
     assert!(
-        manifest.files().all(|f| f.path == format!("events/date={}/part-{}-{}.parquet", f.date, f.first_seq, f.last_seq)),
+        manifest
+            .files()
+            .all(|f| f.path == format!("events/date={}/part-{}-{}.parquet", f.date, f.first_seq, f.last_seq)),
         "files are named by day and seq range"
     );
 

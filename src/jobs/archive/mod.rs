@@ -22,4 +22,3 @@ pub async fn archive(settings: &Settings, progress: bool) -> anyhow::Result<Arch
     let store = LakeStore::from_settings(settings).await?;
     archive_with(&db, &store, settings, progress).await
 }
-

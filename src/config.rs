@@ -77,11 +77,22 @@ pub struct LakeSettings {
     pub block_events: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Seconds between the archive runs `serve` makes itself (in the process
+    /// that holds partition 0, or owns every customer); 0 (default) leaves
+    /// archiving to `cartpulse archive` on a schedule of its own.
+    #[serde(deserialize_with = "units::secs")]
+    pub archive_every_s: std::time::Duration,
 }
 
 impl Default for LakeSettings {
     fn default() -> Self {
-        LakeSettings { store: "./lake".into(), endpoint: None, block_events: 1_000_000, row_group_rows: 131_072 }
+        LakeSettings {
+            store: "./lake".into(),
+            endpoint: None,
+            block_events: 1_000_000,
+            row_group_rows: 131_072,
+            archive_every_s: std::time::Duration::ZERO,
+        }
     }
 }
 

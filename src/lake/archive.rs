@@ -50,6 +50,59 @@ pub struct ArchiveReport {
     pub waiting: i64,
 }
 
+/// One run over the database and lake of `settings` (connections of its own).
+pub async fn archive(settings: &Settings, progress: bool) -> anyhow::Result<ArchiveReport> {
+    let db = crate::db::connect(settings).await.context("connecting to the database")?;
+    let store = LakeStore::from_settings(settings).await?;
+    archive_with(&db, &store, settings, progress).await
+}
+
+/// [`archive`] on a Tokio runtime of its own, for the command and for
+/// callers on a blocking thread.
+pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<ArchiveReport> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(archive(settings, progress))
+}
+
+/// The service's scheduled archive (`lake.archive_every_s` > 0): every
+/// interval, while `leads()` (the process holds partition 0, or owns every
+/// customer), one run on a blocking thread with its own runtime and
+/// connections, so the Parquet encoding never holds up an arbiter. A run
+/// that fails is logged and tried again at the next interval; one that
+/// outlasts the interval delays the next (never two at once here; another
+/// archiver running meanwhile is harmless, see docs/data-lake.md).
+pub fn spawn_scheduled(
+    settings: Settings,
+    every: std::time::Duration,
+    leads: impl Fn() -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if !leads() {
+                continue;
+            }
+            let s = settings.clone();
+            match tokio::task::spawn_blocking(move || run(&s, false)).await {
+                Ok(Ok(r)) if r.blocks > 0 => tracing::info!(
+                    blocks = r.blocks,
+                    events = r.events,
+                    files = r.files,
+                    parquet_bytes = r.parquet_bytes,
+                    archived_through = r.archived_through,
+                    lake = %r.store,
+                    "archived to the data lake"
+                ),
+                Ok(Ok(r)) => tracing::debug!(horizon = r.horizon, waiting = r.waiting, "archive: no complete block"),
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "archive failed; retrying at the next interval"),
+                Err(e) => tracing::warn!(error = %e, "archive task failed; retrying at the next interval"),
+            }
+        }
+    })
+}
+
 /// Archives every complete block below the horizon into `store`. `progress`
 /// draws a bar on stderr when it is a terminal.
 pub async fn archive_with(

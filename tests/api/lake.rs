@@ -469,3 +469,43 @@ async fn duckdb_reads_the_lake(db: Db) {
     assert_eq!(total, report.events, "DuckDB read every archived event");
 }
 on_both_databases!(duckdb_reads_the_lake);
+
+/// `serve` archives by itself with `lake.archive_every_s`: the one-process
+/// service owns every customer, so it runs the archive, and the lake fills
+/// up with every complete block without any command.
+async fn serve_archives_on_a_schedule(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = (dir.path().join("lake").display().to_string(), None);
+    let lake_for_app = lake.0.clone();
+    let app = spawn_app_with(db, move |s| {
+        s.actors.checkpoint_interval_ms = Duration::from_millis(100);
+        s.lake.store = lake_for_app;
+        s.lake.block_events = BLOCK;
+        s.lake.row_group_rows = ROW_GROUP;
+        s.lake.archive_every_s = Duration::from_secs(1);
+    })
+    .await;
+    ingest(&app, &events(0, 230)).await;
+    let settings = archive_settings(&app.database_url, &lake);
+    let store = LakeStore::from_settings(&settings).await.unwrap();
+    let conn = cartpulse::db::connect(&settings).await.unwrap();
+    let log = database_rows(&conn).await;
+    let complete = *log.keys().max().unwrap() / BLOCK as i64 * BLOCK as i64;
+    eventually("the service archives every complete block", Duration::from_secs(30), || async {
+        match store.get(MANIFEST_KEY).await.unwrap() {
+            Some(b) => {
+                let m = Manifest::parse(&b).unwrap();
+                if m.archived_through == complete {
+                    Ok(())
+                } else {
+                    Err(format!("archived through {}", m.archived_through))
+                }
+            }
+            None => Err("no manifest yet".into()),
+        }
+    })
+    .await;
+    let (_, rows) = lake_rows(&store).await;
+    assert_same(&log, &rows, complete);
+}
+on_both_databases!(serve_archives_on_a_schedule);

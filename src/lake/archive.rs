@@ -96,7 +96,9 @@ pub fn spawn_scheduled(
                     "archived to the data lake"
                 ),
                 Ok(Ok(r)) => tracing::debug!(horizon = r.horizon, waiting = r.waiting, "archive: no complete block"),
-                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "archive failed; retrying at the next interval"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "archive failed; retrying at the next interval")
+                }
                 Err(e) => tracing::warn!(error = %e, "archive task failed; retrying at the next interval"),
             }
         }

@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use std::sync::{Arc, OnceLock};
 
 /// One row of the log as read from the database.
@@ -311,16 +312,24 @@ pub struct FileWriter {
 }
 
 /// Rows buffered in the builders before they are handed to the Parquet
-/// writer (which cuts row groups at `row_group_rows` itself).
-const BUFFER_ROWS: usize = 8192;
+/// writer (which cuts row groups at `row_group_rows` itself). Small: a block
+/// whose events span many days has a writer open per day.
+const BUFFER_ROWS: usize = 1024;
+
+/// Columns whose values are (nearly) all different: a dictionary only costs
+/// memory and time there.
+const NO_DICTIONARY: [&str; 3] = ["seq", "event_id", "payload"];
 
 impl FileWriter {
     pub fn new(row_group_rows: usize) -> Result<FileWriter, parquet::errors::ParquetError> {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-            .set_created_by(format!("cartpulse {} archive", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("cartpulse {} archive", env!("CARGO_PKG_VERSION")));
+        for column in NO_DICTIONARY {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+        let props = props.build();
         Ok(FileWriter {
             columns: Columns::new(),
             writer: ArrowWriter::try_new(Vec::new(), schema(), Some(props))?,

@@ -116,7 +116,7 @@ pub async fn archive_with(
     let started = Instant::now();
     let lake = &settings.lake;
     let block_events = i64::try_from(lake.block_events).context("lake.block_events is too large")?;
-    let mut manifest = read_manifest(store, block_events).await?;
+    let (mut manifest, recorded) = read_manifest(store, block_events).await?;
     let horizon = crate::lake::horizon(db, settings.redis.partitions).await.context("reading the checkpoints")?;
     let mut report = ArchiveReport {
         store: store.describe(),
@@ -126,6 +126,12 @@ pub async fn archive_with(
         ..Default::default()
     };
     let complete = (horizon.seq - manifest.archived_through).max(0) / block_events;
+    if complete > 0 && !recorded {
+        // A new lake gets its (empty) manifest before its first file, so a
+        // run stopped inside the first block is resumed, not refused as
+        // files without a manifest.
+        put_manifest(store, &manifest).await?;
+    }
     let bar = progress_bar(progress, complete as u64 * block_events as u64);
     let base = manifest.archived_through;
     for _ in 0..complete {
@@ -165,7 +171,7 @@ fn progress_bar(on: bool, len: u64) -> indicatif::ProgressBar {
 /// The lake's manifest, or a new one for an empty lake. A lake that holds
 /// data files but no manifest is refused (its files could overlap the
 /// blocks of a new one); so is a manifest cut in blocks of another size.
-async fn read_manifest(store: &LakeStore, block_events: i64) -> anyhow::Result<Manifest> {
+async fn read_manifest(store: &LakeStore, block_events: i64) -> anyhow::Result<(Manifest, bool)> {
     let location = store.location(MANIFEST_KEY);
     match store.get(MANIFEST_KEY).await? {
         Some(bytes) => {
@@ -178,7 +184,7 @@ async fn read_manifest(store: &LakeStore, block_events: i64) -> anyhow::Result<M
                 m.block_events,
                 m.block_events
             );
-            Ok(m)
+            Ok((m, true))
         }
         None => {
             let stray = store.list(manifest::EVENTS_DIR).await?;
@@ -190,7 +196,7 @@ async fn read_manifest(store: &LakeStore, block_events: i64) -> anyhow::Result<M
                     f.key
                 );
             }
-            Ok(Manifest::new(block_events))
+            Ok((Manifest::new(block_events), false))
         }
     }
 }

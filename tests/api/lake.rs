@@ -350,6 +350,17 @@ async fn archive_round_trip(db: Db, s3: bool) {
     let names = |m: &Manifest| m.files().map(|f| (f.path.clone(), f.rows)).collect::<Vec<_>>();
     assert_eq!(names(&healed), names(&full), "the same files as the uninterrupted run");
 
+    // Stopped inside the very first block: the new lake's manifest (written
+    // before any file) records no block, and files of block 1 are there.
+    let mut first = Manifest::new(BLOCK as i64);
+    first.updated_at = full.updated_at;
+    store.put(MANIFEST_KEY, serde_json::to_vec(&first).unwrap()).await.unwrap();
+    let r = run_archive(&settings).await;
+    assert_eq!((r.blocks as usize, r.archived_through), (full.blocks.len(), full.archived_through), "{r:?}");
+    let (again, rows) = lake_rows(&store).await;
+    assert_same(&log, &rows, complete);
+    assert_eq!(names(&again), names(&full), "the same files again");
+
     // The lake keeps its block size.
     let mut other = settings.clone();
     other.lake.block_events = BLOCK * 2;

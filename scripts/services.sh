@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the local services the tests need when they are not running:
 # Postgres on 127.0.0.1:5432 (trust auth, user postgres), Redis on 6379 and an
-# S3-compatible server (moto) on 5055.
+# S3-compatible server (moto) on 5055; and installs the Python with DuckDB
+# that the data-lake tests read the Parquet files with.
 # Installs them from Debian's packages on a machine that has neither.
 set -euo pipefail
 
@@ -77,6 +78,22 @@ ensure_moto() {
     nohup "$venv/bin/moto_server" -H 127.0.0.1 -p 5055 >"$HOME/.cache/cartpulse-moto.log" 2>&1 &
     for _ in $(seq 1 80); do moto_up && break; sleep 0.25; done
     moto_up || { log "moto did not come up on 127.0.0.1:5055 (see $HOME/.cache/cartpulse-moto.log)"; exit 1; }
+}
+
+# Python with DuckDB (pinned, from PyPI) in its own venv, for the data-lake
+# test that reads the archived Parquet files with a standard tool
+# (tests/api/lake.rs; CARTPULSE_TEST_LAKE_PYTHON points elsewhere).
+DUCKDB_VERSION="1.5.6"
+ensure_lake_python() {
+    local venv="$HOME/.cache/cartpulse-venv-lake"
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" 2>/dev/null; then
+        return 0
+    fi
+    log "installing duckdb==$DUCKDB_VERSION into $venv"
+    mkdir -p "$(dirname "$venv")"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
+    "$venv/bin/python" -c "import duckdb" || { log "duckdb did not install into $venv"; exit 1; }
 }
 
 # Test databases are named cp_test_*; drop the ones earlier runs left behind.

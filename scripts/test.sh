@@ -13,6 +13,7 @@ ensure_postgres
 ensure_redis
 ensure_redis_cluster
 ensure_moto
+ensure_lake_python
 export CARTPULSE_TEST_REDIS_CLUSTER_URL="$(redis_cluster_url)"
 drop_test_databases
 drop_test_redis_keys

@@ -1,4 +1,4 @@
-//! The command line: `cartpulse serve | migrate | keys | users | replay | bench | demo | train | predict | segment | segments | models | openapi`.
+//! The command line: `cartpulse serve | migrate | keys | users | replay | bench | demo | train | predict | segment | segments | models | archive | openapi`.
 
 use crate::config::{Overrides, Settings};
 use clap::{Args, Parser, Subcommand};
@@ -74,6 +74,9 @@ pub enum Command {
     },
     /// Serve and feed the service its own traffic; prints where to look.
     Demo(crate::jobs::demo::cli::DemoArgs),
+    /// Write the committed, checkpointed events of the log to the data lake as Parquet (one run; resumes after the
+    /// last archived block); last stdout line is JSON.
+    Archive(crate::jobs::archive::cli::ArchiveArgs),
     /// Print the API contract: the OpenAPI 3.1 document served at /v1/openapi.json.
     Openapi,
 }
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users { command } => crate::serving::console::cli::run(global, command),
         Command::Models { command } => crate::models::cli::run(global, command),
         Command::Demo(args) => crate::jobs::demo::cli::demo(global, args),
+        Command::Archive(args) => crate::jobs::archive::cli::archive(global, args),
         Command::Openapi => {
             println!("{}", crate::serving::http::openapi::json());
             Ok(())

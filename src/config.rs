@@ -55,6 +55,45 @@ pub struct Settings {
     /// Distributed tracing over OTLP (`telemetry.*`; off by default).
     #[serde(default)]
     pub telemetry: crate::telemetry::traces::TracingSettings,
+    /// The data lake `cartpulse archive` writes (`lake.*`; docs/data-lake.md).
+    #[serde(default)]
+    pub lake: LakeSettings,
+}
+
+/// The data lake: the event log as Parquet (`lake.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LakeSettings {
+    /// Where the lake is: a directory (default `./lake`, beside the default
+    /// SQLite file) or `s3://bucket/prefix`.
+    pub store: String,
+    /// S3-compatible endpoint for an `s3://` lake (path-style addressing);
+    /// AWS's own endpoints when absent.
+    pub endpoint: Option<String>,
+    /// Log positions per archived block. Fixed for the life of a lake (the
+    /// archive refuses another size): blocks are what makes a re-run write
+    /// the same files. A block is archived once complete, so at R events a
+    /// day the lake trails the checkpoints by up to `block_events / R` days.
+    pub block_events: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Seconds between the archive runs `serve` makes itself (in the process
+    /// that holds partition 0, or owns every customer); 0 (default) leaves
+    /// archiving to `cartpulse archive` on a schedule of its own.
+    #[serde(deserialize_with = "units::secs")]
+    pub archive_every_s: std::time::Duration,
+}
+
+impl Default for LakeSettings {
+    fn default() -> Self {
+        LakeSettings {
+            store: "./lake".into(),
+            endpoint: None,
+            block_events: 1_000_000,
+            row_group_rows: 131_072,
+            archive_every_s: std::time::Duration::ZERO,
+        }
+    }
 }
 
 /// What happens between SIGTERM and the stop.
@@ -434,6 +473,12 @@ impl Settings {
             "redis.prefix must not contain '{{' or '}}' (they would change which Redis Cluster slot keys land in)"
         );
         anyhow::ensure!(self.inference.max_batch > 0, "inference.max_batch must be > 0");
+        anyhow::ensure!(
+            (1..=i64::MAX as u64 / 4).contains(&self.lake.block_events),
+            "lake.block_events must be > 0 (got {})",
+            self.lake.block_events
+        );
+        anyhow::ensure!(self.lake.row_group_rows > 0, "lake.row_group_rows must be > 0");
         self.telemetry.validate()?;
         self.validate_token_secret()?;
         anyhow::ensure!(

@@ -6,11 +6,12 @@
 //! - [`serving`]: the path a request takes while the service runs (HTTP API,
 //!   ingest, live stream, inference pool, admin console);
 //! - [`jobs`]: offline commands that run beside it or against it (train,
-//!   segment, replay, bench, demo);
+//!   segment, replay, archive, bench, demo);
 //! - shared foundations both use: [`config`], [`db`], [`redis_link`],
 //!   [`telemetry`], [`keys`], [`models`] (the purchase model: network,
 //!   model directory, store and registry), [`segments`] (stored
-//!   segmentations and live assignment) and [`replicas`] (who is up);
+//!   segmentations and live assignment), [`lake`] (the event log as Parquet
+//!   in a directory or on S3) and [`replicas`] (who is up);
 //! - the composition: [`startup`] builds the service, [`cli`] parses the
 //!   command line and hands each subcommand to its module's `cli`.
 //!
@@ -23,6 +24,7 @@ pub mod serving;
 pub mod config;
 pub mod db;
 pub mod keys;
+pub mod lake;
 pub mod models;
 pub mod redis_link;
 pub mod replicas;

@@ -67,6 +67,8 @@ struct Core {
     committer_task: tokio::task::JoinHandle<()>,
     checkpoints: actix_web::rt::task::JoinHandle<()>,
     segment_watcher: tokio::task::JoinHandle<()>,
+    /// The scheduled archive to the data lake (`lake.archive_every_s`).
+    archiver: Option<tokio::task::JoinHandle<()>>,
     /// With Redis: the partitions' consumer.
     consumer: Option<Consumer>,
     /// With Redis and no `redis.owns`: the partitions' leases.
@@ -388,6 +390,9 @@ impl Application {
             }
             core.runtime.stop();
             core.segment_watcher.abort();
+            if let Some(a) = core.archiver {
+                a.abort();
+            }
         }
         for task in [model_follower, evaluator].into_iter().flatten() {
             task.abort();
@@ -554,8 +559,20 @@ async fn start_core(
         }),
         _ => None,
     };
+    // The scheduled archive runs in one process: the one holding partition 0
+    // (or owning every customer).
+    let archiver = (!settings.lake.archive_every_s.is_zero()).then(|| {
+        use crate::serving::stream::Leader;
+        let leader = match (&plan.fixed, &plan.leased) {
+            _ if redis.is_none() => Leader::Fixed(true),
+            (_, Some((set, _))) => Leader::WhileHolding(set.clone()),
+            (Some(owned), None) => Leader::Fixed(*owned.start() == 0),
+            (None, None) => Leader::Fixed(true),
+        };
+        crate::lake::archive::spawn_scheduled(settings.clone(), settings.lake.archive_every_s, move || leader.now())
+    });
     Ok(StartedCore {
-        core: Core { runtime, committer_task, checkpoints, segment_watcher, consumer, leases },
+        core: Core { runtime, committer_task, checkpoints, segment_watcher, archiver, consumer, leases },
         consumer_committer: committer,
     })
 }

@@ -20,6 +20,7 @@ mod failover;
 mod health;
 mod inference;
 mod ingest;
+mod lake;
 mod leases;
 mod lifecycle;
 mod models;

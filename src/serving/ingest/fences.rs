@@ -117,7 +117,7 @@ pub async fn initial_checkpoint(db: &DatabaseConnection, partition: usize, of: u
 }
 
 /// True when the checkpoint named `name` covers `partition` of `of`.
-fn covers(name: &str, partition: usize, of: usize) -> bool {
+pub fn covers(name: &str, partition: usize, of: usize) -> bool {
     let base = actors::store::RUNTIME_CHECKPOINT;
     if name == base {
         return true;

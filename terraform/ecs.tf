@@ -154,7 +154,8 @@ resource "aws_ecs_task_definition" "processor" {
   cpu                      = var.processor_cpu
   memory                   = var.processor_memory
   execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
+  # The task role plus writing the data lake (lake.tf).
+  task_role_arn = aws_iam_role.processor.arn
 
   runtime_platform {
     operating_system_family = "LINUX"
@@ -175,6 +176,9 @@ resource "aws_ecs_task_definition" "processor" {
       # The processors' service level objective counts (dashboard latency,
       # scoring latency) go out as EMF lines too (slo.tf).
       { name = "CARTPULSE_LOG__CLOUDWATCH_NAMESPACE", value = var.metrics_namespace },
+      # The processor holding partition 0 archives the event log (lake.tf).
+      { name = "CARTPULSE_LAKE__STORE", value = "s3://${aws_s3_bucket.lake.id}/${local.lake_prefix}" },
+      { name = "CARTPULSE_LAKE__ARCHIVE_EVERY_S", value = tostring(var.lake_archive_every_s) },
     ])
     # Room for the graceful hand-over before SIGKILL (see the locals above).
     stopTimeout = local.processor_stop_timeout_s

@@ -173,3 +173,8 @@ output "drain_seconds" {
   description = "shutdown.drain_s of the tasks, the target groups' deregistration delay"
   value       = var.drain_seconds
 }
+
+output "lake_store" {
+  description = "CARTPULSE_LAKE__STORE of the processors: the data lake's root (docs/data-lake.md)."
+  value       = "s3://${aws_s3_bucket.lake.id}/${local.lake_prefix}"
+}

@@ -737,3 +737,23 @@ variable "retrain_min_sessions" {
   type        = number
   default     = 1000
 }
+
+variable "lake_archive_every_s" {
+  description = "Seconds between the processors' archive runs of the event log into the data lake (docs/data-lake.md); 0 turns archiving off."
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.lake_archive_every_s >= 0 && var.lake_archive_every_s <= 86400
+    error_message = "lake_archive_every_s must be between 0 and 86400."
+  }
+}
+
+variable "lake_noncurrent_version_days" {
+  description = "Days a lake object version replaced by a re-run is kept."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.lake_noncurrent_version_days >= 1 && var.lake_noncurrent_version_days <= 3650
+    error_message = "lake_noncurrent_version_days must be between 1 and 3650."
+  }
+}

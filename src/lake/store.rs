@@ -14,6 +14,7 @@
 //! rustls with ring, path-style addressing when `lake.endpoint` is set.
 
 use crate::config::Settings;
+use crate::models::store::sdk_error_text;
 use aws_sdk_s3::primitives::ByteStream;
 use std::path::{Path, PathBuf};
 
@@ -305,26 +306,6 @@ impl S3Lake {
             }
         }
         Ok(out)
-    }
-}
-
-/// An SDK error as one line: code and message when the service sent them.
-fn sdk_error_text<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_s3::error::SdkError;
-    match e {
-        SdkError::ServiceError(s) => {
-            let err = s.err();
-            match (err.code(), err.message()) {
-                (Some(c), Some(m)) => format!("{c}: {m}"),
-                (Some(c), None) => c.to_owned(),
-                _ => format!("{}", aws_sdk_s3::error::DisplayErrorContext(err)),
-            }
-        }
-        other => format!("{}", aws_sdk_s3::error::DisplayErrorContext(other)),
     }
 }
 

@@ -20,6 +20,12 @@ pub struct PurchaseModel {
     ensemble: Ensemble,
 }
 
+impl std::fmt::Debug for PurchaseModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurchaseModel").field("version", &self.manifest.model_version).finish_non_exhaustive()
+    }
+}
+
 impl PurchaseModel {
     /// Loads and checks a model directory: manifest format, encoding version,
     /// weights sha256 and every tensor shape.

@@ -138,61 +138,68 @@ fn auc(scored: &[(f64, bool)]) -> Option<f64> {
     Some(u / (pos as f64 * neg as f64))
 }
 
+/// A closed session `version` scored: its final score, outcome, end, and
+/// its scores while open at each age of `actors::data::state::SCORED_AGES`.
+struct ScoredRow {
+    score: f64,
+    purchased: bool,
+    ended: Option<DateTime<Utc>>,
+    ages: [Option<f64>; 4],
+}
+
+async fn scored_rows(db: &DatabaseConnection, version: &str) -> Result<Vec<ScoredRow>, DbErr> {
+    use entities::session::{Column, Entity};
+    type Row = (Option<f64>, bool, Option<DateTime<Utc>>, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+    let rows: Vec<Row> = Entity::find()
+        .select_only()
+        .columns([
+            Column::Score,
+            Column::Purchased,
+            Column::EndedAt,
+            Column::ScoreP1,
+            Column::ScoreP3,
+            Column::ScoreP5,
+            Column::ScoreP10,
+        ])
+        .filter(Column::ModelVersion.eq(version))
+        .filter(Column::Status.eq("closed"))
+        .filter(Column::Score.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(s, purchased, ended, p1, p3, p5, p10)| {
+            Some(ScoredRow { score: s?, purchased, ended, ages: [p1, p3, p5, p10] })
+        })
+        .collect())
+}
+
 /// `(final score, purchased, end)` of every closed session `version` scored.
 pub async fn scored_sessions(
     db: &DatabaseConnection,
     version: &str,
 ) -> Result<Vec<(f64, bool, Option<DateTime<Utc>>)>, DbErr> {
-    use entities::session::{Column, Entity};
-    let rows: Vec<(Option<f64>, bool, Option<DateTime<Utc>>)> = Entity::find()
-        .select_only()
-        .columns([Column::Score, Column::Purchased, Column::EndedAt])
-        .filter(Column::ModelVersion.eq(version))
-        .filter(Column::Status.eq("closed"))
-        .filter(Column::Score.is_not_null())
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().filter_map(|(s, y, e)| Some((s?, y, e))).collect())
-}
-
-/// Per closed session `version` scored: its scores while open at each age
-/// of `actors::data::state::SCORED_AGES` (`None` where it has none) and its
-/// outcome.
-pub async fn age_scores(db: &DatabaseConnection, version: &str) -> Result<Vec<([Option<f64>; 4], bool)>, DbErr> {
-    use entities::session::{Column, Entity};
-    type Row = (Option<f64>, Option<f64>, Option<f64>, Option<f64>, bool);
-    let rows: Vec<Row> = Entity::find()
-        .select_only()
-        .columns([Column::ScoreP1, Column::ScoreP3, Column::ScoreP5, Column::ScoreP10, Column::Purchased])
-        .filter(Column::ModelVersion.eq(version))
-        .filter(Column::Status.eq("closed"))
-        .filter(Column::Score.is_not_null())
-        .filter(Column::ScoreP1.is_not_null())
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().map(|(a, b, c, d, y)| ([a, b, c, d], y)).collect())
+    Ok(scored_rows(db, version).await?.into_iter().map(|r| (r.score, r.purchased, r.ended)).collect())
 }
 
 /// Evaluates `version` at `threshold` over the stored sessions.
 pub async fn evaluate(db: &DatabaseConnection, version: &str, threshold: f64) -> Result<Evaluation, DbErr> {
-    let rows = scored_sessions(db, version).await?;
-    let ages = age_scores(db, version).await?;
+    let rows = scored_rows(db, version).await?;
     let by_age = actors::data::state::SCORED_AGES
         .iter()
         .enumerate()
         .map(|(k, &pages)| {
-            let scored: Vec<(f64, bool)> = ages.iter().filter_map(|(s, y)| Some((s[k]?, *y))).collect();
+            let scored: Vec<(f64, bool)> = rows.iter().filter_map(|r| Some((r.ages[k]?, r.purchased))).collect();
             Age { pages, figures: Figures::of(&scored, threshold) }
         })
         .collect();
     let mut by_day: std::collections::BTreeMap<NaiveDate, Vec<(f64, bool)>> = Default::default();
     let mut all = Vec::with_capacity(rows.len());
-    for (score, purchased, ended) in rows {
-        all.push((score, purchased));
-        if let Some(ended) = ended {
-            by_day.entry(ended.date_naive()).or_default().push((score, purchased));
+    for r in rows {
+        all.push((r.score, r.purchased));
+        if let Some(ended) = r.ended {
+            by_day.entry(ended.date_naive()).or_default().push((r.score, r.purchased));
         }
     }
     Ok(Evaluation {

@@ -390,7 +390,7 @@ impl S3Store {
 }
 
 /// An SDK error as one line: code and message when the service sent them.
-fn sdk_error_text<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+pub(crate) fn sdk_error_text<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

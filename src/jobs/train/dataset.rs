@@ -58,7 +58,11 @@ impl DataSource {
 
     pub fn load(&self) -> anyhow::Result<Dataset> {
         match self {
-            DataSource::Csv(p) => load_csv(p, true),
+            DataSource::Csv(p) => {
+                let mut data = load_csv(p, true)?;
+                data.prefixes = data.features.iter().enumerate().map(|(i, f)| replay_prefixes(f, i + 1)).collect();
+                Ok(data)
+            }
             DataSource::Database(q) => q.load(),
         }
     }
@@ -199,7 +203,8 @@ async fn log_prefixes(
 
 /// Reads a UCI Online Shoppers CSV through the live feature code. With
 /// `require_label` false a file without the `Revenue` column is accepted (its
-/// labels are then all `false`).
+/// labels are then all `false`). No prefixes: training adds them
+/// ([`DataSource::load`]).
 pub fn load_csv(path: &Path, require_label: bool) -> anyhow::Result<Dataset> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
@@ -221,7 +226,6 @@ pub fn load_csv(path: &Path, require_label: bool) -> anyhow::Result<Dataset> {
     }
     let mut features = Vec::new();
     let mut labels = Vec::new();
-    let mut prefixes = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("{}: data row {}", path.display(), i + 1))?;
         let mut fields: Vec<&str> = record.iter().collect();
@@ -230,11 +234,10 @@ pub fn load_csv(path: &Path, require_label: bool) -> anyhow::Result<Dataset> {
         }
         let (f, y) = ShoppersFeatures::from_uci_record(&fields)
             .with_context(|| format!("{}: data row {}", path.display(), i + 1))?;
-        prefixes.push(replay_prefixes(&f, i + 1));
         features.push(f);
         labels.push(y);
     }
-    Ok(Dataset { features, labels, prefixes, sha256 })
+    Ok(Dataset { features, labels, prefixes: Vec::new(), sha256 })
 }
 
 /// The prefix examples of data row `row` (from 1) as the replay tool sends

@@ -179,11 +179,7 @@ impl Scorer for InferenceHandle {
             let mut probability =
                 p.probabilities.first().copied().ok_or_else(|| ScoreError::Failed("no score".into()))?;
             if let Stage::Open { pages } = stage {
-                // The model that scored is still served, but it could have been
-                // retired since; its whole-session score then stands.
-                if let Some(model) = this.model_of(&p.model_version) {
-                    probability = model.open_score(probability, pages);
-                }
+                probability = p.model.open_score(probability, pages);
             }
             Ok(Score { probability: f64::from(probability), model_version: p.model_version.to_string() })
         })

@@ -15,6 +15,9 @@ pub struct Prediction {
     pub model_version: Arc<str>,
     /// The model's decision threshold (predict "buys" at or above it).
     pub threshold: f32,
+    /// The model that scored (for what else it says, e.g. its open-session
+    /// calibration).
+    pub model: Arc<crate::models::artifact::PurchaseModel>,
     /// Where the request's time went (benchmarks and profiling read these).
     pub stages: Stages,
 }

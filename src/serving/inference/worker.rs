@@ -98,6 +98,7 @@ impl Worker {
                 probabilities: p,
                 model_version: model.version.clone(),
                 threshold,
+                model: model.model.clone(),
                 stages,
             }));
             if shadow.is_some() {

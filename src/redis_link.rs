@@ -84,6 +84,12 @@ pub struct DedicatedOptions {
     pub response_timeout: Option<Duration>,
     /// RESP3 pushes (pub/sub messages, disconnections) go here.
     pub pushes: Option<tokio::sync::mpsc::UnboundedSender<PushInfo>>,
+    /// On a cluster, fail a command at the first connection error instead
+    /// of resending it. For commands that must not run twice unseen: a
+    /// resent `XREADGROUP … >` whose first run delivered entries but lost its
+    /// reply returns the entries after them, and the first ones stay
+    /// pending with nobody reading them.
+    pub no_retries: bool,
 }
 
 impl RedisLink {
@@ -210,7 +216,7 @@ fn cluster_client(seed: &redis::ConnectionInfo, opts: &DedicatedOptions) -> redi
         .response_timeout(opts.response_timeout.unwrap_or(RESPONSE_TIMEOUT))
         // A failover takes the cluster a few seconds (node timeout + election):
         // commands retry across it instead of failing at once.
-        .retries(8)
+        .retries(if opts.no_retries { 0 } else { 8 })
         .min_retry_wait(100)
         .max_retry_wait(2_000);
     if let Some(tx) = &opts.pushes {

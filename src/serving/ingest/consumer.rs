@@ -593,7 +593,10 @@ impl Reader {
     }
 
     async fn connect_and_prepare(&self) -> Result<Dedicated, redis::RedisError> {
-        let opts = DedicatedOptions { response_timeout: Some(BLOCK + Duration::from_secs(5)), pushes: None };
+        // A read fails rather than being resent: the loop then re-reads this
+        // consumer's pending entries, which a silently resent read would skip.
+        let opts =
+            DedicatedOptions { response_timeout: Some(BLOCK + Duration::from_secs(5)), pushes: None, no_retries: true };
         let mut conn = self.shared.link.dedicated(opts).await?;
         for p in &self.owned {
             create_group(&mut conn, self.shared.key_of(*p)).await?;

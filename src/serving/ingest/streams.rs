@@ -201,7 +201,7 @@ impl DirectConnection {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let opts = DedicatedOptions { response_timeout: Some(self.response_timeout), pushes: None };
+        let opts = DedicatedOptions { response_timeout: Some(self.response_timeout), pushes: None, no_retries: false };
         let c = self.link.dedicated(opts).await?;
         *guard = Some(c.clone());
         Ok(c)

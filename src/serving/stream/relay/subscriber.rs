@@ -128,7 +128,7 @@ type Pushes = mpsc::UnboundedReceiver<PushInfo>;
 
 async fn connect(link: &RedisLink, held: &HashSet<String>) -> Result<(Dedicated, Pushes), LinkError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let opts = DedicatedOptions { response_timeout: Some(COMMAND_TIMEOUT), pushes: Some(tx) };
+    let opts = DedicatedOptions { response_timeout: Some(COMMAND_TIMEOUT), pushes: Some(tx), no_retries: false };
     let connecting = tokio::time::timeout(COMMAND_TIMEOUT, link.dedicated(opts));
     let mut conn = connecting.await.map_err(|_| LinkError::TimedOut("connecting the subscriber"))??;
     if held.is_empty() {

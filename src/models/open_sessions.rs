@@ -59,8 +59,39 @@ pub async fn report(
     settled_before: DateTime<Utc>,
 ) -> anyhow::Result<OpenSessionReport> {
     let outcomes = settled_sessions(db, since, settled_before).await?;
-    let mut accs: HashMap<String, (SessionAccumulator, u32)> = HashMap::new();
     let mut at_age: Vec<Vec<(ShoppersFeatures, bool)>> = vec![Vec::new(); AGES.len()];
+    let accs = replay_log_sessions(
+        db,
+        timezone,
+        |sid| outcomes.get(sid).copied(),
+        |purchased, acc| {
+            if let Some(k) = AGES.iter().position(|a| *a == acc.page_views()) {
+                at_age[k].push((acc.features(), *purchased));
+            }
+        },
+    )
+    .await?;
+    let whole: Vec<(ShoppersFeatures, bool)> =
+        accs.values().map(|(acc, purchased)| (acc.features(), *purchased)).collect();
+    let mut ages = Vec::with_capacity(AGES.len() + 1);
+    for (pages, rows) in AGES.iter().map(|a| Some(*a)).zip(&at_age).chain(std::iter::once((None, &whole))) {
+        ages.push(figures(model, pages, rows)?);
+    }
+    Ok(OpenSessionReport { version: model.manifest.model_version.clone(), ages })
+}
+
+/// Replays the sessions of the event log that `start` picks (it gives each
+/// one's state, from its id), event by event in log order through the live
+/// feature code in `timezone`, as the session actors saw them; `on_page`
+/// sees each after every page view. Returns each session's accumulator and
+/// state, by id.
+pub async fn replay_log_sessions<S>(
+    db: &DatabaseConnection,
+    timezone: chrono_tz::Tz,
+    mut start: impl FnMut(&str) -> Option<S>,
+    mut on_page: impl FnMut(&mut S, &SessionAccumulator),
+) -> anyhow::Result<HashMap<String, (SessionAccumulator, S)>> {
+    let mut sessions: HashMap<String, (SessionAccumulator, S)> = HashMap::new();
     let mut after = 0;
     loop {
         let page = actors::store::log_after(db, after, 10_000).await.context("reading the event log")?;
@@ -69,26 +100,21 @@ pub async fn report(
         for logged in &page {
             let e = &logged.event;
             let Some(sid) = e.session_id.as_ref() else { continue };
-            let Some(&purchased) = outcomes.get(sid.as_str()) else { continue };
-            let (acc, pages) = accs
-                .entry(sid.as_str().to_owned())
-                .or_insert_with(|| (SessionAccumulator::in_timezone(sid.clone(), e.time, timezone), 0));
+            let (acc, state) = match sessions.get_mut(sid.as_str()) {
+                Some(s) => s,
+                None => {
+                    let Some(state) = start(sid.as_str()) else { continue };
+                    let acc = SessionAccumulator::in_timezone(sid.clone(), e.time, timezone);
+                    sessions.entry(sid.as_str().to_owned()).or_insert((acc, state))
+                }
+            };
             acc.apply(e);
             if matches!(e.kind, EventKind::PageView(_)) {
-                *pages += 1;
-                if let Some(k) = AGES.iter().position(|a| a == pages) {
-                    at_age[k].push((acc.features(), purchased));
-                }
+                on_page(state, acc);
             }
         }
     }
-    let whole: Vec<(ShoppersFeatures, bool)> =
-        accs.iter().map(|(sid, (acc, _))| (acc.features(), outcomes[sid.as_str()])).collect();
-    let mut ages = Vec::with_capacity(AGES.len() + 1);
-    for (pages, rows) in AGES.iter().map(|a| Some(*a)).zip(&at_age).chain(std::iter::once((None, &whole))) {
-        ages.push(figures(model, pages, rows)?);
-    }
-    Ok(OpenSessionReport { version: model.manifest.model_version.clone(), ages })
+    Ok(sessions)
 }
 
 fn figures(model: &PurchaseModel, pages: Option<u32>, rows: &[(ShoppersFeatures, bool)]) -> anyhow::Result<AgeFigures> {

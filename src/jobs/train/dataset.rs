@@ -172,30 +172,17 @@ async fn log_prefixes(
     timezone: chrono_tz::Tz,
 ) -> anyhow::Result<Vec<Prefixes>> {
     use crate::models::open_calibration::{key_of, PrefixSampler};
-    use actors::features::SessionAccumulator;
-    use std::collections::HashMap;
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    let mut open: HashMap<usize, (SessionAccumulator, PrefixSampler<ShoppersFeatures>)> = HashMap::new();
-    let mut after = 0;
-    loop {
-        let page = actors::store::log_after(db, after, 10_000).await.context("reading the event log")?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for logged in &page {
-            let e = &logged.event;
-            let Some(sid) = e.session_id.as_ref() else { continue };
-            let Some(&i) = index.get(sid.as_str()) else { continue };
-            let (acc, sampler) = open.entry(i).or_insert_with(|| {
-                (SessionAccumulator::in_timezone(sid.clone(), e.time, timezone), PrefixSampler::new(key_of(&ids[i])))
-            });
-            acc.apply(e);
-            if matches!(e.kind, actors::event::EventKind::PageView(_)) {
-                sampler.offer(acc.page_views(), || acc.features());
-            }
-        }
-    }
+    let index: std::collections::HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let sessions = crate::models::open_sessions::replay_log_sessions(
+        db,
+        timezone,
+        |sid| index.get(sid).map(|&i| (i, PrefixSampler::new(key_of(sid)))),
+        |(_, sampler), acc| sampler.offer(acc.page_views(), || acc.features()),
+    )
+    .await?;
     let mut out = vec![Vec::new(); ids.len()];
-    for (i, (_, sampler)) in open {
+    for (_, (_, (i, sampler))) in sessions {
         out[i] = sampler.finish();
     }
     Ok(out)

@@ -382,7 +382,7 @@ impl Application {
                 // free them so the other processors take them at once.
                 let fences = held.fences();
                 let upto = core.runtime.checkpoint().await.context("the final checkpoint")?;
-                crate::serving::ingest::fences::write_checkpoints(&db, &gate, &fences, upto)
+                held.write_checkpoints(&db, &gate, &fences, upto)
                     .await
                     .context("writing the partitions' checkpoints")?;
                 crate::serving::ingest::leases::release_all(&link, &held, &instance, partitions).await;
@@ -482,12 +482,10 @@ async fn start_core(
                 // began (one taken meanwhile may not be flushed yet).
                 let fences = held.fences();
                 match runtime.checkpoint().await {
-                    Ok(seq) if leased => {
-                        match crate::serving::ingest::fences::write_checkpoints(&db, &gate, &fences, seq).await {
-                            Ok(()) => tracing::debug!(seq, partitions = fences.len(), "checkpoint"),
-                            Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
-                        }
-                    }
+                    Ok(seq) if leased => match held.write_checkpoints(&db, &gate, &fences, seq).await {
+                        Ok(n) => tracing::debug!(seq, partitions = n, "checkpoint"),
+                        Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
+                    },
                     Ok(seq) => tracing::debug!(seq, "checkpoint"),
                     Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval"),
                 }

@@ -78,7 +78,49 @@ on_both!(
     a_processor_killed_mid_replay_loses_nothing_and_counts_nothing_twice,
     a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_flows,
     two_processors_owning_half_the_partitions_each_publish_one_rollup,
+    consumed_entries_are_trimmed_from_the_streams,
 );
+
+/// The processor trims what the group is done with (one script per stream:
+/// the bound and the trim on the same node at once), and nothing it has not
+/// committed: every customer is there after the trim.
+async fn consumed_entries_are_trimmed_from_the_streams(d: Deployment) {
+    let processor = d.start("processor", None).await;
+    let gateway = d.start("gateway", None).await;
+    let n = 300;
+    for i in 0..n {
+        let (status, body) = d.post(&gateway, &batch(i)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let sent: usize = (0..n).map(expected_events).sum();
+    d.drained(&gateway).await;
+    let keys: Vec<String> = (0..8)
+        .map(|p| format!("{}:events:{{{}}}", d.prefix, cartpulse::serving::ingest::streams::partition_tag(p, 8)))
+        .collect();
+    // Trimming runs every 5 s and drops whole stream nodes (`~`).
+    eventually("the streams are trimmed", Duration::from_secs(30), || {
+        let (keys, d) = (&keys, &d);
+        async move {
+            let mut conn = d.redis_conn().await;
+            let mut left = 0usize;
+            for k in keys {
+                let len: usize = redis::cmd("XLEN").arg(k).query_async(&mut conn).await.map_err(|e| e.to_string())?;
+                left += len;
+            }
+            if left < sent / 2 {
+                Ok(())
+            } else {
+                Err(format!("{left} of {sent} entries left"))
+            }
+        }
+    })
+    .await;
+    for i in (0..n).step_by(7) {
+        let (status, c) = d.get(&processor, &format!("/v1/customers/k{i}")).await;
+        assert_eq!(status, 200, "k{i}: {c}");
+    }
+    assert_eq!(d.logged_events().await, sent);
+}
 
 /// A deployment under test: one database, one Redis prefix, an admin key.
 pub struct Deployment {
@@ -212,6 +254,18 @@ impl Deployment {
         let db = cartpulse::db::connect(&settings).await.unwrap();
         use sea_orm::{EntityTrait, PaginatorTrait};
         entities::event::Entity::find().count(&db).await.unwrap() as usize
+    }
+
+    /// Events of `customer` in the deployment's log.
+    pub async fn logged_events_of(&self, customer: &str) -> usize {
+        let settings = test_settings(&self.db_url);
+        let db = cartpulse::db::connect(&settings).await.unwrap();
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        entities::event::Entity::find()
+            .filter(entities::event::Column::CustomerId.eq(customer))
+            .count(&db)
+            .await
+            .unwrap() as usize
     }
 
     /// A connection to the deployment's Redis (routed by slot on a cluster).

@@ -836,24 +836,52 @@ impl Reader {
     }
 
     /// Drops entries every consumer is done with: below the oldest pending
-    /// entry and at most up to the last one delivered to the group.
+    /// entry and at most up to the last one delivered to the group. One
+    /// script per stream ([`TRIM`]), so the bound and the trim are taken on
+    /// the same node at the same moment.
     async fn trim(&self) -> Result<(), redis::RedisError> {
         let s = &self.shared;
         let mut c = s.link.conn().await.map_err(link_err)?;
         for key in self.owned.iter().map(|p| s.key_of(*p)) {
-            let pending: redis::streams::StreamPendingReply = c.xpending(key, GROUP).await?;
-            let last_delivered = last_delivered_id(&mut c, key).await?;
-            let Some(mut min_id) = last_delivered else { continue };
-            if let redis::streams::StreamPendingReply::Data(d) = pending {
-                if id_lt(&d.start_id, &min_id) {
-                    min_id = d.start_id;
-                }
-            }
-            let _: u64 = redis::cmd("XTRIM").arg(key).arg("MINID").arg("~").arg(&min_id).query_async(&mut c).await?;
+            let _: i64 = TRIM_SCRIPT.key(key).arg(GROUP).invoke_async(&mut c).await?;
         }
         Ok(())
     }
 }
+
+/// Trims `KEYS[1]` below what group `ARGV[1]` is done with: the lower of its
+/// last-delivered id and its oldest pending entry. Atomic: run as separate
+/// commands, the bound could be read from one node and the trim land on
+/// another (a primary that came back empty and believed it still owned the
+/// slot, then was demoted between the commands, so the trim followed a
+/// MOVED to the real primary and deleted entries nobody had read), or an
+/// entry delivered between the two reads could be trimmed while pending.
+const TRIM: &str = r#"
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 0 end
+local last = nil
+for _, g in ipairs(groups) do
+  local name, id = nil, nil
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then id = g[i + 1] end
+  end
+  if name == ARGV[1] then last = id end
+end
+if not last or last == '0-0' then return 0 end
+local function parts(s)
+  local ms, seq = string.match(s, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+if pending[1] > 0 then
+  local pm, ps = parts(pending[2])
+  local lm, ls = parts(last)
+  if pm < lm or (pm == lm and ps < ls) then last = pending[2] end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', last)
+"#;
+
+static TRIM_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(TRIM));
 
 /// The committing stage: one batch after the other, in the order read.
 struct CommitStage {
@@ -1069,15 +1097,6 @@ fn autoclaim_reply(v: Value) -> (Option<String>, usize) {
         _ => 0,
     };
     (next, n)
-}
-
-/// The group's `last-delivered-id` on a stream (None before any delivery).
-async fn last_delivered_id(
-    c: &mut crate::redis_link::Conn<'_>,
-    key: &str,
-) -> Result<Option<String>, redis::RedisError> {
-    let groups: redis::streams::StreamInfoGroupsReply = c.xinfo_groups(key).await?;
-    Ok(groups.groups.into_iter().find(|g| g.name == GROUP).map(|g| g.last_delivered_id).filter(|id| id != "0-0"))
 }
 
 /// Stream id order (`ms-seq`).

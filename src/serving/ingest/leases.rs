@@ -57,32 +57,64 @@ const RELEASE: &str =
 
 /// The partitions held now with their fencing tokens (what checkpoints are
 /// written for). Cheap to clone.
+///
+/// A checkpoint may be written only for a partition held without a break
+/// from before the runtime's barrier until the write: losing a partition
+/// evicts its actors without a snapshot, so a checkpoint computed before the
+/// eviction and written after it would claim events whose effects were
+/// thrown away, and the next owner would never replay them. Hence losing
+/// (removing) a partition and writing checkpoints take turns
+/// ([`Held::write_checkpoints`]), and the write keeps only the partitions
+/// still held with the token they had when the checkpoint began (a partition
+/// lost and taken again has a new token).
 #[derive(Clone, Default)]
-pub struct Held(Arc<Mutex<BTreeMap<usize, i64>>>);
+pub struct Held {
+    map: Arc<Mutex<BTreeMap<usize, i64>>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
 
 impl Held {
     pub fn fences(&self) -> Vec<Fence> {
-        self.0.lock().map(|m| m.iter().map(|(p, t)| (*p, *t)).collect()).unwrap_or_default()
+        self.map.lock().map(|m| m.iter().map(|(p, t)| (*p, *t)).collect()).unwrap_or_default()
     }
 
     fn insert(&self, p: usize, token: i64) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.map.lock() {
             m.insert(p, token);
         }
     }
 
-    fn remove(&self, p: usize) {
-        if let Ok(mut m) = self.0.lock() {
+    /// Stops holding `p`; waits for a checkpoint write in progress first.
+    async fn remove(&self, p: usize) {
+        let _turn = self.turn.lock().await;
+        if let Ok(mut m) = self.map.lock() {
             m.remove(&p);
         }
     }
 
+    /// Writes checkpoint `upto` for those of `fences` (taken before the
+    /// runtime's checkpoint began) that are still held with the same token;
+    /// returns how many were written.
+    pub async fn write_checkpoints(
+        &self,
+        db: &DatabaseConnection,
+        gate: &actors::WriteGate,
+        fences: &[Fence],
+        upto: i64,
+    ) -> Result<usize, sea_orm::DbErr> {
+        let _turn = self.turn.lock().await;
+        let now = self.fences();
+        let still: Vec<Fence> = fences.iter().filter(|f| now.contains(f)).copied().collect();
+        fences::write_checkpoints(db, gate, &still, upto).await?;
+        Ok(still.len())
+    }
+
     fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     fn partitions(&self) -> Vec<usize> {
-        self.0.lock().map(|m| m.keys().copied().collect()).unwrap_or_default()
+        self.map.lock().map(|m| m.keys().copied().collect()).unwrap_or_default()
     }
 }
 
@@ -355,7 +387,7 @@ impl Parts {
         let fences: Vec<Fence> = self.held.fences().into_iter().filter(|(q, _)| partitions.contains(q)).collect();
         let written: anyhow::Result<()> = async {
             let upto = self.runtime.checkpoint().await?;
-            fences::write_checkpoints(&self.db, &self.gate, &fences, upto).await?;
+            self.held.write_checkpoints(&self.db, &self.gate, &fences, upto).await?;
             Ok(())
         }
         .await;
@@ -387,7 +419,8 @@ impl Parts {
 
     async fn forget(&mut self, p: usize) {
         self.owned.remove(p);
-        self.held.remove(p);
+        // Before the eviction: no checkpoint written from now on covers `p`.
+        self.held.remove(p).await;
         self.renewed.remove(&p);
         self.runtime.evict_partition(p, self.settings.partitions).await;
     }

@@ -114,7 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Keys { command } => crate::keys::cli::run(global, command),
-        Command::Replay(args) => crate::jobs::replay::cli::replay(args),
+        Command::Replay(args) => crate::jobs::replay::cli::replay(global, args),
         Command::Bench { command } => crate::jobs::bench::cli::run(global, command),
         Command::Train(args) => crate::jobs::train::cli::train(global, args),
         Command::Predict(args) => crate::jobs::train::cli::predict(args),

@@ -6,8 +6,10 @@
 //! (`crate::jobs::archive`) and the service's scheduled task start.
 
 pub mod archive;
+pub mod cli;
 pub mod events;
 pub mod manifest;
+pub mod read;
 pub mod store;
 
 pub use store::LakeStore;

@@ -65,6 +65,7 @@ async fn segments_exactly_the_non_guest_customers(db: Db) {
         seed: 42,
         print_table: false,
         buyers_only: false,
+        lake: None,
     };
     let report = run(opts).await.expect("segment");
     assert_eq!(report.k, 3);
@@ -122,6 +123,7 @@ async fn buyers_only_leaves_out_customers_who_never_ordered(db: Db) {
         seed: 42,
         print_table: false,
         buyers_only,
+        lake: None,
     };
     let everyone = run(opts(false)).await.expect("segment");
     assert_eq!(everyone.n_customers, CUSTOMERS + BROWSERS);
@@ -259,6 +261,7 @@ async fn live_segments_equal_the_batch(db: Db) {
         seed: 42,
         print_table: false,
         buyers_only: false,
+        lake: None,
     })
     .await
     .expect("segment");
@@ -376,6 +379,7 @@ async fn activation_elsewhere_reaches_running_servers(db: Db) {
         seed: 42,
         print_table: false,
         buyers_only: false,
+        lake: None,
     };
     let v2 = run(opts(2)).await.expect("segment k=2").version;
     let v3 = run(opts(3)).await.expect("segment k=3").version;

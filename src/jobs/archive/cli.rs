@@ -5,12 +5,8 @@
 
 #[derive(clap::Args, Debug)]
 pub struct ArchiveArgs {
-    /// The lake: a directory or s3://bucket/prefix [default: lake.store, ./lake]
-    #[arg(long)]
-    pub lake: Option<String>,
-    /// S3-compatible endpoint of an s3:// lake [default: lake.endpoint]
-    #[arg(long)]
-    pub lake_endpoint: Option<String>,
+    #[command(flatten)]
+    pub lake: crate::lake::cli::LakeArgs,
     /// Redis Streams partitions of the deployment, whose checkpoints bound what is archived
     /// [default: redis.partitions]
     #[arg(long)]
@@ -23,12 +19,7 @@ pub struct ArchiveArgs {
 pub fn archive(global: &crate::cli::GlobalArgs, args: ArchiveArgs) -> anyhow::Result<()> {
     let mut settings = global.settings(None)?;
     crate::telemetry::init_logging("warn", settings.log.format == crate::config::LogFormat::Json);
-    if let Some(lake) = args.lake {
-        settings.lake.store = lake;
-    }
-    if let Some(endpoint) = args.lake_endpoint {
-        settings.lake.endpoint = Some(endpoint);
-    }
+    args.lake.apply(&mut settings);
     if let Some(p) = args.partitions {
         anyhow::ensure!((1..=1024).contains(&p), "--partitions must be in 1..=1024, not {p}");
         settings.redis.partitions = p;

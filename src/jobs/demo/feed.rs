@@ -128,6 +128,7 @@ async fn segment(opts: &FeedOptions) {
             // ordered once, and their sessions are dated years after the
             // retail orders): segments of buyers say more.
             buyers_only: true,
+            lake: None,
         })
         .await?;
         let db = crate::db::connect(&opts.settings).await?;

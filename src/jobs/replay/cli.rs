@@ -1,5 +1,6 @@
-//! `cartpulse replay`: sends a data file (or synthetic traffic) to a running
-//! service and prints the summary as JSON on the last stdout line.
+//! `cartpulse replay`: sends a data file, synthetic traffic or the data
+//! lake's archived events to a running service and prints the summary as
+//! JSON on the last stdout line.
 
 use super::ReplayFormat;
 use secrecy::SecretString;
@@ -10,12 +11,23 @@ pub struct ReplayArgs {
     /// Input format.
     #[arg(long, value_enum, default_value = "shoppers")]
     pub format: ReplayFormat,
-    /// Data file (required unless --synthetic).
-    #[arg(long, required_unless_present = "synthetic")]
+    /// Data file (required unless --synthetic or --from-lake).
+    #[arg(long, required_unless_present_any = ["synthetic", "from_lake"])]
     pub file: Option<PathBuf>,
     /// Generate N synthetic sessions instead of reading a file.
     #[arg(long, conflicts_with = "file")]
     pub synthetic: Option<u64>,
+    /// Re-drive the events archived in the data lake (lake.store, or --lake), in log order.
+    #[arg(long, conflicts_with_all = ["file", "synthetic", "speedup"])]
+    pub from_lake: bool,
+    /// With --from-lake: only events at or after this event time (RFC 3339).
+    #[arg(long, requires = "from_lake")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --from-lake: only events before this event time (RFC 3339).
+    #[arg(long, requires = "from_lake")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    pub lake: crate::lake::cli::LakeArgs,
     /// Base URL of the service, e.g. http://127.0.0.1:8080
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: url::Url,
@@ -42,8 +54,11 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
-pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+pub fn replay(global: &crate::cli::GlobalArgs, args: ReplayArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging("warn", false);
+    if let (Some(s), Some(u)) = (args.since, args.until) {
+        anyhow::ensure!(s < u, "--since {s} must be before --until {u}");
+    }
     let opts = super::ReplayOptions {
         format: args.format,
         file: args.file,
@@ -57,7 +72,17 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         seed: args.seed,
         progress: !args.quiet,
     };
-    let summary = crate::cli::tokio_rt()?.block_on(super::run(opts))?;
+    let rt = crate::cli::tokio_rt()?;
+    let summary = if args.from_lake {
+        let settings = global.settings(None)?;
+        let window = crate::lake::read::Window { since: args.since, until: args.until };
+        rt.block_on(async {
+            let store = args.lake.store(&settings).await?;
+            super::lake::run(&opts, store, window).await
+        })?
+    } else {
+        rt.block_on(super::run(opts))?
+    };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

@@ -10,6 +10,7 @@
 //!   `purchase` event with all its lines, at the invoice's time.
 //! - [`synthetic`]: deterministic, seeded traffic with returning customers,
 //!   carts and purchases.
+//! - [`lake`]: the archived events of the data lake, as they were logged.
 //! - [`sender`]: the HTTP sender (batching, per-customer ordering, retries,
 //!   pacing, latency), shared with `cartpulse bench`.
 //!
@@ -18,6 +19,7 @@
 //! server acknowledges.
 
 pub mod cli;
+pub mod lake;
 pub mod retail;
 pub mod sender;
 pub mod shoppers;
@@ -96,6 +98,9 @@ pub struct ReplaySummary {
     /// What the retail reader sent and skipped (retail format only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retail: Option<retail::RetailStats>,
+    /// What was read from the lake (`--from-lake` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lake: Option<crate::lake::read::ReadStats>,
 }
 
 /// Loads (or generates) the sessions, sends them and sums up the server's
@@ -161,6 +166,7 @@ pub async fn send(
         elapsed_s: elapsed.as_secs_f64(),
         events_per_s: per_second(report.events_sent, elapsed),
         retail: retail_stats,
+        lake: None,
     })
 }
 

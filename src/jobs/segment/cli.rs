@@ -28,14 +28,39 @@ pub struct SegmentArgs {
     /// Only customers with at least one order (recency measured from their latest activity).
     #[arg(long)]
     pub buyers_only: bool,
+    /// Build the profiles from the events archived in the data lake (lake.store, or --lake)
+    /// instead of the customers' stored snapshots.
+    #[arg(long)]
+    pub from_lake: bool,
+    /// With --from-lake: only events at or after this event time (RFC 3339).
+    #[arg(long, requires = "from_lake")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --from-lake: only events before this event time (RFC 3339).
+    #[arg(long, requires = "from_lake")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    pub lake: crate::lake::cli::LakeArgs,
 }
 
 pub fn segment(global: &GlobalArgs, args: SegmentArgs) -> anyhow::Result<()> {
     let settings = global.settings(None)?;
     crate::telemetry::init_logging("warn", false);
-    let SegmentArgs { k, export_matrix, assignments, report, seed, buyers_only } = args;
-    let opts =
-        super::SegmentOptions { settings, k, export_matrix, assignments, report, seed, print_table: true, buyers_only };
+    let SegmentArgs { k, export_matrix, assignments, report, seed, buyers_only, from_lake, since, until, lake } = args;
+    if let (Some(s), Some(u)) = (since, until) {
+        anyhow::ensure!(s < u, "--since {s} must be before --until {u}");
+    }
+    let lake = from_lake.then_some((lake, crate::lake::read::Window { since, until }));
+    let opts = super::SegmentOptions {
+        settings,
+        k,
+        export_matrix,
+        assignments,
+        report,
+        seed,
+        print_table: true,
+        buyers_only,
+        lake,
+    };
     let r = crate::cli::tokio_rt()?.block_on(super::run(opts))?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(())

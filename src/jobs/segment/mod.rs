@@ -97,6 +97,9 @@ pub struct SegmentOptions {
     /// from their latest activity (not from the log's latest event, which
     /// may be a browsing session in another period).
     pub buyers_only: bool,
+    /// Build the profiles from the data lake's archived events (this lake,
+    /// these event times) instead of the stored snapshots.
+    pub lake: Option<(crate::lake::cli::LakeArgs, crate::lake::read::Window)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -141,7 +144,10 @@ pub async fn run(opts: SegmentOptions) -> anyhow::Result<SegmentReport> {
     let started = Instant::now();
     let db = crate::db::connect(&opts.settings).await?;
     crate::db::migrate(&db).await?;
-    let (ids, rows, as_of) = load_profiles(&db, opts.buyers_only).await?;
+    let (ids, rows, as_of) = match &opts.lake {
+        None => load_profiles(&db, opts.buyers_only).await?,
+        Some((lake, window)) => lake_profiles(&opts.settings, lake, *window, opts.buyers_only).await?,
+    };
     anyhow::ensure!(rows.len() >= 3, "need at least 3 non-guest customer profiles to segment, found {}", rows.len());
     if let KChoice::Fixed(k) = opts.k {
         anyhow::ensure!(k <= rows.len(), "--k {k} exceeds the {} customers", rows.len());
@@ -263,6 +269,64 @@ async fn load_profiles(
         .flatten()
         .or_else(|| states.iter().filter_map(|(_, s)| s.profile.last_seen()).max())
         .unwrap_or_else(chrono::Utc::now);
+    let (ids, rows) = states.into_iter().map(|(id, s)| (id, s.profile.features(as_of).to_vec())).unzip();
+    Ok((ids, rows, as_of))
+}
+
+/// [`load_profiles`] from the data lake: every customer's state rebuilt by
+/// applying the archived events, in log order, with the code the session
+/// actors run (`features.timezone`, `actors.session_gap_s`), then the same
+/// features as of the latest archived event. With the whole log archived it
+/// gives what the snapshots give.
+async fn lake_profiles(
+    settings: &Settings,
+    lake: &crate::lake::cli::LakeArgs,
+    window: crate::lake::read::Window,
+    buyers_only: bool,
+) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>, chrono::DateTime<chrono::Utc>)> {
+    use actors::data::state::{Changes, CustomerState, StateRules};
+    use std::collections::BTreeMap;
+    let reader = crate::lake::read::LakeReader::open(lake.store(settings).await?).await?;
+    let rules = StateRules {
+        session_gap: crate::config::chrono_span(settings.actors.session_gap_s),
+        recent_cap: settings.actors.recent_sessions,
+        timezone: settings.features.timezone,
+    };
+    let mut states: BTreeMap<String, CustomerState> = BTreeMap::new();
+    let mut latest: Option<chrono::DateTime<chrono::Utc>> = None;
+    let stats = reader
+        .for_each_block(window, |events| {
+            let mut changes = Changes::default();
+            for e in &events {
+                latest = latest.max(Some(e.event.time));
+                let id = e.event.customer_id.as_str();
+                if id.starts_with("guest-") {
+                    continue;
+                }
+                let state =
+                    states.entry(id.to_owned()).or_insert_with(|| CustomerState::new(e.event.customer_id.clone()));
+                state.apply(e, rules, &mut changes);
+                changes.closed.clear();
+                changes.reached.clear();
+            }
+            Ok(())
+        })
+        .await?;
+    eprintln!(
+        "profiles of {} customers from {} archived events ({} files) of the lake {}",
+        states.len(),
+        stats.events,
+        stats.files,
+        reader.describe()
+    );
+    let mut states: Vec<(String, CustomerState)> = states.into_iter().collect();
+    let as_of = if buyers_only {
+        states.retain(|(_, s)| s.profile.orders() > 0);
+        states.iter().filter_map(|(_, s)| s.profile.last_seen()).max()
+    } else {
+        latest
+    }
+    .unwrap_or_else(chrono::Utc::now);
     let (ids, rows) = states.into_iter().map(|(id, s)| (id, s.profile.features(as_of).to_vec())).unzip();
     Ok((ids, rows, as_of))
 }

@@ -637,3 +637,27 @@ async fn history_from_the_lake(db: Db) {
 }
 
 on_both_databases!(history_from_the_lake);
+
+/// `cartpulse bench archive` on a small log: it archives every whole block
+/// and reports the Parquet share of the log's bytes, which does not depend
+/// on the build (the floor: at most 25 %).
+#[tokio::test]
+async fn bench_archive_reports_what_it_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["bench", "archive", "--events", "12000", "--block-events", "5000", "--dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("cartpulse bench archive");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(report["events_logged"], 12000, "{report}");
+    assert_eq!((report["events_archived"].as_u64(), report["blocks"].as_u64()), (Some(10000), Some(2)), "{report}");
+    let share = report["parquet_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 0.25, "Parquet is {:.1} % of the log: {report}", share * 100.0);
+    let store = LakeStore::open(&dir.path().join("lake").display().to_string(), None).await.unwrap();
+    let manifest = Manifest::parse(&store.get(MANIFEST_KEY).await.unwrap().expect("a manifest")).unwrap();
+    assert_eq!((manifest.archived_through, manifest.rows()), (10000, 10000));
+}

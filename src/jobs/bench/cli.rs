@@ -15,6 +15,8 @@ pub enum BenchCommand {
     /// A rolling restart of 2 gateways and 2 processors under load: failed
     /// requests, lost or doubled events, missed stream frames (scripts/rolling-restart.sh).
     Roll(super::roll::RollArgs),
+    /// Archive throughput into the data lake and Parquet bytes per event, over a synthetic log.
+    Archive(super::archive::ArchiveArgs),
     /// One load process of `bench ws` (started by it).
     #[command(hide = true)]
     WsWorker(super::ws::WorkerArgs),
@@ -77,6 +79,11 @@ pub fn run(global: &GlobalArgs, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ws(args) => {
             quiet();
             super::ws::run_cli(args)
+        }
+        BenchCommand::Archive(args) => {
+            quiet();
+            let settings = global.settings(None)?;
+            super::run_printed(super::archive::run(args, settings)).map(|_| ())
         }
         BenchCommand::Roll(args) => {
             quiet();

@@ -13,9 +13,12 @@
 //! - [`roll`]: a rolling restart of two gateways and two processors under
 //!   load, and whether users saw it (failed requests, lost or doubled
 //!   events, missed stream frames, ingest latency during the roll).
+//! - [`archive`]: archive throughput into the data lake and Parquet bytes
+//!   per event, over a synthetic log written straight into a fresh database.
 //! - [`servers`]: the `serve` children both start (one process, or
 //!   processors and gateways over a fresh Postgres database and Redis prefix).
 
+pub mod archive;
 pub mod cli;
 pub mod cpu;
 pub mod inference;

@@ -227,10 +227,26 @@ impl Deployment {
         partitions: usize,
         env: &[(&str, &str)],
     ) -> Replica {
+        self.start_logged(role, port, owns, partitions, env, None).await
+    }
+
+    /// [`Self::start_with`], the replica's log (stderr) written to `log`.
+    pub async fn start_logged(
+        &self,
+        role: &str,
+        port: Option<u16>,
+        owns: Option<&str>,
+        partitions: usize,
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Replica {
         let owns: Vec<&str> = owns.map(|o| vec!["--owns", o]).unwrap_or_default();
         let mut cmd = ServeCommand::new(BIN).unwrap();
         if let Some(port) = port {
             cmd = cmd.port(port);
+        }
+        if let Some(log) = log {
+            cmd = cmd.log_to(log);
         }
         let server = cmd
             .args(["--role", role, "--database-url", &self.db_url, "--redis-url", &self.redis])

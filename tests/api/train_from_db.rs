@@ -64,6 +64,41 @@ async fn the_replayed_uci_file_trains_from_the_database_exactly_as_from_the_file
     }
     assert!(checked > 5_000, "{checked} prefixes checked");
 
+    // The same log archived to the data lake (one block holding all of it)
+    // gives the same training set: `train --from-lake` applies each
+    // customer's events as the actors did.
+    let mut lake_settings = test_settings(&app.database_url);
+    lake_settings.lake.store = app.dir.path().join("lake").display().to_string();
+    let logged = {
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        let db = cartpulse::db::connect(&lake_settings).await.unwrap();
+        entities::event::Entity::find().count(&db).await.unwrap()
+    };
+    lake_settings.lake.block_events = logged;
+    eventually("the whole log is archived", Duration::from_secs(60), || async {
+        let s = lake_settings.clone();
+        let r = tokio::task::spawn_blocking(move || cartpulse::jobs::archive::run(&s, false)).await.unwrap();
+        match r {
+            Ok(r) if r.archived_through == logged as i64 => Ok(()),
+            Ok(r) => Err(format!("horizon {} of {logged}", r.horizon)),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await;
+    let from_lake = DataSource::Lake(Box::new(cartpulse::jobs::train::LakeQuery {
+        settings: lake_settings,
+        lake: Default::default(),
+        since: None,
+        until: None,
+        label_delay: Duration::from_secs(3600),
+    }));
+    let c = tokio::task::spawn_blocking(move || from_lake.load()).await.unwrap().unwrap();
+    let (c, _) = c.canonical();
+    assert_eq!(c.labels, b.labels, "lake vs database: labels");
+    assert_eq!(c.features, b.features, "lake vs database: features");
+    assert_eq!(c.prefixes, b.prefixes, "lake vs database: prefix examples");
+    assert_eq!(c.sha256, b.sha256);
+
     // The same figures at the same seed (a small network: the point is
     // equality, not quality).
     let config = ModelConfig {

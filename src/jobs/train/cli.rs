@@ -9,22 +9,29 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A UCI Online Shoppers CSV (with its Revenue column).
-    #[arg(long, default_value = "../shared/data/online_shoppers_intention.csv", conflicts_with = "from_db")]
+    #[arg(long, default_value = "../shared/data/online_shoppers_intention.csv", conflicts_with_all = ["from_db", "from_lake"])]
     pub data: PathBuf,
     /// Train on the sessions the service recorded (the database of the
     /// settings / --database-url) instead of a file: closed sessions whose
     /// outcome is settled, labelled by whether they ended in a purchase.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_lake")]
     pub from_db: bool,
-    /// With --from-db: only sessions that ended at or after this time (RFC 3339).
-    #[arg(long, requires = "from_db")]
+    /// Train on the sessions of the event log archived in the data lake
+    /// (lake.store, or --lake): each customer's events applied in log order
+    /// as the session actors did.
+    #[arg(long)]
+    pub from_lake: bool,
+    #[command(flatten)]
+    pub lake: crate::lake::cli::LakeArgs,
+    /// With --from-db or --from-lake: only sessions that ended at or after this time (RFC 3339).
+    #[arg(long)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// With --from-db: only sessions that ended before this time (RFC 3339).
-    #[arg(long, requires = "from_db")]
+    /// With --from-db or --from-lake: only sessions that ended before this time (RFC 3339).
+    #[arg(long)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
-    /// With --from-db: a session counts only once it ended this many seconds
+    /// With --from-db or --from-lake: a session counts only once it ended this many seconds
     /// ago (a purchase can come after the last page).
-    #[arg(long, default_value_t = 3600, requires = "from_db")]
+    #[arg(long, default_value_t = 3600)]
     pub label_delay_s: u64,
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
@@ -76,6 +83,8 @@ pub fn train(global: &crate::cli::GlobalArgs, args: TrainArgs) -> anyhow::Result
     let TrainArgs {
         data,
         from_db,
+        from_lake,
+        lake,
         since,
         until,
         label_delay_s,
@@ -89,7 +98,19 @@ pub fn train(global: &crate::cli::GlobalArgs, args: TrainArgs) -> anyhow::Result
         no_model,
         ..
     } = args;
-    let data = if from_db {
+    anyhow::ensure!(
+        from_db || from_lake || (since.is_none() && until.is_none()),
+        "--since and --until choose recorded sessions: give them with --from-db or --from-lake"
+    );
+    let data = if from_lake {
+        super::DataSource::Lake(Box::new(super::LakeQuery {
+            settings: global.settings(None)?,
+            lake,
+            since,
+            until,
+            label_delay: std::time::Duration::from_secs(label_delay_s),
+        }))
+    } else if from_db {
         super::DataSource::Database(Box::new(super::SessionQuery {
             settings: global.settings(None)?,
             since,

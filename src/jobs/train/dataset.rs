@@ -1,5 +1,6 @@
 //! Where training rows come from: a UCI Online Shoppers CSV, or the
-//! sessions the platform itself recorded (`cartpulse train --from-db`).
+//! sessions the platform itself recorded (`cartpulse train --from-db`, or
+//! `--from-lake` from the archived log: [`super::lake`]).
 //!
 //! Both go through the same feature code as the live session actors
 //! ([`ShoppersFeatures::from_uci_record`]): a recorded session's features are
@@ -39,6 +40,8 @@ pub enum DataSource {
     Csv(PathBuf),
     /// Closed sessions in the database.
     Database(Box<SessionQuery>),
+    /// The sessions of the event log archived in the data lake.
+    Lake(Box<super::lake::LakeQuery>),
 }
 
 impl From<PathBuf> for DataSource {
@@ -53,6 +56,7 @@ impl DataSource {
         match self {
             DataSource::Csv(p) => p.display().to_string(),
             DataSource::Database(q) => q.describe(),
+            DataSource::Lake(q) => q.describe(),
         }
     }
 
@@ -64,6 +68,7 @@ impl DataSource {
                 Ok(data)
             }
             DataSource::Database(q) => q.load(),
+            DataSource::Lake(q) => q.load(),
         }
     }
 }
@@ -294,7 +299,7 @@ impl Dataset {
     }
 
     /// sha256 of the rows as they are (for a dataset without a file).
-    fn fingerprint(&self) -> String {
+    pub(super) fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         for (f, y) in self.features.iter().zip(&self.labels) {
             h.update(serde_json::Value::Object(f.to_uci_json()).to_string());

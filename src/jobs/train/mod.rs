@@ -19,6 +19,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod dataset;
+pub mod lake;
 pub mod metrics;
 pub mod plots;
 pub mod split;
@@ -39,6 +40,7 @@ pub use crate::models::artifact::PurchaseModel;
 pub use crate::models::manifest::{FoldReport, Manifest, ModelConfig, RepeatReport, TrainReport};
 pub use artifact::predict;
 pub use dataset::{load_csv, DataSource, Dataset, SessionQuery};
+pub use lake::LakeQuery;
 
 /// Options of `cartpulse train`.
 #[derive(Clone, Debug)]

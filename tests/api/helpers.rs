@@ -200,12 +200,26 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /v1/customers/{id}`. A 503 (the actors too busy to answer in
+    /// time, `Retry-After: 1`) is retried for up to 10 s, as a client would.
     pub async fn get_customer(&self, id: &str) -> (u16, Value) {
-        self.get_json(&format!("/v1/customers/{id}"), Some(&self.read_key.clone())).await
+        self.get_retrying_503(&format!("/v1/customers/{id}")).await
     }
 
+    /// `GET /v1/sessions/{id}`, retried on 503 like [`Self::get_customer`].
     pub async fn get_session(&self, id: &str) -> (u16, Value) {
-        self.get_json(&format!("/v1/sessions/{id}"), Some(&self.read_key.clone())).await
+        self.get_retrying_503(&format!("/v1/sessions/{id}")).await
+    }
+
+    async fn get_retrying_503(&self, path: &str) -> (u16, Value) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.get_json(path, Some(&self.read_key)).await;
+            if status != 503 || std::time::Instant::now() >= deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     pub async fn get_json(&self, path: &str, key: Option<&str>) -> (u16, Value) {

@@ -567,7 +567,12 @@ async fn start_core(
             (Some(owned), None) => Leader::Fixed(*owned.start() == 0),
             (None, None) => Leader::Fixed(true),
         };
-        crate::lake::archive::spawn_scheduled(settings.clone(), settings.lake.archive_every_s, move || leader.now())
+        crate::lake::archive::spawn_scheduled(
+            settings.clone(),
+            settings.lake.archive_every_s,
+            metrics.clone(),
+            move || leader.now(),
+        )
     });
     Ok(StartedCore {
         core: Core { runtime, committer_task, checkpoints, segment_watcher, archiver, consumer, leases },

@@ -73,8 +73,10 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<ArchiveReport>
 pub fn spawn_scheduled(
     settings: Settings,
     every: std::time::Duration,
+    metrics: crate::telemetry::Metrics,
     leads: impl Fn() -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    use crate::telemetry::IngestEvent;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -86,20 +88,15 @@ pub fn spawn_scheduled(
             }
             let s = settings.clone();
             match tokio::task::spawn_blocking(move || run(&s, false)).await {
-                Ok(Ok(r)) if r.blocks > 0 => tracing::info!(
-                    blocks = r.blocks,
-                    events = r.events,
-                    files = r.files,
-                    parquet_bytes = r.parquet_bytes,
-                    archived_through = r.archived_through,
-                    lake = %r.store,
-                    "archived to the data lake"
-                ),
-                Ok(Ok(r)) => tracing::debug!(horizon = r.horizon, waiting = r.waiting, "archive: no complete block"),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), "archive failed; retrying at the next interval")
-                }
-                Err(e) => tracing::warn!(error = %e, "archive task failed; retrying at the next interval"),
+                Ok(Ok(r)) => metrics.record(IngestEvent::Archived {
+                    blocks: r.blocks,
+                    events: r.events,
+                    archived_through: r.archived_through,
+                    waiting: r.waiting,
+                    store: r.store,
+                }),
+                Ok(Err(e)) => metrics.record(IngestEvent::ArchiveFailed { error: format!("{e:#}") }),
+                Err(e) => metrics.record(IngestEvent::ArchiveFailed { error: format!("the archive task failed: {e}") }),
             }
         }
     })

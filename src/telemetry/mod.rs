@@ -79,6 +79,12 @@ pub enum IngestEvent {
     CommitFenced { partitions: Vec<usize>, events: usize },
     /// A processor lost a partition's lease without handing it over.
     LeaseLost { partition: usize, reason: &'static str },
+    /// A scheduled archive run finished: `events` new events in `blocks`
+    /// blocks; the lake holds the log up to `archived_through`, and
+    /// `waiting` checkpointed positions wait for their block to fill.
+    Archived { blocks: u64, events: u64, archived_through: i64, waiting: i64, store: String },
+    /// A scheduled archive run failed; the next interval retries.
+    ArchiveFailed { error: String },
 }
 
 /// The service's Prometheus registry and its ingest/HTTP metrics.
@@ -106,6 +112,10 @@ pub struct Metrics {
     leases: IntCounterVec,
     partitions_held: IntGauge,
     fenced: IntCounter,
+    archive_runs: IntCounterVec,
+    archived_events: IntCounter,
+    archived_through: IntGauge,
+    archive_waiting: IntGauge,
     /// CloudWatch Embedded Metric Format output of the backlog, if asked for.
     emf: Option<std::sync::Arc<Emf>>,
 }
@@ -197,6 +207,22 @@ impl Metrics {
                 "cartpulse_commits_fenced_events_total",
                 "Events whose commit the database refused because another processor had taken their partition over",
             )?,
+            archive_runs: IntCounterVec::new(
+                Opts::new("cartpulse_lake_archive_runs_total", "Scheduled archive runs, by outcome (ok, failed)"),
+                &["outcome"],
+            )?,
+            archived_events: IntCounter::new(
+                "cartpulse_lake_archived_events_total",
+                "Events this process archived to the data lake",
+            )?,
+            archived_through: IntGauge::new(
+                "cartpulse_lake_archived_through",
+                "Log position the data lake holds every event up to (at this process's last archive run)",
+            )?,
+            archive_waiting: IntGauge::new(
+                "cartpulse_lake_waiting_events",
+                "Checkpointed log positions not archived yet (their block is not full)",
+            )?,
             emf: None,
             registry,
         };
@@ -221,6 +247,10 @@ impl Metrics {
         m.registry.register(Box::new(m.leases.clone()))?;
         m.registry.register(Box::new(m.partitions_held.clone()))?;
         m.registry.register(Box::new(m.fenced.clone()))?;
+        m.registry.register(Box::new(m.archive_runs.clone()))?;
+        m.registry.register(Box::new(m.archived_events.clone()))?;
+        m.registry.register(Box::new(m.archived_through.clone()))?;
+        m.registry.register(Box::new(m.archive_waiting.clone()))?;
         Ok(m)
     }
 
@@ -312,6 +342,21 @@ impl Metrics {
                 let outcome = if reason == crate::serving::ingest::leases::FENCED { "fenced" } else { "lost" };
                 self.leases.with_label_values(&[outcome]).inc();
                 self.partitions_held.dec();
+            }
+            IngestEvent::Archived { blocks, events, archived_through, waiting, store } => {
+                if blocks > 0 {
+                    tracing::info!(blocks, events, archived_through, lake = %store, "archived to the data lake");
+                } else {
+                    tracing::debug!(archived_through, waiting, "archive: no complete block");
+                }
+                self.archive_runs.with_label_values(&["ok"]).inc();
+                self.archived_events.inc_by(events);
+                self.archived_through.set(archived_through);
+                self.archive_waiting.set(waiting);
+            }
+            IngestEvent::ArchiveFailed { error } => {
+                tracing::warn!(%error, "archive failed; retrying at the next interval");
+                self.archive_runs.with_label_values(&["failed"]).inc();
             }
         }
     }

@@ -518,6 +518,23 @@ async fn serve_archives_on_a_schedule(db: Db) {
     .await;
     let (_, rows) = lake_rows(&store).await;
     assert_same(&log, &rows, complete);
+    // The runs show on /metrics: how far the lake goes, what waits, and
+    // every archived event counted once.
+    eventually("the archive metrics", Duration::from_secs(10), || async {
+        let text = app.metrics_text().await;
+        let got = (
+            metric_value(&text, "cartpulse_lake_archived_through"),
+            metric_value(&text, "cartpulse_lake_archived_events_total"),
+            metric_value(&text, "cartpulse_lake_waiting_events"),
+        );
+        let want = (complete as f64, complete as f64, (*log.keys().max().unwrap() - complete) as f64);
+        if got == want && text.contains(r#"cartpulse_lake_archive_runs_total{outcome="ok"}"#) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}, want {want:?}"))
+        }
+    })
+    .await;
 }
 on_both_databases!(serve_archives_on_a_schedule);
 

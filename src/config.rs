@@ -544,6 +544,16 @@ impl Settings {
         }
     }
 
+    /// How a customer's state applies events (the session actors, and the
+    /// jobs that rebuild states from the data lake).
+    pub fn state_rules(&self) -> actors::data::state::StateRules {
+        actors::data::state::StateRules {
+            session_gap: chrono_span(self.actors.session_gap_s),
+            recent_cap: self.actors.recent_sessions,
+            timezone: self.features.timezone,
+        }
+    }
+
     /// Number of shards to run.
     pub fn shard_count(&self) -> usize {
         if self.actors.shards > 0 {

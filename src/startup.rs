@@ -17,7 +17,6 @@ use crate::serving::ingest::Ingest;
 use crate::telemetry::Metrics;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
-use actors::data::state::StateRules;
 use actors::hooks::ScoringRules;
 use actors::runtime::{Ownership, PartitionSet, Runtime, RuntimeSettings};
 use actors::telemetry::ActorMetrics;
@@ -435,11 +434,7 @@ async fn start_core(
         db.clone(),
         RuntimeSettings {
             shards: settings.shard_count(),
-            rules: StateRules {
-                session_gap: crate::config::chrono_span(settings.actors.session_gap_s),
-                recent_cap: settings.actors.recent_sessions,
-                timezone: settings.features.timezone,
-            },
+            rules: settings.state_rules(),
             passivate_after: settings.actors.passivate_after_s,
             snapshot_every_events: settings.actors.snapshot_every_events,
             snapshot_max_delay: settings.actors.snapshot_max_delay_ms,

@@ -27,6 +27,14 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window from `--since` / `--until`; refuses an empty one.
+    pub fn new(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> anyhow::Result<Window> {
+        if let (Some(s), Some(u)) = (since, until) {
+            anyhow::ensure!(s < u, "--since {s} must be before --until {u}");
+        }
+        Ok(Window { since, until })
+    }
+
     fn holds(&self, t: DateTime<Utc>) -> bool {
         self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
     }

@@ -6,7 +6,7 @@
 //!
 //! Printed: events archived, seconds, events/s (database reads included),
 //! Parquet bytes per event and as a share of the log's bytes, against the
-//! floors of issue 17 (200,000 events/s; 25 %).
+//! product's floors (200,000 events/s; 25 %).
 
 use crate::config::Settings;
 use crate::jobs::replay::synthetic::{generate_events, SyntheticConfig};
@@ -33,7 +33,7 @@ pub struct ArchiveArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
-/// The floors of issue 17 on this bench.
+/// The product's floors on this bench (docs/data-lake.md).
 pub const FLOOR_EVENTS_PER_S: f64 = 200_000.0;
 pub const FLOOR_PARQUET_SHARE: f64 = 0.25;
 

@@ -56,9 +56,7 @@ pub struct ReplayArgs {
 
 pub fn replay(global: &crate::cli::GlobalArgs, args: ReplayArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging("warn", false);
-    if let (Some(s), Some(u)) = (args.since, args.until) {
-        anyhow::ensure!(s < u, "--since {s} must be before --until {u}");
-    }
+    let window = crate::lake::read::Window::new(args.since, args.until)?;
     let opts = super::ReplayOptions {
         format: args.format,
         file: args.file,
@@ -75,7 +73,6 @@ pub fn replay(global: &crate::cli::GlobalArgs, args: ReplayArgs) -> anyhow::Resu
     let rt = crate::cli::tokio_rt()?;
     let summary = if args.from_lake {
         let settings = global.settings(None)?;
-        let window = crate::lake::read::Window { since: args.since, until: args.until };
         rt.block_on(async {
             let store = args.lake.store(&settings).await?;
             super::lake::run(&opts, store, window).await

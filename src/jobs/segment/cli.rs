@@ -46,10 +46,8 @@ pub fn segment(global: &GlobalArgs, args: SegmentArgs) -> anyhow::Result<()> {
     let settings = global.settings(None)?;
     crate::telemetry::init_logging("warn", false);
     let SegmentArgs { k, export_matrix, assignments, report, seed, buyers_only, from_lake, since, until, lake } = args;
-    if let (Some(s), Some(u)) = (since, until) {
-        anyhow::ensure!(s < u, "--since {s} must be before --until {u}");
-    }
-    let lake = from_lake.then_some((lake, crate::lake::read::Window { since, until }));
+    let window = crate::lake::read::Window::new(since, until)?;
+    let lake = from_lake.then_some((lake, window));
     let opts = super::SegmentOptions {
         settings,
         k,

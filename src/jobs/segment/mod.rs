@@ -284,14 +284,10 @@ async fn lake_profiles(
     window: crate::lake::read::Window,
     buyers_only: bool,
 ) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>, chrono::DateTime<chrono::Utc>)> {
-    use actors::data::state::{Changes, CustomerState, StateRules};
+    use actors::data::state::{Changes, CustomerState};
     use std::collections::BTreeMap;
     let reader = crate::lake::read::LakeReader::open(lake.store(settings).await?).await?;
-    let rules = StateRules {
-        session_gap: crate::config::chrono_span(settings.actors.session_gap_s),
-        recent_cap: settings.actors.recent_sessions,
-        timezone: settings.features.timezone,
-    };
+    let rules = settings.state_rules();
     let mut states: BTreeMap<String, CustomerState> = BTreeMap::new();
     let mut latest: Option<chrono::DateTime<chrono::Utc>> = None;
     let stats = reader

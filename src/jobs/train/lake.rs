@@ -61,11 +61,7 @@ impl LakeQuery {
     async fn read(&self) -> anyhow::Result<Dataset> {
         let store = self.lake.store(&self.settings).await?;
         let reader = LakeReader::open(store).await?;
-        let rules = StateRules {
-            session_gap: crate::config::chrono_span(self.settings.actors.session_gap_s),
-            recent_cap: self.settings.actors.recent_sessions,
-            timezone: self.settings.features.timezone,
-        };
+        let rules = self.settings.state_rules();
         let mut walk = Walk::default();
         let stats = reader.for_each_block(Window::default(), |events| {
             walk.apply(&events, rules);

@@ -851,11 +851,9 @@ impl Reader {
 
 /// Trims `KEYS[1]` below what group `ARGV[1]` is done with: the lower of its
 /// last-delivered id and its oldest pending entry. Atomic: run as separate
-/// commands, the bound could be read from one node and the trim land on
-/// another (a primary that came back empty and believed it still owned the
-/// slot, then was demoted between the commands, so the trim followed a
-/// MOVED to the real primary and deleted entries nobody had read), or an
-/// entry delivered between the two reads could be trimmed while pending.
+/// commands, an entry delivered between the two reads could be trimmed
+/// while pending, and on a cluster the reads and the trim could be answered
+/// by different nodes while the slot moves (a failover).
 const TRIM: &str = r#"
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
 if not ok then return 0 end

@@ -125,6 +125,11 @@ pub struct ModelConfig {
     pub distill: f32,
     /// The teacher's cross-fitting folds.
     pub teacher_folds: usize,
+    /// One teacher cross-fit on the inner folds serves every member of an
+    /// inner split (`k` teacher fits instead of `k · teacher_folds`): a
+    /// member's targets then come from teachers that saw its validation
+    /// rows, which the held-out fold never is.
+    pub teacher_shared: bool,
     pub teacher: crate::jobs::train::gbdt::GbdtConfig,
     pub net: NetConfig,
 }
@@ -158,6 +163,7 @@ impl Default for ModelConfig {
             threshold_bandwidth: 0.3,
             distill: 0.0,
             teacher_folds: 5,
+            teacher_shared: false,
             teacher: Default::default(),
             net: NetConfig::default(),
         }

@@ -65,7 +65,11 @@ pub fn raw(f: &ShoppersFeatures) -> [f32; COLUMNS] {
 #[derive(Clone, Copy, Debug)]
 enum Node {
     /// Rows with `x[feature] <= threshold` go to `left`, the others to `left + 1`.
-    Split { feature: usize, threshold: f32, left: usize },
+    Split {
+        feature: usize,
+        threshold: f32,
+        left: usize,
+    },
     Leaf(f32),
 }
 
@@ -122,7 +126,8 @@ impl Gbdt {
             for level in 0..=cfg.depth {
                 let mut next = Vec::new();
                 for (k, idx) in frontier {
-                    let (gs, hs) = idx.iter().fold((0f64, 0f64), |(a, b), &i| (a + f64::from(g[i]), b + f64::from(h[i])));
+                    let (gs, hs) =
+                        idx.iter().fold((0f64, 0f64), |(a, b), &i| (a + f64::from(g[i]), b + f64::from(h[i])));
                     let lambda = f64::from(cfg.lambda);
                     let leaf = (-gs / (hs + lambda)) as f32 * cfg.learning_rate;
                     nodes[k] = Node::Leaf(leaf);
@@ -206,9 +211,15 @@ fn eval(nodes: &[Node], row: &[f32; COLUMNS]) -> f32 {
 /// the other `k − 1` of `k` stratified folds.
 pub fn cross_fit(rows: &[[f32; COLUMNS]], labels: &[bool], k: usize, cfg: &GbdtConfig, seed: u64) -> Vec<f32> {
     let folds = super::split::stratified_folds(labels, k.max(2), seed);
+    cross_fit_on(rows, labels, &folds, cfg)
+}
+
+/// [`cross_fit`] on given folds (`folds[i]` is row `i`'s, `0..k`).
+pub fn cross_fit_on(rows: &[[f32; COLUMNS]], labels: &[bool], folds: &[usize], cfg: &GbdtConfig) -> Vec<f32> {
+    let k = folds.iter().max().map_or(0, |&f| f + 1);
     let mut out = vec![0f32; rows.len()];
-    for f in 0..k.max(2) {
-        let (train, test) = super::split::fold_indices(&folds, f);
+    for f in 0..k {
+        let (train, test) = super::split::fold_indices(folds, f);
         let model = Gbdt::fit(
             &train.iter().map(|&i| rows[i]).collect::<Vec<_>>(),
             &train.iter().map(|&i| labels[i]).collect::<Vec<_>>(),

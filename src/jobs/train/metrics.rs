@@ -208,7 +208,8 @@ mod tests {
     fn the_smoothed_threshold_sits_between_the_classes() {
         // Negatives around 0.2, positives around 0.8: the cut lands in between,
         // and a narrow kernel gives the exact rule's accuracy.
-        let scores: Vec<f32> = (0..100).map(|i| if i < 60 { 0.1 + 0.002 * i as f32 } else { 0.7 + 0.002 * i as f32 }).collect();
+        let scores: Vec<f32> =
+            (0..100).map(|i| if i < 60 { 0.1 + 0.002 * i as f32 } else { 0.7 + 0.002 * i as f32 }).collect();
         let labels: Vec<bool> = (0..100).map(|i| i >= 60).collect();
         let t = smoothed_accuracy_threshold(&scores, &labels, 0.3);
         assert!(t > 0.22 && t < 0.82, "{t}");

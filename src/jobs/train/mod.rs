@@ -143,21 +143,31 @@ pub fn fit(
         if with_prefixes { prefixes.iter().map(|p| (vec![0f32; p.len()], 0)).collect() } else { Vec::new() };
     let mut nets = Vec::new();
     let mut best_epochs = 0.0;
+    let shared_teacher = |inner: &[usize]| {
+        (config.distill > 0.0 && config.teacher_shared)
+            .then(|| gbdt::cross_fit_on(&raw, labels, inner, &config.teacher))
+    };
+    let mut shared = shared_teacher(&inner);
     for m in 0..members {
         if config.inner_resplit && m > 0 && m % k == 0 {
             inner = inner_split(m / k);
+            shared = shared_teacher(&inner);
         }
         let (mut train, val) = split::fold_indices(&inner, m % k);
         // The teacher's scores of this member's training rows, each from a
-        // teacher that saw neither that row nor any validation row.
+        // teacher that did not see that row (nor, unless shared, any
+        // validation row).
         let targets = (config.distill > 0.0).then(|| {
-            let t = gbdt::cross_fit(
-                &pick(&raw, &train),
-                &pick(labels, &train),
-                config.teacher_folds,
-                &config.teacher,
-                seed.wrapping_add(0x7EAC + m as u64),
-            );
+            let t = match &shared {
+                Some(all) => pick(all, &train),
+                None => gbdt::cross_fit(
+                    &pick(&raw, &train),
+                    &pick(labels, &train),
+                    config.teacher_folds,
+                    &config.teacher,
+                    seed.wrapping_add(0x7EAC + m as u64),
+                ),
+            };
             let a = config.distill.clamp(0.0, 1.0);
             let mut targets: Vec<f32> = labels.iter().map(|&y| f32::from(u8::from(y))).collect();
             for (&i, t) in train.iter().zip(t) {

@@ -15,6 +15,8 @@
 # scikit-learn, numpy, scipy and xgboost-cpu (created on first use; needs PyPI).
 # Usage: scripts/bench-model-peers.sh [--seed S] [--repeats R] [--data CSV]
 #            [--folds FILE --oof FILE] [--config JSON] [--no-tuning] [--jobs N]
+#            [--peers-cache FILE]   (peers' per-fold figures kept and reused: they
+#                                    do not depend on cartpulse's configuration)
 # Figures of record: --seed 1001 --repeats 10 (never used for choosing anything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
         --config) CONFIG=$2; shift 2 ;;
         --no-tuning) EXTRA+=(--no-tuning); shift ;;
         --jobs) EXTRA+=(--jobs "$2"); shift 2 ;;
+        --peers-cache) EXTRA+=(--peers-cache "$2"); shift 2 ;;
         *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
     esac
 done

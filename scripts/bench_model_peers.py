@@ -27,6 +27,7 @@ Last stdout line: JSON.
 """
 
 import argparse
+import os
 import csv
 import json
 import math
@@ -176,7 +177,14 @@ def main():
     ap.add_argument("--oof", required=True, help="cartpulse train --oof-out")
     ap.add_argument("--jobs", type=int, default=1, help="XGBoost threads")
     ap.add_argument("--no-tuning", action="store_true", help="stated hyperparameters only")
+    ap.add_argument("--peers-cache", help="JSON file of the peers' per-fold figures: read if it exists (folds it "
+                    "holds are not refitted), written as folds are done; the peers do not depend on cartpulse's "
+                    "scores, so one run of them serves any configuration on the same data and folds")
     args = ap.parse_args()
+    cache = {}
+    if args.peers_cache and os.path.exists(args.peers_cache):
+        with open(args.peers_cache) as f:
+            cache = json.load(f)
 
     num, cat, y = load(args.data)
     n = len(y)
@@ -221,17 +229,26 @@ def main():
                 {"seed": s, "fold": f, "accuracy": float(((p >= thr) == (y[te] == 1)).mean()),
                  "auc": roc_auc_score(y[te], p)})
             for name, kind in variants:
-                mat, stated_factory, grid = models[name]
-                x = x_lin if mat == "linear" else x_tree
-                t0 = time.monotonic()
-                if kind == "stated":
-                    q, cut, label = fit_predict(stated_factory, x[tr], y[tr], x[te]), 0.5, "stated"
+                key = f"{name}|{kind}|{s}|{f}|{len(te)}|{int(y[te].sum())}|{int(te[:50].sum())}"
+                if key in cache:
+                    row, label = cache[key]
                 else:
-                    q, cut, label = tuned(grid, x[tr], y[tr], x[te], seed=s * 100 + f)
+                    mat, stated_factory, grid = models[name]
+                    x = x_lin if mat == "linear" else x_tree
+                    t0 = time.monotonic()
+                    if kind == "stated":
+                        q, cut, label = fit_predict(stated_factory, x[tr], y[tr], x[te]), 0.5, "stated"
+                    else:
+                        q, cut, label = tuned(grid, x[tr], y[tr], x[te], seed=s * 100 + f)
+                    row = {"seed": s, "fold": f, "accuracy": float(((q >= cut) == (y[te] == 1)).mean()),
+                           "auc": roc_auc_score(y[te], q), "seconds": time.monotonic() - t0}
+                    cache[key] = (row, label)
                 chosen[(name, kind)].append(label)
-                per_fold[(name, kind)].append(
-                    {"seed": s, "fold": f, "accuracy": float(((q >= cut) == (y[te] == 1)).mean()),
-                     "auc": roc_auc_score(y[te], q), "seconds": time.monotonic() - t0})
+                per_fold[(name, kind)].append(row)
+            if args.peers_cache:
+                with open(args.peers_cache + ".tmp", "w") as out_cache:
+                    json.dump(cache, out_cache)
+                os.replace(args.peers_cache + ".tmp", args.peers_cache)
             print(f"seed {s} fold {f + 1}/{k} done ({time.monotonic() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
     n_test = np.mean([a for a, _ in sizes])

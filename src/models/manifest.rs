@@ -109,7 +109,44 @@ pub struct ModelConfig {
     /// Platt-scale the ensemble's probability, fitted on the members'
     /// inner out-of-fold scores (training rows only).
     pub calibrate: bool,
+    /// Members beyond the first `k` (inner folds) validate on folds of new
+    /// inner splits (seeded anew every `k` members) instead of the same
+    /// split again, so a row's out-of-fold score averages members trained
+    /// on different rows.
+    pub inner_resplit: bool,
+    /// How the decision threshold is chosen on the inner out-of-fold scores.
+    pub threshold_rule: ThresholdRule,
+    /// Width, in logits, of the smoothing of [`ThresholdRule::Smoothed`].
+    pub threshold_bandwidth: f32,
+    /// Distillation: each member trains on `(1 − distill)·label + distill·t`,
+    /// where `t` is a gradient-boosted teacher's cross-fitted probability on
+    /// the member's own training rows (0 = plain labels). The teacher is
+    /// used only while training.
+    pub distill: f32,
+    /// The teacher's cross-fitting folds.
+    pub teacher_folds: usize,
+    /// One teacher cross-fit on the inner folds serves every member of an
+    /// inner split (`k` teacher fits instead of `k · teacher_folds`): a
+    /// member's targets then come from teachers that saw its validation
+    /// rows, which the held-out fold never is.
+    pub teacher_shared: bool,
+    pub teacher: crate::jobs::train::gbdt::GbdtConfig,
     pub net: NetConfig,
+}
+
+/// How the decision threshold is chosen on the training rows' inner
+/// out-of-fold scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdRule {
+    /// The threshold of best accuracy (the middle one of ties).
+    #[default]
+    Best,
+    /// The maximum of the accuracy smoothed with a logistic kernel of
+    /// `threshold_bandwidth` logits.
+    Smoothed,
+    /// 0.5 (meant for a calibrated model).
+    Half,
 }
 
 impl Default for ModelConfig {
@@ -121,6 +158,13 @@ impl Default for ModelConfig {
             rank_inputs: true,
             piecewise_bins: 0,
             calibrate: false,
+            inner_resplit: false,
+            threshold_rule: ThresholdRule::Best,
+            threshold_bandwidth: 0.3,
+            distill: 0.0,
+            teacher_folds: 5,
+            teacher_shared: false,
+            teacher: Default::default(),
             net: NetConfig::default(),
         }
     }

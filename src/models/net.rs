@@ -270,6 +270,24 @@ pub fn train_net(
     seed: u64,
     on_epoch: &dyn Fn(u64),
 ) -> anyhow::Result<(Net, NetStats)> {
+    train_net_on(x, y, None, dim, train, val, cfg, seed, on_epoch)
+}
+
+/// [`train_net`] with soft training targets: row `i` trains towards
+/// `targets[i]` (in `[0, 1]`) instead of its label when given. Early stopping
+/// still scores the validation rows against their labels.
+#[allow(clippy::too_many_arguments)]
+pub fn train_net_on(
+    x: &[f32],
+    y: &[bool],
+    targets: Option<&[f32]>,
+    dim: usize,
+    train: &[usize],
+    val: &[usize],
+    cfg: &NetConfig,
+    seed: u64,
+    on_epoch: &dyn Fn(u64),
+) -> anyhow::Result<(Net, NetStats)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut dims = vec![dim];
     dims.extend(&cfg.hidden);
@@ -295,7 +313,8 @@ pub fn train_net(
             }
             let xb = Tensor::from_vec(gather(x, dim, chunk), (chunk.len(), dim), &Device::Cpu)?;
             let eps = cfg.label_smoothing;
-            let yv: Vec<f32> = chunk.iter().map(|&i| f32::from(u8::from(y[i])) * (1.0 - eps) + eps / 2.0).collect();
+            let target = |i: usize| targets.map_or(f32::from(u8::from(y[i])), |t| t[i]);
+            let yv: Vec<f32> = chunk.iter().map(|&i| target(i) * (1.0 - eps) + eps / 2.0).collect();
             let wv: Vec<f32> = chunk.iter().map(|&i| if y[i] { cfg.pos_weight } else { 1.0 }).collect();
             let yb = Tensor::from_vec(yv, chunk.len(), &Device::Cpu)?;
             let wb = Tensor::from_vec(wv, chunk.len(), &Device::Cpu)?;

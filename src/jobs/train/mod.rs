@@ -19,6 +19,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod dataset;
+pub mod gbdt;
 pub mod lake;
 pub mod metrics;
 pub mod plots;
@@ -37,7 +38,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 pub use crate::models::artifact::PurchaseModel;
-pub use crate::models::manifest::{FoldReport, Manifest, ModelConfig, RepeatReport, TrainReport};
+pub use crate::models::manifest::{FoldReport, Manifest, ModelConfig, RepeatReport, ThresholdRule, TrainReport};
 pub use artifact::predict;
 pub use dataset::{load_csv, DataSource, Dataset, SessionQuery};
 pub use lake::LakeQuery;
@@ -127,7 +128,14 @@ pub fn fit(
     let members = config.members.max(1);
     // With one member there is no inner k-fold; hold out a fifth instead.
     let k = if config.inner_folds == 0 { members.max(2) } else { config.inner_folds.max(2) };
-    let inner = split::stratified_folds(labels, k, seed ^ 0x5EED_1AAE);
+    // Inner split r (members r·k … r·k + k − 1 with `inner_resplit`).
+    let inner_split = |r: usize| {
+        let s = seed ^ 0x5EED_1AAE;
+        split::stratified_folds(labels, k, if r == 0 { s } else { s.wrapping_add(r as u64 * 0x9E37_79B9) })
+    };
+    let mut inner = inner_split(0);
+    let raw: Vec<[f32; gbdt::COLUMNS]> =
+        if config.distill > 0.0 { rows.iter().map(gbdt::raw).collect() } else { Vec::new() };
     let mut oof_sum = vec![0f32; rows.len()];
     let mut oof_n = vec![0u32; rows.len()];
     let mut oof = vec![f32::NAN; rows.len()];
@@ -137,17 +145,48 @@ pub fn fit(
         if with_prefixes { prefixes.iter().map(|p| (vec![0f32; p.len()], 0)).collect() } else { Vec::new() };
     let mut nets = Vec::new();
     let mut best_epochs = 0.0;
+    let shared_teacher = |inner: &[usize]| {
+        (config.distill > 0.0 && config.teacher_shared)
+            .then(|| gbdt::cross_fit_on(&raw, labels, inner, &config.teacher))
+    };
+    let mut shared = shared_teacher(&inner);
     for m in 0..members {
+        if config.inner_resplit && m > 0 && m % k == 0 {
+            inner = inner_split(m / k);
+            shared = shared_teacher(&inner);
+        }
         let (mut train, val) = split::fold_indices(&inner, m % k);
+        // The teacher's scores of this member's training rows, each from a
+        // teacher that did not see that row (nor, unless shared, any
+        // validation row).
+        let targets = (config.distill > 0.0).then(|| {
+            let t = match &shared {
+                Some(all) => pick(all, &train),
+                None => gbdt::cross_fit(
+                    &pick(&raw, &train),
+                    &pick(labels, &train),
+                    config.teacher_folds,
+                    &config.teacher,
+                    seed.wrapping_add(0x7EAC + m as u64),
+                ),
+            };
+            let a = config.distill.clamp(0.0, 1.0);
+            let mut targets: Vec<f32> = labels.iter().map(|&y| f32::from(u8::from(y))).collect();
+            for (&i, t) in train.iter().zip(t) {
+                targets[i] = (1.0 - a) * targets[i] + a * t;
+            }
+            targets
+        });
         if config.bootstrap {
             use rand::{Rng, SeedableRng};
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(0xB007 + m as u64));
             let n = train.len();
             train = (0..n).map(|_| train[rng.random_range(0..n)]).collect();
         }
-        let (net, stats) = crate::models::net::train_net(
+        let (net, stats) = crate::models::net::train_net_on(
             &x,
             labels,
+            targets.as_deref(),
             dim,
             &train,
             &val,
@@ -186,7 +225,13 @@ pub fn fit(
     if let Some(c) = calibration {
         scores.iter_mut().for_each(|p| *p = crate::models::net::platt(*p, c));
     }
-    let threshold = metrics::best_accuracy_threshold(&scores, &scored_labels);
+    let threshold = match config.threshold_rule {
+        ThresholdRule::Best => metrics::best_accuracy_threshold(&scores, &scored_labels),
+        ThresholdRule::Smoothed => {
+            metrics::smoothed_accuracy_threshold(&scores, &scored_labels, config.threshold_bandwidth)
+        }
+        ThresholdRule::Half => 0.5,
+    };
     let open_calibration = with_prefixes.then(|| {
         let examples: Vec<(u32, f32, bool)> = prefix_oof
             .iter()

@@ -15,6 +15,10 @@
 //! - [`split`]: seeded stratified folds;
 //! - [`artifact`]: the model directory (write, load, predict);
 //! - [`plots`]: the `--report` figures (ROC, calibration, confusion matrix).
+//! - [`dataset`]: where rows come from (a CSV, `--from-db`), and [`lake`]
+//!   (`--from-lake`);
+//! - [`gbdt`]: the gradient-boosted teacher that `distill` trains the
+//!   networks towards (training only).
 
 pub mod artifact;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! The command-line flags that name a lake, shared by `archive` and the
-//! jobs that read the lake back (`replay`, `segment`, `train --from-lake`).
+//! jobs that read the lake back (`replay`, `segment`, `train --from-lake`),
+//! and the `--from-lake` window of `replay` and `segment`.
 
 use super::LakeStore;
 use crate::config::Settings;
@@ -30,5 +31,29 @@ impl LakeArgs {
         let mut settings = settings.clone();
         self.apply(&mut settings);
         Ok(LakeStore::from_settings(&settings).await?)
+    }
+}
+
+/// `--from-lake [--since --until]` and the lake's flags.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FromLakeArgs {
+    /// Read the events archived in the data lake (lake.store, or --lake), in log order.
+    #[arg(long)]
+    pub from_lake: bool,
+    /// With --from-lake: only events at or after this event time (RFC 3339).
+    #[arg(long, requires = "from_lake")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --from-lake: only events before this event time (RFC 3339).
+    #[arg(long, requires = "from_lake")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+}
+
+impl FromLakeArgs {
+    /// The lake and the window, when `--from-lake` was given.
+    pub fn chosen(self) -> anyhow::Result<Option<(LakeArgs, super::read::Window)>> {
+        let window = super::read::Window::new(self.since, self.until)?;
+        Ok(self.from_lake.then_some((self.lake, window)))
     }
 }

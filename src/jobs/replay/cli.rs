@@ -12,22 +12,14 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value = "shoppers")]
     pub format: ReplayFormat,
     /// Data file (required unless --synthetic or --from-lake).
-    #[arg(long, required_unless_present_any = ["synthetic", "from_lake"])]
+    #[arg(long, required_unless_present_any = ["synthetic", "from_lake"], conflicts_with = "from_lake")]
     pub file: Option<PathBuf>,
     /// Generate N synthetic sessions instead of reading a file.
-    #[arg(long, conflicts_with = "file")]
+    #[arg(long, conflicts_with_all = ["file", "from_lake"])]
     pub synthetic: Option<u64>,
-    /// Re-drive the events archived in the data lake (lake.store, or --lake), in log order.
-    #[arg(long, conflicts_with_all = ["file", "synthetic", "speedup"])]
-    pub from_lake: bool,
-    /// With --from-lake: only events at or after this event time (RFC 3339).
-    #[arg(long, requires = "from_lake")]
-    pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// With --from-lake: only events before this event time (RFC 3339).
-    #[arg(long, requires = "from_lake")]
-    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --from-lake: re-drive the archived events as they were logged.
     #[command(flatten)]
-    pub lake: crate::lake::cli::LakeArgs,
+    pub history: crate::lake::cli::FromLakeArgs,
     /// Base URL of the service, e.g. http://127.0.0.1:8080
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: url::Url,
@@ -56,7 +48,7 @@ pub struct ReplayArgs {
 
 pub fn replay(global: &crate::cli::GlobalArgs, args: ReplayArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging("warn", false);
-    let window = crate::lake::read::Window::new(args.since, args.until)?;
+    let from_lake = args.history.chosen()?;
     let opts = super::ReplayOptions {
         format: args.format,
         file: args.file,
@@ -71,10 +63,11 @@ pub fn replay(global: &crate::cli::GlobalArgs, args: ReplayArgs) -> anyhow::Resu
         progress: !args.quiet,
     };
     let rt = crate::cli::tokio_rt()?;
-    let summary = if args.from_lake {
+    let summary = if let Some((lake, window)) = from_lake {
+        anyhow::ensure!(opts.speedup.is_none(), "--speedup does not apply to --from-lake");
         let settings = global.settings(None)?;
         rt.block_on(async {
-            let store = args.lake.store(&settings).await?;
+            let store = lake.store(&settings).await?;
             super::lake::run(&opts, store, window).await
         })?
     } else {

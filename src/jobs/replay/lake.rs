@@ -8,8 +8,8 @@
 //! per-customer ordering, and the next block goes once the last is
 //! acknowledged, so every customer's events arrive in log order.
 
-use super::sender::{plan_batches, SendReport, Sender, SenderConfig};
-use super::{per_second, progress_bar, ReplayOptions, ReplaySummary, SessionEvents};
+use super::sender::{plan_batches, SendReport};
+use super::{per_second, ReplayOptions, ReplaySummary, SessionEvents};
 use crate::lake::read::{LakeReader, Window};
 use crate::lake::LakeStore;
 use actors::event::{LoggedEvent, SessionId};
@@ -19,12 +19,7 @@ use std::time::Instant;
 /// Sends the events of `store` whose event time is in `window`.
 pub async fn run(opts: &ReplayOptions, store: LakeStore, window: Window) -> anyhow::Result<ReplaySummary> {
     let reader = LakeReader::open(store).await?;
-    let progress = if opts.progress { Some(progress_bar(reader.rows_to_scan(window))?) } else { None };
-    let mut config = SenderConfig::new(opts.target.clone(), opts.api_key.clone());
-    config.concurrency = opts.concurrency;
-    config.rate = opts.rate;
-    config.progress = progress.clone();
-    let sender = Sender::new(config)?;
+    let (sender, progress) = super::sender_for(opts, reader.rows_to_scan(window))?;
     let started = Instant::now();
     let mut stats = Default::default();
     let mut report: Option<SendReport> = None;

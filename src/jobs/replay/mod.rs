@@ -137,12 +137,7 @@ pub async fn send(
     let n_sessions = sessions.len() as u64;
     let total_events: u64 = sessions.iter().map(|s| s.events.len() as u64).sum();
 
-    let progress = if opts.progress { Some(progress_bar(total_events)?) } else { None };
-    let mut config = SenderConfig::new(opts.target.clone(), opts.api_key.clone());
-    config.concurrency = opts.concurrency;
-    config.rate = opts.rate;
-    config.progress = progress.clone();
-    let sender = Sender::new(config)?;
+    let (sender, progress) = sender_for(opts, total_events)?;
 
     let started = Instant::now();
     let result = match opts.speedup {
@@ -168,6 +163,17 @@ pub async fn send(
         retail: retail_stats,
         lake: None,
     })
+}
+
+/// The sender `opts` describes, and its progress bar (counting up to
+/// `total_events`) when `opts.progress`.
+pub(crate) fn sender_for(opts: &ReplayOptions, total_events: u64) -> anyhow::Result<(Sender, Option<ProgressBar>)> {
+    let progress = if opts.progress { Some(progress_bar(total_events)?) } else { None };
+    let mut config = SenderConfig::new(opts.target.clone(), opts.api_key.clone());
+    config.concurrency = opts.concurrency;
+    config.rate = opts.rate;
+    config.progress = progress.clone();
+    Ok((Sender::new(config)?, progress))
 }
 
 /// Wall-clock width of one paced window: sessions due within it go together.

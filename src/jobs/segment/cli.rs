@@ -28,26 +28,17 @@ pub struct SegmentArgs {
     /// Only customers with at least one order (recency measured from their latest activity).
     #[arg(long)]
     pub buyers_only: bool,
-    /// Build the profiles from the events archived in the data lake (lake.store, or --lake)
-    /// instead of the customers' stored snapshots.
-    #[arg(long)]
-    pub from_lake: bool,
-    /// With --from-lake: only events at or after this event time (RFC 3339).
-    #[arg(long, requires = "from_lake")]
-    pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// With --from-lake: only events before this event time (RFC 3339).
-    #[arg(long, requires = "from_lake")]
-    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --from-lake: build the profiles from the archived events instead
+    /// of the customers' stored snapshots.
     #[command(flatten)]
-    pub lake: crate::lake::cli::LakeArgs,
+    pub history: crate::lake::cli::FromLakeArgs,
 }
 
 pub fn segment(global: &GlobalArgs, args: SegmentArgs) -> anyhow::Result<()> {
     let settings = global.settings(None)?;
     crate::telemetry::init_logging("warn", false);
-    let SegmentArgs { k, export_matrix, assignments, report, seed, buyers_only, from_lake, since, until, lake } = args;
-    let window = crate::lake::read::Window::new(since, until)?;
-    let lake = from_lake.then_some((lake, window));
+    let SegmentArgs { k, export_matrix, assignments, report, seed, buyers_only, history } = args;
+    let lake = history.chosen()?;
     let opts = super::SegmentOptions {
         settings,
         k,

@@ -87,13 +87,7 @@ pub fn smoothed_accuracy_threshold(scores: &[f32], labels: &[bool], bandwidth: f
     if scores.is_empty() || bandwidth <= 0.0 {
         return best_accuracy_threshold(scores, labels);
     }
-    let z: Vec<f64> = scores
-        .iter()
-        .map(|&p| {
-            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
-            (p / (1.0 - p)).ln()
-        })
-        .collect();
+    let z = logits(scores);
     let h = f64::from(bandwidth);
     let mut best = (f64::NEG_INFINITY, 0.0f64);
     for step in -500..=500 {
@@ -113,6 +107,17 @@ pub fn smoothed_accuracy_threshold(scores: &[f32], labels: &[bool], bandwidth: f
     (1.0 / (1.0 + (-best.1).exp())) as f32
 }
 
+/// Each probability's log-odds, clamped away from 0 and 1.
+fn logits(scores: &[f32]) -> Vec<f64> {
+    scores
+        .iter()
+        .map(|&p| {
+            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+            (p / (1.0 - p)).ln()
+        })
+        .collect()
+}
+
 /// Platt scaling `[a, b]` for `sigmoid(a · logit(p) + b)`: minimizes the
 /// log-loss on (`scores`, `labels`) by Newton's method (a little ridge on
 /// `a − 1` and `b` keeps it defined on separable input). `[1, 0]` (identity)
@@ -122,13 +127,7 @@ pub fn fit_platt(scores: &[f32], labels: &[bool]) -> [f32; 2] {
     if scores.is_empty() || pos == 0 || pos == labels.len() {
         return [1.0, 0.0];
     }
-    let z: Vec<f64> = scores
-        .iter()
-        .map(|&p| {
-            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
-            (p / (1.0 - p)).ln()
-        })
-        .collect();
+    let z = logits(scores);
     let ridge = 1e-3;
     let (mut a, mut b) = (1.0f64, 0.0f64);
     for _ in 0..50 {

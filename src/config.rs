@@ -58,6 +58,44 @@ pub struct Settings {
     /// The data lake `cartpulse archive` writes (`lake.*`; docs/data-lake.md).
     #[serde(default)]
     pub lake: LakeSettings,
+    /// How long the database keeps the event log (`retention.*`;
+    /// docs/data-lake.md, "Retention").
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+/// How long the event log stays in the database (`retention.*`). Events
+/// leave it only once archived to the lake and checkpointed, so without an
+/// archive nothing is ever deleted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetentionSettings {
+    /// Days an event stays in the database after it was received (default
+    /// 30); 0 keeps every event. Must be the same on every processor: their
+    /// group commit checks resends of events older than this against the
+    /// retired ids.
+    pub events_days: u32,
+    /// Days the ids of deleted events are kept, so that a resend of one is
+    /// still recognised as a duplicate (default 90, at least `events_days`).
+    pub dedup_days: u32,
+    /// Events deleted per transaction on SQLite (and from Postgres' default
+    /// partition): each batch briefly holds SQLite's single writer.
+    pub batch_rows: u64,
+    /// Seconds between the runs of the Postgres partition maintenance (each
+    /// process makes the coming days' partitions of `events`; default 600).
+    #[serde(deserialize_with = "units::secs")]
+    pub maintenance_every_s: std::time::Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            events_days: 30,
+            dedup_days: 90,
+            batch_rows: 2_000,
+            maintenance_every_s: std::time::Duration::from_secs(600),
+        }
+    }
 }
 
 /// The data lake: the event log as Parquet (`lake.*`).
@@ -440,6 +478,18 @@ impl Settings {
         anyhow::ensure!(!self.actors.session_gap_s.is_zero(), "actors.session_gap_s must be > 0");
         anyhow::ensure!(self.actors.session_gap_s <= MAX_SPAN, "actors.session_gap_s must be at most 10 years");
         anyhow::ensure!(self.ingest.max_future_skew_s <= MAX_SPAN, "ingest.max_future_skew_s must be at most 10 years");
+        let r = &self.retention;
+        anyhow::ensure!(r.events_days <= 3_650, "retention.events_days must be at most 3650 (0 keeps every event)");
+        anyhow::ensure!(
+            r.events_days == 0 || r.dedup_days >= r.events_days,
+            "retention.dedup_days ({}) must be at least retention.events_days ({}): a resend of a deleted event \
+             is recognised only while its id is kept",
+            r.dedup_days,
+            r.events_days
+        );
+        anyhow::ensure!(r.dedup_days <= 3_650, "retention.dedup_days must be at most 3650");
+        anyhow::ensure!(r.batch_rows > 0, "retention.batch_rows must be > 0");
+        anyhow::ensure!(!r.maintenance_every_s.is_zero(), "retention.maintenance_every_s must be > 0");
         if let Some(url) = &self.redis_url {
             let url = url.expose_secret();
             anyhow::ensure!(

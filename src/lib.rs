@@ -11,7 +11,8 @@
 //!   [`telemetry`], [`keys`], [`models`] (the purchase model: network,
 //!   model directory, store and registry), [`segments`] (stored
 //!   segmentations and live assignment), [`lake`] (the event log as Parquet
-//!   in a directory or on S3) and [`replicas`] (who is up);
+//!   in a directory or on S3), [`retention`] (how long the database keeps
+//!   the log) and [`replicas`] (who is up);
 //! - the composition: [`startup`] builds the service, [`cli`] parses the
 //!   command line and hands each subcommand to its module's `cli`.
 //!
@@ -28,6 +29,7 @@ pub mod lake;
 pub mod models;
 pub mod redis_link;
 pub mod replicas;
+pub mod retention;
 pub mod segments;
 pub mod telemetry;
 

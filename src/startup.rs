@@ -68,6 +68,8 @@ struct Core {
     segment_watcher: tokio::task::JoinHandle<()>,
     /// The scheduled archive to the data lake (`lake.archive_every_s`).
     archiver: Option<tokio::task::JoinHandle<()>>,
+    /// Postgres: the event log's day partitions made ahead.
+    partitions: Option<tokio::task::JoinHandle<()>>,
     /// With Redis: the partitions' consumer.
     consumer: Option<Consumer>,
     /// With Redis and no `redis.owns`: the partitions' leases.
@@ -389,8 +391,8 @@ impl Application {
             }
             core.runtime.stop();
             core.segment_watcher.abort();
-            if let Some(a) = core.archiver {
-                a.abort();
+            for task in [core.archiver, core.partitions].into_iter().flatten() {
+                task.abort();
             }
         }
         for task in [model_follower, evaluator].into_iter().flatten() {
@@ -487,6 +489,14 @@ async fn start_core(
             }
         })
     };
+    // The day partitions exist before the first commit whenever the locks
+    // allow; a day without one still takes events (its default partition).
+    let partitions = match settings.is_sqlite() {
+        true => None,
+        false => Some(
+            crate::retention::partitions::start_maintenance(db.clone(), settings.retention.maintenance_every_s).await,
+        ),
+    };
     let (committer, committer_task) = Committer::start(
         db.clone(),
         gate.clone(),
@@ -496,6 +506,7 @@ async fn start_core(
             max_events: settings.ingest.commit_max_events,
             max_wait: settings.ingest.commit_max_wait_ms,
             queue_max_events: settings.ingest.queue_max_events,
+            retired_check: crate::retention::retired_check_span(settings),
         },
     );
     let (lost_tx, lost_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -566,11 +577,12 @@ async fn start_core(
             settings.clone(),
             settings.lake.archive_every_s,
             metrics.clone(),
+            (db.clone(), gate.clone()),
             move || leader.now(),
         )
     });
     Ok(StartedCore {
-        core: Core { runtime, committer_task, checkpoints, segment_watcher, archiver, consumer, leases },
+        core: Core { runtime, committer_task, checkpoints, segment_watcher, archiver, partitions, consumer, leases },
         consumer_committer: committer,
     })
 }

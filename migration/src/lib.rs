@@ -12,6 +12,7 @@ mod m20261129_000001_add_model_reports;
 mod m20261203_000001_create_partition_leases;
 mod m20261204_000001_add_promotion_reasons;
 mod m20261204_000002_add_session_age_scores_and_first_write;
+mod m20261205_000001_partition_events;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_create_partition_leases::Migration),
             Box::new(m20261204_000001_add_promotion_reasons::Migration),
             Box::new(m20261204_000002_add_session_age_scores_and_first_write::Migration),
+            Box::new(m20261205_000001_partition_events::Migration),
         ]
     }
 }

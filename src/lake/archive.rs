@@ -48,6 +48,10 @@ pub struct ArchiveReport {
     /// Log positions above `archived_through` up to the horizon: the
     /// incomplete block, archived once it fills up.
     pub waiting: i64,
+    /// What retention deleted after the run (`cartpulse archive`, unless
+    /// `--no-retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::RetentionReport>,
 }
 
 /// One run over the database and lake of `settings` (connections of its own).
@@ -70,10 +74,15 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<ArchiveReport>
 /// that fails is logged and tried again at the next interval; one that
 /// outlasts the interval delays the next (never two at once here; another
 /// archiver running meanwhile is harmless, see docs/data-lake.md).
+///
+/// After each successful run, retention ([`crate::retention::retain`])
+/// deletes what the database no longer needs to keep, on the service's own
+/// connections and write gate.
 pub fn spawn_scheduled(
     settings: Settings,
     every: std::time::Duration,
     metrics: crate::telemetry::Metrics,
+    (db, gate): (DatabaseConnection, actors::WriteGate),
     leads: impl Fn() -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     use crate::telemetry::IngestEvent;
@@ -88,13 +97,25 @@ pub fn spawn_scheduled(
             }
             let s = settings.clone();
             match tokio::task::spawn_blocking(move || run(&s, false)).await {
-                Ok(Ok(r)) => metrics.record(IngestEvent::Archived {
-                    blocks: r.blocks,
-                    events: r.events,
-                    archived_through: r.archived_through,
-                    waiting: r.waiting,
-                    store: r.store,
-                }),
+                Ok(Ok(r)) => {
+                    let through = r.archived_through;
+                    metrics.record(IngestEvent::Archived {
+                        blocks: r.blocks,
+                        events: r.events,
+                        archived_through: r.archived_through,
+                        waiting: r.waiting,
+                        store: r.store,
+                    });
+                    match crate::retention::retain(&db, &gate, &settings, through, Utc::now()).await {
+                        Ok(r) => metrics.record(IngestEvent::Retained {
+                            events: r.deleted_events,
+                            partitions: r.dropped_partitions.len(),
+                            expired_ids: r.expired_ids,
+                            kept: r.kept.len(),
+                        }),
+                        Err(e) => metrics.record(IngestEvent::RetentionFailed { error: format!("{e:#}") }),
+                    }
+                }
                 Ok(Err(e)) => metrics.record(IngestEvent::ArchiveFailed { error: format!("{e:#}") }),
                 Err(e) => metrics.record(IngestEvent::ArchiveFailed { error: format!("the archive task failed: {e}") }),
             }

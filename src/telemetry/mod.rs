@@ -85,6 +85,12 @@ pub enum IngestEvent {
     Archived { blocks: u64, events: u64, archived_through: i64, waiting: i64, store: String },
     /// A scheduled archive run failed; the next interval retries.
     ArchiveFailed { error: String },
+    /// Retention after a scheduled archive run deleted `events` events
+    /// (`partitions` whole day partitions among them) and forgot
+    /// `expired_ids` retired ids.
+    Retained { events: u64, partitions: usize, expired_ids: u64, kept: usize },
+    /// Retention failed; the next archive run retries.
+    RetentionFailed { error: String },
 }
 
 /// The service's Prometheus registry and its ingest/HTTP metrics.
@@ -116,6 +122,8 @@ pub struct Metrics {
     archived_events: IntCounter,
     archived_through: IntGauge,
     archive_waiting: IntGauge,
+    retention_runs: IntCounterVec,
+    retained_events: IntCounter,
     /// CloudWatch Embedded Metric Format output of the backlog, if asked for.
     emf: Option<std::sync::Arc<Emf>>,
 }
@@ -223,6 +231,14 @@ impl Metrics {
                 "cartpulse_lake_waiting_events",
                 "Checkpointed log positions not archived yet (their block is not full)",
             )?,
+            retention_runs: IntCounterVec::new(
+                Opts::new("cartpulse_retention_runs_total", "Retention runs after scheduled archives, by outcome (ok, failed)"),
+                &["outcome"],
+            )?,
+            retained_events: IntCounter::new(
+                "cartpulse_retention_deleted_events_total",
+                "Archived, checkpointed events this process's retention deleted from the database",
+            )?,
             emf: None,
             registry,
         };
@@ -251,6 +267,8 @@ impl Metrics {
         m.registry.register(Box::new(m.archived_events.clone()))?;
         m.registry.register(Box::new(m.archived_through.clone()))?;
         m.registry.register(Box::new(m.archive_waiting.clone()))?;
+        m.registry.register(Box::new(m.retention_runs.clone()))?;
+        m.registry.register(Box::new(m.retained_events.clone()))?;
         Ok(m)
     }
 
@@ -357,6 +375,17 @@ impl Metrics {
             IngestEvent::ArchiveFailed { error } => {
                 tracing::warn!(%error, "archive failed; retrying at the next interval");
                 self.archive_runs.with_label_values(&["failed"]).inc();
+            }
+            IngestEvent::Retained { events, partitions, expired_ids, kept } => {
+                if events > 0 || expired_ids > 0 {
+                    tracing::info!(events, partitions, expired_ids, kept, "retention deleted old events");
+                }
+                self.retention_runs.with_label_values(&["ok"]).inc();
+                self.retained_events.inc_by(events);
+            }
+            IngestEvent::RetentionFailed { error } => {
+                tracing::warn!(%error, "retention failed; retrying after the next archive run");
+                self.retention_runs.with_label_values(&["failed"]).inc();
             }
         }
     }

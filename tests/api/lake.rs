@@ -27,7 +27,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
 
 /// Log positions per block in these tests: small, so that a few hundred
 /// events make several blocks, and files of several row groups.
-const BLOCK: u64 = 50;
+pub(crate) const BLOCK: u64 = 50;
 const ROW_GROUP: usize = 16;
 
 fn s3_endpoint() -> String {
@@ -45,7 +45,7 @@ fn s3_test_env() {
 }
 
 /// A directory in `dir`, or `s3://<fresh bucket>/lake` on the S3 server.
-async fn lake_location(s3: bool, dir: &Path) -> (String, Option<String>) {
+pub(crate) async fn lake_location(s3: bool, dir: &Path) -> (String, Option<String>) {
     if !s3 {
         return (dir.join("lake").display().to_string(), None);
     }
@@ -64,7 +64,7 @@ async fn lake_location(s3: bool, dir: &Path) -> (String, Option<String>) {
 }
 
 /// The settings the archive runs with: the app's database, the lake, small blocks.
-fn archive_settings(database_url: &str, lake: &(String, Option<String>)) -> Settings {
+pub(crate) fn archive_settings(database_url: &str, lake: &(String, Option<String>)) -> Settings {
     let mut s = test_settings(database_url);
     s.lake.store = lake.0.clone();
     s.lake.endpoint = lake.1.clone();
@@ -73,7 +73,7 @@ fn archive_settings(database_url: &str, lake: &(String, Option<String>)) -> Sett
     s
 }
 
-async fn run_archive(settings: &Settings) -> ArchiveReport {
+pub(crate) async fn run_archive(settings: &Settings) -> ArchiveReport {
     let s = settings.clone();
     tokio::task::spawn_blocking(move || cartpulse::jobs::archive::run(&s, false))
         .await
@@ -84,7 +84,7 @@ async fn run_archive(settings: &Settings) -> ArchiveReport {
 /// `n` events of every kind for `customers` customers over three days of
 /// event time (29 Nov – 1 Dec 2026, UTC), ids starting at `from`. Every
 /// tenth customer buys; every thirtieth cancels a line of it.
-fn events(from: usize, n: usize) -> Vec<Value> {
+pub(crate) fn events(from: usize, n: usize) -> Vec<Value> {
     let days = ["2026-11-29", "2026-11-30", "2026-12-01"];
     (from..from + n)
         .map(|i| {
@@ -124,7 +124,7 @@ fn events(from: usize, n: usize) -> Vec<Value> {
 
 /// Posts the events and waits until the runtime's checkpoint covers the
 /// whole log (the archive takes nothing above it).
-async fn ingest(app: &TestApp, events: &[Value]) {
+pub(crate) async fn ingest(app: &TestApp, events: &[Value]) {
     for chunk in events.chunks(500) {
         let (status, body) = app.post_events(&Value::Array(chunk.to_vec())).await;
         assert_eq!(status, 200, "{body}");
@@ -150,7 +150,7 @@ async fn ingest(app: &TestApp, events: &[Value]) {
 
 /// One event as the test compares it: id, kind, day of event time, revenue.
 #[derive(Clone, Debug, PartialEq)]
-struct Row {
+pub(crate) struct Row {
     event_id: String,
     kind: String,
     day: String,
@@ -160,7 +160,7 @@ struct Row {
 }
 
 /// The log as the database has it, by seq.
-async fn database_rows(db: &sea_orm::DatabaseConnection) -> BTreeMap<i64, Row> {
+pub(crate) async fn database_rows(db: &sea_orm::DatabaseConnection) -> BTreeMap<i64, Row> {
     let rows = entities::event::Entity::find().all(db).await.unwrap();
     rows.into_iter()
         .map(|r| {

@@ -27,6 +27,7 @@ mod models;
 mod open_sessions;
 mod replay;
 mod replication;
+mod retention;
 mod retrain;
 mod roles;
 mod rolling;

@@ -1,4 +1,4 @@
-//! `cartpulse bench ingest | inference | ws | roll`: each bench prints a
+//! `cartpulse bench ingest | inference | ws | roll | archive | retention`: each bench prints a
 //! small table to stderr and its figures as JSON on the last stdout line.
 
 use crate::cli::GlobalArgs;
@@ -17,6 +17,9 @@ pub enum BenchCommand {
     Roll(super::roll::RollArgs),
     /// Archive throughput into the data lake and Parquet bytes per event, over a synthetic log.
     Archive(super::archive::ArchiveArgs),
+    /// Retention: a day of the log deleted under live load (ingest p99 against
+    /// steady state), or a simulated run of many days (`--simulate-days`).
+    Retention(super::retention::RetentionArgs),
     /// One load process of `bench ws` (started by it).
     #[command(hide = true)]
     WsWorker(super::ws::WorkerArgs),
@@ -84,6 +87,11 @@ pub fn run(global: &GlobalArgs, command: BenchCommand) -> anyhow::Result<()> {
             quiet();
             let settings = global.settings(None)?;
             super::run_printed(super::archive::run(args, settings)).map(|_| ())
+        }
+        BenchCommand::Retention(args) => {
+            quiet();
+            let settings = global.settings(None)?;
+            super::run_printed(super::retention::run(args, settings)).map(|_| ())
         }
         BenchCommand::Roll(args) => {
             quiet();

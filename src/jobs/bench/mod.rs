@@ -24,6 +24,8 @@ pub mod cpu;
 pub mod inference;
 pub mod ingest;
 pub mod ingest_replicas;
+pub mod retention;
+pub mod retention_load;
 pub mod roll;
 pub mod serve_process;
 pub mod servers;

@@ -93,6 +93,11 @@ pub struct CommitterSettings {
     pub max_events: usize,
     pub max_wait: Duration,
     pub queue_max_events: usize,
+    /// Events stamped more than this before their commit may be resends of
+    /// events retention deleted: their group is checked against
+    /// `retired_event_ids` (`crate::retention::retired_check_span`). `None`
+    /// when retention is off.
+    pub retired_check: Option<chrono::TimeDelta>,
 }
 
 /// Handle used by request handlers.
@@ -187,14 +192,21 @@ async fn run(
         }
         queued.fetch_sub(n, Ordering::Relaxed);
         metrics.queue_events.set(queued.load(Ordering::Relaxed) as i64);
-        commit_group(&db, &gate, &runtime, &metrics, jobs).await;
+        commit_group(&db, &gate, &runtime, &metrics, settings.retired_check, jobs).await;
     }
 }
 
-async fn commit_group(db: &DatabaseConnection, gate: &WriteGate, runtime: &Runtime, metrics: &Metrics, jobs: Vec<Job>) {
+async fn commit_group(
+    db: &DatabaseConnection,
+    gate: &WriteGate,
+    runtime: &Runtime,
+    metrics: &Metrics,
+    retired_check: Option<chrono::TimeDelta>,
+    jobs: Vec<Job>,
+) {
     let started = Instant::now();
     let turn = gate.enter().await;
-    let written = write(db, &jobs).await;
+    let written = write(db, &jobs, retired_check).await;
     drop(turn);
     match written {
         Ok((seqs, fenced)) => {
@@ -285,7 +297,11 @@ fn trace_commit(job: &Job, (group_events, group_requests): (i64, i64)) -> Vec<(T
 /// position of every event that was new, per job and event index, and the
 /// partitions whose fence no longer holds (those jobs wrote nothing; the
 /// returned positions are of the remaining jobs only, in order).
-async fn write(db: &DatabaseConnection, jobs: &[Job]) -> Result<(Vec<Vec<Option<i64>>>, Vec<usize>), DbErr> {
+async fn write(
+    db: &DatabaseConnection,
+    jobs: &[Job],
+    retired_check: Option<chrono::TimeDelta>,
+) -> Result<(Vec<Vec<Option<i64>>>, Vec<usize>), DbErr> {
     let backend = db.get_database_backend();
     let now = Utc::now();
     let txn = db.begin().await?;
@@ -303,9 +319,13 @@ async fn write(db: &DatabaseConnection, jobs: &[Job]) -> Result<(Vec<Vec<Option<
     let mut unique: Vec<(usize, usize)> = first.values().copied().collect();
     unique.sort_unstable();
     let rows: Vec<&Prepared> = unique.iter().map(|&(j, i)| &jobs[j].events[i]).collect();
+    // Live events are far younger than anything retention deleted, so only
+    // a group holding old ones (history replayed, a late resend) pays for
+    // the check.
+    let retired = retired_check.is_some_and(|span| rows.iter().any(|p| p.event.time < now - span));
     let inserted = match backend {
-        DbBackend::Postgres => insert_events_postgres(&txn, &rows, now).await?,
-        _ => insert_events_sqlite(&txn, &rows, now).await?,
+        DbBackend::Postgres => insert_events_postgres(&txn, &rows, now, retired).await?,
+        _ => insert_events_sqlite(&txn, &rows, now, retired).await?,
     };
 
     // `first` names the occurrence each returned id was inserted as.
@@ -329,6 +349,7 @@ async fn insert_events_sqlite(
     txn: &DatabaseTransaction,
     rows: &[&Prepared],
     now: DateTime<Utc>,
+    retired: bool,
 ) -> Result<Vec<(i64, String)>, DbErr> {
     let received = now.to_rfc3339();
     let mut out = Vec::with_capacity(rows.len());
@@ -348,7 +369,7 @@ async fn insert_events_sqlite(
             values.push(received.as_str().into());
             values.push(p.body.as_str().into());
         }
-        let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sqlite_insert_sql(n), values);
+        let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sqlite_insert_sql(n, retired), values);
         for row in txn.query_all(stmt).await? {
             out.push((row.try_get("", "seq")?, row.try_get("", "event_id")?));
         }
@@ -358,16 +379,22 @@ async fn insert_events_sqlite(
 
 const SQLITE_CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
-fn sqlite_insert_sql(n: usize) -> String {
-    let mut sql = String::with_capacity(200 + n * 24);
-    sql.push_str(
-        "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) VALUES ",
-    );
+/// One multi-row insert of `n` events. With `retired`, events whose ids
+/// retention retired are left out in the same statement (one statement is
+/// one write transaction step, so a retention batch cannot slip between
+/// the check and the insert).
+fn sqlite_insert_sql(n: usize, retired: bool) -> String {
+    let mut sql = String::with_capacity(300 + n * 24);
+    sql.push_str("INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) ");
+    sql.push_str(if retired { "SELECT * FROM (VALUES " } else { "VALUES " });
     for k in 0..n {
         if k > 0 {
             sql.push(',');
         }
         sql.push_str("(?,?,?,?,?,?,?)");
+    }
+    if retired {
+        sql.push_str(") AS v WHERE NOT EXISTS (SELECT 1 FROM retired_event_ids r WHERE r.event_id = v.column1)");
     }
     sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id");
     sql
@@ -390,7 +417,11 @@ async fn insert_events_postgres(
     txn: &DatabaseTransaction,
     rows: &[&Prepared],
     now: DateTime<Utc>,
+    retired: bool,
 ) -> Result<Vec<(i64, String)>, DbErr> {
+    // `events` is unique by id and time (its day partitions hold the time),
+    // and a resend carries its event's time. With `retired`, events whose
+    // ids retention retired are left out in the same statement.
     const SQL: &str =
         "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
          SELECT x.e, x.c, NULLIF(x.s, ''), x.t, x.ts::timestamptz, $7, x.b \
@@ -398,7 +429,16 @@ async fn insert_events_postgres(
                      string_to_array($4, E'\\x1f'), string_to_array($5, E'\\x1f'), string_to_array($6, E'\\x1f')) \
               WITH ORDINALITY AS x(e, c, s, t, ts, b, n) \
          ORDER BY x.n \
-         ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id";
+         ON CONFLICT (event_id, event_time) DO NOTHING RETURNING seq, event_id";
+    const SQL_RETIRED: &str =
+        "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
+         SELECT x.e, x.c, NULLIF(x.s, ''), x.t, x.ts::timestamptz, $7, x.b \
+         FROM unnest(string_to_array($1, E'\\x1f'), string_to_array($2, E'\\x1f'), string_to_array($3, E'\\x1f'), \
+                     string_to_array($4, E'\\x1f'), string_to_array($5, E'\\x1f'), string_to_array($6, E'\\x1f')) \
+              WITH ORDINALITY AS x(e, c, s, t, ts, b, n) \
+         WHERE NOT EXISTS (SELECT 1 FROM retired_event_ids r WHERE r.event_id = x.e AND r.event_time = x.ts::timestamptz) \
+         ORDER BY x.n \
+         ON CONFLICT (event_id, event_time) DO NOTHING RETURNING seq, event_id";
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let body_bytes: usize = chunk.iter().map(|p| p.body.len() + 1).sum();
@@ -436,7 +476,7 @@ async fn insert_events_postgres(
         let [e, c, s, t, ts, b] = cols;
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
-            SQL,
+            if retired { SQL_RETIRED } else { SQL },
             [e.into(), c.into(), s.into(), t.into(), ts.into(), b.into(), now.into()],
         );
         for row in txn.query_all(stmt).await? {

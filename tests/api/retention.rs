@@ -1,0 +1,258 @@
+//! Retention of the event log (`retention.*`): archived, checkpointed
+//! events received more than `events_days` ago leave the database, nothing
+//! before it is archived; a resend of a deleted event is still a duplicate
+//! while its id is kept (`dedup_days`), and is new again after. On Postgres
+//! live days have partitions of their own, made ahead by the service, and
+//! leave by a DROP; old history leaves the default partition in batches.
+//!
+//! Retention runs here with a clock moved forward (`retain`'s `now`), so
+//! events received seconds ago count as old. The app runs with
+//! `events_days = 1`, so its group commit checks every event at most a day
+//! ahead of now against the retired ids, as it would check a resend of an
+//! event received more than a day ago.
+
+use crate::helpers::*;
+use crate::lake::{archive_settings, database_rows, events, ingest, lake_location, run_archive};
+use crate::on_both_databases;
+use actors::WriteGate;
+use cartpulse::config::Settings;
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::Value;
+use std::time::Duration;
+
+async fn app(db: Db) -> TestApp {
+    spawn_app_with(db, |s| {
+        s.actors.checkpoint_interval_ms = Duration::from_millis(100);
+        s.retention.events_days = 1;
+        s.retention.batch_rows = 40;
+    })
+    .await
+}
+
+/// `n` page views stamped at `at`, ids `ret-{tag}-{i}`.
+fn recent(tag: &str, n: usize, at: DateTime<Utc>) -> Vec<Value> {
+    let time = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    (0..n)
+        .map(|i| {
+            page_view(
+                &format!("ret-{tag}-{i}"),
+                &format!("ret-c{}", i % 7),
+                &format!("ret-s{}", i % 7),
+                &time,
+                "product",
+            )
+        })
+        .collect()
+}
+
+async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    let row = db.query_one(Statement::from_string(db.get_database_backend(), sql.to_owned())).await.unwrap().unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+async fn event_partitions(db: &DatabaseConnection, table: &str) -> Vec<String> {
+    cartpulse::retention::partitions::list(db, table).await.unwrap().into_iter().map(|(_, n)| n).collect()
+}
+
+async fn retain(
+    conn: &DatabaseConnection,
+    settings: &Settings,
+    through: i64,
+    days_ahead: i64,
+) -> cartpulse::retention::RetentionReport {
+    let now = Utc::now() + TimeDelta::days(days_ahead);
+    cartpulse::retention::retain(conn, &WriteGate::open(), settings, through, now).await.expect("retention run")
+}
+
+/// What the resends must not move: the customer's profile and open session's size.
+async fn customer(app: &TestApp, id: &str) -> (Value, Value) {
+    let (status, c) = app.get_customer(id).await;
+    assert_eq!(status, 200, "{c}");
+    (c["profile"].clone(), c["open_session"]["n_events"].clone())
+}
+
+async fn post(app: &TestApp, events: &[Value]) -> (u64, u64) {
+    let (status, body) = app.post_events(&Value::Array(events.to_vec())).await;
+    assert_eq!(status, 200, "{body}");
+    (body["accepted"].as_u64().unwrap(), body["duplicates"].as_u64().unwrap())
+}
+
+async fn old_archived_events_leave_the_database(db: Db) {
+    let postgres = matches!(db, Db::Postgres);
+    let app = app(db).await;
+    let lake = lake_location(false, app.dir.path()).await;
+    let mut settings = archive_settings(&app.database_url, &lake);
+    settings.retention = cartpulse::config::RetentionSettings { events_days: 1, batch_rows: 40, ..Default::default() };
+    let conn = cartpulse::db::connect(&settings).await.unwrap();
+
+    if postgres {
+        let today = Utc::now().date_naive();
+        let parts = event_partitions(&conn, "events").await;
+        for k in [-1, 0, 1, 2] {
+            let name = cartpulse::retention::partitions::name("events", today + TimeDelta::days(k));
+            assert!(parts.contains(&name), "the service made {name} ahead: {parts:?}");
+        }
+    }
+
+    // 270 events of late November (history: Postgres' default partition)
+    // and 130 of the last hour: 8 whole blocks.
+    let old: Vec<Value> = events(0, 300).into_iter().filter(|e| e["type"] != "remove_from_cart").collect();
+    assert_eq!(old.len(), 270);
+    // One instant for every live event, so they share a day partition.
+    let at = Utc::now() - TimeDelta::minutes(10);
+    let live = recent("a", 130, at);
+    ingest(&app, &old).await;
+    ingest(&app, &live).await;
+    if postgres {
+        assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 270, "history in the default partition");
+    }
+
+    // Nothing leaves before it is archived.
+    let r = retain(&conn, &settings, 0, 2).await;
+    assert_eq!(r.deleted_events, 0, "{r:?}");
+    assert_eq!(count(&conn, "SELECT count(*) FROM events").await, 400);
+
+    let a = run_archive(&settings).await;
+    assert_eq!(a.archived_through, 400, "{a:?}");
+    // 20 more, not archived (their block is not full).
+    let tail = recent("b", 20, at);
+    ingest(&app, &tail).await;
+    let before = database_rows(&conn).await;
+
+    // Nothing leaves before it is old enough: received seconds ago.
+    let r = retain(&conn, &settings, a.archived_through, 0).await;
+    assert_eq!(r.deleted_events, 0, "{r:?}");
+
+    let r = retain(&conn, &settings, a.archived_through, 2).await;
+    let left = database_rows(&conn).await;
+    if postgres {
+        // The live day's partition also holds the 20 unarchived events: it
+        // stays whole; history leaves the default partition.
+        assert_eq!(r.deleted_events, 270, "{r:?}");
+        assert_eq!(left.len(), 150);
+        assert!(r.kept.iter().any(|k| k.contains("not archived")), "{r:?}");
+        assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 0);
+    } else {
+        // SQLite deletes the archived prefix of the log.
+        assert_eq!(r.deleted_events, 400, "{r:?}");
+        assert_eq!(left.len(), 20);
+        assert!(left.keys().all(|s| *s > 400), "only the unarchived events stay");
+    }
+    assert!(left.iter().all(|(s, row)| before.get(s) == Some(row)), "what stays is untouched");
+    assert_eq!(count(&conn, "SELECT count(*) FROM retired_event_ids").await, r.deleted_events as i64);
+
+    // The next block fills; everything archived and old goes.
+    ingest(&app, &recent("c", 30, at)).await;
+    let a = run_archive(&settings).await;
+    assert_eq!(a.archived_through, 450, "{a:?}");
+    let r = retain(&conn, &settings, a.archived_through, 2).await;
+    assert_eq!(count(&conn, "SELECT count(*) FROM events").await, 0, "{r:?}");
+    assert_eq!(count(&conn, "SELECT count(*) FROM retired_event_ids").await, 450);
+    if postgres {
+        let today = cartpulse::retention::partitions::name("events", at.date_naive());
+        assert!(r.dropped_partitions.contains(&today), "the live day left by a DROP: {r:?}");
+        assert!(!event_partitions(&conn, "events").await.contains(&today));
+        assert!(!event_partitions(&conn, "retired_event_ids").await.is_empty(), "its ids became a partition");
+    }
+
+    // Resends of deleted events, history and live: all duplicates, and the
+    // customers the API shows are unchanged.
+    let customer_before = customer(&app, "ret-c3").await;
+    let resend: Vec<Value> = old.iter().step_by(7).chain(live.iter().step_by(5)).chain(tail.iter()).cloned().collect();
+    let (accepted, duplicates) = post(&app, &resend).await;
+    assert_eq!((accepted, duplicates), (0, resend.len() as u64), "a resend of a deleted event is a duplicate");
+    assert_eq!(count(&conn, "SELECT count(*) FROM events").await, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(customer(&app, "ret-c3").await, customer_before, "the customer's state did not move");
+
+    // After `dedup_days` the ids are forgotten: the same resend is new.
+    let r = retain(&conn, &settings, a.archived_through, 92).await;
+    assert_eq!(r.expired_ids, 450, "{r:?}");
+    assert_eq!(count(&conn, "SELECT count(*) FROM retired_event_ids").await, 0);
+    let (accepted, _) = post(&app, &resend[..5]).await;
+    assert_eq!(accepted, 5, "ids older than dedup_days are not recognised any more (the documented window)");
+}
+on_both_databases!(old_archived_events_leave_the_database);
+
+/// A day's partition made after its events arrived (history replayed
+/// before the day had one, or the partitioning migration over an existing
+/// log) takes them over from the default partition; their order and
+/// de-duplication are untouched.
+#[actix_web::test]
+async fn a_late_partition_takes_its_days_events_over() {
+    let app = app(Db::Postgres).await;
+    let conn = cartpulse::db::connect(&test_settings(&app.database_url)).await.unwrap();
+    let day = Utc::now().date_naive() - TimeDelta::days(5);
+    let time = format!("{day}T12:00:00Z");
+    let history: Vec<Value> =
+        (0..25).map(|i| page_view(&format!("ret-h{i}"), "ret-ch", "ret-sh", &time, "product")).collect();
+    assert_eq!(post(&app, &history).await, (25, 0));
+    let log_before = database_rows(&conn).await;
+    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 25);
+
+    assert!(cartpulse::retention::partitions::make(&conn, "events", day).await.unwrap());
+    let name = cartpulse::retention::partitions::name("events", day);
+    assert_eq!(count(&conn, &format!("SELECT count(*) FROM {name}")).await, 25, "moved into the day's partition");
+    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 0);
+    assert_eq!(database_rows(&conn).await, log_before, "same rows at the same positions");
+    assert!(!cartpulse::retention::partitions::make(&conn, "events", day).await.unwrap(), "made once");
+
+    assert_eq!(post(&app, &history).await, (0, 25), "resends conflict in the new partition");
+    let next = recent("h2", 1, Utc::now());
+    assert_eq!(post(&app, &next).await, (1, 0));
+    assert!(database_rows(&conn).await.keys().max().unwrap() > log_before.keys().max().unwrap(), "the log goes on");
+}
+
+/// The partitioning migration over a log that already holds events: every
+/// row keeps its position, the log's sequence carries on after them, and a
+/// resend of an old event is still a duplicate.
+#[actix_web::test]
+async fn the_partitioning_migration_keeps_the_log() {
+    use migration::MigratorTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Db::Postgres, dir.path()).await;
+    let conn = cartpulse::db::connect(&test_settings(&url)).await.unwrap();
+    let all = migration::Migrator::migrations().len() as u32;
+    migration::Migrator::up(&conn, Some(all - 1)).await.unwrap();
+    conn.execute_unprepared(
+        "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) VALUES \
+         ('m1', 'c', NULL, 'session_end', now() - interval '3 days', now(), '{\"type\":\"session_end\"}'), \
+         ('m2', 'c', NULL, 'session_end', now(), now(), '{\"type\":\"session_end\"}'), \
+         ('m3', 'c', NULL, 'session_end', now() + interval '1 hour', now(), '{\"type\":\"session_end\"}')",
+    )
+    .await
+    .unwrap();
+    let before = database_rows(&conn).await;
+    migration::Migrator::up(&conn, None).await.unwrap();
+    assert_eq!(database_rows(&conn).await, before, "the same rows at the same positions");
+    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 3, "all in the default partition at first");
+
+    // The service starts: today's partitions take their rows over.
+    let app = start(test_settings(&url), std::sync::Arc::new(dir), None).await;
+    assert_eq!(database_rows(&conn).await, before);
+    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 1, "only the 3-day-old one stays there");
+    // A resend of the oldest copied event (its exact time, as a producer
+    // resends it) is a duplicate.
+    let row = conn
+        .query_one(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT event_time FROM events WHERE event_id = 'm1'".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let time: chrono::DateTime<Utc> = row.try_get("", "event_time").unwrap();
+    let resend = serde_json::json!({"type": "session_end", "event_id": "m1", "customer_id": "c", "session_id": "s",
+        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
+    assert_eq!(post(&app, &[resend]).await, (0, 1));
+    let next = recent("mig", 1, Utc::now());
+    assert_eq!(post(&app, &next).await, (1, 0));
+    // (The duplicate drew a position it did not use, as any conflict does.)
+    let after = database_rows(&conn).await;
+    assert_eq!(after.len(), 4);
+    assert!(
+        after.keys().max().copied() > before.keys().max().copied(),
+        "the sequence carries on after the copied rows"
+    );
+}

@@ -92,7 +92,7 @@ impl Default for RetentionSettings {
         RetentionSettings {
             events_days: 30,
             dedup_days: 90,
-            batch_rows: 2_000,
+            batch_rows: 500,
             maintenance_every_s: std::time::Duration::from_secs(600),
         }
     }

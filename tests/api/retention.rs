@@ -18,7 +18,7 @@ use actors::WriteGate;
 use cartpulse::config::Settings;
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 async fn app(db: Db) -> TestApp {
@@ -255,4 +255,58 @@ async fn the_partitioning_migration_keeps_the_log() {
         after.keys().max().copied() > before.keys().max().copied(),
         "the sequence carries on after the copied rows"
     );
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_cartpulse");
+
+/// Runs `cartpulse bench retention ARGS` (on SQLite, or on a fresh Postgres
+/// database) and answers its JSON report.
+async fn bench_retention(db: Db, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(BIN);
+    if matches!(db, Db::Postgres) {
+        cmd.arg("--database-url").arg(fresh_database(db, dir.path()).await);
+    }
+    let out = cmd.args(["bench", "retention"]).args(args).current_dir(dir.path()).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench retention failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a report")).expect("the JSON report")
+}
+
+/// The compressed simulation: the database stays bounded (events and
+/// retired ids), the lake holds every event, each day's count in the lake
+/// equals what was sent.
+async fn bench_retention_simulates_days(db: Db) {
+    let r = bench_retention(
+        db,
+        &["--simulate-days", "5", "--day-events", "3000", "--events-days", "1", "--dedup-days", "2"],
+    )
+    .await;
+    assert_eq!(r["sent"], 15_000, "{r}");
+    assert_eq!(
+        (r["bounded"].clone(), r["archive_complete"].clone(), r["days_equal"].clone()),
+        (json!(true), json!(true), json!(true)),
+        "{r}"
+    );
+    let days = r["days"].as_array().unwrap();
+    assert_eq!(days.len(), 5);
+    // One day is kept: from the second day on, each day deletes the one
+    // before it; a deleted day's ids stay one more day (dedup 2 - events 1).
+    assert_eq!(days[0]["deleted"], 0, "{r}");
+    assert!(days[1..].iter().all(|d| d["deleted"] == 3000 && d["rows_in_database"] == 3000), "{r}");
+    assert!(days[1..].iter().all(|d| d["retired_ids"] == 3000), "{r}");
+}
+on_both_databases!(bench_retention_simulates_days);
+
+/// A day deleted while `serve` takes live events: all of it goes, no
+/// request fails, and both phases have acknowledgements to compare (the
+/// p99 floor itself is for the release build on a quiet machine).
+#[actix_web::test]
+async fn bench_retention_deletes_a_day_under_load() {
+    let r = bench_retention(Db::Sqlite, &["--day-events", "4000", "--rate", "400", "--steady-s", "6"]).await;
+    assert_eq!(r["deleted_events"], 4000, "{r}");
+    assert_eq!(r["failed_requests"], 0, "{r}");
+    assert!(r["steady_requests"].as_u64().unwrap() > 20 && r["steady_p99_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["p99_ratio"].as_f64().is_some(), "{r}");
 }

@@ -15,11 +15,12 @@
 //!   in time: each simulated day's events are written straight into the log
 //!   (stamped with that day, received at its end), checkpointed, archived,
 //!   and retention runs with the clock at the day's end
-//!   (`--events-days`, default 7, so the bound shows within the run).
-//!   Printed per day: rows and bytes in the database; at the end whether
-//!   the database stayed bounded (never more than `events-days + 1` days of
-//!   rows), whether the lake holds every event, and whether every day's
-//!   count in the lake equals the events sent for that day.
+//!   (`--events-days` 7 and `--dedup-days` 14 by default, so the bounds
+//!   show within the run). Printed per day: events, retired ids and bytes
+//!   in the database; at the end whether the database stayed bounded (never
+//!   more than `events-days + 1` days of events nor `dedup-days + 1` days of
+//!   retired ids), whether the lake holds every event, and whether every
+//!   day's count in the lake equals the events sent for that day.
 
 use super::servers::Server;
 use crate::config::Settings;
@@ -54,6 +55,9 @@ pub struct RetentionArgs {
     /// `retention.events_days` of the simulation.
     #[arg(long, default_value_t = 7)]
     pub events_days: u32,
+    /// `retention.dedup_days` of the simulation.
+    #[arg(long, default_value_t = 14)]
+    pub dedup_days: u32,
     /// Seed of the synthetic traffic.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -94,6 +98,7 @@ pub struct SimulatedDay {
     pub sent: u64,
     pub deleted: u64,
     pub rows_in_database: i64,
+    pub retired_ids: i64,
     pub database_bytes: i64,
     pub archived_through: i64,
     pub seconds: f64,
@@ -106,6 +111,7 @@ pub struct SimulationReport {
     pub events_days: u32,
     pub sent: u64,
     pub max_rows_in_database: i64,
+    pub max_retired_ids: i64,
     pub max_database_bytes: i64,
     pub bounded: bool,
     pub archive_complete: bool,
@@ -213,8 +219,8 @@ async fn database_bytes(db: &DatabaseConnection) -> anyhow::Result<i64> {
         DbBackend::Postgres => {
             count(
                 db,
-                "SELECT (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('events')) \
-                      + (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('retired_event_ids'))",
+                "SELECT ((SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('events')) \
+                      + (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('retired_event_ids')))::bigint",
             )
             .await
         }
@@ -237,7 +243,8 @@ async fn simulate(
     anyhow::ensure!(days > 0, "--simulate-days must be > 0");
     anyhow::ensure!(args.events_days > 0, "--events-days must be > 0");
     settings.retention.events_days = args.events_days;
-    settings.retention.dedup_days = settings.retention.dedup_days.max(args.events_days);
+    anyhow::ensure!(args.dedup_days >= args.events_days, "--dedup-days must be at least --events-days");
+    settings.retention.dedup_days = args.dedup_days;
     settings.retention.batch_rows = settings.retention.batch_rows.max(10_000);
     settings.lake.block_events = args.day_events;
     let store = LakeStore::from_settings(&settings).await?;
@@ -275,16 +282,19 @@ async fn simulate(
             sent: args.day_events,
             deleted: r.deleted_events,
             rows_in_database: count(db, "SELECT count(*) FROM events").await?,
+            retired_ids: count(db, "SELECT count(*) FROM retired_event_ids").await?,
             database_bytes: database_bytes(db).await?,
             archived_through: a.archived_through,
             seconds: started.elapsed().as_secs_f64(),
         };
         bar.suspend(|| {
             eprintln!(
-                "day {:>2} {}: {:>9} rows, {:>6.1} MB in the database; lake through seq {}; deleted {} ({:.1} s)",
+                "day {:>2} {}: {:>9} events and {:>9} retired ids, {:>7.1} MB in the database; lake through seq {}; \
+                 deleted {} ({:.1} s)",
                 d + 1,
                 day,
                 day_report.rows_in_database,
+                day_report.retired_ids,
                 day_report.database_bytes as f64 / 1e6,
                 day_report.archived_through,
                 day_report.deleted,
@@ -300,15 +310,18 @@ async fn simulate(
         *lake_per_day.entry(f.date).or_insert(0) += f.rows;
     }
     let max_rows = out.iter().map(|d| d.rows_in_database).max().unwrap_or(0);
+    let max_retired = out.iter().map(|d| d.retired_ids).max().unwrap_or(0);
     let max_bytes = out.iter().map(|d| d.database_bytes).max().unwrap_or(0);
     let bound = (i64::from(args.events_days) + 1) * args.day_events as i64;
+    let ids_bound = (i64::from(args.dedup_days) + 1) * args.day_events as i64;
     let report = SimulationReport {
         database,
         events_days: args.events_days,
         sent,
         max_rows_in_database: max_rows,
+        max_retired_ids: max_retired,
         max_database_bytes: max_bytes,
-        bounded: max_rows <= bound,
+        bounded: max_rows <= bound && max_retired <= ids_bound,
         archive_complete: manifest.archived_through == sent as i64 && manifest.rows() == sent,
         days_equal: lake_per_day == sent_per_day,
         ok: false,
@@ -316,11 +329,12 @@ async fn simulate(
     };
     let ok = report.bounded && report.archive_complete && report.days_equal;
     eprintln!(
-        "{} events over {days} days: at most {max_rows} rows ({:.1} MB) in the database (bound {bound}: {}); \
+        "{} events over {days} days: at most {max_rows} events (bound {bound}) and {max_retired} retired ids \
+         (bound {ids_bound}), {:.1} MB, in the database: {}; \
          the lake holds {} events ({}); every day's count in the lake equals the events sent: {}",
         sent,
         max_bytes as f64 / 1e6,
-        if report.bounded { "held" } else { "NOT held" },
+        if report.bounded { "bounded" } else { "NOT bounded" },
         manifest.rows(),
         if report.archive_complete { "complete" } else { "INCOMPLETE" },
         report.days_equal

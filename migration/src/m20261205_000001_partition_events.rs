@@ -1,21 +1,23 @@
 //! Retention of the event log (docs/data-lake.md, "Retention").
 //!
 //! Postgres: `events` becomes a table partitioned by UTC day of
-//! `event_time`, so that retention drops a day's partition instead of
-//! deleting its rows. A unique index of a partitioned table must hold the
-//! partition key, so an event is unique by `(event_id, event_time)`: a
-//! resend carries its event's time, so it lands in the same partition and
-//! conflicts there. Day partitions are made by the service's maintenance
-//! task (`cartpulse::retention::partitions`); everything else (history
-//! replayed from long ago, this migration's existing rows) lands in
-//! `events_default`, whose rows the maintenance moves into a day's
-//! partition when it makes one. The existing rows are copied once, keeping
-//! their `seq`, and the log's sequence carries on.
+//! `received_at`, so that retention drops a day's partition instead of
+//! deleting its rows. Every insert lands in the day it is received, whose
+//! partition the service's maintenance task makes ahead
+//! (`cartpulse::retention::partitions`); anything else lands in
+//! `events_default` (this migration's existing rows, or a day whose
+//! partition was not made in time), whose rows the maintenance moves into a
+//! day's partition when it makes one. The existing rows are copied once,
+//! keeping their `seq`, and the log's sequence carries on.
 //!
-//! Both databases get `retired_event_ids`: the ids (and times) of events
-//! retention deleted, kept for `retention.dedup_days` so a late resend of
-//! one is still recognised. On Postgres it is partitioned by day like
-//! `events`; on SQLite it is keyed by id.
+//! A unique index of a partitioned table must hold the partition key, so
+//! de-duplication moves to `event_ids` (one row per event id, with its
+//! receive time): the group commit inserts an event only if its id is new
+//! there. Retention keeps the ids `retention.dedup_days`, longer than the
+//! events, so a late resend of a deleted event is still a duplicate.
+//!
+//! SQLite keeps `events` as it is (unique by id) and gets
+//! `retired_event_ids`: the ids retention deleted, kept for `dedup_days`.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
@@ -26,24 +28,19 @@ pub struct Migration;
 const POSTGRES_UP: &[&str] = &[
     "ALTER TABLE events RENAME TO events_unpartitioned",
     "CREATE TABLE events (LIKE events_unpartitioned INCLUDING DEFAULTS, \
-       CONSTRAINT events_seq_time_pkey PRIMARY KEY (seq, event_time), \
-       CONSTRAINT events_id_time_key UNIQUE (event_id, event_time)) \
-     PARTITION BY RANGE (event_time)",
+       CONSTRAINT events_seq_received_pkey PRIMARY KEY (seq, received_at)) \
+     PARTITION BY RANGE (received_at)",
     "CREATE TABLE events_default PARTITION OF events DEFAULT",
-    // Retention trims the default partition by receive time; that index is
-    // cheap (receive times arrive in order). No index by event time: the
-    // move of a day's rows into its new partition scans the default
-    // partition once a day instead of every history insert paying for one.
+    // Retention trims the default partition by receive time.
     "CREATE INDEX events_default_received_at ON events_default (received_at)",
     "INSERT INTO events SELECT * FROM events_unpartitioned",
     "ALTER SEQUENCE events_seq_seq OWNED BY events.seq",
+    "CREATE TABLE event_ids (event_id varchar NOT NULL PRIMARY KEY, received_at timestamptz NOT NULL)",
+    "INSERT INTO event_ids SELECT event_id, received_at FROM events_unpartitioned",
+    // Ids expire by receive time; receive times arrive in order, so the
+    // index costs an append.
+    "CREATE INDEX event_ids_received_at ON event_ids (received_at)",
     "DROP TABLE events_unpartitioned",
-    "CREATE TABLE retired_event_ids (event_id varchar NOT NULL, event_time timestamptz NOT NULL, \
-       received_at timestamptz NOT NULL, \
-       CONSTRAINT retired_event_ids_pkey PRIMARY KEY (event_id, event_time)) \
-     PARTITION BY RANGE (event_time)",
-    "CREATE TABLE retired_event_ids_default PARTITION OF retired_event_ids DEFAULT",
-    "CREATE INDEX retired_event_ids_default_received_at ON retired_event_ids_default (received_at)",
 ];
 
 const POSTGRES_DOWN: &[&str] = &[
@@ -53,7 +50,7 @@ const POSTGRES_DOWN: &[&str] = &[
     "INSERT INTO events SELECT * FROM events_partitioned ORDER BY seq ON CONFLICT (event_id) DO NOTHING",
     "ALTER SEQUENCE events_seq_seq OWNED BY events.seq",
     "DROP TABLE events_partitioned",
-    "DROP TABLE retired_event_ids",
+    "DROP TABLE event_ids",
 ];
 
 const SQLITE_UP: &[&str] = &[

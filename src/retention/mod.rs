@@ -5,17 +5,18 @@
 //! An event leaves the database only when all three hold: it was received
 //! more than `events_days` ago, it is in the lake (at or below the
 //! manifest's `archived_through`), and it is checkpointed (at or below the
-//! archive horizon, [`crate::lake::horizon`]). Its id and time move into
-//! `retired_event_ids` in the same transaction, and stay there for
-//! `dedup_days`: the group commit checks that table for every event old
-//! enough to have been retired ([`retired_check_before`]), so a resend of a
-//! deleted event is still a duplicate.
+//! archive horizon, [`crate::lake::horizon`]). Its id stays known for
+//! `dedup_days` after its receipt, so a resend of a deleted event is still
+//! a duplicate:
 //!
-//! SQLite deletes in log order, in short transactions of `batch_rows`
-//! ([`sqlite`]). Postgres keeps `events` in day partitions, drops a day's
-//! partition whole once every row of it may go, and deletes in batches only
-//! from the default partition of long-past or far-future event times
-//! ([`postgres`]; the partitions' maintenance is [`partitions`]).
+//! - SQLite deletes in log order, in short transactions of `batch_rows`,
+//!   moving the ids into `retired_event_ids` in the same transaction; the
+//!   group commit checks that table for events old enough to have been
+//!   retired ([`retired_check_span`]) ([`sqlite`]).
+//! - Postgres keeps `events` in day partitions by receipt and drops a day's
+//!   partition whole; the ids live in `event_ids`, which the group commit
+//!   de-duplicates every event against, and leave it in batches
+//!   ([`postgres`]; the partitions' maintenance is [`partitions`]).
 
 pub mod partitions;
 pub mod postgres;
@@ -87,20 +88,11 @@ pub async fn retain(
     Ok(report)
 }
 
-/// Events with an event time before this (at `now`) may have been retired
-/// and must be checked against `retired_event_ids`; later ones cannot have
-/// been: a retired event was received before `now - events_days`, and no
-/// event is accepted more than `max_future_skew_s` ahead of its receipt.
-/// `None` when retention is off.
-pub fn retired_check_before(settings: &Settings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let days = settings.retention.events_days;
-    (days > 0).then(|| {
-        let skew = TimeDelta::from_std(settings.ingest.max_future_skew_s).unwrap_or(TimeDelta::MAX);
-        now - TimeDelta::days(i64::from(days)) + skew
-    })
-}
-
-/// The same bound as a span back from the commit time, for the committer.
+/// SQLite: events stamped more than this before their commit may have been
+/// retired and are checked against `retired_event_ids`; later ones cannot
+/// have been: a retired event was received more than `events_days` ago,
+/// and no event is accepted more than `max_future_skew_s` ahead of its
+/// receipt. `None` when retention is off.
 pub fn retired_check_span(settings: &Settings) -> Option<TimeDelta> {
     let days = settings.retention.events_days;
     (days > 0).then(|| {

@@ -1,6 +1,6 @@
-//! The day partitions of `events` and `retired_event_ids` on Postgres
-//! (migration m20261205_000001): names, bounds, and making the coming days'
-//! partitions ahead of the events that land in them.
+//! The day partitions of `events` on Postgres (by UTC day of
+//! `received_at`; migration m20261205_000001): names, bounds, and making
+//! the coming days' partitions ahead of the events that land in them.
 //!
 //! Every process on Postgres runs [`ensure_days`] at start and every
 //! `retention.maintenance_every_s`; concurrent runs take turns on an
@@ -12,8 +12,8 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 use std::time::Duration;
 
-/// Partitions made ahead of today (and one behind, for events stamped just
-/// before midnight that arrive just after it).
+/// Partitions made ahead of today (and one behind, for a process whose
+/// clock is a little behind the others' at midnight).
 pub const DAYS_AHEAD: i64 = 2;
 
 /// Key of the advisory lock the maintenance and retention take turns on.
@@ -24,7 +24,7 @@ pub const LOCK_KEY: i64 = 0x6361_7274_7061_7274; // "cartpart"
 /// request, so the wait must stay short.
 pub const LOCK_TIMEOUT: &str = "500ms";
 
-/// `events_p20261205` for 2026-12-05 (or `retired_event_ids_p…`).
+/// `events_p20261205` for 2026-12-05.
 pub fn name(table: &str, day: NaiveDate) -> String {
     format!("{table}_p{}", day.format("%Y%m%d"))
 }
@@ -84,7 +84,7 @@ pub async fn make(db: &DatabaseConnection, table: &str, day: NaiveDate) -> Resul
     let part = name(table, day);
     let default = format!("{table}_default");
     let next = day + TimeDelta::days(1);
-    let range = format!("event_time >= '{day} 00:00:00+00' AND event_time < '{next} 00:00:00+00'");
+    let range = format!("received_at >= '{day} 00:00:00+00' AND received_at < '{next} 00:00:00+00'");
     let txn = db.begin().await?;
     txn.execute_unprepared(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")).await?;
     txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LOCK_KEY})")).await?;
@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(name("events", d), "events_p20261205");
         assert_eq!(day_of("events", "events_p20261205"), Some(d));
         assert_eq!(day_of("events", "events_default"), None);
-        assert_eq!(day_of("events", "retired_event_ids_p20261205"), None);
+        assert_eq!(day_of("events", "event_ids"), None);
         assert_eq!(bounds(d), "FOR VALUES FROM ('2026-12-05 00:00:00+00') TO ('2026-12-06 00:00:00+00')");
     }
 }

@@ -2,14 +2,14 @@
 //! events received more than `events_days` ago leave the database, nothing
 //! before it is archived; a resend of a deleted event is still a duplicate
 //! while its id is kept (`dedup_days`), and is new again after. On Postgres
-//! live days have partitions of their own, made ahead by the service, and
-//! leave by a DROP; old history leaves the default partition in batches.
+//! each day of receipt has a partition of its own, made ahead by the
+//! service, and leaves by a DROP.
 //!
 //! Retention runs here with a clock moved forward (`retain`'s `now`), so
 //! events received seconds ago count as old. The app runs with
-//! `events_days = 1`, so its group commit checks every event at most a day
-//! ahead of now against the retired ids, as it would check a resend of an
-//! event received more than a day ago.
+//! `events_days = 1`, so its group commit (on SQLite) checks every event at
+//! most a day ahead of now against the retired ids, as it would check a
+//! resend of an event received more than a day ago.
 
 use crate::helpers::*;
 use crate::lake::{archive_settings, database_rows, events, ingest, lake_location, run_archive};
@@ -85,6 +85,8 @@ async fn old_archived_events_leave_the_database(db: Db) {
     let mut settings = archive_settings(&app.database_url, &lake);
     settings.retention = cartpulse::config::RetentionSettings { events_days: 1, batch_rows: 40, ..Default::default() };
     let conn = cartpulse::db::connect(&settings).await.unwrap();
+    // Where the ids of deleted events are kept.
+    let ids_sql = if postgres { "SELECT count(*) FROM event_ids" } else { "SELECT count(*) FROM retired_event_ids" };
 
     if postgres {
         let today = Utc::now().date_naive();
@@ -95,8 +97,8 @@ async fn old_archived_events_leave_the_database(db: Db) {
         }
     }
 
-    // 270 events of late November (history: Postgres' default partition)
-    // and 130 of the last hour: 8 whole blocks.
+    // 270 events of late November (replayed history) and 130 of the last
+    // minutes: 8 whole blocks, all received today.
     let old: Vec<Value> = events(0, 300).into_iter().filter(|e| e["type"] != "remove_from_cart").collect();
     assert_eq!(old.len(), 270);
     // One instant for every live event, so they share a day partition.
@@ -105,7 +107,9 @@ async fn old_archived_events_leave_the_database(db: Db) {
     ingest(&app, &old).await;
     ingest(&app, &live).await;
     if postgres {
-        assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 270, "history in the default partition");
+        let today = cartpulse::retention::partitions::name("events", Utc::now().date_naive());
+        assert_eq!(count(&conn, &format!("SELECT count(*) FROM {today}")).await, 400, "all in the day of receipt");
+        assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 0);
     }
 
     // Nothing leaves before it is archived.
@@ -127,12 +131,10 @@ async fn old_archived_events_leave_the_database(db: Db) {
     let r = retain(&conn, &settings, a.archived_through, 2).await;
     let left = database_rows(&conn).await;
     if postgres {
-        // The live day's partition also holds the 20 unarchived events: it
-        // stays whole; history leaves the default partition.
-        assert_eq!(r.deleted_events, 270, "{r:?}");
-        assert_eq!(left.len(), 150);
+        // The day's partition also holds the 20 unarchived events: it stays whole.
+        assert_eq!(r.deleted_events, 0, "{r:?}");
+        assert_eq!(left.len(), 420);
         assert!(r.kept.iter().any(|k| k.contains("not archived")), "{r:?}");
-        assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 0);
     } else {
         // SQLite deletes the archived prefix of the log.
         assert_eq!(r.deleted_events, 400, "{r:?}");
@@ -140,7 +142,7 @@ async fn old_archived_events_leave_the_database(db: Db) {
         assert!(left.keys().all(|s| *s > 400), "only the unarchived events stay");
     }
     assert!(left.iter().all(|(s, row)| before.get(s) == Some(row)), "what stays is untouched");
-    assert_eq!(count(&conn, "SELECT count(*) FROM retired_event_ids").await, r.deleted_events as i64);
+    assert_eq!(count(&conn, ids_sql).await, if postgres { 420 } else { 400 }, "every id is still known");
 
     // The next block fills; everything archived and old goes.
     ingest(&app, &recent("c", 30, at)).await;
@@ -148,12 +150,11 @@ async fn old_archived_events_leave_the_database(db: Db) {
     assert_eq!(a.archived_through, 450, "{a:?}");
     let r = retain(&conn, &settings, a.archived_through, 2).await;
     assert_eq!(count(&conn, "SELECT count(*) FROM events").await, 0, "{r:?}");
-    assert_eq!(count(&conn, "SELECT count(*) FROM retired_event_ids").await, 450);
+    assert_eq!(count(&conn, ids_sql).await, 450);
     if postgres {
-        let today = cartpulse::retention::partitions::name("events", at.date_naive());
-        assert!(r.dropped_partitions.contains(&today), "the live day left by a DROP: {r:?}");
+        let today = cartpulse::retention::partitions::name("events", Utc::now().date_naive());
+        assert!(r.dropped_partitions.contains(&today), "the day left by a DROP: {r:?}");
         assert!(!event_partitions(&conn, "events").await.contains(&today));
-        assert!(!event_partitions(&conn, "retired_event_ids").await.is_empty(), "its ids became a partition");
     }
 
     // Resends of deleted events, history and live: all duplicates, and the
@@ -169,40 +170,11 @@ async fn old_archived_events_leave_the_database(db: Db) {
     // After `dedup_days` the ids are forgotten: the same resend is new.
     let r = retain(&conn, &settings, a.archived_through, 92).await;
     assert_eq!(r.expired_ids, 450, "{r:?}");
-    assert_eq!(count(&conn, "SELECT count(*) FROM retired_event_ids").await, 0);
+    assert_eq!(count(&conn, ids_sql).await, 0);
     let (accepted, _) = post(&app, &resend[..5]).await;
     assert_eq!(accepted, 5, "ids older than dedup_days are not recognised any more (the documented window)");
 }
 on_both_databases!(old_archived_events_leave_the_database);
-
-/// A day's partition made after its events arrived (history replayed
-/// before the day had one, or the partitioning migration over an existing
-/// log) takes them over from the default partition; their order and
-/// de-duplication are untouched.
-#[actix_web::test]
-async fn a_late_partition_takes_its_days_events_over() {
-    let app = app(Db::Postgres).await;
-    let conn = cartpulse::db::connect(&test_settings(&app.database_url)).await.unwrap();
-    let day = Utc::now().date_naive() - TimeDelta::days(5);
-    let time = format!("{day}T12:00:00Z");
-    let history: Vec<Value> =
-        (0..25).map(|i| page_view(&format!("ret-h{i}"), "ret-ch", "ret-sh", &time, "product")).collect();
-    assert_eq!(post(&app, &history).await, (25, 0));
-    let log_before = database_rows(&conn).await;
-    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 25);
-
-    assert!(cartpulse::retention::partitions::make(&conn, "events", day).await.unwrap());
-    let name = cartpulse::retention::partitions::name("events", day);
-    assert_eq!(count(&conn, &format!("SELECT count(*) FROM {name}")).await, 25, "moved into the day's partition");
-    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 0);
-    assert_eq!(database_rows(&conn).await, log_before, "same rows at the same positions");
-    assert!(!cartpulse::retention::partitions::make(&conn, "events", day).await.unwrap(), "made once");
-
-    assert_eq!(post(&app, &history).await, (0, 25), "resends conflict in the new partition");
-    let next = recent("h2", 1, Utc::now());
-    assert_eq!(post(&app, &next).await, (1, 0));
-    assert!(database_rows(&conn).await.keys().max().unwrap() > log_before.keys().max().unwrap(), "the log goes on");
-}
 
 /// The partitioning migration over a log that already holds events: every
 /// row keeps its position, the log's sequence carries on after them, and a
@@ -227,13 +199,16 @@ async fn the_partitioning_migration_keeps_the_log() {
     migration::Migrator::up(&conn, None).await.unwrap();
     assert_eq!(database_rows(&conn).await, before, "the same rows at the same positions");
     assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 3, "all in the default partition at first");
+    assert_eq!(count(&conn, "SELECT count(*) FROM event_ids").await, 3, "their ids known");
 
-    // The service starts: today's partitions take their rows over.
+    // The service starts: today's partition takes its rows over from the default one.
     let app = start(test_settings(&url), std::sync::Arc::new(dir), None).await;
     assert_eq!(database_rows(&conn).await, before);
-    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 1, "only the 3-day-old one stays there");
-    // A resend of the oldest copied event (its exact time, as a producer
-    // resends it) is a duplicate.
+    assert_eq!(count(&conn, "SELECT count(*) FROM events_default").await, 0, "moved into the day of receipt");
+    let today = cartpulse::retention::partitions::name("events", Utc::now().date_naive());
+    assert_eq!(count(&conn, &format!("SELECT count(*) FROM {today}")).await, 3);
+    // A resend of a copied event is a duplicate, even with another time
+    // (a producer that stamps its retries anew).
     let row = conn
         .query_one(Statement::from_string(
             sea_orm::DbBackend::Postgres,
@@ -244,7 +219,7 @@ async fn the_partitioning_migration_keeps_the_log() {
         .unwrap();
     let time: chrono::DateTime<Utc> = row.try_get("", "event_time").unwrap();
     let resend = serde_json::json!({"type": "session_end", "event_id": "m1", "customer_id": "c", "session_id": "s",
-        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
+        "time": (time + TimeDelta::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
     assert_eq!(post(&app, &[resend]).await, (0, 1));
     let next = recent("mig", 1, Utc::now());
     assert_eq!(post(&app, &next).await, (1, 0));
@@ -292,10 +267,12 @@ async fn bench_retention_simulates_days(db: Db) {
     let days = r["days"].as_array().unwrap();
     assert_eq!(days.len(), 5);
     // One day is kept: from the second day on, each day deletes the one
-    // before it; a deleted day's ids stay one more day (dedup 2 - events 1).
+    // before it. Ids stay two days: SQLite keeps the deleted day's, Postgres
+    // every id of both days.
     assert_eq!(days[0]["deleted"], 0, "{r}");
     assert!(days[1..].iter().all(|d| d["deleted"] == 3000 && d["rows_in_database"] == 3000), "{r}");
-    assert!(days[1..].iter().all(|d| d["retired_ids"] == 3000), "{r}");
+    let ids = if matches!(db, Db::Postgres) { 6000 } else { 3000 };
+    assert!(days[1..].iter().all(|d| d["retired_ids"] == ids), "{r}");
 }
 on_both_databases!(bench_retention_simulates_days);
 

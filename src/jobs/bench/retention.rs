@@ -98,6 +98,8 @@ pub struct SimulatedDay {
     pub sent: u64,
     pub deleted: u64,
     pub rows_in_database: i64,
+    /// Ids kept for de-duplication: every id on Postgres (`event_ids`),
+    /// the deleted events' on SQLite (`retired_event_ids`).
     pub retired_ids: i64,
     pub database_bytes: i64,
     pub archived_through: i64,
@@ -208,19 +210,30 @@ async fn fill_day(
         txn.execute(Statement::from_sql_and_values(backend, sql, values)).await.context("writing the log")?;
         bar.inc(chunk.len() as u64);
     }
+    if backend == DbBackend::Postgres {
+        // The group commit would have registered the ids (every row of this
+        // fill shares its receive time).
+        txn.execute(Statement::from_sql_and_values(
+            backend,
+            "INSERT INTO event_ids (event_id, received_at) SELECT event_id, received_at FROM events \
+             WHERE received_at = $1::timestamptz ON CONFLICT DO NOTHING",
+            [received_text.as_str().into()],
+        ))
+        .await?;
+    }
     txn.commit().await?;
     Ok(per_day)
 }
 
 /// The database's size: SQLite's used pages, Postgres' tables and indexes
-/// of the event log and the retired ids.
+/// of the event log and its ids.
 async fn database_bytes(db: &DatabaseConnection) -> anyhow::Result<i64> {
     match db.get_database_backend() {
         DbBackend::Postgres => {
             count(
                 db,
                 "SELECT ((SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('events')) \
-                      + (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('retired_event_ids')))::bigint",
+                      + pg_total_relation_size('event_ids'))::bigint",
             )
             .await
         }
@@ -250,6 +263,12 @@ async fn simulate(
     let store = LakeStore::from_settings(&settings).await?;
     let first = Utc::now().date_naive() - TimeDelta::days(i64::from(days) + 2);
     let gate = actors::WriteGate::open();
+    // Where the ids retention keeps are: every id on Postgres, the deleted
+    // events' on SQLite.
+    let ids_sql = match database {
+        "postgres" => "SELECT count(*) FROM event_ids",
+        _ => "SELECT count(*) FROM retired_event_ids",
+    };
     let mut sent_per_day: BTreeMap<NaiveDate, u64> = BTreeMap::new();
     let mut out = Vec::new();
     let mut sent = 0u64;
@@ -264,11 +283,10 @@ async fn simulate(
         let end = (day + TimeDelta::days(1)).and_hms_opt(0, 0, 0).context("midnight")?.and_utc();
         if database == "postgres" {
             // As the maintenance would have, ahead of the day.
-            for k in 0..=1 {
-                crate::retention::partitions::make(db, "events", day + TimeDelta::days(k)).await?;
-            }
+            crate::retention::partitions::make(db, "events", day).await?;
         }
-        let per_day = fill_day(db, day, args.day_events, args.seed + u64::from(d), end, &bar).await?;
+        let received = day.and_hms_opt(23, 0, 0).context("time")?.and_utc();
+        let per_day = fill_day(db, day, args.day_events, args.seed + u64::from(d), received, &bar).await?;
         for (k, v) in per_day {
             *sent_per_day.entry(k).or_insert(0) += v;
         }
@@ -282,7 +300,7 @@ async fn simulate(
             sent: args.day_events,
             deleted: r.deleted_events,
             rows_in_database: count(db, "SELECT count(*) FROM events").await?,
-            retired_ids: count(db, "SELECT count(*) FROM retired_event_ids").await?,
+            retired_ids: count(db, ids_sql).await?,
             database_bytes: database_bytes(db).await?,
             archived_through: a.archived_through,
             seconds: started.elapsed().as_secs_f64(),

@@ -93,10 +93,11 @@ pub struct CommitterSettings {
     pub max_events: usize,
     pub max_wait: Duration,
     pub queue_max_events: usize,
-    /// Events stamped more than this before their commit may be resends of
-    /// events retention deleted: their group is checked against
-    /// `retired_event_ids` (`crate::retention::retired_check_span`). `None`
-    /// when retention is off.
+    /// SQLite: events stamped more than this before their commit may be
+    /// resends of events retention deleted, so their group is checked
+    /// against `retired_event_ids` (`crate::retention::retired_check_span`).
+    /// `None` when retention is off. (Postgres checks every id against
+    /// `event_ids`.)
     pub retired_check: Option<chrono::TimeDelta>,
 }
 
@@ -319,12 +320,12 @@ async fn write(
     let mut unique: Vec<(usize, usize)> = first.values().copied().collect();
     unique.sort_unstable();
     let rows: Vec<&Prepared> = unique.iter().map(|&(j, i)| &jobs[j].events[i]).collect();
-    // Live events are far younger than anything retention deleted, so only
-    // a group holding old ones (history replayed, a late resend) pays for
-    // the check.
+    // SQLite: live events are far younger than anything retention deleted,
+    // so only a group holding old ones (history replayed, a late resend)
+    // pays for the check. (Postgres checks every id in `event_ids`.)
     let retired = retired_check.is_some_and(|span| rows.iter().any(|p| p.event.time < now - span));
     let inserted = match backend {
-        DbBackend::Postgres => insert_events_postgres(&txn, &rows, now, retired).await?,
+        DbBackend::Postgres => insert_events_postgres(&txn, &rows, now).await?,
         _ => insert_events_sqlite(&txn, &rows, now, retired).await?,
     };
 
@@ -417,28 +418,21 @@ async fn insert_events_postgres(
     txn: &DatabaseTransaction,
     rows: &[&Prepared],
     now: DateTime<Utc>,
-    retired: bool,
 ) -> Result<Vec<(i64, String)>, DbErr> {
-    // `events` is unique by id and time (its day partitions hold the time),
-    // and a resend carries its event's time. With `retired`, events whose
-    // ids retention retired are left out in the same statement.
-    const SQL: &str =
-        "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
-         SELECT x.e, x.c, NULLIF(x.s, ''), x.t, x.ts::timestamptz, $7, x.b \
-         FROM unnest(string_to_array($1, E'\\x1f'), string_to_array($2, E'\\x1f'), string_to_array($3, E'\\x1f'), \
-                     string_to_array($4, E'\\x1f'), string_to_array($5, E'\\x1f'), string_to_array($6, E'\\x1f')) \
-              WITH ORDINALITY AS x(e, c, s, t, ts, b, n) \
+    // `events` is partitioned by day and cannot be unique by id alone:
+    // `event_ids` is. An event goes into the log only if its id went into
+    // `event_ids` in the same statement; ids stay there longer than the
+    // events (retention.dedup_days), so every resend is caught there,
+    // including one of an event retention deleted.
+    const SQL: &str = "WITH x AS (SELECT * FROM unnest(string_to_array($1, E'\\x1f'), string_to_array($2, E'\\x1f'), \
+                     string_to_array($3, E'\\x1f'), string_to_array($4, E'\\x1f'), string_to_array($5, E'\\x1f'), \
+                     string_to_array($6, E'\\x1f')) WITH ORDINALITY AS x(e, c, s, t, ts, b, n)), \
+         fresh AS (INSERT INTO event_ids (event_id, received_at) SELECT x.e, $7 FROM x \
+                   ON CONFLICT DO NOTHING RETURNING event_id) \
+         INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
+         SELECT x.e, x.c, NULLIF(x.s, ''), x.t, x.ts::timestamptz, $7, x.b FROM x JOIN fresh ON fresh.event_id = x.e \
          ORDER BY x.n \
-         ON CONFLICT (event_id, event_time) DO NOTHING RETURNING seq, event_id";
-    const SQL_RETIRED: &str =
-        "INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
-         SELECT x.e, x.c, NULLIF(x.s, ''), x.t, x.ts::timestamptz, $7, x.b \
-         FROM unnest(string_to_array($1, E'\\x1f'), string_to_array($2, E'\\x1f'), string_to_array($3, E'\\x1f'), \
-                     string_to_array($4, E'\\x1f'), string_to_array($5, E'\\x1f'), string_to_array($6, E'\\x1f')) \
-              WITH ORDINALITY AS x(e, c, s, t, ts, b, n) \
-         WHERE NOT EXISTS (SELECT 1 FROM retired_event_ids r WHERE r.event_id = x.e AND r.event_time = x.ts::timestamptz) \
-         ORDER BY x.n \
-         ON CONFLICT (event_id, event_time) DO NOTHING RETURNING seq, event_id";
+         RETURNING seq, event_id";
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let body_bytes: usize = chunk.iter().map(|p| p.body.len() + 1).sum();
@@ -476,7 +470,7 @@ async fn insert_events_postgres(
         let [e, c, s, t, ts, b] = cols;
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
-            if retired { SQL_RETIRED } else { SQL },
+            SQL,
             [e.into(), c.into(), s.into(), t.into(), ts.into(), b.into(), now.into()],
         );
         for row in txn.query_all(stmt).await? {

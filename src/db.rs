@@ -41,7 +41,22 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
     Ok(db)
 }
 
-/// Applies pending migrations.
+/// Applies pending migrations. On Postgres they run in one transaction
+/// behind an advisory lock: replicas starting together over a database
+/// take turns, and the later ones find nothing left to do (a migration
+/// that rewrites a table, such as partitioning `events`, cannot run twice).
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None).await.context("running database migrations")
+    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Migrator::up(db, None).await.context("running database migrations");
+    }
+    let txn = db.begin().await.context("starting the migrations' transaction")?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        .await
+        .context("waiting for another replica's migrations")?;
+    Migrator::up(&txn, None).await.context("running database migrations")?;
+    txn.commit().await.context("committing the migrations")
 }
+
+/// Key of the advisory lock migrations run under on Postgres ("cartmigr").
+const MIGRATION_LOCK: i64 = 0x6361_7274_6d69_6772;

@@ -30,6 +30,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 /// One row of the log as read from the database.
@@ -109,6 +110,228 @@ fn visitor_type_name(v: VisitorType) -> &'static str {
         VisitorType::Returning => "returning",
         VisitorType::New => "new",
         VisitorType::Other => "other",
+    }
+}
+
+/// The typed fields of a log body: [`EventKind`]'s fields, borrowed from the
+/// body where they can be. [`parse_body`] reads it.
+#[derive(Debug, PartialEq)]
+enum Body<'a> {
+    PageView(PageFields),
+    AddToCart(CartFields<'a>),
+    RemoveFromCart(CartFields<'a>),
+    Purchase(PurchaseFields<'a>),
+    SessionEnd,
+}
+
+impl Body<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Body::PageView(_) => "page_view",
+            Body::AddToCart(_) => "add_to_cart",
+            Body::RemoveFromCart(_) => "remove_from_cart",
+            Body::Purchase(_) => "purchase",
+            Body::SessionEnd => "session_end",
+        }
+    }
+}
+
+// The field structs mirror actors::event's PageView, CartChange, Purchase and
+// OrderLine field for field, with the same serde attributes (so they accept
+// exactly the same maps), plus `type`, which marks a second tag (refused by
+// EventKind, so the fast path gives up on it and the slow one decides).
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct PageFields {
+    page_kind: PageKind,
+    #[serde(default)]
+    duration_s: Option<f64>,
+    bounce_rate: f64,
+    exit_rate: f64,
+    page_value: f64,
+    #[serde(default)]
+    special_day: f64,
+    #[serde(default)]
+    os: u16,
+    #[serde(default)]
+    browser: u16,
+    #[serde(default)]
+    region: u16,
+    #[serde(default)]
+    traffic_type: u16,
+    #[serde(default)]
+    visitor_type: VisitorType,
+    #[serde(default, rename = "type")]
+    tag: SecondTag,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct CartFields<'a> {
+    #[serde(borrow)]
+    sku: Cow<'a, str>,
+    quantity: u32,
+    #[serde(default)]
+    unit_price: Option<f64>,
+    #[serde(default, rename = "type")]
+    tag: SecondTag,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct PurchaseFields<'a> {
+    #[serde(borrow)]
+    invoice: Cow<'a, str>,
+    #[serde(borrow)]
+    lines: Vec<LineFields<'a>>,
+    #[serde(default, borrow)]
+    country: Option<Cow<'a, str>>,
+    #[serde(default)]
+    cancellation: bool,
+    #[serde(default, rename = "type")]
+    tag: SecondTag,
+}
+
+impl PurchaseFields<'_> {
+    /// As `Purchase::value`: the same sum in the same order.
+    fn value(&self) -> f64 {
+        self.lines.iter().map(|l| l.quantity as f64 * l.unit_price).sum()
+    }
+
+    /// As `Purchase::items`.
+    fn items(&self) -> u64 {
+        self.lines.iter().map(|l| l.quantity as u64).sum()
+    }
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct LineFields<'a> {
+    #[serde(borrow)]
+    sku: Cow<'a, str>,
+    quantity: u32,
+    unit_price: f64,
+    #[serde(default, borrow)]
+    description: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct EndFields {
+    #[serde(default, rename = "type")]
+    tag: SecondTag,
+}
+
+/// Whether a body's map held `type` a second time (whatever its value).
+#[derive(Debug, Default, PartialEq)]
+struct SecondTag(bool);
+
+impl<'de> serde::Deserialize<'de> for SecondTag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| SecondTag(true))
+    }
+}
+
+/// The fast path: a JSON object whose first key is `type` (as serde writes
+/// every body), read straight into the borrowed field structs.
+struct TagFirst;
+
+impl<'de> serde::de::Visitor<'de> for TagFirst {
+    type Value = Body<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event body whose first key is `type`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
+        use serde::de::Error;
+        use serde::Deserialize;
+        let key: Option<&'de str> = map.next_key()?;
+        if key != Some("type") {
+            return Err(A::Error::custom("the first key is not `type`"));
+        }
+        let tag: &'de str = map.next_value()?;
+        let rest = serde::de::value::MapAccessDeserializer::new(map);
+        let body = match tag {
+            "page_view" => Body::PageView(PageFields::deserialize(rest)?),
+            "add_to_cart" => Body::AddToCart(CartFields::deserialize(rest)?),
+            "remove_from_cart" => Body::RemoveFromCart(CartFields::deserialize(rest)?),
+            "purchase" => Body::Purchase(PurchaseFields::deserialize(rest)?),
+            "session_end" => {
+                let end = EndFields::deserialize(rest)?;
+                if end.tag.0 {
+                    return Err(A::Error::custom("a second `type`"));
+                }
+                Body::SessionEnd
+            }
+            _ => return Err(A::Error::custom("an unknown event type")),
+        };
+        let second_tag = match &body {
+            Body::PageView(f) => f.tag.0,
+            Body::AddToCart(f) | Body::RemoveFromCart(f) => f.tag.0,
+            Body::Purchase(f) => f.tag.0,
+            Body::SessionEnd => false,
+        };
+        if second_tag {
+            return Err(A::Error::custom("a second `type`"));
+        }
+        Ok(body)
+    }
+}
+
+/// A body's typed fields, or `None` when it does not parse as an
+/// [`EventKind`]. Exactly what `serde_json::from_str::<EventKind>` accepts,
+/// with the same values: bodies as serde writes them (`type` first) take a
+/// fast path that allocates nothing but a purchase's lines (and strings with
+/// escapes); anything else goes through [`EventKind`] itself.
+fn parse_body(body: &str) -> Option<Body<'_>> {
+    let mut de = serde_json::Deserializer::from_str(body);
+    let fast = serde::Deserializer::deserialize_map(&mut de, TagFirst).and_then(|b| de.end().map(|()| b));
+    match fast {
+        Ok(b) => Some(b),
+        Err(_) => serde_json::from_str::<EventKind>(body).ok().map(Body::from),
+    }
+}
+
+impl From<EventKind> for Body<'static> {
+    fn from(kind: EventKind) -> Self {
+        let cart = |c: actors::event::CartChange| CartFields {
+            sku: Cow::Owned(c.sku),
+            quantity: c.quantity,
+            unit_price: c.unit_price,
+            tag: SecondTag(false),
+        };
+        match kind {
+            EventKind::PageView(p) => Body::PageView(PageFields {
+                page_kind: p.page_kind,
+                duration_s: p.duration_s,
+                bounce_rate: p.bounce_rate,
+                exit_rate: p.exit_rate,
+                page_value: p.page_value,
+                special_day: p.special_day,
+                os: p.os,
+                browser: p.browser,
+                region: p.region,
+                traffic_type: p.traffic_type,
+                visitor_type: p.visitor_type,
+                tag: SecondTag(false),
+            }),
+            EventKind::AddToCart(c) => Body::AddToCart(cart(c)),
+            EventKind::RemoveFromCart(c) => Body::RemoveFromCart(cart(c)),
+            EventKind::Purchase(p) => Body::Purchase(PurchaseFields {
+                invoice: Cow::Owned(p.invoice),
+                lines: p
+                    .lines
+                    .into_iter()
+                    .map(|l| LineFields {
+                        sku: Cow::Owned(l.sku),
+                        quantity: l.quantity,
+                        unit_price: l.unit_price,
+                        description: l.description.map(Cow::Owned),
+                    })
+                    .collect(),
+                country: p.country.map(Cow::Owned),
+                cancellation: p.cancellation,
+                tag: SecondTag(false),
+            }),
+            EventKind::SessionEnd => Body::SessionEnd,
+        }
     }
 }
 
@@ -209,10 +432,10 @@ impl Columns {
         self.event_time.append_value(row.event_time.timestamp_micros());
         self.received_at.append_value(row.received_at.timestamp_micros());
         self.payload.append_value(&row.body);
-        let kind = serde_json::from_str::<EventKind>(&row.body).ok();
-        self.kind.append_value(kind.as_ref().map(EventKind::name).unwrap_or(&row.event_type));
+        let kind = parse_body(&row.body);
+        self.kind.append_value(kind.as_ref().map(Body::name).unwrap_or(&row.event_type));
         let page = match &kind {
-            Some(EventKind::PageView(p)) => Some(p),
+            Some(Body::PageView(p)) => Some(p),
             _ => None,
         };
         self.page_kind.append_option(page.map(|p| page_kind_name(p.page_kind)));
@@ -227,17 +450,17 @@ impl Columns {
         self.traffic_type.append_option(page.map(|p| i32::from(p.traffic_type)));
         self.visitor_type.append_option(page.map(|p| visitor_type_name(p.visitor_type)));
         let cart = match &kind {
-            Some(EventKind::AddToCart(c) | EventKind::RemoveFromCart(c)) => Some(c),
+            Some(Body::AddToCart(c) | Body::RemoveFromCart(c)) => Some(c),
             _ => None,
         };
-        self.sku.append_option(cart.map(|c| c.sku.as_str()));
+        self.sku.append_option(cart.map(|c| &*c.sku));
         self.quantity.append_option(cart.map(|c| i64::from(c.quantity)));
         self.unit_price.append_option(cart.and_then(|c| c.unit_price));
         let order = match &kind {
-            Some(EventKind::Purchase(p)) => Some(p),
+            Some(Body::Purchase(p)) => Some(p),
             _ => None,
         };
-        self.invoice.append_option(order.map(|o| o.invoice.as_str()));
+        self.invoice.append_option(order.map(|o| &*o.invoice));
         self.country.append_option(order.and_then(|o| o.country.as_deref()));
         self.cancellation.append_option(order.map(|o| o.cancellation));
         self.items.append_option(order.map(|o| o.items() as i64));
@@ -436,5 +659,62 @@ mod tests {
             .flat_map(|a| a.as_string::<i32>().iter().flatten().map(str::to_owned).collect::<Vec<_>>())
             .collect();
         assert_eq!(payload[5], "not json", "an unreadable payload is kept as it was");
+    }
+
+    /// [`parse_body`] answers exactly what `serde_json::from_str::<EventKind>`
+    /// does: on bodies as the log holds them (synthetic traffic) and on odd
+    /// ones (fields out of order, escapes, nulls, a second `type`, …).
+    #[test]
+    fn bodies_parse_as_event_kind_does() {
+        let odd = [
+            r#"{"type":"page_view","page_kind":"product","bounce_rate":0.1,"exit_rate":0.2,"page_value":3}"#,
+            r#"{"page_kind":"other","type":"page_view","bounce_rate":0.1,"exit_rate":0.2,"page_value":3.5,"os":1}"#,
+            r#"{"type":"page_view","page_kind":"other","bounce_rate":0.1,"exit_rate":0.2,"page_value":3.5,"special_day":null}"#,
+            r#"{"type":"page_view","page_kind":"other","bounce_rate":1e-3,"exit_rate":0.2,"page_value":3.5,"duration_s":null,"extra":[1,{"a":2}]}"#,
+            r#"{"type":"page_view","page_kind":"other","bounce_rate":0.1,"exit_rate":0.2,"page_value":3.5,"os":70000}"#,
+            r#"{"type":"page_view","page_kind":"nope","bounce_rate":0.1,"exit_rate":0.2,"page_value":3.5}"#,
+            r#"{"type":"page_view","page_kind":"other","bounce_rate":0.1,"exit_rate":0.2}"#,
+            r#"{"type":"add_to_cart","sku":"A\"1\u00e9","quantity":2}"#,
+            r#"{"type":"add_to_cart","sku":"A","quantity":2,"unit_price":null}"#,
+            r#"{"type":"remove_from_cart","sku":"A","quantity":-1}"#,
+            r#"{"type":"remove_from_cart","sku":"A","quantity":1.5}"#,
+            r#"{"type":"add_to_cart","sku":"A","quantity":2,"type":"purchase"}"#,
+            r#"{"type":"add_to_cart","sku":"A","quantity":2,"type":null}"#,
+            r#"{"type":"session_end","type":"session_end"}"#,
+            r#"{"type":"session_end","x":1}"#,
+            r#"{"type":"purchase","invoice":"I","lines":[],"country":null}"#,
+            r#"{"type":"purchase","invoice":"I","lines":[{"sku":"A","quantity":1,"unit_price":2,"description":null}],"cancellation":true}"#,
+            r#"{"type":"purchase","invoice":"I","lines":[{"sku":"A","quantity":1,"unit_price":2,"sku":"B"}]}"#,
+            r#"{"type":"purchase","invoice":"I","invoice":"J","lines":[]}"#,
+            r#"{"type":"purchase","lines":[]}"#,
+            r#"{"type":"refund"}"#,
+            r#"{"type":1}"#,
+            r#"{"type":"p\u0061ge_view","page_kind":"other","bounce_rate":0.1,"exit_rate":0.2,"page_value":3.5}"#,
+            r#"["session_end"]"#,
+            r#"{"type":"session_end"} x"#,
+            r#" {"type":"session_end"} "#,
+            r#"{"type":"session_end""#,
+            "",
+            "null",
+            "{}",
+            "not json",
+        ];
+        let config = crate::jobs::replay::synthetic::SyntheticConfig::new(0, 7);
+        let synthetic: Vec<String> = crate::jobs::replay::synthetic::generate_events(&config, 20_000)
+            .into_iter()
+            .flat_map(|s| s.events)
+            .map(|e| serde_json::to_string(&e.kind).unwrap())
+            .collect();
+        let kinds: std::collections::BTreeSet<&str> =
+            synthetic.iter().filter_map(|b| parse_body(b)).map(|b| b.name()).collect();
+        assert_eq!(kinds.len(), 5, "the synthetic traffic has every kind: {kinds:?}");
+        for body in odd.iter().copied().chain(synthetic.iter().map(String::as_str)) {
+            let slow = serde_json::from_str::<EventKind>(body).ok().map(Body::from);
+            assert_eq!(parse_body(body), slow, "{body}");
+        }
+        for body in &synthetic {
+            let mut de = serde_json::Deserializer::from_str(body);
+            assert!(serde::Deserializer::deserialize_map(&mut de, TagFirst).is_ok(), "the fast path reads {body}");
+        }
     }
 }

@@ -47,7 +47,7 @@ pub struct RetentionReport {
     /// Ids of deleted events forgotten after `dedup_days`.
     pub expired_ids: u64,
     /// Old day partitions kept back, and why (not archived or checkpointed
-    /// yet, or rows received since the cutoff).
+    /// yet, or their lock not granted in time).
     pub kept: Vec<String>,
     pub seconds: f64,
 }

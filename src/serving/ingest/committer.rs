@@ -320,13 +320,16 @@ async fn write(
     let mut unique: Vec<(usize, usize)> = first.values().copied().collect();
     unique.sort_unstable();
     let rows: Vec<&Prepared> = unique.iter().map(|&(j, i)| &jobs[j].events[i]).collect();
-    // SQLite: live events are far younger than anything retention deleted,
-    // so only a group holding old ones (history replayed, a late resend)
-    // pays for the check. (Postgres checks every id in `event_ids`.)
-    let retired = retired_check.is_some_and(|span| rows.iter().any(|p| p.event.time < now - span));
     let inserted = match backend {
+        // Postgres checks every id against `event_ids` in the insert itself.
         DbBackend::Postgres => insert_events_postgres(&txn, &rows, now).await?,
-        _ => insert_events_sqlite(&txn, &rows, now, retired).await?,
+        _ => {
+            // Live events are far younger than anything retention deleted,
+            // so only a group holding old ones (history replayed, a late
+            // resend) pays for the check against `retired_event_ids`.
+            let retired = retired_check.is_some_and(|span| rows.iter().any(|p| p.event.time < now - span));
+            insert_events_sqlite(&txn, &rows, now, retired).await?
+        }
     };
 
     // `first` names the occurrence each returned id was inserted as.

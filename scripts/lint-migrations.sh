@@ -39,7 +39,8 @@ SQUAWK_PACKAGE='squawk-cli@2.66.0'
 EXCLUDED_RULES='prefer-bigint-over-int,prefer-bigint-over-smallint,prefer-identity,prefer-text-field,prefer-timestamp-tz,prefer-robust-stmts,require-lock-timeout,require-statement-timeout'
 # Migrations exempt from the lint, one per line: "name  reason".
 MIGRATION_LINT_ALLOW='m20261128_000001_add_live_segments  released before this check: builds idx_customers_segment without CONCURRENTLY, so writes to customers wait while it builds (new indexes on existing tables are built CONCURRENTLY by hand before the release, docs/operations.md)
-m20261205_000001_partition_events  reviewed: turns events into a table partitioned by day (rename, copy, drop), which cannot be expand-only; a processor of the previous release cannot commit into it (its ON CONFLICT (event_id) has no unique index to match), so the processors of the previous release are stopped before the first new one starts; gateways keep acknowledging into Redis meanwhile (docs/operations.md, "Release and rollback")'
+m20261205_000001_partition_events  reviewed: turns events into a table partitioned by day (rename, copy, drop), which cannot be expand-only; a processor of the previous release cannot commit into it (its ON CONFLICT (event_id) has no unique index to match), so the processors of the previous release are stopped before the first new one starts; gateways keep acknowledging into Redis meanwhile (docs/operations.md, "Release and rollback")
+m20261206_000001_event_ids_c_collation  reviewed: changes only the collation of event_ids.event_id (no row is rewritten; the primary key is rebuilt under an exclusive lock); ships in the same release as m20261205_000001_partition_events, whose processors are stopped while it runs'
 
 if [[ ! -x "$SQUAWK_DIR/node_modules/.bin/squawk" ]] || [[ "$(cat "$SQUAWK_DIR/.cartpulse-package" 2>/dev/null)" != "$SQUAWK_PACKAGE" ]]; then
     log "installing $SQUAWK_PACKAGE into $SQUAWK_DIR"

@@ -13,6 +13,7 @@ mod m20261203_000001_create_partition_leases;
 mod m20261204_000001_add_promotion_reasons;
 mod m20261204_000002_add_session_age_scores_and_first_write;
 mod m20261205_000001_partition_events;
+mod m20261206_000001_event_ids_c_collation;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_add_promotion_reasons::Migration),
             Box::new(m20261204_000002_add_session_age_scores_and_first_write::Migration),
             Box::new(m20261205_000001_partition_events::Migration),
+            Box::new(m20261206_000001_event_ids_c_collation::Migration),
         ]
     }
 }

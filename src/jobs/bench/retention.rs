@@ -19,8 +19,12 @@
 //!   show within the run). Printed per day: events, retired ids and bytes
 //!   in the database; at the end whether the database stayed bounded (never
 //!   more than `events-days + 1` days of events nor `dedup-days + 1` days of
-//!   retired ids), whether the lake holds every event, and whether every
-//!   day's count in the lake equals the events sent for that day.
+//!   retired ids, and once both bounds are reached its bytes grow by at
+//!   most [`STEADY_BYTES_GROWTH`]), whether the lake holds every event, and
+//!   whether every day's count in the lake equals the events sent for that
+//!   day. A simulated day lasts seconds: on Postgres each ends with a
+//!   `VACUUM` of `event_ids`, the reclaiming of expired ids that autovacuum
+//!   does in the hours of a real day.
 
 use super::servers::Server;
 use crate::config::Settings;
@@ -115,6 +119,9 @@ pub struct SimulationReport {
     pub max_rows_in_database: i64,
     pub max_retired_ids: i64,
     pub max_database_bytes: i64,
+    /// The last day's bytes over those of the first day with both bounds
+    /// reached (`dedup-days + 1`); `None` when the run is too short to tell.
+    pub steady_bytes_growth: Option<f64>,
     pub bounded: bool,
     pub archive_complete: bool,
     pub days_equal: bool,
@@ -246,6 +253,10 @@ async fn database_bytes(db: &DatabaseConnection) -> anyhow::Result<i64> {
     }
 }
 
+/// How much the database may grow from the first day both bounds are
+/// reached to the last (free space reused, not returned, moves a little).
+const STEADY_BYTES_GROWTH: f64 = 1.10;
+
 async fn simulate(
     args: &RetentionArgs,
     days: u32,
@@ -295,6 +306,9 @@ async fn simulate(
         actors::store::write_checkpoint(db, actors::store::RUNTIME_CHECKPOINT, sent as i64).await?;
         let a = crate::lake::archive::archive_with(db, &store, &settings, false).await?;
         let r = crate::retention::retain(db, &gate, &settings, a.archived_through, end + TimeDelta::seconds(1)).await?;
+        if database == "postgres" {
+            db.execute_unprepared("VACUUM event_ids").await.context("vacuuming event_ids")?;
+        }
         let day_report = SimulatedDay {
             day,
             sent: args.day_events,
@@ -332,6 +346,16 @@ async fn simulate(
     let max_bytes = out.iter().map(|d| d.database_bytes).max().unwrap_or(0);
     let bound = (i64::from(args.events_days) + 1) * args.day_events as i64;
     let ids_bound = (i64::from(args.dedup_days) + 1) * args.day_events as i64;
+    // Day `dedup-days + 1` is the first to delete a day of events and expire
+    // a day of ids; from then on every day adds as much as it removes.
+    let steady = args.dedup_days as usize;
+    let steady_bytes_growth = match (out.get(steady), out.last()) {
+        (Some(first), Some(last)) if out.len() > steady + 1 && first.database_bytes > 0 => {
+            Some(last.database_bytes as f64 / first.database_bytes as f64)
+        }
+        _ => None,
+    };
+    let bytes_bounded = steady_bytes_growth.is_none_or(|g| g <= STEADY_BYTES_GROWTH);
     let report = SimulationReport {
         database,
         events_days: args.events_days,
@@ -339,7 +363,8 @@ async fn simulate(
         max_rows_in_database: max_rows,
         max_retired_ids: max_retired,
         max_database_bytes: max_bytes,
-        bounded: max_rows <= bound && max_retired <= ids_bound,
+        steady_bytes_growth,
+        bounded: max_rows <= bound && max_retired <= ids_bound && bytes_bounded,
         archive_complete: manifest.archived_through == sent as i64 && manifest.rows() == sent,
         days_equal: lake_per_day == sent_per_day,
         ok: false,
@@ -348,10 +373,14 @@ async fn simulate(
     let ok = report.bounded && report.archive_complete && report.days_equal;
     eprintln!(
         "{} events over {days} days: at most {max_rows} events (bound {bound}) and {max_retired} retired ids \
-         (bound {ids_bound}), {:.1} MB, in the database: {}; \
+         (bound {ids_bound}), {:.1} MB ({}), in the database: {}; \
          the lake holds {} events ({}); every day's count in the lake equals the events sent: {}",
         sent,
         max_bytes as f64 / 1e6,
+        match steady_bytes_growth {
+            Some(g) => format!("{g:.3}x from day {} to the last, bound {STEADY_BYTES_GROWTH}x", steady + 1),
+            None => format!("growth not judged: fewer than {} days", steady + 2),
+        },
         if report.bounded { "bounded" } else { "NOT bounded" },
         manifest.rows(),
         if report.archive_complete { "complete" } else { "INCOMPLETE" },

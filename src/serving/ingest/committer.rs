@@ -5,6 +5,14 @@
 //! A request is answered only after its transaction committed, and its new
 //! events are handed to the session actors before the answer goes out, so a
 //! read that follows an acknowledgement sees the acknowledged events.
+//!
+//! On Postgres two groups overlap ([`pipeline_depth`]): the next group opens
+//! its transaction, checks its fences and encodes its rows while the previous
+//! one inserts and commits. It inserts only once the previous insert is done,
+//! so log positions follow group order, and commits only once the previous
+//! group committed and handed its events to the actors, so the log becomes
+//! visible, and the actors see it, in log order. SQLite has one writer: there
+//! a group commits before the next begins.
 
 use crate::telemetry::traces::Step;
 use crate::telemetry::{IngestEvent, Metrics};
@@ -172,7 +180,14 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     queued: Arc<AtomicUsize>,
 ) {
+    let depth = pipeline_depth(db.get_database_backend());
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut previous: Option<Turn> = None;
     while let Some(first) = rx.recv().await {
+        // The group takes everything that queued while the pipeline was full.
+        while inflight.len() >= depth {
+            inflight.join_next().await;
+        }
         let mut n = first.events.len();
         let mut jobs = vec![first];
         let deadline = Instant::now() + settings.max_wait;
@@ -193,7 +208,86 @@ async fn run(
         }
         queued.fetch_sub(n, Ordering::Relaxed);
         metrics.queue_events.set(queued.load(Ordering::Relaxed) as i64);
-        commit_group(&db, &gate, &runtime, &metrics, settings.retired_check, jobs).await;
+        let (order, turn) = Order::after(previous.take());
+        previous = Some(turn);
+        let (db, gate, runtime, metrics) = (db.clone(), gate.clone(), runtime.clone(), metrics.clone());
+        let retired_check = settings.retired_check;
+        inflight.spawn(async move { commit_group(&db, &gate, &runtime, &metrics, retired_check, jobs, order).await });
+    }
+    // Drained: every group in flight commits (or fails) and is answered.
+    while inflight.join_next().await.is_some() {}
+}
+
+/// Groups in flight at once: two on Postgres (see the module doc), one on
+/// SQLite, whose single writer would only make the second group wait for
+/// the first one's lock.
+fn pipeline_depth(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Postgres => 2,
+        _ => 1,
+    }
+}
+
+/// What a group waits for from the group before it, and what it tells the
+/// group after it. A step the previous group never reaches (it failed) counts
+/// as done when its sender drops, and a group passes a step on only after
+/// the previous group passed it, so the order holds along the whole chain.
+struct Order {
+    previous_inserted: Option<oneshot::Receiver<()>>,
+    previous_done: Option<oneshot::Receiver<()>>,
+    inserted: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// The receiving ends of one group's [`Order`], for the next group.
+struct Turn {
+    inserted: oneshot::Receiver<()>,
+    done: oneshot::Receiver<()>,
+}
+
+impl Order {
+    fn after(previous: Option<Turn>) -> (Order, Turn) {
+        let (inserted, inserted_rx) = oneshot::channel();
+        let (done, done_rx) = oneshot::channel();
+        let (previous_inserted, previous_done) = match previous {
+            Some(t) => (Some(t.inserted), Some(t.done)),
+            None => (None, None),
+        };
+        (
+            Order { previous_inserted, previous_done, inserted: Some(inserted), done: Some(done) },
+            Turn { inserted: inserted_rx, done: done_rx },
+        )
+    }
+
+    /// Waits until the previous group's rows are in (or it gave up).
+    async fn insert_turn(&mut self) {
+        if let Some(rx) = self.previous_inserted.take() {
+            let _ = rx.await;
+        }
+    }
+
+    /// This group's rows are in: the next group may insert.
+    async fn inserted(&mut self) {
+        self.insert_turn().await;
+        if let Some(tx) = self.inserted.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits until the previous group committed and handed its events on.
+    async fn commit_turn(&mut self) {
+        if let Some(rx) = self.previous_done.take() {
+            let _ = rx.await;
+        }
+    }
+
+    /// This group is finished, committed or not: the next group may commit.
+    async fn done(&mut self) {
+        self.inserted().await;
+        self.commit_turn().await;
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -204,10 +298,11 @@ async fn commit_group(
     metrics: &Metrics,
     retired_check: Option<chrono::TimeDelta>,
     jobs: Vec<Job>,
+    mut order: Order,
 ) {
     let started = Instant::now();
     let turn = gate.enter().await;
-    let written = write(db, &jobs, retired_check).await;
+    let written = write(db, &jobs, retired_check, &mut order).await;
     drop(turn);
     match written {
         Ok((seqs, fenced)) => {
@@ -259,11 +354,13 @@ async fn commit_group(
             });
             logged.sort_by_key(|l| l.seq);
             runtime.deliver(logged);
+            order.done().await;
             for (reply, o) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(o));
             }
         }
         Err(e) => {
+            order.done().await;
             let error = e.to_string();
             metrics.record(IngestEvent::CommitFailed { error: error.clone(), requests: jobs.len() });
             for job in jobs {
@@ -302,6 +399,7 @@ async fn write(
     db: &DatabaseConnection,
     jobs: &[Job],
     retired_check: Option<chrono::TimeDelta>,
+    order: &mut Order,
 ) -> Result<(Vec<Vec<Option<i64>>>, Vec<usize>), DbErr> {
     let backend = db.get_database_backend();
     let now = Utc::now();
@@ -322,13 +420,22 @@ async fn write(
     let rows: Vec<&Prepared> = unique.iter().map(|&(j, i)| &jobs[j].events[i]).collect();
     let inserted = match backend {
         // Postgres checks every id against `event_ids` in the insert itself.
-        DbBackend::Postgres => insert_events_postgres(&txn, &rows, now).await?,
+        DbBackend::Postgres => {
+            let statements = postgres_statements(&rows, now)?;
+            order.insert_turn().await;
+            let inserted = insert_events_postgres(&txn, statements).await;
+            order.inserted().await;
+            inserted?
+        }
         _ => {
             // Live events are far younger than anything retention deleted,
             // so only a group holding old ones (history replayed, a late
             // resend) pays for the check against `retired_event_ids`.
             let retired = retired_check.is_some_and(|span| rows.iter().any(|p| p.event.time < now - span));
-            insert_events_sqlite(&txn, &rows, now, retired).await?
+            order.insert_turn().await;
+            let inserted = insert_events_sqlite(&txn, &rows, now, retired).await;
+            order.inserted().await;
+            inserted?
         }
     };
 
@@ -339,6 +446,7 @@ async fn write(
             seqs[j][i] = Some(seq);
         }
     }
+    order.commit_turn().await;
     txn.commit().await?;
     Ok((seqs, fenced))
 }
@@ -416,27 +524,30 @@ const FIELD_SEP: char = '\u{1f}';
 /// `json`, the recordset, and each body's own `json` column). Rows are
 /// inserted in the group's order (`ORDER BY` the ordinality), so the log
 /// positions follow it. An absent session is the empty string (a session
-/// id is never empty), turned back into NULL.
-async fn insert_events_postgres(
-    txn: &DatabaseTransaction,
-    rows: &[&Prepared],
-    now: DateTime<Utc>,
-) -> Result<Vec<(i64, String)>, DbErr> {
+/// id is never empty), turned back into NULL. Encoded before the group's
+/// turn to insert comes ([`insert_events_postgres`]).
+fn postgres_statements(rows: &[&Prepared], now: DateTime<Utc>) -> Result<Vec<Statement>, DbErr> {
     // `events` is partitioned by day and cannot be unique by id alone:
     // `event_ids` is. An event goes into the log only if its id went into
     // `event_ids` in the same statement; ids stay there longer than the
     // events (retention.dedup_days), so every resend is caught there,
-    // including one of an event retention deleted.
-    const SQL: &str = "WITH x AS (SELECT * FROM unnest(string_to_array($1, E'\\x1f'), string_to_array($2, E'\\x1f'), \
-                     string_to_array($3, E'\\x1f'), string_to_array($4, E'\\x1f'), string_to_array($5, E'\\x1f'), \
-                     string_to_array($6, E'\\x1f')) WITH ORDINALITY AS x(e, c, s, t, ts, b, n)), \
-         fresh AS (INSERT INTO event_ids (event_id, received_at) SELECT x.e, $7 FROM x \
+    // including one of an event retention deleted. The ids are unnested
+    // twice rather than the whole group once into a CTE: materialising the
+    // bodies for two readers and sort-merging on the ids made the statement
+    // about 12 % slower than a hash semi-join on the new ids alone
+    // (docs/benchmarks.md, "Where the time goes").
+    const SQL: &str = "WITH fresh AS (INSERT INTO event_ids (event_id, received_at) \
+                   SELECT e, $7 FROM unnest(string_to_array($1, E'\\x1f')) AS e \
                    ON CONFLICT DO NOTHING RETURNING event_id) \
          INSERT INTO events (event_id, customer_id, session_id, event_type, event_time, received_at, body) \
-         SELECT x.e, x.c, NULLIF(x.s, ''), x.t, x.ts::timestamptz, $7, x.b FROM x JOIN fresh ON fresh.event_id = x.e \
+         SELECT x.e, x.c, NULLIF(x.s, ''), x.t, x.ts::timestamptz, $7, x.b \
+         FROM unnest(string_to_array($1, E'\\x1f'), string_to_array($2, E'\\x1f'), \
+                     string_to_array($3, E'\\x1f'), string_to_array($4, E'\\x1f'), string_to_array($5, E'\\x1f'), \
+                     string_to_array($6, E'\\x1f')) WITH ORDINALITY AS x(e, c, s, t, ts, b, n) \
+         WHERE x.e IN (SELECT event_id FROM fresh) \
          ORDER BY x.n \
          RETURNING seq, event_id";
-    let mut out = Vec::with_capacity(rows.len());
+    let mut statements = Vec::with_capacity(rows.len().div_ceil(ROWS_PER_STATEMENT));
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let body_bytes: usize = chunk.iter().map(|p| p.body.len() + 1).sum();
         let mut cols: [String; 6] = [
@@ -471,11 +582,23 @@ async fn insert_events_postgres(
             }
         }
         let [e, c, s, t, ts, b] = cols;
-        let stmt = Statement::from_sql_and_values(
+        statements.push(Statement::from_sql_and_values(
             DbBackend::Postgres,
             SQL,
             [e.into(), c.into(), s.into(), t.into(), ts.into(), b.into(), now.into()],
-        );
+        ));
+    }
+    Ok(statements)
+}
+
+/// Runs the group's statements ([`postgres_statements`]); returns the log
+/// position and id of every event that was new.
+async fn insert_events_postgres(
+    txn: &DatabaseTransaction,
+    statements: Vec<Statement>,
+) -> Result<Vec<(i64, String)>, DbErr> {
+    let mut out = Vec::new();
+    for stmt in statements {
         for row in txn.query_all(stmt).await? {
             out.push((row.try_get("", "seq")?, row.try_get("", "event_id")?));
         }

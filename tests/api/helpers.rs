@@ -87,6 +87,54 @@ pub struct TestApp {
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     pub dir: std::sync::Arc<tempfile::TempDir>,
     pub inference: cartpulse::serving::inference::InferenceHandle,
+    /// Shared by the apps over the same database (a restart, a gateway
+    /// beside it): the last one to go ends the connections left to it.
+    pub database_guard: std::sync::Arc<DatabaseGuard>,
+}
+
+/// Ends the connections still open to a test's Postgres database when the
+/// last app over it is dropped. An app a test drops without `stop()` leaves
+/// its pool's connections open until the test binary exits: a few per test,
+/// enough over a full run to reach Postgres' `max_connections` (100 here)
+/// and fail later tests with pool timeouts.
+pub struct DatabaseGuard(Option<String>);
+
+impl DatabaseGuard {
+    fn for_url(database_url: &str) -> DatabaseGuard {
+        let name = database_url
+            .starts_with("postgres")
+            .then(|| database_url.rsplit('/').next().unwrap_or_default().to_owned())
+            .filter(|name| name.starts_with("cp_test_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        DatabaseGuard(name)
+    }
+}
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        let Some(name) = self.0.take() else { return };
+        let database = name.clone();
+        // A thread and runtime of its own: a drop may run inside a runtime,
+        // which cannot block on another future.
+        let ended = std::thread::spawn(move || {
+            use sea_orm::ConnectionTrait;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let admin = sea_orm::Database::connect(pg_admin_url()).await.map_err(|e| e.to_string())?;
+                admin
+                    .execute_unprepared(&format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+                    ))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                admin.close().await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = ended {
+            eprintln!("could not end the connections left to test database {name}: {e}");
+        }
+    }
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -123,6 +171,10 @@ pub async fn start(settings: Settings, dir: std::sync::Arc<tempfile::TempDir>, k
         }
         let _ = tx.send(());
     });
+    let database_guard = match keys_from {
+        Some(a) => a.database_guard.clone(),
+        None => std::sync::Arc::new(DatabaseGuard::for_url(&database_url)),
+    };
     let (admin_key, ingest_key, read_key) = match keys_from {
         Some(a) => (a.admin_key.clone(), a.ingest_key.clone(), a.read_key.clone()),
         None => {
@@ -152,6 +204,7 @@ pub async fn start(settings: Settings, dir: std::sync::Arc<tempfile::TempDir>, k
         stopped: Some(rx),
         dir,
         inference,
+        database_guard,
     }
 }
 

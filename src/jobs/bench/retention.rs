@@ -19,8 +19,8 @@
 //!   show within the run). Printed per day: events, retired ids and bytes
 //!   in the database; at the end whether the database stayed bounded (never
 //!   more than `events-days + 1` days of events nor `dedup-days + 1` days of
-//!   retired ids, and once both bounds are reached its bytes grow by at
-//!   most [`STEADY_BYTES_GROWTH`]), whether the lake holds every event, and
+//!   retired ids, and from the day after both bounds are reached its bytes
+//!   grow by at most [`STEADY_BYTES_GROWTH`]), whether the lake holds every event, and
 //!   whether every day's count in the lake equals the events sent for that
 //!   day. A simulated day lasts seconds: on Postgres each ends with a
 //!   `VACUUM` of `event_ids`, the reclaiming of expired ids that autovacuum
@@ -119,8 +119,9 @@ pub struct SimulationReport {
     pub max_rows_in_database: i64,
     pub max_retired_ids: i64,
     pub max_database_bytes: i64,
-    /// The last day's bytes over those of the first day with both bounds
-    /// reached (`dedup-days + 1`); `None` when the run is too short to tell.
+    /// The last day's bytes over those of the first steady day
+    /// (`dedup-days + 2`, the first to refill the space retention freed the
+    /// day before); `None` when the run is too short to tell.
     pub steady_bytes_growth: Option<f64>,
     pub bounded: bool,
     pub archive_complete: bool,
@@ -253,8 +254,8 @@ async fn database_bytes(db: &DatabaseConnection) -> anyhow::Result<i64> {
     }
 }
 
-/// How much the database may grow from the first day both bounds are
-/// reached to the last (free space reused, not returned, moves a little).
+/// How much the database may grow from the first steady day to the last
+/// (free space reused, not returned, moves a little).
 const STEADY_BYTES_GROWTH: f64 = 1.10;
 
 async fn simulate(
@@ -347,8 +348,9 @@ async fn simulate(
     let bound = (i64::from(args.events_days) + 1) * args.day_events as i64;
     let ids_bound = (i64::from(args.dedup_days) + 1) * args.day_events as i64;
     // Day `dedup-days + 1` is the first to delete a day of events and expire
-    // a day of ids; from then on every day adds as much as it removes.
-    let steady = args.dedup_days as usize;
+    // a day of ids, and the next day is the first to refill the space they
+    // freed: from then on every day adds as much as it removes.
+    let steady = args.dedup_days as usize + 1;
     let steady_bytes_growth = match (out.get(steady), out.last()) {
         (Some(first), Some(last)) if out.len() > steady + 1 && first.database_bytes > 0 => {
             Some(last.database_bytes as f64 / first.database_bytes as f64)

@@ -418,26 +418,24 @@ async fn write(
     let mut unique: Vec<(usize, usize)> = first.values().copied().collect();
     unique.sort_unstable();
     let rows: Vec<&Prepared> = unique.iter().map(|&(j, i)| &jobs[j].events[i]).collect();
-    let inserted = match backend {
+    // Encoded before the group's turn to insert, which waits for the group before.
+    let insert = match backend {
         // Postgres checks every id against `event_ids` in the insert itself.
-        DbBackend::Postgres => {
-            let statements = postgres_statements(&rows, now)?;
-            order.insert_turn().await;
-            let inserted = insert_events_postgres(&txn, statements).await;
-            order.inserted().await;
-            inserted?
-        }
+        DbBackend::Postgres => Insert::Postgres(postgres_statements(&rows, now)?),
+        // Live events are far younger than anything retention deleted, so
+        // only a group holding old ones (history replayed, a late resend)
+        // pays for the check against `retired_event_ids`.
         _ => {
-            // Live events are far younger than anything retention deleted,
-            // so only a group holding old ones (history replayed, a late
-            // resend) pays for the check against `retired_event_ids`.
-            let retired = retired_check.is_some_and(|span| rows.iter().any(|p| p.event.time < now - span));
-            order.insert_turn().await;
-            let inserted = insert_events_sqlite(&txn, &rows, now, retired).await;
-            order.inserted().await;
-            inserted?
+            Insert::Sqlite { retired: retired_check.is_some_and(|span| rows.iter().any(|p| p.event.time < now - span)) }
         }
     };
+    order.insert_turn().await;
+    let inserted = match insert {
+        Insert::Postgres(statements) => insert_events_postgres(&txn, statements).await,
+        Insert::Sqlite { retired } => insert_events_sqlite(&txn, &rows, now, retired).await,
+    };
+    order.inserted().await;
+    let inserted = inserted?;
 
     // `first` names the occurrence each returned id was inserted as.
     let mut seqs: Vec<Vec<Option<i64>>> = jobs.iter().map(|j| vec![None; j.events.len()]).collect();
@@ -449,6 +447,12 @@ async fn write(
     order.commit_turn().await;
     txn.commit().await?;
     Ok((seqs, fenced))
+}
+
+/// A group's insert, ready before its turn comes.
+enum Insert {
+    Postgres(Vec<Statement>),
+    Sqlite { retired: bool },
 }
 
 /// SQLite: prepared multi-row `INSERT … VALUES` statements of 256, 128, …, 1

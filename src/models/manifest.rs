@@ -134,6 +134,23 @@ pub struct ModelConfig {
     pub net: NetConfig,
 }
 
+impl ModelConfig {
+    /// What `cartpulse train` and `cartpulse retrain` use unless `--config`
+    /// says otherwise: the default with the networks distilled from the
+    /// gradient-boosted teacher and the ensemble's probability Platt-scaled
+    /// on the inner out-of-fold scores (docs/model.md gives the figures it
+    /// was chosen on). [`Default`] stays the plain network: it is what a
+    /// manifest without these fields was trained with, and what the quick
+    /// models (demo, tests) build on.
+    pub fn recommended() -> Self {
+        ModelConfig { distill: RECOMMENDED_DISTILL, calibrate: true, ..Default::default() }
+    }
+}
+
+/// The distillation weight of [`ModelConfig::recommended`], chosen on the
+/// development seeds only.
+pub const RECOMMENDED_DISTILL: f32 = 0.8;
+
 /// How the decision threshold is chosen on the training rows' inner
 /// out-of-fold scores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

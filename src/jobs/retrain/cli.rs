@@ -22,7 +22,8 @@ pub struct RetrainArgs {
     pub folds: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Model configuration as JSON (fields of ModelConfig; missing ones keep their defaults).
+    /// Model configuration as JSON: fields of ModelConfig laid over the recommended
+    /// configuration (as with `cartpulse train`).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Where the trained model directories are written.
@@ -34,13 +35,7 @@ pub fn retrain(global: &crate::cli::GlobalArgs, args: RetrainArgs) -> anyhow::Re
     crate::telemetry::init_logging("warn", false);
     anyhow::ensure!(args.margin.is_finite() && args.margin >= 0.0, "--margin must be 0 or more, not {}", args.margin);
     anyhow::ensure!(args.folds >= 2, "--folds must be at least 2, not {}", args.folds);
-    let config = match &args.config {
-        Some(path) => std::fs::read(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice(&b)?))
-            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?,
-        None => Default::default(),
-    };
+    let config = crate::jobs::train::config_file::model_config(args.config.as_deref())?;
     let report = super::run(&super::RetrainOptions {
         settings: global.settings(None)?,
         label_delay: std::time::Duration::from_secs(args.label_delay_s),

@@ -54,7 +54,8 @@ pub struct TrainArgs {
     /// Evaluate only: do not fit or write the final model.
     #[arg(long)]
     pub no_model: bool,
-    /// Model configuration as JSON (fields of ModelConfig; missing ones keep their defaults).
+    /// Model configuration as JSON: fields of ModelConfig laid over the recommended
+    /// configuration (the network distilled from a gradient-boosted teacher, calibrated).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -73,13 +74,7 @@ pub struct PredictArgs {
 
 pub fn train(global: &crate::cli::GlobalArgs, args: TrainArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging("warn", false);
-    let config = match &args.config {
-        Some(path) => std::fs::read(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice(&b)?))
-            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?,
-        None => Default::default(),
-    };
+    let config = super::config_file::model_config(args.config.as_deref())?;
     let TrainArgs {
         data,
         from_db,

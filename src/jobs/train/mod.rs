@@ -18,10 +18,12 @@
 //! - [`dataset`]: where rows come from (a CSV, `--from-db`), and [`lake`]
 //!   (`--from-lake`);
 //! - [`gbdt`]: the gradient-boosted teacher that `distill` trains the
-//!   networks towards (training only).
+//!   networks towards (training only);
+//! - [`config_file`]: `--config FILE` over the recommended configuration.
 
 pub mod artifact;
 pub mod cli;
+pub mod config_file;
 pub mod dataset;
 pub mod gbdt;
 pub mod lake;

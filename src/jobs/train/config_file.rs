@@ -30,7 +30,10 @@ pub fn over_recommended(given: Value) -> Result<ModelConfig, String> {
 /// `teacher`); a field `base` does not have is an error naming it.
 fn lay_over(base: &mut Value, given: Value, at: &str) -> Result<(), String> {
     let Value::Object(given) = given else {
-        return Err(format!("{} must be a JSON object of ModelConfig fields", if at.is_empty() { "the file" } else { at }));
+        return Err(format!(
+            "{} must be a JSON object of ModelConfig fields",
+            if at.is_empty() { "the file" } else { at }
+        ));
     };
     let Value::Object(fields) = base else { return Err(format!("{at} is not an object")) };
     for (name, value) in given {

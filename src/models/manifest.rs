@@ -141,15 +141,11 @@ impl ModelConfig {
     /// on the inner out-of-fold scores (docs/model.md gives the figures it
     /// was chosen on). [`Default`] stays the plain network: it is what a
     /// manifest without these fields was trained with, and what the quick
-    /// models (demo, tests) build on.
+    /// models (demo, tests) build on. Chosen on the development seeds only.
     pub fn recommended() -> Self {
-        ModelConfig { distill: RECOMMENDED_DISTILL, calibrate: true, ..Default::default() }
+        ModelConfig { distill: 0.8, calibrate: true, ..Default::default() }
     }
 }
-
-/// The distillation weight of [`ModelConfig::recommended`], chosen on the
-/// development seeds only.
-pub const RECOMMENDED_DISTILL: f32 = 0.8;
 
 /// How the decision threshold is chosen on the training rows' inner
 /// out-of-fold scores.

@@ -20,9 +20,9 @@
 //!   in the database; at the end whether the database stayed bounded (never
 //!   more than `events-days + 1` days of events nor `dedup-days + 1` days of
 //!   retired ids, and from the day after both bounds are reached its bytes
-//!   grow by at most [`STEADY_BYTES_GROWTH`]), whether the lake holds every event, and
-//!   whether every day's count in the lake equals the events sent for that
-//!   day. A simulated day lasts seconds: on Postgres each ends with a
+//!   grow by at most [`STEADY_BYTES_GROWTH`]), whether the lake holds every
+//!   event, and whether every day's count in the lake equals the events sent
+//!   for that day. A simulated day lasts seconds: on Postgres each ends with a
 //!   `VACUUM` of `event_ids`, the reclaiming of expired ids that autovacuum
 //!   does in the hours of a real day.
 

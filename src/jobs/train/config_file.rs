@@ -20,7 +20,7 @@ pub fn model_config(path: Option<&Path>) -> anyhow::Result<ModelConfig> {
 }
 
 /// `given`'s fields over the recommended configuration.
-pub fn over_recommended(given: Value) -> Result<ModelConfig, String> {
+fn over_recommended(given: Value) -> Result<ModelConfig, String> {
     let mut merged = serde_json::to_value(ModelConfig::recommended()).map_err(|e| e.to_string())?;
     lay_over(&mut merged, given, "")?;
     serde_json::from_value(merged).map_err(|e| e.to_string())

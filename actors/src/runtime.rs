@@ -50,7 +50,7 @@ pub enum Ownership {
         range: std::ops::RangeInclusive<usize>,
     },
     /// Partitions that come and go (leases): the caller replays each one it
-    /// takes ([`Runtime::replay_partition`]), forgets each one it gives up
+    /// takes ([`Runtime::replay_partitions`]), forgets each one it gives up
     /// ([`Runtime::evict_partition`]) and keeps the checkpoints per
     /// partition ([`Runtime::checkpoint`] only computes the position).
     Leased(PartitionSet),
@@ -269,27 +269,37 @@ impl Runtime {
         Ok(n)
     }
 
-    /// Replays the log after `after` to the customers of partition `p` (of
-    /// `of`), in order; the caller takes `p` only afterwards, and nothing of
-    /// `p` may be committed meanwhile. Unlike [`Runtime::recover`] it leaves
-    /// the delivered position alone: this process may have commits of its
-    /// own in flight below the end of the log, and a checkpoint must not
-    /// claim them before they are delivered. Returns the events replayed.
-    pub async fn replay_partition(&self, p: usize, of: usize, mut after: i64) -> Result<u64, RuntimeError> {
+    /// Replays the log to the customers of the partitions `from` (of `of`),
+    /// each after its own checkpoint (`(partition, checkpoint)`), in order,
+    /// reading the log once for all of them; the caller takes them only
+    /// afterwards, and nothing of them may be committed meanwhile. Unlike
+    /// [`Runtime::recover`] it leaves the delivered position alone: this
+    /// process may have commits of its own in flight below the end of the
+    /// log, and a checkpoint must not claim them before they are delivered.
+    /// Returns the events replayed per partition, in the order of `from`.
+    pub async fn replay_partitions(&self, from: &[(usize, i64)], of: usize) -> Result<Vec<u64>, RuntimeError> {
         let db_err = |e: sea_orm::DbErr| RuntimeError::Database(e.to_string());
-        let mut n = 0u64;
+        let after_of: HashMap<usize, (usize, i64)> =
+            from.iter().enumerate().map(|(i, (p, checkpoint))| (*p, (i, *checkpoint))).collect();
+        let mut counts = vec![0u64; from.len()];
+        let Some(mut after) = from.iter().map(|(_, checkpoint)| *checkpoint).min() else { return Ok(counts) };
         loop {
             let mut events = store::log_after(&self.db, after, 20_000).await.map_err(db_err)?;
             let Some(last) = events.last() else { break };
             after = last.seq;
-            events.retain(|e| partition(e.event.customer_id.as_str(), of) == p);
-            n += events.len() as u64;
+            events.retain(|e| match after_of.get(&partition(e.event.customer_id.as_str(), of)) {
+                Some((i, checkpoint)) if e.seq > *checkpoint => {
+                    counts[*i] += 1;
+                    true
+                }
+                _ => false,
+            });
             if !events.is_empty() {
                 // Without moving the delivered position (see above).
                 self.route(events);
             }
         }
-        Ok(n)
+        Ok(counts)
     }
 
     /// Stops the actors of partition `p`'s customers without a last

@@ -105,15 +105,18 @@ pub async fn write_checkpoints(
     Ok(())
 }
 
-/// Where a partition that was never leased starts: the best checkpoint an
-/// earlier deployment left for its customers (a static processor's
-/// `runtime:a-b/P` whose range holds it, or the one-process `runtime`), else
-/// the start of the log.
-pub async fn initial_checkpoint(db: &DatabaseConnection, partition: usize, of: usize) -> Result<i64, DbErr> {
+/// Where each of `partitions`, if never leased before, starts: the best
+/// checkpoint an earlier deployment left for its customers (a static
+/// processor's `runtime:a-b/P` whose range holds it, or the one-process
+/// `runtime`), else the start of the log. In the order of `partitions`.
+pub async fn initial_checkpoints(db: &DatabaseConnection, partitions: &[usize], of: usize) -> Result<Vec<i64>, DbErr> {
     use entities::checkpoint;
     use sea_orm::EntityTrait;
     let rows = checkpoint::Entity::find().all(db).await?;
-    Ok(rows.into_iter().filter(|r| covers(&r.name, partition, of)).map(|r| r.seq).max().unwrap_or(0))
+    Ok(partitions
+        .iter()
+        .map(|&p| rows.iter().filter(|r| covers(&r.name, p, of)).map(|r| r.seq).max().unwrap_or(0))
+        .collect())
 }
 
 /// True when the checkpoint named `name` covers `partition` of `of`.

@@ -5,15 +5,20 @@
 //! - Each processor announces itself in the sorted set `{prefix}:processors`
 //!   (score: when its announcement expires) every third of `redis.lease_ms`
 //!   (at most every second), and aims at `ceil(partitions / live
-//!   processors)` partitions.
+//!   processors)` partitions. Between rounds it sleeps until the soonest
+//!   of: the next round, another processor's announcement expiring, or a
+//!   lease it wants expiring; so a dead processor's partitions move just
+//!   after its leases expire, not up to a round later.
 //! - A partition is claimed with `SET {prefix}:lease:{<tag>} <instance> NX
-//!   PX lease_ms` (the partition's hash tag puts it in its stream's slot) and renewed with a
-//!   compare-and-`PEXPIRE` script; one not renewed for `lease_ms` (its owner
-//!   died or hangs) is free for anyone.
-//! - Taking a partition over: raise its fencing token in the database
-//!   ([`super::fences`]), drop whatever this process still holds in memory
-//!   for its customers, replay the log after the partition's checkpoint, and
-//!   only then let the consumer read it, starting with every entry pending
+//!   PX lease_ms` (in a script that otherwise answers the holder's time
+//!   left; the partition's hash tag puts the key in its stream's slot) and
+//!   renewed with a compare-and-`PEXPIRE` script; one not renewed for
+//!   `lease_ms` (its owner died or hangs) is free for anyone.
+//! - Taking partitions over (all those claimed in a round together): raise
+//!   each one's fencing token in the database ([`super::fences`]), drop
+//!   whatever this process still holds in memory for their customers, replay
+//!   the log after each one's checkpoint (one read of the log for all), and
+//!   only then let the consumer read them, starting with every entry pending
 //!   in the group (the previous owner's unacknowledged ones). Commits of the
 //!   partition carry the token; the database refuses them once another
 //!   owner raised it, so an owner that lost its lease cannot commit.
@@ -51,6 +56,10 @@ pub const FENCED: &str = "the database refused a commit for a stale token";
 /// Renews `KEYS[1]` for `ARGV[2]` ms if `ARGV[1]` holds it.
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                      return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Claims `KEYS[1]` for `ARGV[1]` for `ARGV[2]` ms if nobody holds it:
+/// `{1, 0}` when claimed, else `{0, ms until the holder's lease expires}`.
+const CLAIM: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, 0} \
+                     else return {0, redis.call('PTTL', KEYS[1])} end";
 /// Deletes `KEYS[1]` if `ARGV[1]` holds it.
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -219,6 +228,18 @@ fn share(partitions: usize, live: usize) -> usize {
     partitions.div_ceil(live.max(1))
 }
 
+/// What an announcement learns about the processor set.
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    count: usize,
+    /// How soon the first other processor's announcement expires.
+    next_expiry: Option<Duration>,
+}
+
+/// How long after a peer's or lease's expiry to look (clocks and the
+/// renewal's own round trips differ by a few milliseconds).
+const EXPIRY_MARGIN: Duration = Duration::from_millis(15);
+
 impl Parts {
     async fn run(mut self, mut lost: mpsc::UnboundedReceiver<usize>, mut stopped: watch::Receiver<bool>) {
         // Renewals come three times per lease; looking for work at least
@@ -239,19 +260,34 @@ impl Parts {
             while let Ok(p) = lost.try_recv() {
                 self.lose(p, FENCED).await;
             }
+            // The earliest moment something may change hands: a peer's
+            // announcement or a wanted lease expiring. Waking just after it
+            // (not up to a tick later) is what makes a dead processor's
+            // partitions move within moments of its lease.
+            let mut next = live.and_then(|l| l.next_expiry);
             if let (Some(live), false) = (live, first) {
-                let target = share(self.settings.partitions, live);
+                let target = share(self.settings.partitions, live.count);
                 if self.held.len() > target {
                     let excess = self.held.len() - target;
                     let give: Vec<usize> = self.held.partitions().into_iter().rev().take(excess).collect();
                     self.hand_over(&give).await;
                 } else if self.held.len() < target {
-                    self.claim(target).await;
+                    let round = Instant::now();
+                    let blocked = self.claim(target).await;
+                    next = [next, blocked].into_iter().flatten().min();
+                    // A long takeover must not let what is held expire.
+                    if round.elapsed() > tick / 2 {
+                        self.renew().await;
+                    }
                 }
             }
             // After the first announcement a short wait is enough for
             // processors that start together to see each other.
-            let wait = if first { tick.min(Duration::from_millis(300)) } else { tick };
+            let wait = if first {
+                tick.min(Duration::from_millis(300))
+            } else {
+                next.map_or(tick, |d| (d + EXPIRY_MARGIN).clamp(EXPIRY_MARGIN, tick))
+            };
             first = false;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -264,8 +300,9 @@ impl Parts {
         }
     }
 
-    /// Refreshes this processor's announcement; returns how many are live.
-    async fn announce(&self) -> Result<usize, crate::redis_link::LinkError> {
+    /// Refreshes this processor's announcement; returns how many are live
+    /// and how soon the first other one's announcement expires.
+    async fn announce(&self) -> Result<Live, crate::redis_link::LinkError> {
         let key = members_key(&self.link);
         let now = chrono::Utc::now().timestamp_millis();
         let mut c = self.link.conn().await?;
@@ -277,8 +314,14 @@ impl Parts {
             .ignore();
         pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
         pipe.cmd("ZCARD").arg(&key);
-        let (n,): (usize,) = pipe.query_async(&mut c).await?;
-        Ok(n)
+        // The two soonest to expire: one of them is not this processor.
+        pipe.cmd("ZRANGEBYSCORE").arg(&key).arg(now).arg("+inf").arg("WITHSCORES").arg("LIMIT").arg(0).arg(2);
+        let (count, soonest): (usize, Vec<(String, f64)>) = pipe.query_async(&mut c).await?;
+        let next_expiry = soonest
+            .iter()
+            .find(|(name, _)| *name != self.settings.instance)
+            .map(|(_, at)| Duration::from_millis((*at as i64 - now).max(0) as u64));
+        Ok(Live { count, next_expiry })
     }
 
     /// Renews every held lease; drops those that are gone or not renewed for
@@ -314,70 +357,114 @@ impl Parts {
         }
     }
 
-    /// Claims free partitions until `target` are held.
-    async fn claim(&mut self, target: usize) {
+    /// Claims free partitions until `target` are held: first their leases
+    /// (so the other processors look elsewhere at once), then one takeover
+    /// for all of them. Returns how soon the first lease it found held by
+    /// someone else expires, if it is short of `target`.
+    async fn claim(&mut self, target: usize) -> Option<Duration> {
         let n = self.settings.partitions;
         // Processors start looking at different places, so they rarely race.
         let start = actors::data::partition(&self.settings.instance, n);
         let held = self.held.partitions();
+        let want = target.saturating_sub(held.len());
+        let mut got = Vec::new();
+        let mut blocked: Option<Duration> = None;
         for i in 0..n {
-            if self.held.len() >= target {
+            if got.len() >= want {
                 break;
             }
             let p = (start + i) % n;
             if held.contains(&p) {
                 continue;
             }
-            let got: Result<Option<String>, crate::redis_link::LinkError> = async {
+            let answer: Result<(i64, i64), crate::redis_link::LinkError> = async {
                 let mut c = self.link.conn().await?;
-                Ok(redis::cmd("SET")
-                    .arg(lease_key(&self.link, p, self.settings.partitions))
+                Ok(redis::cmd("EVAL")
+                    .arg(CLAIM)
+                    .arg(1)
+                    .arg(lease_key(&self.link, p, n))
                     .arg(&self.settings.instance)
-                    .arg("NX")
-                    .arg("PX")
                     .arg(self.settings.lease.as_millis() as u64)
                     .query_async(&mut c)
                     .await?)
             }
             .await;
-            match got {
-                Ok(Some(_)) => {
-                    if let Err(e) = self.take_over(p).await {
-                        tracing::warn!(partition = p, error = %e, "taking a partition over failed; releasing it");
-                        self.delete_lease(p).await;
-                        // The next round tries again; renewing what is held comes first.
-                        return;
-                    }
+            match answer {
+                Ok((1, _)) => got.push(p),
+                Ok((_, ms)) => {
+                    // Negative: gone between the two commands, or no expiry.
+                    let left = Duration::from_millis(ms.max(0) as u64);
+                    blocked = Some(blocked.map_or(left, |b| b.min(left)));
                 }
-                Ok(None) => {}
                 Err(e) => {
                     self.metrics.record(IngestEvent::ConsumerRetry { step: "lease", error: e.to_string() });
-                    return;
+                    break;
                 }
             }
         }
+        if !got.is_empty() {
+            self.take_over(&got).await;
+        }
+        if self.held.len() < target {
+            blocked
+        } else {
+            None
+        }
     }
 
-    /// The lease is ours: fence, replay, then consume.
-    async fn take_over(&mut self, p: usize) -> anyhow::Result<()> {
+    /// The leases of `ps` are ours: fence each, replay the log once for all
+    /// of them, then consume them. A partition that cannot be taken over is
+    /// released for the next round.
+    async fn take_over(&mut self, ps: &[usize]) {
         let started = Instant::now();
         let of = self.settings.partitions;
-        let initial = fences::initial_checkpoint(&self.db, p, of).await?;
-        let (token, checkpoint) = fences::take_over(&self.db, &self.gate, p, &self.settings.instance, initial).await?;
-        // Whatever this process kept from an earlier time it held `p` is stale.
-        self.runtime.evict_partition(p, of).await;
-        let replayed = self.runtime.replay_partition(p, of, checkpoint).await?;
-        self.owned.insert(p);
-        self.held.insert(p, token);
-        self.renewed.insert(p, Instant::now());
-        self.consumer.add(p, token);
-        self.metrics.record(IngestEvent::LeaseTaken {
-            partition: p,
-            token,
-            replayed,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        Ok(())
+        let initial = match fences::initial_checkpoints(&self.db, ps, of).await {
+            Ok(initial) => initial,
+            Err(e) => return self.give_up(ps, &e.into()).await,
+        };
+        let mut fenced: Vec<(usize, i64, i64)> = Vec::with_capacity(ps.len());
+        for (&p, initial) in ps.iter().zip(initial) {
+            match fences::take_over(&self.db, &self.gate, p, &self.settings.instance, initial).await {
+                Ok((token, checkpoint)) => fenced.push((p, token, checkpoint)),
+                Err(e) => self.give_up(&[p], &e.into()).await,
+            }
+        }
+        // Whatever this process kept from an earlier time it held them is stale.
+        for &(p, _, _) in &fenced {
+            self.runtime.evict_partition(p, of).await;
+        }
+        let from: Vec<(usize, i64)> = fenced.iter().map(|&(p, _, checkpoint)| (p, checkpoint)).collect();
+        let replayed = match self.runtime.replay_partitions(&from, of).await {
+            Ok(replayed) => replayed,
+            Err(e) => {
+                let ps: Vec<usize> = from.iter().map(|&(p, _)| p).collect();
+                // Some of their events may have reached actors already.
+                for &p in &ps {
+                    self.runtime.evict_partition(p, of).await;
+                }
+                return self.give_up(&ps, &e.into()).await;
+            }
+        };
+        for (&(p, token, _), replayed) in fenced.iter().zip(replayed) {
+            self.owned.insert(p);
+            self.held.insert(p, token);
+            self.renewed.insert(p, Instant::now());
+            self.consumer.add(p, token);
+            self.metrics.record(IngestEvent::LeaseTaken {
+                partition: p,
+                token,
+                replayed,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+
+    /// Taking `ps` over failed: their leases go back for the next round.
+    async fn give_up(&mut self, ps: &[usize], error: &anyhow::Error) {
+        tracing::warn!(partitions = ?ps, error = format!("{error:#}"), "taking partitions over failed; releasing them");
+        for &p in ps {
+            self.delete_lease(p).await;
+        }
     }
 
     /// Gives `partitions` up in order: nothing in hand, checkpointed,

@@ -443,7 +443,10 @@ impl Hub {
 
     fn finish_fill(&mut self, t: Topic, res: Result<Vec<Frame>, crate::redis_link::LinkError>) {
         let (max_msgs, max_bytes) = self.limits(&t);
-        let coalesce = t.coalesces();
+        // Filled frames are recovery, like a `since` replay: every one goes
+        // out, even on `kpis`, whose live frames keep only the newest
+        // unsent (they arrive here all at once and would collapse into one).
+        let coalesce = false;
         let metrics = self.metrics.clone();
         let Some(state) = self.topics.get_mut(&t) else { return };
         state.filling = false;

@@ -137,3 +137,21 @@ async fn sigkill_mid_replay_loses_no_acknowledged_event_and_counts_none_twice() 
     let logged = entities::event::Entity::find().count(&db).await.unwrap();
     assert_eq!(logged as usize, total);
 }
+
+/// A `serve` that exits before it is ready: the start's error quotes the
+/// end of its log, so a failed start in CI says why without `TEST_LOG`.
+#[actix_web::test]
+async fn a_start_that_fails_quotes_the_end_of_the_log() {
+    let err = match ServeCommand::new(BIN)
+        .unwrap()
+        .log(false)
+        .args(["--database-url", "postgres://nobody@127.0.0.1:1/none"])
+        .start(Duration::from_secs(60))
+        .await
+    {
+        Ok(_) => panic!("a serve without a reachable database became ready"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("exited before it was ready"), "{err}");
+    assert!(err.contains("connecting to the database"), "the child's own error is quoted: {err}");
+}

@@ -24,7 +24,8 @@ pub struct ServeCommand {
 
 impl ServeCommand {
     /// `exe serve --listen 127.0.0.1:PORT`, on a free port, its log shown
-    /// only when `TEST_LOG` is set (benches show it with [`Self::log`]).
+    /// only when `TEST_LOG` is set (benches show it with [`Self::log`]);
+    /// otherwise kept in a temporary file and quoted if the start fails.
     pub fn new(exe: impl AsRef<Path>) -> anyhow::Result<ServeCommand> {
         Ok(ServeCommand {
             exe: exe.as_ref().to_owned(),
@@ -103,20 +104,32 @@ impl ServeCommand {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             // A bench's report is its last stdout line: a child's stdout goes nowhere.
-            .stdout(Stdio::null())
-            .stderr(match &self.log_file {
-                Some(path) => std::fs::File::create(path)
-                    .with_context(|| format!("creating the log file {}", path.display()))?
-                    .into(),
-                None if self.log => Stdio::inherit(),
-                None => Stdio::null(),
-            });
+            .stdout(Stdio::null());
+        // Without a log file of the caller's, a quiet child's log still goes
+        // to a file of ours, so that a start that fails can say why.
+        let (log_path, own_log) = match &self.log_file {
+            Some(path) => (Some(path.clone()), false),
+            None if self.log => (None, false),
+            None => {
+                let path =
+                    std::env::temp_dir().join(format!("cartpulse-serve-{}-{}.log", std::process::id(), self.port));
+                (Some(path), true)
+            }
+        };
+        cmd.stderr(match &log_path {
+            Some(path) => {
+                std::fs::File::create(path).with_context(|| format!("creating the log file {}", path.display()))?.into()
+            }
+            None => Stdio::inherit(),
+        });
         let child = cmd.spawn().with_context(|| format!("starting {} serve", self.exe.display()))?;
         Ok(ServeProcess {
             child,
             port: self.port,
             base: format!("http://127.0.0.1:{}", self.port),
             what: self.describe(),
+            log_path,
+            own_log,
         })
     }
 
@@ -139,7 +152,14 @@ pub struct ServeProcess {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     what: String,
+    /// Where its stderr goes, if to a file.
+    log_path: Option<PathBuf>,
+    /// The file is ours (removed on drop), not the caller's.
+    own_log: bool,
 }
+
+/// Lines of a failed start's log quoted in its error.
+const LOG_TAIL_LINES: usize = 20;
 
 impl ServeProcess {
     /// Waits until `/readyz` answers 200; fails at once if the process exits.
@@ -148,7 +168,7 @@ impl ServeProcess {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited before it was ready ({status}); its log (TEST_LOG=1 in tests) says why", self.what);
+                bail!("{} exited before it was ready ({status}); the end of its log:\n{}", self.what, self.log_tail());
             }
             if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
                 if r.status().is_success() {
@@ -159,6 +179,18 @@ impl ServeProcess {
                 bail!("{} was not ready after {} s", self.what, limit.as_secs());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of its log, or where to find it.
+    fn log_tail(&self) -> String {
+        let Some(path) = &self.log_path else { return "(on this process's stderr)".to_owned() };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+            }
+            Err(e) => format!("(reading {}: {e})", path.display()),
         }
     }
 
@@ -208,6 +240,9 @@ impl ServeProcess {
 impl Drop for ServeProcess {
     fn drop(&mut self) {
         self.kill();
+        if let (true, Some(path)) = (self.own_log, &self.log_path) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -111,8 +111,11 @@ impl ServeCommand {
             Some(path) => (Some(path.clone()), false),
             None if self.log => (None, false),
             None => {
-                let path =
-                    std::env::temp_dir().join(format!("cartpulse-serve-{}-{}.log", std::process::id(), self.port));
+                // Unique per child: a restart on the same port must not
+                // truncate, nor its predecessor's drop remove, its log.
+                static SPAWNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir().join(format!("cartpulse-serve-{}-{n}.log", std::process::id()));
                 (Some(path), true)
             }
         };

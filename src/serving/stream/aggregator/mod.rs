@@ -19,7 +19,7 @@ use crate::telemetry::traces::Step;
 use actix::{Actor, Addr, AsyncContext, Context, StreamHandler};
 use actors::hooks::Update;
 use actors::trace::TraceParent;
-use messages::{bus_stream, BusItem};
+use messages::{bus_stream, tick_stream, BusItem, Tick};
 use rollup::{Kpis, Rollup};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +48,8 @@ pub struct Aggregator {
     rx: Option<broadcast::Receiver<Arc<Update>>>,
     rollup: Rollup,
     interval: Duration,
+    /// The start of the rollup's first interval: the grid its ticks keep to.
+    started: Instant,
     metrics: StreamMetrics,
     /// Fold spans of traced events waiting for the next `kpis` rollup, and
     /// when each reached the aggregator (bounded: the newest are kept).
@@ -68,11 +70,13 @@ impl Aggregator {
         conversion_window: Duration,
         metrics: StreamMetrics,
     ) -> Aggregator {
+        let started = Instant::now();
         Aggregator {
             to,
             rx: Some(rx),
-            rollup: Rollup::new(session_gap, conversion_window, Instant::now()),
+            rollup: Rollup::new(session_gap, conversion_window, started),
             interval,
+            started,
             metrics,
             traced: Vec::new(),
         }
@@ -217,22 +221,26 @@ impl Actor for Aggregator {
         if let Some(rx) = self.rx.take() {
             ctx.add_stream(bus_stream(rx));
         }
-        ctx.run_interval(self.interval, |act, ctx| {
-            let traced = std::mem::take(&mut act.traced);
-            let trace_id = traced.last().map(|(t, _)| t.trace_id_hex());
-            let publishing = Step::start();
-            if matches!(act.to, PublishTo::RedisShare { .. }) {
-                let part = rollup::KpiPart { trace_id, ..act.rollup.part(Instant::now()) };
-                act.share_kpis(part, ctx);
-            } else {
-                let kpis = Kpis { trace_id, ..act.rollup.tick(Instant::now()) };
-                match serde_json::to_string(&kpis) {
-                    Ok(data) => act.publish(Topic::Kpis, data),
-                    Err(e) => tracing::error!(error = %e, "cannot encode the KPI rollup"),
-                }
+        ctx.add_stream(tick_stream(self.started, self.interval));
+    }
+}
+
+impl StreamHandler<Tick> for Aggregator {
+    fn handle(&mut self, tick: Tick, ctx: &mut Context<Self>) {
+        let traced = std::mem::take(&mut self.traced);
+        let trace_id = traced.last().map(|(t, _)| t.trace_id_hex());
+        let publishing = Step::start();
+        if matches!(self.to, PublishTo::RedisShare { .. }) {
+            let part = rollup::KpiPart { trace_id, ..self.rollup.part(tick.at) };
+            self.share_kpis(part, ctx);
+        } else {
+            let kpis = Kpis { trace_id, ..self.rollup.tick(tick.at) };
+            match serde_json::to_string(&kpis) {
+                Ok(data) => self.publish(Topic::Kpis, data),
+                Err(e) => tracing::error!(error = %e, "cannot encode the KPI rollup"),
             }
-            trace_rollup(&traced, publishing);
-        });
+        }
+        trace_rollup(&traced, publishing);
     }
 }
 

@@ -184,11 +184,11 @@ impl Rollup {
         while self.slices.front().map(|(_, end, _)| now.saturating_duration_since(*end) >= minute).unwrap_or(false) {
             self.slices.pop_front();
         }
-        // events/s over the newest slices covering about a second (one at the
-        // default 1 s tick, many when ticking faster), per time covered.
-        // Newest first, until a second is covered: the current slice alone at
-        // 1 s ticks (timer jitter must not pull in the previous one).
-        let second = Duration::from_millis(999);
+        // events/s over the newest slices covering a second (one at the
+        // default 1 s tick, many when ticking faster), per time covered. The
+        // aggregator ticks on a fixed grid (`messages::tick_stream`), so the
+        // slices are whole intervals and each event counts in one rate only.
+        let second = Duration::from_secs(1);
         let (mut events, mut from) = (0u64, now);
         for (start, _, s) in self.slices.iter().rev() {
             if now.saturating_duration_since(from) >= second {

@@ -7,8 +7,8 @@
 //! `since`.
 
 use crate::crash::{batch, expected_events, free_port};
-use crate::helpers::eventually;
-use crate::roles::{subscribe, Deployment};
+use crate::helpers::{eventually, metric_value};
+use crate::roles::{subscribe, Deployment, Replica};
 use crate::stream::{control, until};
 use cartpulse::serving::ingest::streams::partition_tag;
 use cartpulse::serving::ingest::streams::GROUP;
@@ -203,6 +203,157 @@ async fn lost_report(d: &Deployment, cluster: &LocalCluster, i: usize, log: &std
     out
 }
 
+/// Producers sending customers `k0..` through a gateway: a batch counts once
+/// it got 200; a 503 (not replicated, Redis failing over) or a lost
+/// connection is resent as it is (`event_id` de-duplicates).
+struct Producers {
+    acked: Arc<Mutex<Vec<usize>>>,
+    next: Arc<Mutex<usize>>,
+    refused: Arc<Mutex<usize>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
+}
+
+impl Producers {
+    fn start(d: &Deployment, gateway: &Replica, n: usize) -> Producers {
+        let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(Mutex::new(0usize));
+        let next = Arc::new(Mutex::new(0usize));
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let (client, base, key) = (d.client.clone(), gateway.base(), d.key.clone());
+            let (acked, stop, refused, next) = (acked.clone(), stop.clone(), refused.clone(), next.clone());
+            tasks.push(actix_web::rt::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let i = {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        *n - 1
+                    };
+                    loop {
+                        let r =
+                            client.post(format!("{base}/v1/events")).bearer_auth(&key).json(&batch(i)).send().await;
+                        match r.map(|r| r.status().as_u16()) {
+                            Ok(200) => {
+                                acked.lock().unwrap().push(i);
+                                break;
+                            }
+                            Ok(503) | Err(_) => {
+                                *refused.lock().unwrap() += 1;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Ok(other) => panic!("the gateway answered {other} to batch {i}"),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }));
+        }
+        Producers { acked, next, refused, stop, tasks }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// The batches taken so far: every later one is sent after this call.
+    fn taken(&self) -> usize {
+        *self.next.lock().unwrap()
+    }
+
+    /// The batches acknowledged so far, in the order they were.
+    fn acked_list(&self) -> Vec<usize> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, n: usize) {
+        eventually(&format!("{n} batches acknowledged"), Duration::from_secs(60), || async {
+            match self.acked() {
+                a if a >= n => Ok(()),
+                a => Err(format!("{a} batches")),
+            }
+        })
+        .await;
+    }
+
+    /// Stops after the batches under way are acknowledged: those, and how
+    /// many answers were refusals that were resent.
+    async fn stop(self) -> (Vec<usize>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let refused = *self.refused.lock().unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        (acked, refused)
+    }
+}
+
+/// Nothing went to the dead-letter stream (an entry delivered too often
+/// without a commit would); if something did, why, and what the processor
+/// logged around it.
+async fn assert_no_dead_letters(d: &Deployment, gateway: &Replica, cluster: &LocalCluster, log: &std::path::Path) {
+    let (status, sys) = d.get(gateway, "/v1/system").await;
+    assert_eq!(status, 200, "{sys}");
+    if sys["ingest"]["dead_letters"] != 0 {
+        let key = format!("{}:events:dead", d.prefix);
+        let reasons: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| redis_cli(n.port, &["xrange", &key, "-", "+"]))
+            .flat_map(|out| {
+                let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+                lines.windows(2).filter(|w| w[0] == "reason").map(|w| w[1].clone()).collect::<Vec<_>>()
+            })
+            .collect();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let logged: Vec<&str> =
+            text.lines().filter(|l| ["dead", "retry", "WARN"].iter().any(|w| l.contains(w))).take(60).collect();
+        panic!("{sys}\ndead-letter reasons: {reasons:?}\nprocessor log:\n{}", logged.join("\n"));
+    }
+}
+
+/// Every acknowledged customer whole, nothing counted twice (the actors),
+/// and the log holds every acknowledged event once.
+async fn assert_every_acknowledged_event_applied_once(
+    d: &Deployment,
+    processor: &Replica,
+    cluster: &LocalCluster,
+    acked: &[usize],
+    log: &std::path::Path,
+) {
+    for &i in acked {
+        // A backlog of 0 means every entry was delivered, not yet applied:
+        // a processor slowed down by a busy machine may still be committing
+        // the last batch it read. Lost means it never shows up.
+        let found = within(Duration::from_secs(15), || async {
+            match d.get(processor, &format!("/v1/customers/k{i}")).await {
+                (200, c) => Ok(c),
+                (s, c) => Err(format!("{s} {c}")),
+            }
+        })
+        .await;
+        let c = match found {
+            Ok(c) => c,
+            Err(last) => {
+                let report = lost_report(d, cluster, i, log).await;
+                panic!("acknowledged customer k{i} is not there ({last}):\n{report}");
+            }
+        };
+        assert_eq!(c["profile"]["frequency"], 1.0, "k{i}: {c}");
+        assert_eq!(c["recent_sessions"][0]["n_events"], expected_events(i), "k{i}");
+    }
+    // Every batch a producer took was resent until acknowledged: the log
+    // holds exactly their events.
+    let mut sorted = acked.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..acked.len()).collect::<Vec<_>>(), "a batch was acknowledged twice or never");
+    let logged = d.logged_events().await;
+    let total: usize = acked.iter().map(|&i| expected_events(i)).sum();
+    assert_eq!(logged, total, "the log must hold every acknowledged event once");
+}
+
 #[actix_web::test]
 async fn killing_a_cluster_primary_mid_ingest_loses_no_acknowledged_event() {
     let mut cluster = LocalCluster::start().await;
@@ -220,52 +371,11 @@ async fn killing_a_cluster_primary_mid_ingest_loses_no_acknowledged_event() {
     let first = until(&mut ws, Duration::from_secs(10), |v| v["topic"] == "kpis").await;
     let mut last_seq = first["seq"].as_u64().unwrap();
 
-    // Producers send customers k0..; a batch counts once it got 200. A 503
-    // (not replicated, Redis failing over) is resent as it is: event_id de-duplicates.
-    let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let refused = Arc::new(Mutex::new(0usize));
-    let next = Arc::new(Mutex::new(0usize));
-    let mut producers = Vec::new();
-    for _ in 0..4 {
-        let (client, base, key) = (d.client.clone(), gateway.base(), d.key.clone());
-        let (acked, stop, refused, next) = (acked.clone(), stop.clone(), refused.clone(), next.clone());
-        producers.push(actix_web::rt::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let i = {
-                    let mut n = next.lock().unwrap();
-                    *n += 1;
-                    *n - 1
-                };
-                loop {
-                    let r = client.post(format!("{base}/v1/events")).bearer_auth(&key).json(&batch(i)).send().await;
-                    match r.map(|r| r.status().as_u16()) {
-                        Ok(200) => {
-                            acked.lock().unwrap().push(i);
-                            break;
-                        }
-                        Ok(503) | Err(_) => {
-                            *refused.lock().unwrap() += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Ok(other) => panic!("the gateway answered {other} to batch {i}"),
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let producers = Producers::start(&d, &gateway, 4);
     // Kill the primary of partition 0 once ingest is well under way.
-    let acked_now = || acked.lock().unwrap().len();
-    eventually("150 batches acknowledged", Duration::from_secs(60), || async {
-        match acked_now() {
-            n if n >= 150 => Ok(()),
-            n => Err(format!("{n} batches")),
-        }
-    })
-    .await;
+    producers.wait_for(150).await;
     let killed = cluster.kill_primary_of(&format!("{}:events:{{{}}}", d.prefix, partition_tag(0, 8)));
-    let acked_at_kill = acked.lock().unwrap().len();
+    let acked_at_kill = producers.acked();
     // The replica is promoted after the node timeout (1 s) and an election.
     // Until the dead node is replaced the promoted one has no replica, so
     // WAIT cannot confirm: its partitions answer 503 (nothing acknowledged
@@ -299,82 +409,19 @@ async fn killing_a_cluster_primary_mid_ingest_loses_no_acknowledged_event() {
         }
     })
     .await;
-    let failed_over_after = acked.lock().unwrap().len() - acked_at_kill;
+    let failed_over_after = producers.acked() - acked_at_kill;
     cluster.restart(killed);
     cluster.wait_healthy(Duration::from_secs(30)).await;
-    eventually("ingest resumes after the failover", Duration::from_secs(60), || async {
-        match acked_now() {
-            n if n >= acked_at_kill + 300 => Ok(()),
-            n => Err(format!("{} batches since the kill", n - acked_at_kill)),
-        }
-    })
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    for p in producers {
-        p.await.unwrap();
-    }
+    producers.wait_for(acked_at_kill + 300).await;
+    let (acked, refused) = producers.stop().await;
     d.drained(&gateway).await;
-    let acked = acked.lock().unwrap().clone();
     eprintln!(
-        "failover: killed node {killed}; {} batches acknowledged ({acked_at_kill} before the kill, {failed_over_after} between the kill and the promotion), {} refused and resent",
+        "failover: killed node {killed}; {} batches acknowledged ({acked_at_kill} before the kill, {failed_over_after} between the kill and the promotion), {refused} refused and resent",
         acked.len(),
-        refused.lock().unwrap()
     );
 
-    // Nothing went to the dead-letter stream (an entry delivered too often
-    // without a commit would).
-    let (status, sys) = d.get(&gateway, "/v1/system").await;
-    assert_eq!(status, 200, "{sys}");
-    if sys["ingest"]["dead_letters"] != 0 {
-        // Why they were moved (each entry's reason) and what the processor
-        // logged around it, for the failure message.
-        let key = format!("{}:events:dead", d.prefix);
-        let reasons: Vec<String> = cluster
-            .nodes
-            .iter()
-            .map(|n| redis_cli(n.port, &["xrange", &key, "-", "+"]))
-            .flat_map(|out| {
-                let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-                lines.windows(2).filter(|w| w[0] == "reason").map(|w| w[1].clone()).collect::<Vec<_>>()
-            })
-            .collect();
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let logged: Vec<&str> =
-            text.lines().filter(|l| ["dead", "retry", "WARN"].iter().any(|w| l.contains(w))).take(60).collect();
-        panic!("{sys}\ndead-letter reasons: {reasons:?}\nprocessor log:\n{}", logged.join("\n"));
-    }
-
-    // Every acknowledged customer whole, nothing counted twice (the actors),
-    // and the log holds every event once.
-    for &i in &acked {
-        // A backlog of 0 means every entry was delivered, not yet applied:
-        // a processor slowed down by a busy machine may still be committing
-        // the last batch it read. Lost means it never shows up.
-        let found = within(Duration::from_secs(15), || async {
-            match d.get(&processor, &format!("/v1/customers/k{i}")).await {
-                (200, c) => Ok(c),
-                (s, c) => Err(format!("{s} {c}")),
-            }
-        })
-        .await;
-        let c = match found {
-            Ok(c) => c,
-            Err(last) => {
-                let report = lost_report(&d, &cluster, i, &log).await;
-                panic!("acknowledged customer k{i} is not there ({last}):\n{report}");
-            }
-        };
-        assert_eq!(c["profile"]["frequency"], 1.0, "k{i}: {c}");
-        assert_eq!(c["recent_sessions"][0]["n_events"], expected_events(i), "k{i}");
-    }
-    // Every batch a producer took was resent until acknowledged: the log
-    // holds exactly their events.
-    let mut sorted = acked.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted, (0..acked.len()).collect::<Vec<_>>(), "a batch was acknowledged twice or never");
-    let logged = d.logged_events().await;
-    let total: usize = acked.iter().map(|&i| expected_events(i)).sum();
-    assert_eq!(logged, total, "the log must hold every acknowledged event once");
+    assert_no_dead_letters(&d, &gateway, &cluster, &log).await;
+    assert_every_acknowledged_event_applied_once(&d, &processor, &cluster, &acked, &log).await;
 
     // A client catches up with `since` across the failover, gap-free.
     drop(ws);
@@ -393,3 +440,70 @@ async fn killing_a_cluster_primary_mid_ingest_loses_no_acknowledged_event() {
         caught_up += 1;
     }
 }
+
+/// A node that refuses reads for seconds (its ACL takes XREADGROUP away, as
+/// a node stuck in a failover or a broken proxy would fail them) holds up
+/// only the partitions whose slots it serves: the processor goes on with
+/// the others meanwhile, and afterwards nothing is lost or dead-lettered
+/// (the re-reads of a failing partition count as deliveries, so they must
+/// not touch other partitions' entries).
+#[actix_web::test]
+async fn a_node_refusing_reads_holds_up_only_its_partitions_and_dead_letters_nothing() {
+    let cluster = LocalCluster::start().await;
+    let d = Deployment::with_redis_url(cluster.url()).await;
+    let env = [("CARTPULSE_LOG", "info")];
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("processor.log");
+    let processor = d.start_logged("processor", None, None, 8, &env, Some(&log)).await;
+    let gateway = d.start("gateway", None).await;
+    let producers = Producers::start(&d, &gateway, 4);
+    producers.wait_for(100).await;
+
+    let via = cluster.nodes[0].port;
+    let stream_of = |p: usize| format!("{}:events:{{{}}}", d.prefix, partition_tag(p, 8));
+    let refusing = cluster.primary_of(&stream_of(0), via).expect("a primary serves partition 0");
+    let held: Vec<usize> = (0..8).filter(|&p| cluster.primary_of(&stream_of(p), via) == Some(refusing)).collect();
+    let partition_of = |i: usize| actors::data::partition(&format!("k{i}"), 8);
+    assert!(redis_cli(refusing, &["acl", "setuser", "default", "-xreadgroup"]).contains("OK"));
+    let refused_at = Instant::now();
+    let from = producers.taken();
+
+    // Meanwhile customers of the other partitions are applied...
+    eventually("customers of the other partitions are applied", Duration::from_secs(4), || async {
+        let mut newer = producers.acked_list().into_iter().filter(|&i| i >= from && !held.contains(&partition_of(i)));
+        let Some(i) = newer.next() else { return Err("no batch acknowledged yet".to_owned()) };
+        match d.get(&processor, &format!("/v1/customers/k{i}")).await {
+            (200, _) => Ok(()),
+            (s, c) => Err(format!("k{i}: {s} {c}")),
+        }
+    })
+    .await;
+    let other_applied_after = refused_at.elapsed();
+    // ... and those of the refusing node's partitions wait.
+    let waiting = within(Duration::from_secs(4), || async {
+        let mut held_batches = producers.acked_list().into_iter().filter(|&i| i >= from && held.contains(&partition_of(i)));
+        held_batches.next().ok_or_else(|| "no batch of the refusing node's partitions acknowledged".to_owned())
+    })
+    .await
+    .unwrap();
+    let (status, _) = d.get(&processor, &format!("/v1/customers/k{waiting}")).await;
+    assert_eq!(status, 404, "k{waiting} was applied though its partition's node refused reads");
+    // Longer than the re-reads of five failures in a row (0.1 + 0.2 + 0.4 +
+    // 0.8 + 1.6 s) would take to push entries past `max_attempts` (5).
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(refused_at.elapsed())).await;
+    assert!(redis_cli(refusing, &["acl", "setuser", "default", "+xreadgroup"]).contains("OK"));
+    let restored = producers.acked();
+    producers.wait_for(restored + 100).await;
+    let (acked, refused) = producers.stop().await;
+    d.drained(&gateway).await;
+    eprintln!(
+        "read outage: partitions {held:?} refused for 6 s; the others applied after {other_applied_after:?}; {} batches acknowledged, {refused} refused and resent",
+        acked.len()
+    );
+    let text = d.client.get(format!("{}/metrics", processor.base())).send().await.unwrap().text().await.unwrap();
+    let retries = metric_value(&text, "cartpulse_stream_consumer_retries_total{step=\"read\"}");
+    assert!(retries >= 1.0, "the processor's reads never failed: the test tested nothing");
+    assert_no_dead_letters(&d, &gateway, &cluster, &log).await;
+    assert_every_acknowledged_event_applied_once(&d, &processor, &cluster, &acked, &log).await;
+}
+

@@ -17,10 +17,16 @@
 //! after the previous one committed, or was split up and dead-lettered), so
 //! every customer's events reach the log in stream order as before.
 //!
-//! Order of work: first this consumer's own pending entries (read before a
-//! crash, not acknowledged, or delivered by a read whose reply was lost;
-//! read forwards from the last id seen, so none is read twice while its
-//! batch is in flight, except after a failed read), then new entries; with fixed
+//! Order of work, per partition: first this consumer's own pending entries
+//! (read before a crash, not acknowledged, or delivered by a read whose
+//! reply was lost; read forwards from the last id seen, so none is read
+//! twice while its batch is in flight, except after a failed read of that
+//! partition), then new entries. Each read asks every owned partition, the
+//! ones re-reading their history and the others for new entries, and keeps
+//! what the partitions that answered returned when some failed: a node
+//! that is down for a while holds up its own partitions only, and the
+//! re-reads it causes (each counts as a delivery) touch no other
+//! partition's entries. With fixed
 //! ranges, every `claim_idle / 2`, once the batches in hand are done, it takes over
 //! entries any consumer left pending for longer than `claim_idle`
 //! (XAUTOCLAIM). An entry delivered `max_attempts` times without a commit,
@@ -133,6 +139,10 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between two reads of idle partitions on a cluster (or
 /// with leases).
 const CLUSTER_IDLE_MAX: Duration = Duration::from_millis(16);
+/// The pause before a partition whose read failed is asked again, doubling
+/// up to the longest while it keeps failing.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// With leases: reads new entries of the partitions whose lease this
 /// consumer (`ARGV[1]`) holds, skipping the others. `KEYS` are pairs: a
@@ -208,6 +218,7 @@ impl Consumer {
             idle: Duration::ZERO,
             owned,
             history,
+            retry: BTreeMap::new(),
             control: control_rx,
         };
         Consumer { stop, task: tokio::spawn(reader.run(stage)), control: ConsumerControl(control) }
@@ -245,6 +256,20 @@ struct Item {
     partition: usize,
     entry: Entry,
     delivered: u64,
+}
+
+/// What one read brought: the entries of the partitions that answered, and
+/// the partitions that did not, with the error.
+#[derive(Default)]
+struct Read {
+    items: Vec<Item>,
+    failed: Option<(Vec<usize>, redis::RedisError)>,
+}
+
+impl Read {
+    fn failed(partitions: Vec<usize>, error: redis::RedisError) -> Read {
+        Read { items: Vec::new(), failed: Some((partitions, error)) }
+    }
 }
 
 /// Entries ready to commit, in stream order per partition.
@@ -310,6 +335,16 @@ impl Shared {
         }
     }
 
+    /// The entries of an XREADGROUP (or guarded read) reply, by partition.
+    fn items_of(&self, reply: Value) -> Vec<Item> {
+        let mut items = Vec::new();
+        for (key, entries) in read_reply(reply) {
+            let Some(p) = self.partition_of(&key) else { continue };
+            items.extend(entries.into_iter().map(|entry| Item { partition: p, entry, delivered: 1 }));
+        }
+        items
+    }
+
     /// Moves an entry to the dead-letter stream and acknowledges it,
     /// atomically on a single node; on a cluster (two slots) the XACK follows
     /// the XADD.
@@ -366,6 +401,9 @@ struct Reader {
     /// Partitions whose pending entries are being re-read, and the last id
     /// seen in each; a partition leaves once its read comes back empty.
     history: BTreeMap<usize, String>,
+    /// Partitions whose last read failed: when to ask again, and the pause
+    /// that led there (doubling while they keep failing).
+    retry: BTreeMap<usize, (Instant, Duration)>,
     control: mpsc::UnboundedReceiver<Control>,
 }
 
@@ -414,48 +452,69 @@ impl Reader {
                 }
                 continue;
             }
+            let targets = self.targets(Instant::now());
+            if targets.is_empty() {
+                // Every partition waits out a failed read.
+                let next = self.retry.values().map(|(at, _)| *at).min();
+                self.pause(next.map(|at| at.saturating_duration_since(Instant::now())).unwrap_or(RETRY_FIRST)).await;
+                continue;
+            }
             let read_started = crate::telemetry::traces::Step::start();
-            let batch = if !self.history.is_empty() {
-                self.read(&mut conn, true).await
-            } else if s.settings.owns.is_some() && last_claim.elapsed() >= s.settings.claim_idle / 2 {
+            let read = if self.history.is_empty()
+                && self.retry.is_empty()
+                && s.settings.owns.is_some()
+                && last_claim.elapsed() >= s.settings.claim_idle / 2
+            {
                 // (With leases, a new owner claims everything pending when it
                 // takes a partition; a periodic claim by a paused former owner
                 // could take the new owner's entries.)
                 last_claim = Instant::now();
                 // Only entries nobody is working on: wait until the batches in hand are done.
                 self.drained().await;
-                self.claim().await
+                match self.claim().await {
+                    Ok(items) => Read { items, failed: None },
+                    Err(e) => Read::failed(self.owned.iter().copied().collect(), e),
+                }
             } else {
-                self.read(&mut conn, false).await
+                self.read(&mut conn, &targets).await
             };
-            match batch {
-                Ok(items) => {
-                    backoff = Duration::from_millis(100);
-                    if !items.is_empty() {
-                        if let Some(batch) = self.prepare(items, read_started).await {
-                            self.inflight.send_modify(|n| *n += 1);
-                            if tx.send(batch).await.is_err() {
-                                // The commit stage stopped (shutting down).
-                                break;
-                            }
-                        }
+            if !read.items.is_empty() {
+                if let Some(batch) = self.prepare(read.items, read_started).await {
+                    self.inflight.send_modify(|n| *n += 1);
+                    if tx.send(batch).await.is_err() {
+                        // The commit stage stopped (shutting down).
+                        break;
                     }
                 }
-                Err(e) => {
-                    s.metrics.record(IngestEvent::ConsumerRetry { step: "read", error: e.to_string() });
-                    // A read can fail after Redis ran it: the reply lost with
-                    // the connection or the node, or (on a cluster) one
-                    // partition's read failing while the others' replies are
-                    // dropped with it. What it delivered is pending for this
-                    // consumer, and no read of new entries returns it again:
-                    // re-read this consumer's pending entries once Redis answers
-                    // (a batch still in hand comes twice; `event_id` makes the
-                    // second a duplicate).
-                    for p in &self.owned {
-                        self.history.entry(*p).or_insert_with(|| "0".to_owned());
+            }
+            let failed = read.failed.as_ref().map(|(ps, _)| ps.clone()).unwrap_or_default();
+            for (p, _) in &targets {
+                if !failed.contains(p) {
+                    self.retry.remove(p);
+                }
+            }
+            if let Some((partitions, e)) = read.failed {
+                s.metrics.record(IngestEvent::ConsumerRetry { step: "read", error: e.to_string() });
+                // A read can fail after Redis ran it: the reply lost with
+                // the connection or the node. What it delivered is pending
+                // for this consumer, and no read of new entries returns it
+                // again: re-read this consumer's pending entries of the
+                // partitions that failed once Redis answers (a batch still
+                // in hand comes twice; `event_id` makes the second a
+                // duplicate). Only those, and each after a pause of its own:
+                // every re-read counts as a delivery, so a node down for a few
+                // seconds must neither push other partitions' entries in hand
+                // past `max_attempts` nor hold their reads up.
+                let now = Instant::now();
+                for &p in &partitions {
+                    if self.owned.contains(&p) {
+                        self.history.entry(p).or_insert_with(|| "0".to_owned());
+                        let pause = self.retry.get(&p).map(|(_, d)| (*d * 2).min(RETRY_MAX)).unwrap_or(RETRY_FIRST);
+                        self.retry.insert(p, (now + pause, pause));
                     }
-                    self.pause(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                // Nothing answered: the connection may be the casualty.
+                if partitions.len() >= targets.len() {
                     if let Ok(c) = self.connect_and_prepare().await {
                         conn = c;
                     }
@@ -521,10 +580,12 @@ impl Reader {
                 }
                 self.owned.insert(partition);
                 self.history.insert(partition, "0".to_owned());
+                self.retry.remove(&partition);
             }
             Control::Remove { partition, done } => {
                 self.owned.remove(&partition);
                 self.history.remove(&partition);
+                self.retry.remove(&partition);
                 self.drained().await;
                 if let Ok(mut t) = self.shared.tokens.lock() {
                     t.remove(&partition);
@@ -604,93 +665,108 @@ impl Reader {
         Ok(conn)
     }
 
-    /// What to read: each partition with `>` (new entries), or in `history`
-    /// mode the partitions re-reading their pending entries, after their cursor.
-    fn targets(&self, history: bool) -> Vec<(usize, String)> {
-        if history {
-            self.history.iter().map(|(p, c)| (*p, c.clone())).collect()
-        } else {
-            self.owned.iter().map(|p| (*p, ">".to_owned())).collect()
-        }
+    /// What to read: each owned partition not waiting out a failure, with
+    /// `>` (new entries) or, while it re-reads its pending entries, after
+    /// its cursor there.
+    fn targets(&self, now: Instant) -> Vec<(usize, String)> {
+        self.owned
+            .iter()
+            .filter(|p| self.retry.get(p).is_none_or(|(at, _)| *at <= now))
+            .map(|p| (*p, self.history.get(p).cloned().unwrap_or_else(|| ">".to_owned())))
+            .collect()
     }
 
-    /// New entries (blocking), or in `history` mode this consumer's pending
-    /// entries after the cursors (advanced past what is returned).
-    async fn read(&mut self, conn: &mut Dedicated, history: bool) -> Result<Vec<Item>, redis::RedisError> {
-        let targets = self.targets(history);
+    /// New entries (blocking when no partition re-reads its history), and
+    /// this consumer's pending entries of the partitions re-reading them,
+    /// after their cursors (advanced past what is returned). The partitions
+    /// that answered are returned even when others failed, so a node that
+    /// is down holds up only its own partitions.
+    async fn read(&mut self, conn: &mut Dedicated, targets: &[(usize, String)]) -> Read {
+        let history: BTreeSet<usize> = targets.iter().filter(|(_, id)| id != ">").map(|(p, _)| *p).collect();
         // With leases every read of new entries checks the lease in Redis
         // (and so cannot block): see [`GUARDED_READ`].
         let leased = self.shared.settings.owns.is_none();
-        let mut items = if self.shared.link.is_cluster() || leased {
-            self.read_each(conn, &targets, history).await?
+        let mut read = if self.shared.link.is_cluster() || leased {
+            self.read_each(conn, targets).await
         } else {
             let s = &self.shared;
             let mut cmd = redis::cmd("XREADGROUP");
             cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
-            if !history {
-                cmd.arg("BLOCK").arg(BLOCK.as_millis() as u64);
+            if history.is_empty() {
+                // Not past the moment a partition that failed is to be asked again.
+                let now = Instant::now();
+                let retry = self.retry.values().map(|(at, _)| at.saturating_duration_since(now)).min();
+                let block = retry.map_or(BLOCK, |d| d.min(BLOCK)).max(Duration::from_millis(1));
+                cmd.arg("BLOCK").arg(block.as_millis() as u64);
             }
             cmd.arg("STREAMS");
-            for (p, _) in &targets {
+            for (p, _) in targets {
                 cmd.arg(s.key_of(*p));
             }
-            for (_, id) in &targets {
+            for (_, id) in targets {
                 cmd.arg(id);
             }
-            let reply: Value = cmd.query_async(conn).await?;
-            let mut items = Vec::new();
-            for (key, entries) in read_reply(reply) {
-                let Some(p) = s.partition_of(&key) else { continue };
-                for entry in entries {
-                    items.push(Item { partition: p, entry, delivered: 1 });
-                }
+            match cmd.query_async::<Value>(conn).await {
+                Ok(reply) => Read { items: s.items_of(reply), failed: None },
+                Err(e) => Read::failed(targets.iter().map(|(p, _)| *p).collect(), e),
             }
-            items
         };
-        if history {
-            let mut seen = BTreeSet::new();
-            for it in &items {
-                seen.insert(it.partition);
-                if let Some(c) = self.history.get_mut(&it.partition) {
-                    *c = it.entry.id.clone();
-                }
-            }
-            // A partition whose pending entries are all read goes on with new ones.
-            for (p, _) in &targets {
-                if !seen.contains(p) {
-                    self.history.remove(p);
-                }
-            }
-            if !items.is_empty() {
-                self.delivery_counts(&mut items).await?;
+        if history.is_empty() {
+            return read;
+        }
+        // Entries of a history read were delivered before: how often decides the dead letters.
+        let (mut old, new): (Vec<Item>, Vec<Item>) =
+            std::mem::take(&mut read.items).into_iter().partition(|it| history.contains(&it.partition));
+        if !old.is_empty() {
+            if let Err(e) = self.delivery_counts(&mut old).await {
+                // Those partitions are read again, cursors unmoved, with the counts.
+                let mut failed: BTreeSet<usize> = old.iter().map(|it| it.partition).collect();
+                failed.extend(read.failed.map(|(ps, _)| ps).unwrap_or_default());
+                return Read { items: new, failed: Some((failed.into_iter().collect(), e)) };
             }
         }
-        Ok(items)
+        let failed: BTreeSet<usize> = read.failed.iter().flat_map(|(ps, _)| ps.iter().copied()).collect();
+        let mut seen = BTreeSet::new();
+        for it in &old {
+            seen.insert(it.partition);
+            if let Some(c) = self.history.get_mut(&it.partition) {
+                *c = it.entry.id.clone();
+            }
+        }
+        // A partition whose pending entries are all read goes on with new ones.
+        for p in &history {
+            if !seen.contains(p) && !failed.contains(p) {
+                self.history.remove(p);
+            }
+        }
+        read.items = old;
+        read.items.extend(new);
+        read
     }
 
     /// [`Reader::read`] without BLOCK: on a cluster one XREADGROUP (or
     /// guarded read) per partition (each is one slot), all at once; with
-    /// leases on a single node one guarded read of every owned partition. A
-    /// pause that grows while nothing comes stands in for BLOCK.
-    async fn read_each(
-        &mut self,
-        conn: &mut Dedicated,
-        targets: &[(usize, String)],
-        history: bool,
-    ) -> Result<Vec<Item>, redis::RedisError> {
+    /// leases on a single node one guarded read of every partition reading
+    /// new entries, and one XREADGROUP per partition re-reading its history.
+    /// A pause that grows while nothing comes stands in for BLOCK.
+    async fn read_each(&mut self, conn: &mut Dedicated, targets: &[(usize, String)]) -> Read {
         let s = self.shared.clone();
-        let guard = s.settings.owns.is_none() && !history;
-        // One guarded read per slot: per partition on a cluster, all of them at once on a single node.
-        let groups: Vec<Vec<usize>> = if guard && !s.link.is_cluster() {
-            vec![targets.iter().map(|(p, _)| *p).collect()]
-        } else {
-            targets.iter().map(|(p, _)| vec![*p]).collect()
-        };
-        let reads = groups.iter().zip(targets).map(|(ps, (p, id))| {
+        let leased = s.settings.owns.is_none();
+        // One command per slot: (partitions, the id to read after, guarded).
+        // Guarded reads of new entries on a single node go together.
+        let mut groups: Vec<(Vec<usize>, &str, bool)> = Vec::new();
+        for (p, id) in targets {
+            let guard = leased && id == ">";
+            match groups.iter_mut().find(|(_, _, g)| guard && *g && !s.link.is_cluster()) {
+                Some((ps, _, _)) => ps.push(*p),
+                None => groups.push((vec![*p], id, guard)),
+            }
+        }
+        let reads = groups.iter().map(|(ps, id, guard)| {
             let mut conn = conn.clone();
             let s = s.clone();
             async move {
-                if guard {
+                if *guard {
                     let mut inv = GUARDED_READ_SCRIPT.prepare_invoke();
                     for q in ps {
                         inv.key(super::leases::lease_key(&s.link, *q, s.settings.partitions)).key(s.key_of(*q));
@@ -700,30 +776,31 @@ impl Reader {
                 } else {
                     let mut cmd = redis::cmd("XREADGROUP");
                     cmd.arg("GROUP").arg(GROUP).arg(&s.name).arg("COUNT").arg(s.settings.read_count);
-                    cmd.arg("STREAMS").arg(s.key_of(*p)).arg(id);
+                    cmd.arg("STREAMS").arg(s.key_of(ps[0])).arg(*id);
                     cmd.query_async::<Value>(&mut conn).await
                 }
             }
         });
         let replies = futures::future::join_all(reads).await;
-        let mut items = Vec::new();
-        for reply in replies {
-            let reply = reply?;
-            for (key, entries) in read_reply(reply) {
-                let Some(p) = s.partition_of(&key) else { continue };
-                items.extend(entries.into_iter().map(|entry| Item { partition: p, entry, delivered: 1 }));
+        let mut read = Read::default();
+        for (reply, (ps, _, _)) in replies.into_iter().zip(&groups) {
+            match reply {
+                Ok(reply) => read.items.extend(s.items_of(reply)),
+                Err(e) => match &mut read.failed {
+                    Some((failed, _)) => failed.extend(ps),
+                    None => read.failed = Some((ps.clone(), e)),
+                },
             }
         }
-        if !history {
-            if items.is_empty() {
-                self.idle = (self.idle * 2).clamp(Duration::from_millis(1), CLUSTER_IDLE_MAX);
-                let idle = self.idle;
-                self.pause(idle).await;
-            } else {
-                self.idle = Duration::ZERO;
-            }
+        let waiting = targets.iter().all(|(_, id)| id == ">") && read.items.is_empty() && read.failed.is_none();
+        if waiting {
+            self.idle = (self.idle * 2).clamp(Duration::from_millis(1), CLUSTER_IDLE_MAX);
+            let idle = self.idle;
+            self.pause(idle).await;
+        } else {
+            self.idle = Duration::ZERO;
         }
-        Ok(items)
+        read
     }
 
     /// Takes over entries consumers left pending too long.

@@ -232,8 +232,7 @@ impl Producers {
                         *n - 1
                     };
                     loop {
-                        let r =
-                            client.post(format!("{base}/v1/events")).bearer_auth(&key).json(&batch(i)).send().await;
+                        let r = client.post(format!("{base}/v1/events")).bearer_auth(&key).json(&batch(i)).send().await;
                         match r.map(|r| r.status().as_u16()) {
                             Ok(200) => {
                                 acked.lock().unwrap().push(i);
@@ -481,7 +480,8 @@ async fn a_node_refusing_reads_holds_up_only_its_partitions_and_dead_letters_not
     let other_applied_after = refused_at.elapsed();
     // ... and those of the refusing node's partitions wait.
     let waiting = within(Duration::from_secs(4), || async {
-        let mut held_batches = producers.acked_list().into_iter().filter(|&i| i >= from && held.contains(&partition_of(i)));
+        let mut held_batches =
+            producers.acked_list().into_iter().filter(|&i| i >= from && held.contains(&partition_of(i)));
         held_batches.next().ok_or_else(|| "no batch of the refusing node's partitions acknowledged".to_owned())
     })
     .await
@@ -506,4 +506,3 @@ async fn a_node_refusing_reads_holds_up_only_its_partitions_and_dead_letters_not
     assert_no_dead_letters(&d, &gateway, &cluster, &log).await;
     assert_every_acknowledged_event_applied_once(&d, &processor, &cluster, &acked, &log).await;
 }
-
